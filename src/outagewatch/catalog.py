@@ -1,0 +1,288 @@
+"""The service catalog (contract §1): strict TOML loading.
+
+Every mistake is a `CatalogError` whose message names the file, the service and the key.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from outagewatch.errors import CatalogError
+
+SERVICE_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+METRIC_ROLES = ("load", "traffic", "sources", "errors", "latency")
+STATUS_PAGE_KINDS = ("statuspage", "feed")
+OTHER_PROBLEM = "other"
+
+MetricRole = Literal["load", "traffic", "sources", "errors", "latency"]
+
+_SERVICE_KEYS = {
+    "name",
+    "aliases",
+    "group",
+    "depends_on",
+    "problems",
+    "metrics",
+    "probes",
+    "status_page",
+}
+_PROBE_KEYS = {"url", "site", "interval_s"}
+_STATUS_KEYS = {"url", "kind", "interval_s"}
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    url: str
+    site: str = "public"
+    interval_s: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPage:
+    url: str
+    kind: Literal["statuspage", "feed"] = "statuspage"
+    interval_s: int = 120
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    id: str
+    name: str
+    aliases: tuple[str, ...] = ()
+    group: str | None = None
+    depends_on: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+    metrics: Mapping[str, MetricRole] = field(default_factory=dict)
+    probes: tuple[Probe, ...] = ()
+    status_page: StatusPage | None = None
+
+    @property
+    def all_problems(self) -> tuple[str, ...]:
+        """The service's problem types followed by `other`, the catch-all."""
+        if OTHER_PROBLEM in self.problems:
+            return self.problems
+        return (*self.problems, OTHER_PROBLEM)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    services: Mapping[str, Service]
+    source: str = ""
+    path: str = "<catalog>"
+    _names: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        names: dict[str, str] = {}
+        for sid, svc in self.services.items():
+            names[sid] = sid
+            for alias in svc.aliases:
+                names.setdefault(alias.lower(), sid)
+        object.__setattr__(self, "_names", names)
+
+    def resolve(self, name: str) -> Service | None:
+        """The service whose id or alias is `name` (case-insensitive), or None."""
+        sid = self._names.get(name) or self._names.get(name.lower())
+        return None if sid is None else self.services[sid]
+
+    @property
+    def names(self) -> Mapping[str, str]:
+        """Every accepted name (ids and lower-cased aliases) mapped to its service id."""
+        return self._names
+
+    def __len__(self) -> int:
+        return len(self.services)
+
+    @classmethod
+    def from_toml(cls, text: str, path: str = "<catalog>") -> Catalog:
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise CatalogError(f"{path}: not valid TOML: {exc}") from None
+        return cls(services=_parse(doc, path), source=text, path=path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Catalog:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CatalogError(f"{p}: cannot read catalog: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise CatalogError(f"{p}: catalog is not UTF-8 text") from None
+        return cls.from_toml(text, str(p))
+
+    @classmethod
+    def demo(cls) -> Catalog:
+        """The built-in demo catalog: about a dozen well-known services."""
+        text = resources.files("outagewatch").joinpath("data/demo_catalog.toml").read_text("utf-8")
+        return cls.from_toml(text, "<built-in demo catalog>")
+
+
+def _err(path: str, sid: str | None, key: str | None, why: str) -> CatalogError:
+    where = path
+    if sid is not None:
+        where += f": service {sid!r}"
+    if key is not None:
+        where += f": key {key!r}"
+    return CatalogError(f"{where}: {why}")
+
+
+def _str(path: str, sid: str, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _err(path, sid, key, "must be a non-empty string")
+    return value
+
+
+def _str_list(path: str, sid: str, key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise _err(path, sid, key, "must be a list of non-empty strings")
+    if len(set(value)) != len(value):
+        raise _err(path, sid, key, "has duplicate entries")
+    return tuple(value)
+
+
+def _interval(path: str, sid: str, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 5 <= value <= 86_400:
+        raise _err(path, sid, key, "must be an integer number of seconds from 5 to 86400")
+    return value
+
+
+def _url(path: str, sid: str, key: str, value: Any) -> str:
+    url = _str(path, sid, key, value)
+    if not re.match(r"^https?://[^\s/]+", url):
+        raise _err(path, sid, key, "must be an http:// or https:// URL")
+    return url
+
+
+def _parse(doc: dict[str, Any], path: str) -> dict[str, Service]:
+    unknown_top = set(doc) - {"services"}
+    if unknown_top:
+        raise _err(path, None, sorted(unknown_top)[0], "unknown top-level key")
+    raw = doc.get("services", {})
+    if not isinstance(raw, dict):
+        raise _err(path, None, "services", "must be a table of services")
+    services: dict[str, Service] = {}
+    for sid, body in raw.items():
+        if not SERVICE_ID.match(sid):
+            raise _err(path, sid, None, "bad service id: use lower-case [a-z0-9][a-z0-9-]*")
+        if not isinstance(body, dict):
+            raise _err(path, sid, None, "must be a table")
+        services[sid] = _parse_service(path, sid, body)
+    _check_names(path, services)
+    _check_dependencies(path, services)
+    return services
+
+
+def _parse_service(path: str, sid: str, body: dict[str, Any]) -> Service:
+    for key in body:
+        if key not in _SERVICE_KEYS:
+            raise _err(path, sid, key, "unknown key")
+    name = _str(path, sid, "name", body["name"]) if "name" in body else sid
+    aliases = _str_list(path, sid, "aliases", body.get("aliases", []))
+    group = _str(path, sid, "group", body["group"]) if "group" in body else None
+    depends_on = _str_list(path, sid, "depends_on", body.get("depends_on", []))
+    problems = _str_list(path, sid, "problems", body.get("problems", []))
+    metrics_raw = body.get("metrics", {})
+    if not isinstance(metrics_raw, dict):
+        raise _err(path, sid, "metrics", "must be a table of metric name = role")
+    metrics: dict[str, MetricRole] = {}
+    for mname, role in metrics_raw.items():
+        if role not in METRIC_ROLES:
+            raise _err(
+                path,
+                sid,
+                f"metrics.{mname}",
+                f"unknown metric role {role!r}; expected one of {', '.join(METRIC_ROLES)}",
+            )
+        metrics[mname] = role
+    probes_raw = body.get("probes", [])
+    if not isinstance(probes_raw, list):
+        raise _err(path, sid, "probes", "must be an array of tables ([[services.ID.probes]])")
+    probes = []
+    for i, pr in enumerate(probes_raw):
+        key = f"probes[{i}]"
+        if not isinstance(pr, dict):
+            raise _err(path, sid, key, "must be a table")
+        for k in pr:
+            if k not in _PROBE_KEYS:
+                raise _err(path, sid, f"{key}.{k}", "unknown key")
+        if "url" not in pr:
+            raise _err(path, sid, f"{key}.url", "is required")
+        probes.append(
+            Probe(
+                url=_url(path, sid, f"{key}.url", pr["url"]),
+                site=_str(path, sid, f"{key}.site", pr.get("site", "public")),
+                interval_s=_interval(path, sid, f"{key}.interval_s", pr.get("interval_s", 60)),
+            )
+        )
+    status_page = None
+    if "status_page" in body:
+        sp = body["status_page"]
+        if not isinstance(sp, dict):
+            raise _err(path, sid, "status_page", "must be a table")
+        for k in sp:
+            if k not in _STATUS_KEYS:
+                raise _err(path, sid, f"status_page.{k}", "unknown key")
+        if "url" not in sp:
+            raise _err(path, sid, "status_page.url", "is required")
+        kind = sp.get("kind", "statuspage")
+        if kind not in STATUS_PAGE_KINDS:
+            raise _err(path, sid, "status_page.kind", "must be 'statuspage' or 'feed'")
+        status_page = StatusPage(
+            url=_url(path, sid, "status_page.url", sp["url"]),
+            kind=kind,
+            interval_s=_interval(path, sid, "status_page.interval_s", sp.get("interval_s", 120)),
+        )
+    return Service(
+        id=sid,
+        name=name,
+        aliases=aliases,
+        group=group,
+        depends_on=depends_on,
+        problems=problems,
+        metrics=metrics,
+        probes=tuple(probes),
+        status_page=status_page,
+    )
+
+
+def _check_names(path: str, services: dict[str, Service]) -> None:
+    """An alias may not be another service's id or alias (names must resolve uniquely)."""
+    owner: dict[str, str] = {sid: sid for sid in services}
+    for sid, svc in services.items():
+        for alias in svc.aliases:
+            other = owner.get(alias.lower())
+            if other is not None and other != sid:
+                raise _err(path, sid, "aliases", f"alias {alias!r} is already a name of {other!r}")
+            owner[alias.lower()] = sid
+
+
+def _check_dependencies(path: str, services: dict[str, Service]) -> None:
+    for sid, svc in services.items():
+        for dep in svc.depends_on:
+            if dep not in services:
+                raise _err(path, sid, "depends_on", f"names no service: {dep!r}")
+            if dep == sid:
+                raise _err(path, sid, "depends_on", "a service cannot depend on itself")
+    # Cycle detection: depth-first search with colours.
+    colour: dict[str, int] = dict.fromkeys(services, 0)
+
+    def visit(sid: str, trail: list[str]) -> None:
+        colour[sid] = 1
+        for dep in services[sid].depends_on:
+            if colour[dep] == 1:
+                cycle = [*trail[trail.index(dep) :], dep] if dep in trail else [sid, dep]
+                raise _err(path, sid, "depends_on", f"forms a cycle: {' -> '.join(cycle)}")
+            if colour[dep] == 0:
+                visit(dep, [*trail, dep])
+        colour[sid] = 2
+
+    for sid in services:
+        if colour[sid] == 0:
+            visit(sid, [sid])

@@ -1,0 +1,1 @@
+"""Detection: per-series baselines and the count-aware surge test, vectorised."""

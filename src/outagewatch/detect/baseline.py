@@ -1,0 +1,147 @@
+"""The normal level of every series: level x day-type/hour-of-day profile, learned online.
+
+    expected(minute) = level * season[day_type(local date), hour(local time)]
+
+- `level` is the deseasonalised rate (reports/minute), an EWMA with a half-life of hours:
+  it follows growth (traffic tripling over a month, a new region doubling in three days).
+- `season` holds 2 x 24 factors: working days and weekends, by local hour, linearly
+  interpolated between hour centres. A public holiday in the series' country is a weekend
+  day: holidays look like Sundays, so the baseline follows them.
+- Learning uses the final count of a minute (after the allowed lateness) and is skipped for
+  series whose service is in an incident; single odd minutes are clipped, so the baseline
+  never learns from outages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+from numpy.typing import NDArray
+
+from outagewatch.detect.series import SLOTS_PER_DAY, Series
+from outagewatch.geo import is_holiday
+from outagewatch.settings import PipelineSettings
+
+_EPOCH = dt.date(1970, 1, 1)
+_WEEKEND_SHARE = 2.0 / 7.0
+
+
+class Baseline:
+    """Computes expectations and learns, for all series at once."""
+
+    def __init__(self, settings: PipelineSettings) -> None:
+        self.settings = settings
+        self.level_alpha = 1.0 - 2.0 ** (-1.0 / settings.level_half_life_min)
+        self.season_alpha = 1.0 / (60.0 * settings.season_memory_days)
+        self.disp_alpha = 1.0 / 1440.0
+        self._daytype_key: tuple[int, int] = (-1, -1)
+        self._daytype: NDArray[np.int64] = np.zeros(0, np.int64)
+
+    # ---------------------------------------------------------------- calendar
+    def day_type(self, series: Series, minute: int) -> NDArray[np.int64]:
+        """0 for a working day, 1 for a weekend day or holiday, in each series' local date."""
+        n = len(series)
+        key = (minute // 30, n)  # offsets are whole or half hours: stable for 30 minutes
+        if key == self._daytype_key:
+            return self._daytype
+        t = minute * 60
+        local_day = (t + series.view("offset_s").astype(np.int64)) // 86_400
+        weekday = (local_day + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+        daytype = (weekday >= 5).astype(np.int64)
+        countries = series.country
+        is_country = series.view("kind") == 1
+        for i in np.flatnonzero(is_country & (daytype == 0)):
+            day = _EPOCH + dt.timedelta(days=int(local_day[i]))
+            if is_holiday(countries[i], day):
+                daytype[i] = 1
+        self._daytype_key = key
+        self._daytype = daytype
+        return daytype
+
+    def _slots(
+        self, series: Series, minute: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+        """The two profile slots each series' minute falls between, and the weight of the second."""
+        local_s = (minute * 60 + 30 + series.view("offset_s").astype(np.int64)) % 86_400
+        hour = local_s / 3600.0 - 0.5
+        h0 = np.floor(hour).astype(np.int64)
+        frac = hour - h0
+        base = self.day_type(series, minute) * SLOTS_PER_DAY
+        s0 = base + h0 % SLOTS_PER_DAY
+        s1 = base + (h0 + 1) % SLOTS_PER_DAY
+        return s0, s1, frac
+
+    def season_factor(self, series: Series, minute: int) -> NDArray[np.float64]:
+        s0, s1, frac = self._slots(series, minute)
+        season = series.view("season")
+        rows = np.arange(len(series))
+        f0 = season[rows, s0].astype(np.float64)
+        f1 = season[rows, s1].astype(np.float64)
+        return f0 * (1.0 - frac) + f1 * frac
+
+    # ---------------------------------------------------------------- expectation
+    def expected(self, series: Series, minute: int) -> NDArray[np.float64]:
+        """Expected reports in `minute` for every series."""
+        return series.view("level") * self.season_factor(series, minute)
+
+    # ---------------------------------------------------------------- learning
+    def learn(
+        self, series: Series, minute: int, x: NDArray[np.float64], ok: NDArray[np.bool_]
+    ) -> None:
+        """Learn from the final counts `x` of `minute` where `ok` (not in an incident)."""
+        n = len(series)
+        if n == 0:
+            return
+        level = series.view("level")
+        nobs = series.view("nobs")
+        disp = series.view("disp")
+        season = series.view("season")
+        s0, s1, frac = self._slots(series, minute)
+        rows = np.arange(n)
+        factor = season[rows, s0] * (1.0 - frac) + season[rows, s1] * frac
+        factor = np.maximum(factor, 0.05)
+        mu = level * factor
+        # A filter that keeps anomalies out of what is learned: clip single odd minutes.
+        cap = np.maximum(2.0 * mu, mu + 4.0 * np.sqrt(mu) + 2.0)
+        warm = nobs >= 60
+        xc = np.where(warm, np.minimum(x, cap), x)
+        # Level: running mean while young, then an EWMA on the deseasonalised count.
+        a = np.maximum(self.level_alpha, 1.0 / (nobs + 1.0))
+        target = xc / factor
+        new_level = np.where(ok, level + a * (target - level), level)
+        # Season: the ratio of the count to the level, only once the level means something.
+        learn_season = ok & (nobs >= 120) & (level > 1e-6)
+        if learn_season.any():
+            idx = np.flatnonzero(learn_season)
+            ratio = np.clip(xc[idx] / level[idx], 0.0, 20.0)
+            b = self.season_alpha
+            w0 = b * (1.0 - frac[idx])
+            w1 = b * frac[idx]
+            season[idx, s0[idx]] += (w0 * (ratio - season[idx, s0[idx]])).astype(np.float32)
+            season[idx, s1[idx]] += (w1 * (ratio - season[idx, s1[idx]])).astype(np.float32)
+            if minute % 60 == 0:
+                self._normalise(season, new_level, idx)
+        # Over-dispersion (variance = mu + disp * mu^2), learned slowly on ordinary minutes.
+        learn_disp = ok & warm & (mu > 0.5)
+        if learn_disp.any():
+            idx = np.flatnonzero(learn_disp)
+            m = mu[idx]
+            r = ((xc[idx] - m) ** 2 - m) / (m * m)
+            d = disp[idx] + self.disp_alpha * (np.clip(r, -0.5, 2.0) - disp[idx])
+            disp[idx] = np.clip(d, 0.005, 0.5).astype(np.float32)
+        level[:] = new_level
+        nobs[:] = np.where(ok, nobs + 1, nobs)
+
+    @staticmethod
+    def _normalise(
+        season: NDArray[np.float32], level: NDArray[np.float64], idx: NDArray[np.intp]
+    ) -> None:
+        """Keep the profile's weekly mean at 1 (moving the scale into the level)."""
+        block = season[idx]
+        work = block[:, :SLOTS_PER_DAY].mean(axis=1)
+        rest = block[:, SLOTS_PER_DAY:].mean(axis=1)
+        mean = (1.0 - _WEEKEND_SHARE) * work + _WEEKEND_SHARE * rest
+        mean = np.maximum(mean, 1e-3)
+        season[idx] = block / mean[:, None]
+        level[idx] *= mean

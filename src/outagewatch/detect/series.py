@@ -1,0 +1,151 @@
+"""All detected series and their state, as parallel numpy arrays.
+
+A series is one count stream: a service's total reports (`total`), its reports from one
+country (`country`), or of one problem type (`problem`). Arrays grow by doubling; every
+per-series quantity (baseline, ring of recent minutes) lives here so a tick touches all
+series at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from outagewatch.geo import utc_offset_s
+
+Kind = Literal["total", "country", "problem"]
+KIND_CODE: dict[str, int] = {"total": 0, "country": 1, "problem": 2}
+SLOTS_PER_DAY = 24
+DAY_TYPES = 2  # 0 = working day, 1 = weekend or public holiday
+SEASON_SLOTS = DAY_TYPES * SLOTS_PER_DAY
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesKey:
+    service: str
+    kind: Kind
+    key: str = ""  # country code or problem name; "" for the total
+
+    def __str__(self) -> str:
+        return f"{self.service}/{self.kind}/{self.key}" if self.key else f"{self.service}/total"
+
+
+class Series:
+    """Registry of series and their arrays. Index i is stable for the life of the state."""
+
+    ARRAYS: tuple[str, ...] = (
+        "svc",
+        "kind",
+        "offset_s",
+        "level",
+        "nobs",
+        "disp",
+        "season",
+        "ring_count",
+        "ring_expected",
+    )
+
+    def __init__(self, ring_minutes: int, capacity: int = 64) -> None:
+        self.ring = ring_minutes
+        self.keys: list[SeriesKey] = []
+        self.index: dict[SeriesKey, int] = {}
+        self.services: list[str] = []  # service index -> id
+        self.service_index: dict[str, int] = {}
+        self.service_series: list[list[int]] = []  # service index -> its series
+        self.total_of: list[int] = []  # service index -> its total series
+        self._alloc(capacity)
+
+    # ------------------------------------------------------------------ storage
+    def _alloc(self, cap: int) -> None:
+        self.svc: NDArray[np.int32] = np.zeros(cap, np.int32)
+        self.kind: NDArray[np.int8] = np.zeros(cap, np.int8)
+        self.country: list[str] = []
+        self.offset_s: NDArray[np.int32] = np.zeros(cap, np.int32)
+        self.level: NDArray[np.float64] = np.zeros(cap, np.float64)
+        self.nobs: NDArray[np.int32] = np.zeros(cap, np.int32)
+        self.disp: NDArray[np.float32] = np.full(cap, 0.05, np.float32)
+        self.season: NDArray[np.float32] = np.ones((cap, SEASON_SLOTS), np.float32)
+        self.ring_count: NDArray[np.float32] = np.zeros((cap, self.ring), np.float32)
+        self.ring_expected: NDArray[np.float32] = np.zeros((cap, self.ring), np.float32)
+
+    def _grow(self, need: int) -> None:
+        cap = len(self.svc)
+        if need <= cap:
+            return
+        new = max(need, cap * 2)
+        for name in self.ARRAYS:
+            old: NDArray[Any] = getattr(self, name)
+            shape = (new, *old.shape[1:])
+            fill = 1.0 if name == "season" else (0.05 if name == "disp" else 0)
+            arr = np.full(shape, fill, dtype=old.dtype)
+            arr[:cap] = old
+            setattr(self, name, arr)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def n_services(self) -> int:
+        return len(self.services)
+
+    # ------------------------------------------------------------------ registry
+    def service(self, sid: str) -> int:
+        """The index of service `sid`, registering it (and its total series) if new."""
+        i = self.service_index.get(sid)
+        if i is None:
+            i = len(self.services)
+            self.services.append(sid)
+            self.service_index[sid] = i
+            self.service_series.append([])
+            self.total_of.append(-1)
+            self.total_of[i] = self.get(SeriesKey(sid, "total"))
+        return i
+
+    def get(self, key: SeriesKey) -> int:
+        """The index of `key`, registering the series if new."""
+        i = self.index.get(key)
+        if i is not None:
+            return i
+        si = self.service(key.service)
+        i = self.index.get(key)  # registering the service registers its total series
+        if i is not None:
+            return i
+        i = len(self.keys)
+        self._grow(i + 1)
+        self.keys.append(key)
+        self.index[key] = i
+        self.svc[i] = si
+        self.kind[i] = KIND_CODE[key.kind]
+        country = key.key if key.kind == "country" else ""
+        self.country.append(country)
+        self.offset_s[i] = utc_offset_s(country) if country else 0
+        self.service_series[si].append(i)
+        return i
+
+    def view(self, name: str) -> NDArray[Any]:
+        """The live part (first len(self) rows) of one of the ARRAYS."""
+        arr: NDArray[Any] = getattr(self, name)
+        return arr[: len(self.keys)]
+
+    # ------------------------------------------------------------------ persistence
+    def dump(self) -> tuple[dict[str, NDArray[Any]], list[list[str]]]:
+        arrays = {name: self.view(name).copy() for name in self.ARRAYS}
+        keys = [[k.service, k.kind, k.key] for k in self.keys]
+        return arrays, keys
+
+    @classmethod
+    def load(
+        cls, ring_minutes: int, arrays: dict[str, NDArray[Any]], keys: list[list[str]]
+    ) -> Series:
+        s = cls(ring_minutes, capacity=max(64, len(keys)))
+        for service, kind, key in keys:
+            s.get(SeriesKey(service, kind, key))  # type: ignore[arg-type]
+        n = len(keys)
+        for name in cls.ARRAYS:
+            if name in ("svc", "kind", "offset_s"):
+                continue  # derived from the keys above
+            getattr(s, name)[:n] = arrays[name]
+        return s

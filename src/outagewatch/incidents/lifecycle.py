@@ -1,0 +1,123 @@
+"""Incident lifecycle as a small state table.
+
+    quiet --opened--> ongoing --peak--> ongoing --resolved--> resolved
+
+Every change is a `Transition` row (the store writes them guarded by the old state), and
+`TABLE` is the only place that says which changes are allowed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from outagewatch.errors import OutagewatchError
+from outagewatch.events import iso
+
+
+class State(StrEnum):
+    QUIET = "quiet"
+    ONGOING = "ongoing"
+    RESOLVED = "resolved"
+
+
+TABLE: dict[tuple[State, State], str] = {
+    (State.QUIET, State.ONGOING): "opened",
+    (State.ONGOING, State.ONGOING): "peak",
+    (State.ONGOING, State.RESOLVED): "resolved",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    incident: str
+    service: str
+    action: str  # a value of TABLE
+    from_state: State
+    to_state: State
+    at: float  # event time, epoch seconds
+    detail: dict[str, Any]
+
+
+@dataclass
+class Incident:
+    id: str
+    service: str
+    started_min: int
+    detected_at: float
+    baseline: float  # expected reports/minute at the start
+    state: State = State.QUIET
+    peak_min: int = 0
+    peak_reports: float = 0.0
+    ended_min: int | None = None  # first minute after the surge
+    last_hot_min: int = 0
+    quiet_run: int = 0
+    # Reports of minutes already final (older than the allowed lateness), folded in:
+    acc_until: int = 0
+    total: float = 0.0
+    countries: Counter[str] = field(default_factory=Counter)
+    problems: Counter[str] = field(default_factory=Counter)
+    transitions: list[Transition] = field(default_factory=list)
+    drivers: set[int] = field(default_factory=set)  # series that fired during the incident
+
+    @staticmethod
+    def make_id(service: str, started_min: int) -> str:
+        return f"{service}-{iso(started_min * 60)[:16].replace('-', '').replace(':', '')}Z"
+
+    def move(self, to: State, at: float, **detail: Any) -> Transition:
+        action = TABLE.get((self.state, to))
+        if action is None:
+            raise OutagewatchError(f"incident {self.id}: no transition {self.state} -> {to}")
+        tr = Transition(self.id, self.service, action, self.state, to, at, detail)
+        self.state = to
+        self.transitions.append(tr)
+        return tr
+
+    @property
+    def done(self) -> bool:
+        """Resolved and every minute of it final: nothing can change any more."""
+        return (
+            self.state is State.RESOLVED
+            and self.ended_min is not None
+            and self.acc_until >= self.ended_min
+        )
+
+    def doc(
+        self,
+        total: float | None = None,
+        countries: Counter[str] | None = None,
+        problems: Counter[str] | None = None,
+    ) -> dict[str, Any]:
+        """The contract §4 JSON object (counts default to the folded ones)."""
+        total = self.total if total is None else total
+        countries = self.countries if countries is None else countries
+        problems = self.problems if problems is None else problems
+        return {
+            "id": self.id,
+            "service": self.service,
+            "status": "resolved" if self.state is State.RESOLVED else "ongoing",
+            "started_at": iso(self.started_min * 60),
+            "detected_at": iso(self.detected_at),
+            "peak_at": iso(self.peak_min * 60),
+            "ended_at": None if self.ended_min is None else iso(self.ended_min * 60),
+            "peak_reports_per_minute": round(self.peak_reports),
+            "baseline_reports_per_minute": round(float(self.baseline), 2),
+            "total_reports": round(total),
+            "countries": _breakdown(countries, "country"),
+            "problems": _breakdown(problems, "problem"),
+            "probe_confirmed": None,
+            "suspected_abuse": False,
+            "causes": [],
+            "cluster": None,
+        }
+
+
+def _breakdown(counts: Counter[str], key: str) -> list[dict[str, Any]]:
+    items = sorted(((k, round(v)) for k, v in counts.items() if v >= 0.5), key=_order)
+    return [{key: k, "reports": v} for k, v in items]
+
+
+def _order(item: tuple[str, int]) -> tuple[int, str]:
+    return (-item[1], item[0])

@@ -1,0 +1,1 @@
+"""The pure pipeline core: dedup, minute buckets, ticks."""

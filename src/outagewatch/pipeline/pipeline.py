@@ -1,0 +1,550 @@
+"""The pure pipeline core: fed events and told the time, it emits incident changes.
+
+No I/O and no wall clock. Time is the *watermark*: the latest event time seen, or a time
+the caller announces with `advance_to` (the server's wall clock). When the watermark
+passes the end of minute m, minute m *closes*: every series is scored on windows ending
+at m (one vectorised tick) and the incident lifecycle steps. Minute m becomes *final*
+`lateness` minutes later: the baseline learns from it and open incidents fold it in.
+Events for minutes not yet final count as on time; older ones are late: they are still
+kept in the stored minute counts, but decisions already taken are not revised.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+from numpy.typing import NDArray
+
+from outagewatch.detect.baseline import Baseline
+from outagewatch.detect.scorer import Scores, is_hot, score
+from outagewatch.detect.series import Series, SeriesKey
+from outagewatch.errors import StoreError
+from outagewatch.events import ReportColumns
+from outagewatch.incidents.lifecycle import Incident, State, Transition
+from outagewatch.pipeline.dedup import Dedup
+from outagewatch.settings import PipelineSettings
+
+
+@dataclass
+class Stats:
+    reports: int = 0  # accepted report events
+    counted: int = 0  # reports that counted after deduplication (events, not weighted)
+    duplicates: int = 0
+    late: int = 0  # counted reports later than the allowed lateness
+    ticks: int = 0
+    skipped_minutes: int = 0  # minutes jumped over in a gap of the data
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class CountRows:
+    """Counted reports per (minute, service, country, problem), for the store."""
+
+    minute: NDArray[np.int64]
+    service: NDArray[np.int32]  # index into `services`
+    country: NDArray[np.int32]  # index into `countries`
+    problem: NDArray[np.int32]  # index into `problems`
+    count: NDArray[np.int64]
+    services: list[str]
+    countries: list[str]
+    problems: list[str]
+
+    def __len__(self) -> int:
+        return len(self.minute)
+
+
+@dataclass
+class _Vocab:
+    values: list[str] = field(default_factory=list)
+    index: dict[str, int] = field(default_factory=dict)
+
+    def __call__(self, value: str) -> int:
+        i = self.index.get(value)
+        if i is None:
+            i = self.index[value] = len(self.values)
+            self.values.append(value)
+        return i
+
+
+class Pipeline:
+    def __init__(self, settings: PipelineSettings | None = None) -> None:
+        self.settings = settings or PipelineSettings()
+        self.series = Series(self.settings.ring_minutes)
+        self.baseline = Baseline(self.settings)
+        self.dedup = Dedup(self.settings.dedup_window_s)
+        self.stats = Stats()
+        self.watermark: float | None = None
+        self.closed_until = 0  # minutes < closed_until have been scored
+        self.final_until = 0  # minutes < final_until have been learned and folded
+        self.incidents: dict[str, Incident] = {}  # id -> incident still changing
+        self.open_by_service: dict[str, Incident] = {}
+        self.last_ended: dict[str, int] = {}  # service -> ended minute of its last incident
+        self._transitions: list[Transition] = []
+        self._changed: set[str] = set()
+        self._finished: list[dict[str, Any]] = []
+        self._countries = _Vocab()
+        self._problems = _Vocab()
+        self._pending: list[tuple[NDArray[np.int64], ...]] = []
+        self._series_cache: dict[tuple[str, str, str], tuple[int, int, int]] = {}
+
+    # ================================================================ ingest
+    def ingest(self, rep: ReportColumns) -> None:
+        """Count a batch of accepted reports (arrival order) and run the ticks they cause."""
+        n = len(rep)
+        if n == 0:
+            return
+        self.stats.reports += n
+        keep = self.dedup.filter(rep.service, rep.person, rep.ts, rep.count)
+        kept = [i for i, k in enumerate(keep) if k]
+        self.stats.duplicates += n - len(kept)
+        if not kept:
+            return
+        if len(kept) == n:
+            services, countries, problems = rep.service, rep.country, rep.problem
+            ts = np.asarray(rep.ts, np.float64)
+            count = np.asarray(rep.count, np.int64)
+        else:
+            services = [rep.service[i] for i in kept]
+            countries = [rep.country[i] for i in kept]
+            problems = [rep.problem[i] for i in kept]
+            ts = np.asarray(rep.ts, np.float64)[kept]
+            count = np.asarray(rep.count, np.int64)[kept]
+        self.stats.counted += len(kept)
+        ids = np.array(
+            [self._ids(s, c, p) for s, c, p in zip(services, countries, problems, strict=True)],
+            np.int64,
+        ).reshape(-1, 3)
+        cvocab, pvocab = self._countries, self._problems
+        cidx = np.array([cvocab(c) for c in countries], np.int64)
+        pidx = np.array([pvocab(p) for p in problems], np.int64)
+        minute = np.floor(ts / 60.0).astype(np.int64)
+        svc = self.series.svc[ids[:, 0]].astype(np.int64)
+        self._pending.append((minute, svc, cidx, pidx, count))
+
+        if self.watermark is None:
+            self._start(int(minute[0]))
+        wm_now = int(self.closed_until)
+        wm = np.maximum.accumulate(np.maximum(minute, wm_now))
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(wm)) + 1, [len(wm)]))
+        for a, b in itertools.pairwise(starts):
+            self._advance_minute(int(wm[a]))
+            self._add(ids[a:b], minute[a:b], count[a:b])
+        self.watermark = max(float(self.watermark or 0.0), float(ts.max()))
+
+    def _ids(self, service: str, country: str, problem: str) -> tuple[int, int, int]:
+        key = (service, country, problem)
+        got = self._series_cache.get(key)
+        if got is None:
+            s = self.series
+            got = (
+                s.get(SeriesKey(service, "total")),
+                s.get(SeriesKey(service, "country", country)),
+                s.get(SeriesKey(service, "problem", problem)),
+            )
+            self._series_cache[key] = got
+        return got
+
+    def _start(self, minute: int) -> None:
+        self.watermark = minute * 60.0
+        self.closed_until = minute
+        self.final_until = minute - self.settings.lateness_min
+
+    def _add(
+        self, ids: NDArray[np.int64], minute: NDArray[np.int64], count: NDArray[np.int64]
+    ) -> None:
+        on_time = minute >= self.final_until
+        late = int((~on_time).sum())
+        if late:
+            self.stats.late += late
+            ids, minute, count = ids[on_time], minute[on_time], count[on_time]
+        if len(minute) == 0:
+            return
+        slot = minute % self.series.ring
+        rc = self.series.ring_count
+        c = count.astype(np.float32)
+        for col in range(3):
+            np.add.at(rc, (ids[:, col], slot), c)
+
+    # ================================================================ time
+    def advance_to(self, t: float) -> None:
+        """The time is now `t` (epoch seconds): close every minute that ended by then."""
+        if self.watermark is None:
+            self._start(int(t // 60))
+        self._advance_minute(int(t // 60))
+        self.watermark = max(float(self.watermark or 0.0), t)
+
+    def _advance_minute(self, m_now: int) -> None:
+        """Minutes before `m_now` close; the ring slots up to `m_now` are made fresh."""
+        if m_now <= self.closed_until:
+            return
+        ring = self.series.ring
+        gap = m_now - self.closed_until
+        if gap > self.settings.max_catchup_minutes:
+            # A gap in the data: do not pretend we watched those minutes.
+            self.stats.skipped_minutes += gap
+            for m in range(self.closed_until, self.closed_until + self.settings.lateness_min + 1):
+                self._tick(m)  # close and finalise what the ring still holds
+            self.series.ring_count[:] = 0
+            self.series.ring_expected[:] = 0
+            self.closed_until = m_now
+            self.final_until = m_now - self.settings.lateness_min
+            return
+        # Fresh slots for the minutes that have just begun (they may hold minute - R).
+        first_new = self.closed_until + 1
+        if m_now - first_new + 1 >= ring:
+            self.series.ring_count[:] = 0
+        else:
+            slots = np.arange(first_new, m_now + 1) % ring
+            self.series.ring_count[:, slots] = 0
+        for m in range(self.closed_until, m_now):
+            self._tick(m)
+
+    # ================================================================ tick
+    def _tick(self, m: int) -> None:
+        s = self.series
+        cfg = self.settings
+        n = len(s)
+        ring = s.ring
+        self.closed_until = m + 1
+        self.stats.ticks += 1
+        if n == 0:
+            self.final_until = m + 1 - cfg.lateness_min
+            return
+        mu = self.baseline.expected(s, m)
+        s.ring_expected[:n, m % ring] = mu
+        wmax = max(cfg.windows)
+        cols = (m - np.arange(wmax)) % ring
+        counts = s.ring_count[:n][:, cols].astype(np.float64)
+        exps = s.ring_expected[:n][:, cols].astype(np.float64)
+        widx = np.asarray(cfg.windows) - 1
+        sums = np.cumsum(counts, axis=1)[:, widx]
+        expected = np.cumsum(exps, axis=1)[:, widx]
+        disp = s.view("disp").astype(np.float64)
+        eligible = s.view("nobs") >= cfg.warmup_minutes
+        scores = score(sums, expected, counts[:, 0], mu, disp, eligible, cfg)
+        self._step_lifecycle(m, scores, disp)
+        f = m - cfg.lateness_min
+        if f >= self.final_until:
+            self._finalise(f)
+            self.final_until = f + 1
+
+    def _step_lifecycle(self, m: int, sc: Scores, disp: NDArray[np.float64]) -> None:
+        s = self.series
+        svc = s.view("svc")
+        fired_services = set(np.unique(svc[sc.fired]).tolist())
+        busy = np.zeros(s.n_services, np.bool_)
+        busy[svc[sc.elevated]] = True
+        total = np.asarray(s.total_of, np.int64)
+        hot_total = sc.hot[total]
+        at = (m + 1) * 60.0
+        for si in sorted(fired_services):
+            sid = s.services[si]
+            if sid not in self.open_by_service:
+                self._open(si, m, at, sc, disp)
+        for sid, inc in list(self.open_by_service.items()):
+            si = s.service_index[sid]
+            inc.drivers.update(i for i in s.service_series[si] if sc.fired[i])
+            if busy[si] and (hot_total[si] or any(sc.hot[i] for i in inc.drivers)):
+                inc.last_hot_min = m
+            self._update_peak(inc, m, at)
+            inc.quiet_run = 0 if busy[si] else inc.quiet_run + 1
+            self._changed.add(inc.id)
+            if inc.quiet_run >= self.settings.quiet_minutes:
+                inc.ended_min = max(inc.last_hot_min + 1, inc.started_min + 1)
+                self._transitions.append(inc.move(State.RESOLVED, at, ended_at=inc.ended_min * 60))
+                del self.open_by_service[sid]
+                self.last_ended[sid] = inc.ended_min
+
+    def _open(self, si: int, m: int, at: float, sc: Scores, disp: NDArray[np.float64]) -> None:
+        s = self.series
+        sid = s.services[si]
+        members = s.service_series[si]
+        total = s.total_of[si]
+        # Find where the surge began: walk back over hot minutes of the firing series.
+        firing = [i for i in members if sc.fired[i]]
+        probe = [total, *firing] if sc.hot[total] or total in firing else firing
+        start = min(self._backdate(i, m, disp[i]) for i in probe)
+        start = max(start, self.last_ended.get(sid, start))
+        baseline_rate = float(s.ring_expected[total, start % s.ring])
+        inc = Incident(
+            id=Incident.make_id(sid, start),
+            service=sid,
+            started_min=start,
+            detected_at=at,
+            baseline=baseline_rate,
+            peak_min=start,
+            last_hot_min=m,
+            acc_until=start,
+        )
+        self._transitions.append(
+            inc.move(
+                State.ONGOING,
+                at,
+                started_at=start * 60,
+                series=[str(s.keys[i]) for i in firing],
+                ratio=round(float(sc.ratio[firing].max()), 2) if firing else None,
+            )
+        )
+        self.incidents[inc.id] = inc
+        self.open_by_service[sid] = inc
+        # Fold the minutes of the surge that are already final.
+        for f in range(start, self.final_until):
+            self._fold(inc, f)
+        self._update_peak(inc, m, at, record=False)
+
+    def _backdate(self, i: int, m: int, disp: float) -> int:
+        s = self.series
+        ring = s.ring
+        lo = max(m - self.settings.backdate_max_minutes, self.closed_until - ring + 1)
+        mins = np.arange(m, lo - 1, -1)
+        x = s.ring_count[i, mins % ring].astype(np.float64)
+        mu = s.ring_expected[i, mins % ring].astype(np.float64)
+        hot = is_hot(x, mu, np.full(len(mins), disp))
+        start = m
+        misses = 0
+        for k in range(len(mins)):
+            if hot[k]:
+                start = int(mins[k])
+                misses = 0
+            else:
+                misses += 1
+                if misses > 1:  # one quiet minute inside a surge is tolerated
+                    break
+        return start
+
+    def _update_peak(self, inc: Incident, m: int, at: float, *, record: bool = True) -> None:
+        s = self.series
+        ring = s.ring
+        total = s.total_of[s.service_index[inc.service]]
+        lo = max(inc.started_min, m - self.settings.lateness_min - 1, inc.peak_min)
+        mins = np.arange(lo, m + 1)
+        x = s.ring_count[total, mins % ring]
+        k = int(np.argmax(x))
+        if x[k] > inc.peak_reports:
+            grew = inc.peak_reports > 0 and x[k] >= 1.1 * inc.peak_reports
+            inc.peak_reports = float(x[k])
+            inc.peak_min = int(mins[k])
+            if record and grew:
+                self._transitions.append(
+                    inc.move(
+                        State.ONGOING,
+                        at,
+                        peak_at=inc.peak_min * 60,
+                        peak_reports_per_minute=inc.peak_reports,
+                    )
+                )
+
+    # ================================================================ final minutes
+    def _in_incident(self, f: int) -> NDArray[np.bool_]:
+        mask = np.zeros(self.series.n_services, np.bool_)
+        for inc in self.incidents.values():
+            if inc.started_min <= f and (inc.ended_min is None or f < inc.ended_min):
+                mask[self.series.service_index[inc.service]] = True
+        return mask
+
+    def _finalise(self, f: int) -> None:
+        s = self.series
+        n = len(s)
+        x = s.ring_count[:n, f % s.ring].astype(np.float64)
+        busy = self._in_incident(f)
+        ok = ~busy[s.view("svc")]
+        self.baseline.learn(s, f, x, ok)
+        for inc in list(self.incidents.values()):
+            if inc.acc_until <= f:
+                self._fold(inc, f)
+            if inc.done:
+                self._finished.append(inc.doc())
+                self._changed.discard(inc.id)
+                del self.incidents[inc.id]
+        if f % 60 == 0 and self.watermark is not None:
+            self.dedup.prune(self.watermark)
+
+    def _fold(self, inc: Incident, f: int) -> None:
+        if inc.ended_min is not None and f >= inc.ended_min:
+            inc.acc_until = max(inc.acc_until, inc.ended_min)
+            return
+        total, countries, problems = self._minute_breakdown(inc.service, f)
+        inc.total += total
+        inc.countries.update(countries)
+        inc.problems.update(problems)
+        inc.acc_until = f + 1
+        self._changed.add(inc.id)
+
+    def _minute_breakdown(self, service: str, f: int) -> tuple[float, Counter[str], Counter[str]]:
+        s = self.series
+        si = s.service_index[service]
+        slot = f % s.ring
+        countries: Counter[str] = Counter()
+        problems: Counter[str] = Counter()
+        for i in s.service_series[si]:
+            v = int(s.ring_count[i, slot])
+            if v <= 0:
+                continue
+            key = s.keys[i]
+            if key.kind == "country":
+                countries[key.key] += v
+            elif key.kind == "problem":
+                problems[key.key] += v
+        return float(s.ring_count[s.total_of[si], slot]), countries, problems
+
+    # ================================================================ outputs
+    def drain_transitions(self) -> list[Transition]:
+        out, self._transitions = self._transitions, []
+        return out
+
+    def drain_incidents(self) -> list[dict[str, Any]]:
+        """Docs of incidents that changed since the last drain (with provisional counts)."""
+        out = self._finished
+        self._finished = []
+        for iid in sorted(self._changed):
+            inc = self.incidents.get(iid)
+            if inc is not None:
+                out.append(self.incident_doc(inc))
+        self._changed.clear()
+        return out
+
+    def incident_doc(self, inc: Incident) -> dict[str, Any]:
+        """The incident with the minutes not yet final counted in provisionally."""
+        end = self.closed_until if inc.ended_min is None else min(inc.ended_min, self.closed_until)
+        total, countries, problems = inc.total, Counter(inc.countries), Counter(inc.problems)
+        for f in range(max(inc.acc_until, self.final_until), end):
+            t, c, p = self._minute_breakdown(inc.service, f)
+            total += t
+            countries.update(c)
+            problems.update(p)
+        return inc.doc(total, countries, problems)
+
+    def drain_counts(self) -> CountRows:
+        """Counted reports since the last drain, summed per (minute, service, country, problem)."""
+        pend, self._pending = self._pending, []
+        services = list(self.series.services)
+        if not pend:
+            e = np.zeros(0, np.int64)
+            return CountRows(
+                e, e.astype(np.int32), e.astype(np.int32), e.astype(np.int32), e,
+                services, list(self._countries.values), list(self._problems.values),
+            )  # fmt: skip
+        minute, svc, cidx, pidx, count = (np.concatenate(col) for col in zip(*pend, strict=True))
+        nc = max(len(self._countries.values), 1)
+        npb = max(len(self._problems.values), 1)
+        ns = max(len(services), 1)
+        key = ((minute * ns + svc) * nc + cidx) * npb + pidx
+        uniq, inv = np.unique(key, return_inverse=True)
+        summed = np.bincount(inv, weights=count).astype(np.int64)
+        p = uniq % npb
+        rest = uniq // npb
+        c = rest % nc
+        rest //= nc
+        sv = rest % ns
+        mi = rest // ns
+        return CountRows(
+            mi, sv.astype(np.int32), c.astype(np.int32), p.astype(np.int32), summed,
+            services, list(self._countries.values), list(self._problems.values),
+        )  # fmt: skip
+
+    def ongoing(self) -> list[dict[str, Any]]:
+        return [self.incident_doc(inc) for inc in self.open_by_service.values()]
+
+
+# ==================================================================== persistence
+_STATE_VERSION = 1
+
+
+def dump_state(p: Pipeline) -> bytes:
+    """Everything the pipeline needs to carry on after a restart, as bytes."""
+    arrays, keys = p.series.dump()
+    meta = {
+        "version": _STATE_VERSION,
+        "ring": p.series.ring,
+        "keys": keys,
+        "watermark": p.watermark,
+        "closed_until": p.closed_until,
+        "final_until": p.final_until,
+        "stats": p.stats.as_dict(),
+        "dedup": p.dedup.dump(),
+        "last_ended": p.last_ended,
+        "incidents": [_incident_state(inc) for inc in p.incidents.values()],
+        "open": sorted(inc.id for inc in p.open_by_service.values()),
+        "countries": p._countries.values,
+        "problems": p._problems.values,
+    }
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    blob = buf.getvalue()
+    head = msgspec.msgpack.encode(meta)
+    return len(head).to_bytes(8, "little") + head + blob
+
+
+def load_state(data: bytes, settings: PipelineSettings | None = None) -> Pipeline:
+    p = Pipeline(settings)
+    n = int.from_bytes(data[:8], "little")
+    meta = msgspec.msgpack.decode(data[8 : 8 + n])
+    if meta.get("version") != _STATE_VERSION:
+        raise StoreError(f"pipeline state version {meta.get('version')!r} is not supported")
+    if meta["ring"] != p.settings.ring_minutes:
+        raise StoreError("the stored state was made with another ring_minutes setting")
+    with np.load(io.BytesIO(data[8 + n :])) as z:
+        arrays = {k: z[k] for k in z.files}
+    p.series = Series.load(meta["ring"], arrays, meta["keys"])
+    p.watermark = meta["watermark"]
+    p.closed_until = meta["closed_until"]
+    p.final_until = meta["final_until"]
+    p.stats = Stats(**meta["stats"])
+    p.dedup.load(meta["dedup"])
+    p.last_ended = dict(meta["last_ended"])
+    for v in meta["countries"]:
+        p._countries(v)
+    for v in meta["problems"]:
+        p._problems(v)
+    for d in meta["incidents"]:
+        inc = Incident(
+            id=d["id"],
+            service=d["service"],
+            started_min=d["started_min"],
+            detected_at=d["detected_at"],
+            baseline=d["baseline"],
+            state=State(d["state"]),
+            peak_min=d["peak_min"],
+            peak_reports=d["peak_reports"],
+            ended_min=d["ended_min"],
+            last_hot_min=d["last_hot_min"],
+            quiet_run=d["quiet_run"],
+            acc_until=d["acc_until"],
+            total=d["total"],
+            countries=Counter(d["countries"]),
+            problems=Counter(d["problems"]),
+            drivers=set(d["drivers"]),
+        )
+        p.incidents[inc.id] = inc
+        if inc.id in meta["open"]:
+            p.open_by_service[inc.service] = inc
+    return p
+
+
+def _incident_state(inc: Incident) -> dict[str, Any]:
+    return {
+        "id": inc.id,
+        "service": inc.service,
+        "started_min": inc.started_min,
+        "detected_at": inc.detected_at,
+        "baseline": inc.baseline,
+        "state": inc.state.value,
+        "peak_min": inc.peak_min,
+        "peak_reports": inc.peak_reports,
+        "ended_min": inc.ended_min,
+        "last_hot_min": inc.last_hot_min,
+        "quiet_run": inc.quiet_run,
+        "acc_until": inc.acc_until,
+        "total": inc.total,
+        "countries": dict(inc.countries),
+        "problems": dict(inc.problems),
+        "drivers": sorted(inc.drivers),
+    }

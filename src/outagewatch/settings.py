@@ -1,0 +1,131 @@
+"""Every setting of outagewatch, in one place.
+
+`PipelineSettings` tunes the pure pipeline core (it is handed in; the core reads nothing).
+`Settings` is what the edges read from flags and the environment (flags win), parsed
+strictly: a bad value is a `UsageError` that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from outagewatch.errors import UsageError
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Tunables of the detection pipeline. Defaults are what the contract and tests assume."""
+
+    dedup_window_s: int = 900
+    """A person's reports for one service count once per this many seconds."""
+    lateness_s: int = 300
+    """Events up to this late count as on time; later ones are stored but flagged late."""
+    ring_minutes: int = 128
+    """Minutes of per-series counts kept in memory for windows, backdating and late events."""
+    windows: tuple[int, ...] = (1, 3, 5, 10, 15)
+    """Surge test windows in minutes (the counts of the last w minutes are tested)."""
+    alpha: float = 1e-7
+    """Upper-tail probability under the baseline below which a window is a surge."""
+    min_ratio: float = 2.0
+    """A surge needs at least this many times the expected reports (ignores organic bumps)."""
+    min_excess: float = 6.0
+    """...and at least this many reports above expectation."""
+    warmup_minutes: int = 1440
+    """Minutes a series must have been learned before it may open an incident."""
+    level_half_life_min: float = 360.0
+    """Half-life of the deseasonalised level; follows growth over hours to days."""
+    season_memory_days: float = 4.0
+    """Memory of the day-type x hour-of-day profile, in days of that day type."""
+    quiet_minutes: int = 15
+    """An incident resolves after this many minutes back near baseline."""
+    backdate_max_minutes: int = 60
+    """How far back the start of a surge is searched for when an incident opens."""
+    max_catchup_minutes: int = 10_080
+    """A clock jump larger than this (a gap in the data) skips ticks instead of running them."""
+
+    def __post_init__(self) -> None:
+        if self.ring_minutes < max(self.windows) + self.lateness_s // 60 + 2:
+            raise UsageError("ring_minutes must cover the longest window plus the lateness")
+        if self.ring_minutes < self.backdate_max_minutes + 2:
+            raise UsageError("ring_minutes must cover backdate_max_minutes")
+        if not 0 < self.alpha < 0.5:
+            raise UsageError("alpha must be in (0, 0.5)")
+
+    @property
+    def lateness_min(self) -> int:
+        return self.lateness_s // 60
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    flag: str
+    default: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("OUTAGEWATCH_DB", "--db", "./outagewatch.db", "SQLite path or postgresql:// URL"),
+    Setting(
+        "OUTAGEWATCH_CATALOG",
+        "--catalog",
+        "",
+        "catalog TOML file; default: the catalog stored in the database, else the demo catalog",
+    ),
+    Setting(
+        "OUTAGEWATCH_DEDUP_WINDOW_S",
+        "--dedup-window-s",
+        "900",
+        "seconds within which one person's reports for a service count once",
+    ),
+    Setting(
+        "OUTAGEWATCH_LATENESS_S",
+        "--lateness-s",
+        "300",
+        "seconds an event may arrive late and still count as on time",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: str
+    catalog: str | None
+    pipeline: PipelineSettings
+
+    @classmethod
+    def resolve(
+        cls, flags: Mapping[str, str | None], environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Flags (keyed by env name) win over the environment, which wins over defaults."""
+        env = os.environ if environ is None else environ
+        values: dict[str, str] = {}
+        for s in SETTINGS:
+            flag = flags.get(s.env)
+            values[s.env] = flag if flag is not None else env.get(s.env, s.default)
+        pipeline = PipelineSettings(
+            dedup_window_s=_int(values, "OUTAGEWATCH_DEDUP_WINDOW_S", 0, 86_400),
+            lateness_s=_int(values, "OUTAGEWATCH_LATENESS_S", 0, 3_600),
+        )
+        return cls(
+            db=values["OUTAGEWATCH_DB"] or "./outagewatch.db",
+            catalog=values["OUTAGEWATCH_CATALOG"] or None,
+            pipeline=pipeline,
+        )
+
+
+def _int(values: Mapping[str, str], name: str, lo: int, hi: int) -> int:
+    raw = values[name]
+    try:
+        v = int(raw)
+    except ValueError:
+        raise UsageError(f"{name}={raw!r}: expected an integer") from None
+    if not lo <= v <= hi:
+        raise UsageError(f"{name}={raw!r}: expected {lo}..{hi}")
+    return v
+
+
+def pipeline_fields() -> list[str]:
+    return [f.name for f in fields(PipelineSettings)]

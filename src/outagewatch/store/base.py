@@ -1,0 +1,93 @@
+"""The store interface, and the packing of minute counts shared by every implementation."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from outagewatch.events import OtherEvent
+from outagewatch.incidents.lifecycle import Transition
+from outagewatch.pipeline.pipeline import CountRows
+
+CHUNK_DTYPE = np.dtype([("m", "<u2"), ("c", "S2"), ("p", "S32"), ("n", "<i8")])
+
+
+@dataclass(frozen=True)
+class Commit:
+    """Everything one step of the pipeline produced, written in one transaction."""
+
+    state: bytes
+    incidents: Sequence[dict[str, Any]]
+    transitions: Sequence[Transition]
+    counts: CountRows
+    others: Sequence[OtherEvent] = ()
+
+
+class Store(Protocol):
+    def load_catalog(self) -> str | None: ...
+    def save_catalog(self, text: str) -> None: ...
+    def load_state(self) -> bytes | None: ...
+    def commit(self, c: Commit) -> None: ...
+    def incidents(
+        self,
+        service: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        status: str | None = None,
+    ) -> list[dict[str, Any]]: ...
+    def minute_counts(self, service: str, start: float, end: float) -> NDArray[np.int64]: ...
+    def close(self) -> None: ...
+
+
+def migrations() -> list[tuple[int, str]]:
+    """(version, SQL) of every migration, in order."""
+    out = []
+    for entry in resources.files("outagewatch.store").joinpath("migrations").iterdir():
+        name = entry.name
+        if name.endswith(".sql"):
+            out.append((int(name.split("_", 1)[0]), entry.read_text("utf-8")))
+    return sorted(out)
+
+
+def chunks(rows: CountRows) -> Iterator[tuple[str, int, NDArray[np.void]]]:
+    """Split counted rows into (service, hour, packed chunk) for storage."""
+    if len(rows) == 0:
+        return
+    hour = rows.minute // 60
+    order = np.lexsort((hour, rows.service))
+    svc_sorted = rows.service[order]
+    hour_sorted = hour[order]
+    brk = np.flatnonzero((np.diff(svc_sorted) != 0) | (np.diff(hour_sorted) != 0)) + 1
+    bounds = np.concatenate(([0], brk, [len(order)]))
+    countries = np.array([c.encode() for c in rows.countries] or [b""], "S2")
+    problems = np.array([p.encode()[:32] for p in rows.problems] or [b""], "S32")
+    for a, b in itertools.pairwise(bounds):
+        idx = order[a:b]
+        chunk = np.empty(len(idx), CHUNK_DTYPE)
+        h = int(hour_sorted[a])
+        chunk["m"] = rows.minute[idx] - h * 60
+        chunk["c"] = countries[rows.country[idx]]
+        chunk["p"] = problems[rows.problem[idx]]
+        chunk["n"] = rows.count[idx]
+        yield rows.services[int(svc_sorted[a])], h, chunk
+
+
+def merge_chunks(a: NDArray[np.void], b: NDArray[np.void]) -> NDArray[np.void]:
+    """Sum two chunks of the same service and hour."""
+    both = np.concatenate((a, b))
+    keys = both[["m", "c", "p"]]
+    uniq, inv = np.unique(keys, return_inverse=True)
+    out = np.empty(len(uniq), CHUNK_DTYPE)
+    out["m"], out["c"], out["p"] = uniq["m"], uniq["c"], uniq["p"]
+    out["n"] = np.bincount(inv.ravel(), weights=both["n"]).astype(np.int64)
+    return out
+
+
+def unpack(data: bytes) -> NDArray[np.void]:
+    return np.frombuffer(data, CHUNK_DTYPE)
