@@ -26,7 +26,7 @@ class PipelineSettings:
     """Minutes of per-series counts kept in memory for windows, backdating and late events."""
     windows: tuple[int, ...] = (1, 3, 5, 10, 15)
     """Surge test windows in minutes (the counts of the last w minutes are tested)."""
-    alpha: float = 1e-7
+    alpha: float = 1e-9
     """Upper-tail probability under the baseline below which a window is a surge."""
     min_ratio: float = 2.0
     """A surge needs at least this many times the expected reports (ignores organic bumps)."""

@@ -22,10 +22,12 @@ import dataclasses
 import datetime as dt
 import hashlib
 import math
+import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import IO, Any
 
 import numpy as np
@@ -54,7 +56,7 @@ MINUTE_S = 60
 DAY_S = 86_400
 DEDUP_WINDOW_S = 900  # repeats always fall inside the same aligned 15-minute window
 REPEAT_MAX_S = 600  # a repeat comes at most ~10 minutes after the person's counted report
-_CHUNK = 262144  # events formatted per batch (bounds the temporary Python objects)
+_CHUNK = 65_536  # events formatted per batch (bounds the temporary Python objects)
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -333,7 +335,8 @@ def _plan(
     minutes: int,
     surges: Sequence[Surge],
     bumps: Sequence[Bump],
-) -> tuple[_Planner, list[_Stream]]:
+) -> tuple[_Planner, list[Callable[[], _Stream]]]:
+    """The streams to draw (normal traffic per service, then surges), built on demand."""
     if not math.isfinite(start) or minutes < 0:
         raise ValueError("simulate: start must be finite and minutes >= 0")
     t0 = math.floor(start / MINUTE_S) * MINUTE_S
@@ -346,11 +349,12 @@ def _plan(
     for b in bumps:
         if b.service not in by_name:
             raise ValueError(f"bump: service {b.service!r} has no normal traffic")
-    streams = [
-        planner.normal(svc, [b for b in bumps if b.service == svc.service]) for svc in traffic
+    streams: list[Callable[[], _Stream]] = [
+        partial(planner.normal, svc, [b for b in bumps if b.service == svc.service])
+        for svc in traffic
     ]
     for s, name in zip(surges, _surge_names(surges), strict=True):
-        streams.append(planner.surge(s, name, by_name.get(s.service)))
+        streams.append(partial(planner.surge, s, name, by_name.get(s.service)))
     return planner, streams
 
 
@@ -364,9 +368,15 @@ def expected_reports(
     """Expected counted reports (normal traffic, surges) that `simulate` would generate.
 
     Lines in report mode are about (normal + surges) / (1 - repeat_share)."""
-    _, streams = _plan(traffic, start, minutes, surges, bumps)
-    normal = sum(s.planned for s in streams if s.surge is None)
-    return normal, sum(s.planned for s in streams if s.surge is not None)
+    _, builders = _plan(traffic, start, minutes, surges, bumps)
+    normal = extra = 0.0
+    for build in builders:
+        st = build()
+        if st.surge is None:
+            normal += st.planned
+        else:
+            extra += st.planned
+    return normal, extra
 
 
 # --------------------------------------------------------------------------------------
@@ -458,19 +468,16 @@ def _base36_ids(count: int) -> Strs:
     width = 1
     while 36**width < count:
         width += 1
-    n = np.arange(count, dtype=np.int64)
-    ndig = np.ones(count, dtype=np.int64)
-    for j in range(1, width):
-        ndig += n >= 36**j
     out = np.zeros((count, width + 1), dtype=np.uint8)
     out[:, 0] = ord("p")
-    rest = n.copy()
-    for j in range(width - 1, -1, -1):  # digit j of `width`, most significant first
-        digit = rest % 36
-        rest //= 36
-        col = 1 + j - (width - ndig)
-        ok = col >= 1
-        out[ok, col[ok]] = alphabet[digit[ok]]
+    lo = 0
+    for digits in range(1, width + 1):  # ids with the same number of digits are contiguous
+        hi = min(count, 36**digits)
+        rest = np.arange(lo, hi, dtype=np.int64)
+        for col in range(digits, 0, -1):
+            out[lo:hi, col] = alphabet[rest % 36]
+            rest //= 36
+        lo = hi
     return out.view(f"S{width + 1}").reshape(count)
 
 
@@ -549,30 +556,32 @@ def _generate(
         raise ValueError("simulate: repeat_share must be within [0, 1)")
     if not (math.isfinite(jitter_s) and jitter_s >= 0):
         raise ValueError("simulate: jitter_s must be finite and >= 0")
-    planner, streams = _plan(traffic, start, minutes, surges, bumps)
+    planner, builders = _plan(traffic, start, minutes, surges, bumps)
     t0 = planner.t0
     codes = _Codes()
     drawn: list[_Drawn] = []
-    for st in streams:
-        drawn.append(
-            _draw_stream(
-                st,
-                seed=seed,
-                codes=codes,
-                t0=t0,
-                minutes=minutes,
-                repeat_share=repeat_share,
-                repeats=not aggregate,
-            )
-        )
-        st.lam = np.zeros((0, 0))  # done with it: keep memory flat
     truth: dict[str, SurgeTruth] = {}
-    for st, d in zip(streams, drawn, strict=True):
+    for build in builders:
+        st = build()  # one stream's rate grid at a time keeps memory flat
+        d = _draw_stream(
+            st,
+            seed=seed,
+            codes=codes,
+            t0=t0,
+            minutes=minutes,
+            repeat_share=repeat_share,
+            repeats=not aggregate,
+        )
+        drawn.append(d)
         if st.surge is not None and d.truth is not None:
             truth[st.surge] = d.truth
+    empty = [np.zeros(0, dtype=np.int64)]
     offsets = np.cumsum([0] + [len(d.t) for d in drawn])
-    ut = np.concatenate([d.t for d in drawn] + [np.zeros(0, np.int64)])
-    ucode = np.concatenate([d.code for d in drawn] + [np.zeros(0, np.int64)])
+    ut = np.concatenate([d.t for d in drawn] + empty)
+    ucode = np.concatenate([d.code for d in drawn] + empty)
+    src = np.concatenate([d.src + off for d, off in zip(drawn, offsets, strict=False)] + empty)
+    rt = np.concatenate([d.rt for d in drawn] + empty)
+    del drawn
     counted = len(ut)
 
     grid = (t0 // MINUTE_S + np.arange(minutes, dtype=np.int64)).astype("datetime64[m]")
@@ -581,7 +590,8 @@ def _generate(
     if not minutes:
         pre = np.array([b""], dtype=np.bytes_)
 
-    rng_out = np.random.SeedSequence(seed, spawn_key=(2,)).spawn(3)
+    out_seeds = np.random.SeedSequence(seed, spawn_key=(2,)).spawn(3)
+    nrep = 0
     if aggregate:
         # one row per (minute, service, country, problem) with its count
         ncode = max(len(codes.index), 1)
@@ -591,37 +601,32 @@ def _generate(
         tix = n.astype(np.int64)
         tail = np.strings.add(np.arange(int(tix.max(initial=1)) + 1).astype(np.bytes_), b"}")
         mid = codes.table(b'"count":')
-        nrep = 0
     else:
-        # persons numbered in time order of their counted report
-        order_u = np.argsort(ut, kind="stable")
+        # persons are numbered in time order of their counted report
         person = np.empty(counted, dtype=np.int64)
-        person[order_u] = np.arange(counted, dtype=np.int64)
-        empty = [np.zeros(0, dtype=np.int64)]
-        src = np.concatenate([d.src + off for d, off in zip(drawn, offsets, strict=False)] + empty)
-        rt = np.concatenate([d.rt for d in drawn] + empty)
+        person[np.argsort(ut, kind="stable")] = np.arange(counted, dtype=np.int64)
+        if max_lines is not None and len(rt) and counted + len(rt) > max_lines:
+            # over budget: drop surplus repeat lines at random (counted reports stay intact)
+            cut_rng = np.random.Generator(np.random.PCG64(out_seeds[2]))
+            surplus = min(counted + len(rt) - max_lines, len(rt))
+            keep = np.ones(len(rt), dtype=np.bool_)
+            keep[cut_rng.choice(len(rt), size=surplus, replace=False)] = False
+            src, rt = src[keep], rt[keep]
         nrep = len(rt)
         t = np.concatenate([ut, rt])
         code = np.concatenate([ucode, ucode[src]])
         tix = np.concatenate([person, person[src]])
-        if max_lines is not None and nrep and len(t) > max_lines:
-            # over budget: drop surplus repeat lines at random (counted reports stay intact)
-            cut_rng = np.random.Generator(np.random.PCG64(rng_out[2]))
-            drop = counted + cut_rng.choice(nrep, size=min(len(t) - max_lines, nrep), replace=False)
-            keep = np.ones(len(t), dtype=np.bool_)
-            keep[drop] = False
-            t, code, tix = t[keep], code[keep], tix[keep]
-            nrep -= len(drop)
+        del person, src, rt
         tail = _base36_ids(max(counted, 1))
         if with_ip:
-            ip_rng = np.random.Generator(np.random.PCG64(rng_out[0]))
-            ips = _ipv4(ip_rng, len(tail))
+            ips = _ipv4(np.random.Generator(np.random.PCG64(out_seeds[0])), len(tail))
             tail = np.strings.add(np.strings.add(tail, b'","ip":"'), ips)
         tail = np.strings.add(tail, b'"}')
         mid = codes.table(b'"reporter":"')
+    del ut, ucode
 
     if jitter_s > 0:
-        jit_rng = np.random.Generator(np.random.PCG64(rng_out[1]))
+        jit_rng = np.random.Generator(np.random.PCG64(out_seeds[1]))
         order = np.argsort(t + jit_rng.random(len(t)) * jitter_s, kind="stable")
     else:
         order = np.argsort(t, kind="stable")
@@ -1006,8 +1011,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_lines=limit,
     )
     if args.out == "-":
-        written = _write(gen, sys.stdout.buffer, limit)
-        sys.stdout.buffer.flush()
+        try:
+            written = _write(gen, sys.stdout.buffer, limit)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:  # e.g. piped into `head`: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
     else:
         with open(args.out, "wb") as fh:
             written = _write(gen, fh, limit)

@@ -114,6 +114,12 @@ class Baseline:
         learn_season = ok & (nobs >= 120) & (level > 1e-6)
         if learn_season.any():
             idx = np.flatnonzero(learn_season)
+            # The first weekend day a series sees starts from its working-day profile.
+            seen = series.view("weekend_seen")
+            first = idx[(s0[idx] >= SLOTS_PER_DAY) & ~seen[idx]]
+            if len(first):
+                season[first, SLOTS_PER_DAY:] = season[first, :SLOTS_PER_DAY]
+                seen[first] = True
             ratio = np.clip(xc[idx] / level[idx], 0.0, 20.0)
             b = self.season_alpha
             w0 = b * (1.0 - frac[idx])

@@ -44,6 +44,7 @@ class Series:
         "nobs",
         "disp",
         "season",
+        "weekend_seen",
         "ring_count",
         "ring_expected",
     )
@@ -68,6 +69,7 @@ class Series:
         self.nobs: NDArray[np.int32] = np.zeros(cap, np.int32)
         self.disp: NDArray[np.float32] = np.full(cap, 0.05, np.float32)
         self.season: NDArray[np.float32] = np.ones((cap, SEASON_SLOTS), np.float32)
+        self.weekend_seen: NDArray[np.bool_] = np.zeros(cap, np.bool_)
         self.ring_count: NDArray[np.float32] = np.zeros((cap, self.ring), np.float32)
         self.ring_expected: NDArray[np.float32] = np.zeros((cap, self.ring), np.float32)
 
