@@ -20,7 +20,7 @@ from outagewatch.geo import normalise_country
 
 # ---------------------------------------------------------------------------- wire types
 
-Timestamp = Annotated[datetime, msgspec.Meta(tz=True)] | float
+Timestamp = str | float  # RFC 3339 text (parsed by `parse_ts`) or epoch seconds
 PositiveCount = Annotated[int, msgspec.Meta(ge=1)]
 Indicator = Literal["none", "minor", "major", "critical", "maintenance"]
 
@@ -150,6 +150,7 @@ class EventDecoder:
         self._names = dict(catalog.names)
         self._countries: dict[str, str | None] = {}
         self._problems: dict[tuple[str, str | None], str] = {}
+        self._minutes: dict[str, float] = {}
 
     def _service(self, name: str) -> str | None:
         sid = self._names.get(name)
@@ -180,60 +181,133 @@ class EventDecoder:
                 self._problems[key] = value
             return value
 
-    def _ts(self, value: datetime | float) -> float | None:
-        ts = value.timestamp() if isinstance(value, datetime) else float(value)
+    def _ts(self, value: str | float) -> float | None:
+        """Epoch seconds of a `ts` value, or None when it is no valid time in range."""
+        if isinstance(value, str):
+            # Fast path for the common "YYYY-MM-DDTHH:MM:SSZ": cache the minute.
+            if len(value) == 20 and value[19] == "Z" and value[16] == ":":
+                base = self._minutes.get(value[:16])
+                sec = value[17:19]
+                if base is not None and sec.isdigit() and int(sec) < 60:
+                    return base + int(sec)
+            ts = parse_ts(value)
+            if ts is None:
+                return None
+            if len(value) == 20 and value[19] == "Z" and len(self._minutes) < 100_000:
+                self._minutes[value[:16]] = ts - ts % 60
+        else:
+            ts = float(value)
         if not (MIN_TS <= ts <= self.max_ts) or math.isnan(ts):
             return None
         return ts
 
     def decode(self, lines: Iterable[bytes], first_line: int = 1) -> Decoded:
         out = Decoded()
-        rep = out.reports
         rej = out.rejected
         decode = _DECODER.decode
-        n = 0
+        evs: list[EventIn] = []
+        nos: list[int] = []
+        n = first_line - 1
         for n, line in enumerate(lines, start=first_line):
-            if not line.strip():
-                continue  # blank lines are not events
             try:
-                ev = decode(line)
+                evs.append(decode(line))
+                nos.append(n)
             except msgspec.ValidationError as exc:
                 reason, detail = _reason_for(str(exc))
                 rej.append(Rejection(n, reason, detail))
-                continue
             except msgspec.DecodeError as exc:
-                rej.append(Rejection(n, "not JSON", str(exc)))
-                continue
-            sid = self._service(ev.service)
-            if sid is None:
-                rej.append(Rejection(n, "unknown service", f"no service or alias {ev.service!r}"))
-                continue
-            ts = self._ts(ev.ts)
-            if ts is None:
-                rej.append(Rejection(n, "bad time", f"`ts` {ev.ts!r} is out of range"))
-                continue
-            if type(ev) is ReportIn:
-                code = self._country(ev.country)
-                if code is None:
-                    rej.append(
-                        Rejection(n, "bad country", f"`country` {ev.country!r} is no ISO code")
+                if line.strip():  # blank lines are not events
+                    rej.append(Rejection(n, "not JSON", str(exc)))
+        out.lines = n - first_line + 1
+        if all(type(e) is ReportIn for e in evs):
+            self._reports(evs, nos, out)  # type: ignore[arg-type]
+        else:
+            reps = [(e, k) for e, k in zip(evs, nos, strict=True) if type(e) is ReportIn]
+            self._reports([e for e, _ in reps], [k for _, k in reps], out)  # type: ignore[misc]
+            for e, k in zip(evs, nos, strict=True):
+                if type(e) is not ReportIn:
+                    self._one_other(e, k, out)  # type: ignore[arg-type]
+            rej.sort(key=lambda r: r.line)
+        return out
+
+    def _reports(self, evs: list[ReportIn], nos: list[int], out: Decoded) -> None:
+        """Validate reports column-wise; a bad one is rejected, the rest kept in order."""
+        get = self._names.get
+        sids = [get(e.service) for e in evs]
+        cget = self._countries.get
+        codes = [cget(e.country) for e in evs]
+        tsf = self._ts
+        ts = [tsf(e.ts) for e in evs]
+        if None in sids or None in codes or None in ts:
+            good = []
+            for i, e in enumerate(evs):
+                sid = sids[i] or self._service(e.service)
+                if sid is None:
+                    out.rejected.append(
+                        Rejection(nos[i], "unknown service", f"no service or alias {e.service!r}")
                     )
                     continue
-                rep.service.append(sid)
-                rep.ts.append(ts)
-                rep.country.append(code)
-                rep.problem.append(self._problem(sid, ev.problem))
-                rep.person.append(ev.reporter if ev.reporter is not None else ev.ip)
-                rep.count.append(ev.count)
-            else:
-                out.others.append(self._other(ev, sid, ts))
-        out.lines = max(0, n - first_line + 1)
-        return out
+                sids[i] = sid
+                if ts[i] is None:
+                    out.rejected.append(
+                        Rejection(nos[i], "bad time", f"`ts` {e.ts!r} is no valid time")
+                    )
+                    continue
+                code = codes[i] or self._country(e.country)
+                if code is None:
+                    out.rejected.append(
+                        Rejection(nos[i], "bad country", f"`country` {e.country!r} is no ISO code")
+                    )
+                    continue
+                codes[i] = code
+                good.append(i)
+            evs = [evs[i] for i in good]
+            sids = [sids[i] for i in good]
+            codes = [codes[i] for i in good]
+            ts = [ts[i] for i in good]
+        rep = out.reports
+        pget = self._problems.get
+        problems = [pget((sid, e.problem)) for sid, e in zip(sids, evs, strict=True)]  # type: ignore[arg-type]
+        if None in problems:
+            problems = [
+                p if p is not None else self._problem(sid, e.problem)  # type: ignore[arg-type]
+                for p, sid, e in zip(problems, sids, evs, strict=True)
+            ]
+        rep.service.extend(sids)  # type: ignore[arg-type]
+        rep.ts.extend(ts)  # type: ignore[arg-type]
+        rep.country.extend(codes)  # type: ignore[arg-type]
+        rep.problem.extend(problems)  # type: ignore[arg-type]
+        rep.person.extend([e.reporter if e.reporter is not None else e.ip for e in evs])
+        rep.count.extend([e.count for e in evs])
+
+    def _one_other(self, ev: ProbeIn | StatusIn | MetricIn, n: int, out: Decoded) -> None:
+        sid = self._service(ev.service)
+        if sid is None:
+            out.rejected.append(
+                Rejection(n, "unknown service", f"no service or alias {ev.service!r}")
+            )
+            return
+        ts = self._ts(ev.ts)
+        if ts is None:
+            out.rejected.append(Rejection(n, "bad time", f"`ts` {ev.ts!r} is no valid time"))
+            return
+        out.others.append(self._other(ev, sid, ts))
 
     def _other(self, ev: ProbeIn | StatusIn | MetricIn, sid: str, ts: float) -> OtherEvent:
         body = msgspec.structs.replace(ev, service=sid, ts=ts)
         kind = {ProbeIn: "probe", StatusIn: "status", MetricIn: "metric"}[type(ev)]
         return OtherEvent(kind, sid, ts, _ENCODER.encode(body))
+
+
+def parse_ts(value: str) -> float | None:
+    """Epoch seconds of an RFC 3339 time with `Z` or an offset; None if invalid or naive."""
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        return None
+    return t.timestamp()
 
 
 def decode_lines(catalog: Catalog, lines: Sequence[bytes], first_line: int = 1) -> Decoded:

@@ -35,16 +35,19 @@ class Baseline:
         self.level_alpha = 1.0 - 2.0 ** (-1.0 / settings.level_half_life_min)
         self.season_alpha = 1.0 / (60.0 * settings.season_memory_days)
         self.disp_alpha = 1.0 / 1440.0
-        self._daytype_key: tuple[int, int] = (-1, -1)
-        self._daytype: NDArray[np.int64] = np.zeros(0, np.int64)
+        self._daytypes: dict[tuple[int, int], NDArray[np.int64]] = {}
+        self._slot_cache: dict[
+            tuple[int, int], tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]
+        ] = {}
 
     # ---------------------------------------------------------------- calendar
     def day_type(self, series: Series, minute: int) -> NDArray[np.int64]:
         """0 for a working day, 1 for a weekend day or holiday, in each series' local date."""
         n = len(series)
         key = (minute // 30, n)  # offsets are whole or half hours: stable for 30 minutes
-        if key == self._daytype_key:
-            return self._daytype
+        got = self._daytypes.get(key)
+        if got is not None:
+            return got
         t = minute * 60
         local_day = (t + series.view("offset_s").astype(np.int64)) // 86_400
         weekday = (local_day + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
@@ -55,14 +58,19 @@ class Baseline:
             day = _EPOCH + dt.timedelta(days=int(local_day[i]))
             if is_holiday(countries[i], day):
                 daytype[i] = 1
-        self._daytype_key = key
-        self._daytype = daytype
+        if len(self._daytypes) >= 4:
+            self._daytypes.pop(next(iter(self._daytypes)))
+        self._daytypes[key] = daytype
         return daytype
 
     def _slots(
         self, series: Series, minute: int
     ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
         """The two profile slots each series' minute falls between, and the weight of the second."""
+        key = (minute, len(series))
+        got = self._slot_cache.get(key)
+        if got is not None:
+            return got
         local_s = (minute * 60 + 30 + series.view("offset_s").astype(np.int64)) % 86_400
         hour = local_s / 3600.0 - 0.5
         h0 = np.floor(hour).astype(np.int64)
@@ -70,6 +78,9 @@ class Baseline:
         base = self.day_type(series, minute) * SLOTS_PER_DAY
         s0 = base + h0 % SLOTS_PER_DAY
         s1 = base + (h0 + 1) % SLOTS_PER_DAY
+        if len(self._slot_cache) >= 32:
+            self._slot_cache.pop(next(iter(self._slot_cache)))
+        self._slot_cache[key] = (s0, s1, frac)
         return s0, s1, frac
 
     def season_factor(self, series: Series, minute: int) -> NDArray[np.float64]:
@@ -78,7 +89,7 @@ class Baseline:
         rows = np.arange(len(series))
         f0 = season[rows, s0].astype(np.float64)
         f1 = season[rows, s1].astype(np.float64)
-        return f0 * (1.0 - frac) + f1 * frac
+        return np.maximum(f0 * (1.0 - frac) + f1 * frac, 0.05)
 
     # ---------------------------------------------------------------- expectation
     def expected(self, series: Series, minute: int) -> NDArray[np.float64]:
@@ -87,32 +98,38 @@ class Baseline:
 
     # ---------------------------------------------------------------- learning
     def learn(
-        self, series: Series, minute: int, x: NDArray[np.float64], ok: NDArray[np.bool_]
+        self, series: Series, minutes: list[int], x: NDArray[np.float64], ok: NDArray[np.bool_]
     ) -> None:
-        """Learn from the final counts `x` of `minute` where `ok` (not in an incident)."""
+        """Learn from the final counts `x` (n x len(minutes)) of consecutive `minutes`.
+
+        Series where `ok` is false (in an incident) learn nothing. Learning a short block of
+        minutes at once is the per-minute update with the block's mean, at a fraction of
+        the cost.
+        """
         n = len(series)
-        if n == 0:
+        b = len(minutes)
+        if n == 0 or b == 0:
             return
         level = series.view("level")
         nobs = series.view("nobs")
         disp = series.view("disp")
         season = series.view("season")
-        s0, s1, frac = self._slots(series, minute)
-        rows = np.arange(n)
-        factor = season[rows, s0] * (1.0 - frac) + season[rows, s1] * frac
-        factor = np.maximum(factor, 0.05)
-        mu = level * factor
+        factor = np.stack([self.season_factor(series, m) for m in minutes], axis=1)
+        mu = level[:, None] * factor
         # A filter that keeps anomalies out of what is learned: clip single odd minutes.
         cap = np.maximum(2.0 * mu, mu + 4.0 * np.sqrt(mu) + 2.0)
         warm = nobs >= 60
-        xc = np.where(warm, np.minimum(x, cap), x)
+        xc = np.where(warm[:, None], np.minimum(x, cap), x)
         # Level: running mean while young, then an EWMA on the deseasonalised count.
-        a = np.maximum(self.level_alpha, 1.0 / (nobs + 1.0))
-        target = xc / factor
+        a_block = 1.0 - (1.0 - self.level_alpha) ** b
+        a = np.maximum(a_block, b / (nobs + b))
+        target = (xc / factor).mean(axis=1)
         new_level = np.where(ok, level + a * (target - level), level)
-        # Season: the ratio of the count to the level, only once the level means something.
+        # Season: the ratio of the count to the level, once the level means something.
         learn_season = ok & (nobs >= 120) & (level > 1e-6)
         if learn_season.any():
+            mid = minutes[b // 2]
+            s0, s1, frac = self._slots(series, mid)
             idx = np.flatnonzero(learn_season)
             # The first weekend day a series sees starts from its working-day profile.
             seen = series.view("weekend_seen")
@@ -120,24 +137,25 @@ class Baseline:
             if len(first):
                 season[first, SLOTS_PER_DAY:] = season[first, :SLOTS_PER_DAY]
                 seen[first] = True
-            ratio = np.clip(xc[idx] / level[idx], 0.0, 20.0)
-            b = self.season_alpha
-            w0 = b * (1.0 - frac[idx])
-            w1 = b * frac[idx]
+            ratio = np.clip(xc[idx].mean(axis=1) / level[idx], 0.0, 20.0)
+            w = 1.0 - (1.0 - self.season_alpha) ** b
+            w0 = w * (1.0 - frac[idx])
+            w1 = w * frac[idx]
             season[idx, s0[idx]] += (w0 * (ratio - season[idx, s0[idx]])).astype(np.float32)
             season[idx, s1[idx]] += (w1 * (ratio - season[idx, s1[idx]])).astype(np.float32)
-            if minute % 60 == 0:
+            if any(m % 60 == 0 for m in minutes):
                 self._normalise(season, new_level, idx)
         # Over-dispersion (variance = mu + disp * mu^2), learned slowly on ordinary minutes.
-        learn_disp = ok & warm & (mu > 0.5)
+        learn_disp = ok & warm & (mu.mean(axis=1) > 0.5)
         if learn_disp.any():
             idx = np.flatnonzero(learn_disp)
-            m = mu[idx]
-            r = ((xc[idx] - m) ** 2 - m) / (m * m)
-            d = disp[idx] + self.disp_alpha * (np.clip(r, -0.5, 2.0) - disp[idx])
+            m = np.maximum(mu[idx], 1e-6)
+            r = (((xc[idx] - m) ** 2 - m) / (m * m)).mean(axis=1)
+            wd = 1.0 - (1.0 - self.disp_alpha) ** b
+            d = disp[idx] + wd * (np.clip(r, -0.5, 2.0) - disp[idx])
             disp[idx] = np.clip(d, 0.005, 0.5).astype(np.float32)
         level[:] = new_level
-        nobs[:] = np.where(ok, nobs + 1, nobs)
+        nobs[:] = np.where(ok, nobs + b, nobs)
 
     @staticmethod
     def _normalise(

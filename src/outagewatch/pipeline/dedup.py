@@ -11,14 +11,19 @@ class Dedup:
     A report counts when the person has no counted report for the service within
     `window_s` of its time (either side, so out-of-order arrivals are judged the same).
     Reports without a person and pre-aggregated counts (`count` > 1) always count.
+
+    Memory is two generations of a window each: `rotate(now)` drops the older generation
+    once the newer one is a window old, so forgetting costs nothing per report.
     """
 
     def __init__(self, window_s: float) -> None:
         self.window_s = float(window_s)
-        self._last: dict[tuple[str, str], float] = {}
+        self._cur: dict[tuple[str, str], float] = {}
+        self._prev: dict[tuple[str, str], float] = {}
+        self._cur_start: float | None = None
 
     def __len__(self) -> int:
-        return len(self._last)
+        return len(self._cur) + len(self._prev)
 
     def filter(
         self,
@@ -28,7 +33,8 @@ class Dedup:
         counts: Sequence[int],
     ) -> list[bool]:
         """Which of these reports count, in order; remembers the ones that do."""
-        last = self._last
+        cur = self._cur
+        prev_gen = self._prev
         window = self.window_s
         keep: list[bool] = []
         append = keep.append
@@ -37,21 +43,38 @@ class Dedup:
                 append(True)
                 continue
             key = (svc, person)
-            prev = last.get(key)
+            prev = cur.get(key)
+            if prev is None:
+                prev = prev_gen.get(key)
             if prev is None or abs(t - prev) >= window:
-                last[key] = t if prev is None or t > prev else prev
+                cur[key] = t if prev is None or t > prev else prev
                 append(True)
             else:
                 append(False)
         return keep
 
-    def prune(self, watermark: float) -> None:
-        """Forget people whose last counted report is older than the window."""
-        horizon = watermark - self.window_s
-        self._last = {k: t for k, t in self._last.items() if t > horizon}
+    def rotate(self, now: float) -> None:
+        """Forget what is more than two windows old (call as time passes)."""
+        if self._cur_start is None:
+            self._cur_start = now
+        elif now - self._cur_start >= self.window_s:
+            self._prev = self._cur
+            self._cur = {}
+            self._cur_start = now
 
-    def dump(self) -> list[tuple[str, str, float]]:
-        return [(s, p, t) for (s, p), t in self._last.items()]
+    def dump(self) -> list[list[object]]:
+        start = [[self._cur_start]] if self._cur_start is not None else []
+        return [
+            *start,
+            *([s, p, t, 0] for (s, p), t in self._prev.items()),
+            *([s, p, t, 1] for (s, p), t in self._cur.items()),
+        ]
 
     def load(self, rows: Sequence[Sequence[object]]) -> None:
-        self._last = {(str(s), str(p)): float(t) for s, p, t in rows}  # type: ignore[arg-type]
+        self._cur, self._prev, self._cur_start = {}, {}, None
+        for row in rows:
+            if len(row) == 1:
+                self._cur_start = float(row[0])  # type: ignore[arg-type]
+                continue
+            s, p, t, gen = row
+            (self._cur if gen else self._prev)[(str(s), str(p))] = float(t)  # type: ignore[arg-type]

@@ -30,6 +30,8 @@ from outagewatch.incidents.lifecycle import Incident, State, Transition
 from outagewatch.pipeline.dedup import Dedup
 from outagewatch.settings import PipelineSettings
 
+LEARN_BLOCK = 5  # the baseline learns from final minutes in aligned blocks of this many
+
 
 @dataclass
 class Stats:
@@ -83,7 +85,8 @@ class Pipeline:
         self.stats = Stats()
         self.watermark: float | None = None
         self.closed_until = 0  # minutes < closed_until have been scored
-        self.final_until = 0  # minutes < final_until have been learned and folded
+        self.final_until = 0  # minutes < final_until have been folded into incidents
+        self.learn_until = 0  # minutes < learn_until have been learned by the baseline
         self.incidents: dict[str, Incident] = {}  # id -> incident still changing
         self.open_by_service: dict[str, Incident] = {}
         self.last_ended: dict[str, int] = {}  # service -> ended minute of its last incident
@@ -156,6 +159,7 @@ class Pipeline:
         self.watermark = minute * 60.0
         self.closed_until = minute
         self.final_until = minute - self.settings.lateness_min
+        self.learn_until = self.final_until
 
     def _add(
         self, ids: NDArray[np.int64], minute: NDArray[np.int64], count: NDArray[np.int64]
@@ -196,6 +200,7 @@ class Pipeline:
             self.series.ring_expected[:] = 0
             self.closed_until = m_now
             self.final_until = m_now - self.settings.lateness_min
+            self.learn_until = self.final_until
             return
         # Fresh slots for the minutes that have just begun (they may hold minute - R).
         first_new = self.closed_until + 1
@@ -351,21 +356,33 @@ class Pipeline:
         return mask
 
     def _finalise(self, f: int) -> None:
-        s = self.series
-        n = len(s)
-        x = s.ring_count[:n, f % s.ring].astype(np.float64)
-        busy = self._in_incident(f)
-        ok = ~busy[s.view("svc")]
-        self.baseline.learn(s, f, x, ok)
+        """Minute f is final: fold it into incidents; every LEARN_BLOCK minutes, learn."""
         for inc in list(self.incidents.values()):
             if inc.acc_until <= f:
                 self._fold(inc, f)
-            if inc.done:
+        if (f + 1) % LEARN_BLOCK == 0:
+            self._learn(list(range(max(self.learn_until, f + 1 - LEARN_BLOCK), f + 1)))
+        for inc in list(self.incidents.values()):
+            if inc.done and inc.acc_until <= self.learn_until:
                 self._finished.append(inc.doc())
                 self._changed.discard(inc.id)
                 del self.incidents[inc.id]
-        if f % 60 == 0 and self.watermark is not None:
-            self.dedup.prune(self.watermark)
+        self.dedup.rotate(f * 60.0)
+
+    def _learn(self, minutes: list[int]) -> None:
+        s = self.series
+        n = len(s)
+        if not minutes or n == 0:
+            if minutes:
+                self.learn_until = minutes[-1] + 1
+            return
+        busy = np.zeros(s.n_services, np.bool_)
+        for f in minutes:
+            busy |= self._in_incident(f)
+        ok = ~busy[s.view("svc")]
+        x = s.ring_count[:n][:, np.asarray(minutes) % s.ring].astype(np.float64)
+        self.baseline.learn(s, minutes, x, ok)
+        self.learn_until = minutes[-1] + 1
 
     def _fold(self, inc: Incident, f: int) -> None:
         if inc.ended_min is not None and f >= inc.ended_min:
@@ -468,6 +485,7 @@ def dump_state(p: Pipeline) -> bytes:
         "watermark": p.watermark,
         "closed_until": p.closed_until,
         "final_until": p.final_until,
+        "learn_until": p.learn_until,
         "stats": p.stats.as_dict(),
         "dedup": p.dedup.dump(),
         "last_ended": p.last_ended,
@@ -497,6 +515,7 @@ def load_state(data: bytes, settings: PipelineSettings | None = None) -> Pipelin
     p.watermark = meta["watermark"]
     p.closed_until = meta["closed_until"]
     p.final_until = meta["final_until"]
+    p.learn_until = meta["learn_until"]
     p.stats = Stats(**meta["stats"])
     p.dedup.load(meta["dedup"])
     p.last_ended = dict(meta["last_ended"])
