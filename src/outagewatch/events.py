@@ -223,7 +223,7 @@ class EventDecoder:
             self._reports(evs, nos, out)  # type: ignore[arg-type]
         else:
             reps = [(e, k) for e, k in zip(evs, nos, strict=True) if type(e) is ReportIn]
-            self._reports([e for e, _ in reps], [k for _, k in reps], out)  # type: ignore[misc]
+            self._reports([e for e, _ in reps], [k for _, k in reps], out)
             for e, k in zip(evs, nos, strict=True):
                 if type(e) is not ReportIn:
                     self._one_other(e, k, out)  # type: ignore[arg-type]
@@ -333,7 +333,7 @@ def encode_report(
     """One report event as an NDJSON line (without newline): the inverse of decoding."""
     ev = ReportIn(
         service=service,
-        ts=datetime.fromtimestamp(ts, UTC),
+        ts=iso(ts) if ts == int(ts) else ts,
         country=country,
         problem=problem,
         reporter=reporter,

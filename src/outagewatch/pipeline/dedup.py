@@ -63,7 +63,7 @@ class Dedup:
             self._cur_start = now
 
     def dump(self) -> list[list[object]]:
-        start = [[self._cur_start]] if self._cur_start is not None else []
+        start: list[list[object]] = [] if self._cur_start is None else [[self._cur_start]]
         return [
             *start,
             *([s, p, t, 0] for (s, p), t in self._prev.items()),
