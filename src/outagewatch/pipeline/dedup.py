@@ -16,8 +16,10 @@ class Dedup:
     once the newer one is a window old, so forgetting costs nothing per report.
     """
 
-    def __init__(self, window_s: float) -> None:
+    def __init__(self, window_s: float, lateness_s: float = 0.0) -> None:
         self.window_s = float(window_s)
+        # A generation is kept until no on-time report can fall within a window of it.
+        self.period_s = self.window_s + float(lateness_s) + 120.0
         self._cur: dict[tuple[str, str], float] = {}
         self._prev: dict[tuple[str, str], float] = {}
         self._cur_start: float | None = None
@@ -54,10 +56,10 @@ class Dedup:
         return keep
 
     def rotate(self, now: float) -> None:
-        """Forget what is more than two windows old (call as time passes)."""
+        """Forget reports that no on-time report can be a duplicate of (call as time passes)."""
         if self._cur_start is None:
             self._cur_start = now
-        elif now - self._cur_start >= self.window_s:
+        elif now - self._cur_start >= self.period_s:
             self._prev = self._cur
             self._cur = {}
             self._cur_start = now

@@ -81,7 +81,7 @@ class Pipeline:
         self.settings = settings or PipelineSettings()
         self.series = Series(self.settings.ring_minutes)
         self.baseline = Baseline(self.settings)
-        self.dedup = Dedup(self.settings.dedup_window_s)
+        self.dedup = Dedup(self.settings.dedup_window_s, self.settings.lateness_s)
         self.stats = Stats()
         self.watermark: float | None = None
         self.closed_until = 0  # minutes < closed_until have been scored
@@ -100,46 +100,48 @@ class Pipeline:
 
     # ================================================================ ingest
     def ingest(self, rep: ReportColumns) -> None:
-        """Count a batch of accepted reports (arrival order) and run the ticks they cause."""
+        """Count a batch of accepted reports (arrival order) and run the ticks they cause.
+
+        The batch is cut where the watermark enters a new minute; each piece is
+        deduplicated and counted after the ticks that closed the minutes before it, exactly
+        as if the events had come one by one.
+        """
         n = len(rep)
         if n == 0:
             return
         self.stats.reports += n
-        keep = self.dedup.filter(rep.service, rep.person, rep.ts, rep.count)
-        kept = [i for i, k in enumerate(keep) if k]
-        self.stats.duplicates += n - len(kept)
-        if not kept:
-            return
-        if len(kept) == n:
-            services, countries, problems = rep.service, rep.country, rep.problem
-            ts = np.asarray(rep.ts, np.float64)
-            count = np.asarray(rep.count, np.int64)
-        else:
-            services = [rep.service[i] for i in kept]
-            countries = [rep.country[i] for i in kept]
-            problems = [rep.problem[i] for i in kept]
-            ts = np.asarray(rep.ts, np.float64)[kept]
-            count = np.asarray(rep.count, np.int64)[kept]
-        self.stats.counted += len(kept)
+        ts = np.asarray(rep.ts, np.float64)
+        count = np.asarray(rep.count, np.int64)
+        minute = np.floor(ts / 60.0).astype(np.int64)
         ids = np.array(
-            [self._ids(s, c, p) for s, c, p in zip(services, countries, problems, strict=True)],
+            [
+                self._ids(s, c, p)
+                for s, c, p in zip(rep.service, rep.country, rep.problem, strict=True)
+            ],
             np.int64,
         ).reshape(-1, 3)
         cvocab, pvocab = self._countries, self._problems
-        cidx = np.array([cvocab(c) for c in countries], np.int64)
-        pidx = np.array([pvocab(p) for p in problems], np.int64)
-        minute = np.floor(ts / 60.0).astype(np.int64)
+        cidx = np.array([cvocab(c) for c in rep.country], np.int64)
+        pidx = np.array([pvocab(p) for p in rep.problem], np.int64)
         svc = self.series.svc[ids[:, 0]].astype(np.int64)
-        self._pending.append((minute, svc, cidx, pidx, count))
-
         if self.watermark is None:
             self._start(int(minute[0]))
-        wm_now = int(self.closed_until)
-        wm = np.maximum.accumulate(np.maximum(minute, wm_now))
-        starts = np.concatenate(([0], np.flatnonzero(np.diff(wm)) + 1, [len(wm)]))
-        for a, b in itertools.pairwise(starts):
+        wm = np.maximum.accumulate(np.maximum(minute, self.closed_until))
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(wm)) + 1, [n]))
+        dedup = self.dedup.filter
+        kept_parts: list[NDArray[np.bool_]] = []
+        for a, b in zip(starts[:-1], starts[1:], strict=True):
             self._advance_minute(int(wm[a]))
-            self._add(ids[a:b], minute[a:b], count[a:b])
+            keep = np.asarray(
+                dedup(rep.service[a:b], rep.person[a:b], rep.ts[a:b], rep.count[a:b]), np.bool_
+            )
+            kept_parts.append(keep)
+            self._add(ids[a:b][keep], minute[a:b][keep], count[a:b][keep])
+        kept = np.concatenate(kept_parts)
+        n_kept = int(kept.sum())
+        self.stats.counted += n_kept
+        self.stats.duplicates += n - n_kept
+        self._pending.append((minute[kept], svc[kept], cidx[kept], pidx[kept], count[kept]))
         self.watermark = max(float(self.watermark or 0.0), float(ts.max()))
 
     def _ids(self, service: str, country: str, problem: str) -> tuple[int, int, int]:
@@ -264,6 +266,7 @@ class Pipeline:
             self._changed.add(inc.id)
             if inc.quiet_run >= self.settings.quiet_minutes:
                 inc.ended_min = max(inc.last_hot_min + 1, inc.started_min + 1)
+                self._unfold_after_end(inc)
                 self._transitions.append(inc.move(State.RESOLVED, at, ended_at=inc.ended_min * 60))
                 del self.open_by_service[sid]
                 self.last_ended[sid] = inc.ended_min
@@ -367,7 +370,7 @@ class Pipeline:
                 self._finished.append(inc.doc())
                 self._changed.discard(inc.id)
                 del self.incidents[inc.id]
-        self.dedup.rotate(f * 60.0)
+        self.dedup.rotate((f + self.settings.lateness_min + 1) * 60.0)  # the tick's time
 
     def _learn(self, minutes: list[int]) -> None:
         s = self.series
@@ -394,6 +397,16 @@ class Pipeline:
         inc.problems.update(problems)
         inc.acc_until = f + 1
         self._changed.add(inc.id)
+
+    def _unfold_after_end(self, inc: Incident) -> None:
+        """Take back minutes folded in while the incident waited to resolve."""
+        assert inc.ended_min is not None
+        for f in range(inc.ended_min, inc.acc_until):
+            total, countries, problems = self._minute_breakdown(inc.service, f)
+            inc.total -= total
+            inc.countries.subtract(countries)
+            inc.problems.subtract(problems)
+        inc.acc_until = min(inc.acc_until, inc.ended_min)
 
     def _minute_breakdown(self, service: str, f: int) -> tuple[float, Counter[str], Counter[str]]:
         s = self.series
