@@ -233,7 +233,7 @@ def test_out_of_order_within_lateness_gives_the_same_incidents() -> None:
     ordered = simulate([x_traffic()], start, 7 * 1440, [surge], seed=6)
     shuffled = simulate([x_traffic()], start, 7 * 1440, [surge], seed=6, jitter_s=90)
     assert ordered.lines != shuffled.lines
-    p1, a = run(ordered.lines)
+    _, a = run(ordered.lines)
     p2, b = run(shuffled.lines)
     assert len(a) == len(b) == 1
     assert p2.stats.late == 0

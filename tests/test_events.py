@@ -193,7 +193,7 @@ def test_bad_other_events_are_rejected(line: str) -> None:
     [
         (b"not json at all", "not JSON"),
         (b'{"type":"report",', "not JSON"),
-        (b'{"type":"report"} trailing', "not JSON"),
+        (report() + b" trailing", "not JSON"),
         (b"\xff\xfe\x00", "not JSON"),
         (b'{"type":"outage","service":"x","ts":1741595460}', "unknown type"),
         (b'{"service":"x","ts":1741595460,"country":"US"}', "unknown type"),
@@ -228,6 +228,45 @@ def test_out_of_range_epoch_against_max_ts() -> None:
     d = dec.decode([report(ts=T0 + 60), report(ts=T0 + 61)])
     assert d.reports.ts == [T0 + 60]
     assert [(r.line, r.reason) for r in d.rejected] == [(2, "bad time")]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="src bug: EventDecoder._ts caches the minute of an out-of-range 'Z' time before the "
+    "range check, and its fast path for later lines of that minute skips the range check",
+)
+@pytest.mark.parametrize("minute", ["1990-01-01T00:00", "2150-06-01T12:00"])
+def test_every_line_of_an_out_of_range_minute_is_rejected(minute: str) -> None:
+    dec = EventDecoder(CATALOG, max_ts=T0 + 86_400)
+    d = dec.decode([report(ts=f"{minute}:{s:02d}Z") for s in (0, 1, 59)])
+    assert len(d.reports) == 0, f"accepted {d.reports.ts}"
+    assert sorted((r.line, r.reason) for r in d.rejected) == [
+        (1, "bad time"),
+        (2, "bad time"),
+        (3, "bad time"),
+    ]
+
+
+def test_same_minute_in_range_is_accepted_every_time() -> None:
+    dec = EventDecoder(CATALOG)
+    d = dec.decode([report(ts=f"2025-03-10T08:31:{s:02d}Z") for s in (0, 1, 59, 7)])
+    assert d.reports.ts == [T0, T0 + 1, T0 + 59, T0 + 7]
+    d2 = dec.decode([report(ts="2025-03-10T08:31:60Z"), report(ts="2025-03-10T08:31:0xZ")])
+    assert len(d2.reports) == 0
+    assert {r.reason for r in d2.rejected} == {"bad time"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="src bug: the fast path of EventDecoder._ts takes any str.isdigit() seconds "
+    "(e.g. Arabic-Indic digits) once the minute is cached; a fresh decoder rejects them",
+)
+def test_time_validity_does_not_depend_on_earlier_lines() -> None:
+    odd = report(ts="2025-03-10T08:31:\u0660\u0665Z")  # seconds in Arabic-Indic digits
+    fresh = EventDecoder(CATALOG).decode([odd])
+    assert [r.reason for r in fresh.rejected] == ["bad time"]
+    warm = EventDecoder(CATALOG).decode([report(ts="2025-03-10T08:31:00Z"), odd])
+    assert [(r.line, r.reason) for r in warm.rejected] == [(2, "bad time")]
 
 
 @pytest.mark.xfail(
@@ -274,7 +313,7 @@ def test_good_lines_around_bad_ones_are_kept_with_line_numbers() -> None:
         b'{"type":"metric","service":"fb","ts":1741595460,"name":"m","value":1}\n',  # 23
     ]
     d = decode(*lines, first_line=10)
-    assert [(r.line, r.reason) for r in d.rejected] == [
+    assert sorted((r.line, r.reason) for r in d.rejected) == [
         (11, "not JSON"),
         (14, "unknown type"),
         (15, "unknown service"),
@@ -290,7 +329,8 @@ def test_good_lines_around_bad_ones_are_kept_with_line_numbers() -> None:
     assert d.reports.count == [1, 1, 3]
     assert [o.service for o in d.others] == ["facebook"]
     assert d.lines == len(lines)
-    assert str(d.rejected[0]).startswith("line 11: not JSON: ")
+    first = min(d.rejected, key=lambda r: r.line)
+    assert str(first).startswith("line 11: not JSON: ")
 
 
 def test_blank_lines_are_skipped() -> None:
@@ -426,7 +466,7 @@ def test_arbitrary_lines_are_accepted_or_rejected(lines: list[bytes], first_line
     assert len(d.reports) + len(d.others) + len(d.rejected) == len(non_blank)
     assert d.lines == len(lines)
     rejected_lines = [r.line for r in d.rejected]
-    assert rejected_lines == sorted(set(rejected_lines)), "one rejection per line, in order"
+    assert len(rejected_lines) == len(set(rejected_lines)), "one rejection per line"
     assert set(rejected_lines) <= set(non_blank)
     for r in d.rejected:
         assert r.reason in {

@@ -130,7 +130,7 @@ class Pipeline:
         starts = np.concatenate(([0], np.flatnonzero(np.diff(wm)) + 1, [n]))
         dedup = self.dedup.filter
         kept_parts: list[NDArray[np.bool_]] = []
-        for a, b in zip(starts[:-1], starts[1:], strict=True):
+        for a, b in itertools.pairwise(starts.tolist()):
             self._advance_minute(int(wm[a]))
             keep = np.asarray(
                 dedup(rep.service[a:b], rep.person[a:b], rep.ts[a:b], rep.count[a:b]), np.bool_
