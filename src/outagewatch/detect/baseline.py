@@ -35,9 +35,13 @@ class Baseline:
         self.level_alpha = 1.0 - 2.0 ** (-1.0 / settings.level_half_life_min)
         self.season_alpha = 1.0 / (60.0 * settings.season_memory_days)
         self.disp_alpha = 1.0 / 1440.0
+        self._version = 0  # bumped by every learning step
+        self._gathered: dict[
+            tuple[int, int, int], tuple[NDArray[np.float64], NDArray[np.float64]]
+        ] = {}
         self._daytypes: dict[tuple[int, int], NDArray[np.int64]] = {}
         self._slot_cache: dict[
-            tuple[int, int], tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]
+            tuple[int, int], tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]
         ] = {}
 
     # ---------------------------------------------------------------- calendar
@@ -66,30 +70,43 @@ class Baseline:
     def _slots(
         self, series: Series, minute: int
     ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
-        """The two profile slots each series' minute falls between, and the weight of the second."""
-        key = (minute, len(series))
+        """The two profile slots each series' minute falls between, and the weight of the second.
+
+        Offsets are whole or half hours, so the slots change only at :00 and :30 UTC and the
+        weight takes one of two values per minute.
+        """
+        n = len(series)
+        key = (minute // 30, n)
         got = self._slot_cache.get(key)
-        if got is not None:
-            return got
-        local_s = (minute * 60 + 30 + series.view("offset_s").astype(np.int64)) % 86_400
-        hour = local_s / 3600.0 - 0.5
-        h0 = np.floor(hour).astype(np.int64)
-        frac = hour - h0
-        base = self.day_type(series, minute) * SLOTS_PER_DAY
-        s0 = base + h0 % SLOTS_PER_DAY
-        s1 = base + (h0 + 1) % SLOTS_PER_DAY
-        if len(self._slot_cache) >= 32:
-            self._slot_cache.pop(next(iter(self._slot_cache)))
-        self._slot_cache[key] = (s0, s1, frac)
+        offset = series.view("offset_s").astype(np.int64)
+        if got is None:
+            local_s = (minute * 60 + 30 + offset) % 86_400
+            h0 = np.floor(local_s / 3600.0 - 0.5).astype(np.int64)
+            base = self.day_type(series, minute) * SLOTS_PER_DAY
+            got = (base + h0 % SLOTS_PER_DAY, base + (h0 + 1) % SLOTS_PER_DAY, offset % 3600 != 0)
+            if len(self._slot_cache) >= 8:
+                self._slot_cache.pop(next(iter(self._slot_cache)))
+            self._slot_cache[key] = got
+        s0, s1, half = got
+        whole = ((minute % 60) * 60 + 30) / 3600.0 - 0.5  # hour fraction past the slot centre
+        frac = np.where(half, (whole + 0.5) % 1.0, whole % 1.0)
         return s0, s1, frac
 
     def season_factor(self, series: Series, minute: int) -> NDArray[np.float64]:
         s0, s1, frac = self._slots(series, minute)
-        season = series.view("season")
-        rows = np.arange(len(series))
-        f0 = season[rows, s0].astype(np.float64)
-        f1 = season[rows, s1].astype(np.float64)
-        return np.maximum(f0 * (1.0 - frac) + f1 * frac, 0.05)
+        # The gathered profile values only change when learning runs or the hour turns.
+        # Slots change only at :00 and :30 UTC (offsets are whole or half hours).
+        key = (minute // 30, self._version, len(series))
+        got = self._gathered.get(key)
+        if got is None:
+            season = series.view("season")
+            rows = np.arange(len(series))
+            got = (season[rows, s0].astype(np.float64), season[rows, s1].astype(np.float64))
+            if len(self._gathered) >= 4:
+                self._gathered.pop(next(iter(self._gathered)))
+            self._gathered[key] = got
+        f0, f1 = got
+        return np.maximum(f0 + (f1 - f0) * frac, 0.05)
 
     # ---------------------------------------------------------------- expectation
     def expected(self, series: Series, minute: int) -> NDArray[np.float64]:
@@ -156,6 +173,7 @@ class Baseline:
             disp[idx] = np.clip(d, 0.005, 0.5).astype(np.float32)
         level[:] = new_level
         nobs[:] = np.where(ok, nobs + b, nobs)
+        self._version += 1
 
     @staticmethod
     def _normalise(

@@ -25,9 +25,25 @@ from outagewatch.settings import PipelineSettings
 @dataclass(frozen=True, slots=True)
 class Scores:
     fired: NDArray[np.bool_]  # a significant surge in at least one window
-    elevated: NDArray[np.bool_]  # the last 5 minutes are clearly above normal (soft)
-    hot: NDArray[np.bool_]  # this minute is clearly above normal (soft)
     ratio: NDArray[np.float64]  # observed / expected in the most significant window (fired)
+    sums: NDArray[np.float64]  # (n, windows) reports in each window
+    expected: NDArray[np.float64]  # (n, windows) what the baseline expected
+    x: NDArray[np.float64]  # this minute's reports
+    mu: NDArray[np.float64]  # this minute's expectation
+    disp: NDArray[np.float64]
+    w5: int  # column of the 5-minute window
+
+    def elevated(self, idx: list[int]) -> NDArray[np.bool_]:
+        """Whether the last 5 minutes of these series are clearly above normal (soft)."""
+        i = np.asarray(idx, np.int64)
+        s5 = self.sums[i, self.w5]
+        e5 = self.expected[i, self.w5]
+        return (s5 > np.maximum(1.5 * e5, e5 + 3.0 * sd_of(e5, self.disp[i]))) & (s5 - e5 >= 3.0)
+
+    def hot(self, idx: list[int]) -> NDArray[np.bool_]:
+        """Whether this minute of these series is clearly above normal (soft)."""
+        i = np.asarray(idx, np.int64)
+        return is_hot(self.x[i], self.mu[i], self.disp[i])
 
 
 def nb_upper_tail(
@@ -56,13 +72,13 @@ def score(
     eligible: NDArray[np.bool_],
     settings: PipelineSettings,
 ) -> Scores:
-    """Score every series.
+    """Score every series: which have a significant surge in some window.
 
     `sums` and `expected` are (n, len(settings.windows)); `x` and `mu` the last minute's
-    count and expectation; `eligible` marks series warm enough to fire.
+    count and expectation; `eligible` marks series warm enough to fire. The soft tests
+    (`Scores.elevated`, `Scores.hot`) are computed only for the series that need them.
     """
     n = len(x)
-    d = disp[:, None]
     candidate = (
         (sums >= settings.min_ratio * expected)
         & (sums - expected >= settings.min_excess)
@@ -73,16 +89,12 @@ def score(
     if candidate.any():
         rows, cols = np.nonzero(candidate)
         e = np.maximum(expected[rows, cols], 1e-3)
-        p = nb_upper_tail(sums[rows, cols], e, np.broadcast_to(d, sums.shape)[rows, cols])
+        p = nb_upper_tail(sums[rows, cols], e, disp[rows])
         sig = p < settings.alpha
         fired[rows[sig]] = True
         np.maximum.at(ratio, rows[sig], sums[rows[sig], cols[sig]] / e[sig])
     w5 = settings.windows.index(5) if 5 in settings.windows else len(settings.windows) // 2
-    s5 = sums[:, w5]
-    e5 = expected[:, w5]
-    elevated = (s5 > np.maximum(1.5 * e5, e5 + 3.0 * sd_of(e5, disp))) & (s5 - e5 >= 3.0) & eligible
-    hot = is_hot(x, mu, disp) & eligible
-    return Scores(fired=fired, elevated=elevated, hot=hot, ratio=ratio)
+    return Scores(fired, ratio, sums, expected, x, mu, disp, w5)
 
 
 def is_hot(

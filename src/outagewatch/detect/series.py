@@ -49,6 +49,8 @@ class Series:
         "ring_expected",
     )
 
+    TIME_MAJOR = frozenset({"ring_count", "ring_expected"})
+
     def __init__(self, ring_minutes: int, capacity: int = 64) -> None:
         self.ring = ring_minutes
         self.keys: list[SeriesKey] = []
@@ -70,8 +72,9 @@ class Series:
         self.disp: NDArray[np.float32] = np.full(cap, 0.05, np.float32)
         self.season: NDArray[np.float32] = np.ones((cap, SEASON_SLOTS), np.float32)
         self.weekend_seen: NDArray[np.bool_] = np.zeros(cap, np.bool_)
-        self.ring_count: NDArray[np.float32] = np.zeros((cap, self.ring), np.float32)
-        self.ring_expected: NDArray[np.float32] = np.zeros((cap, self.ring), np.float32)
+        # Recent minutes, time-major: row = minute % ring, column = series.
+        self.ring_count: NDArray[np.float32] = np.zeros((self.ring, cap), np.float32)
+        self.ring_expected: NDArray[np.float32] = np.zeros((self.ring, cap), np.float32)
 
     def _grow(self, need: int) -> None:
         cap = len(self.svc)
@@ -80,10 +83,13 @@ class Series:
         new = max(need, cap * 2)
         for name in self.ARRAYS:
             old: NDArray[Any] = getattr(self, name)
-            shape = (new, *old.shape[1:])
             fill = 1.0 if name == "season" else (0.05 if name == "disp" else 0)
-            arr = np.full(shape, fill, dtype=old.dtype)
-            arr[:cap] = old
+            if name in self.TIME_MAJOR:
+                arr = np.full((old.shape[0], new), fill, dtype=old.dtype)
+                arr[:, :cap] = old
+            else:
+                arr = np.full((new, *old.shape[1:]), fill, dtype=old.dtype)
+                arr[:cap] = old
             setattr(self, name, arr)
 
     def __len__(self) -> int:
@@ -128,8 +134,10 @@ class Series:
         return i
 
     def view(self, name: str) -> NDArray[Any]:
-        """The live part (first len(self) rows) of one of the ARRAYS."""
+        """The live part (the first len(self) series) of one of the ARRAYS."""
         arr: NDArray[Any] = getattr(self, name)
+        if name in self.TIME_MAJOR:
+            return arr[:, : len(self.keys)]
         return arr[: len(self.keys)]
 
     # ------------------------------------------------------------------ persistence
@@ -149,5 +157,8 @@ class Series:
         for name in cls.ARRAYS:
             if name in ("svc", "kind", "offset_s"):
                 continue  # derived from the keys above
-            getattr(s, name)[:n] = arrays[name]
+            if name in cls.TIME_MAJOR:
+                getattr(s, name)[:, :n] = arrays[name]
+            else:
+                getattr(s, name)[:n] = arrays[name]
         return s

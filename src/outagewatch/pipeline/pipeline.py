@@ -30,7 +30,7 @@ from outagewatch.incidents.lifecycle import Incident, State, Transition
 from outagewatch.pipeline.dedup import Dedup
 from outagewatch.settings import PipelineSettings
 
-LEARN_BLOCK = 5  # the baseline learns from final minutes in aligned blocks of this many
+LEARN_BLOCK = 10  # the baseline learns from final minutes in aligned blocks of this many
 
 
 @dataclass
@@ -97,6 +97,7 @@ class Pipeline:
         self._problems = _Vocab()
         self._pending: list[tuple[NDArray[np.int64], ...]] = []
         self._series_cache: dict[tuple[str, str, str], tuple[int, int, int]] = {}
+        self._wrange = np.arange(max(self.settings.windows))
 
     # ================================================================ ingest
     def ingest(self, rep: ReportColumns) -> None:
@@ -177,7 +178,7 @@ class Pipeline:
         rc = self.series.ring_count
         c = count.astype(np.float32)
         for col in range(3):
-            np.add.at(rc, (ids[:, col], slot), c)
+            np.add.at(rc, (slot, ids[:, col]), c)
 
     # ================================================================ time
     def advance_to(self, t: float) -> None:
@@ -210,7 +211,7 @@ class Pipeline:
             self.series.ring_count[:] = 0
         else:
             slots = np.arange(first_new, m_now + 1) % ring
-            self.series.ring_count[:, slots] = 0
+            self.series.ring_count[slots] = 0
         for m in range(self.closed_until, m_now):
             self._tick(m)
 
@@ -226,43 +227,53 @@ class Pipeline:
             self.final_until = m + 1 - cfg.lateness_min
             return
         mu = self.baseline.expected(s, m)
-        s.ring_expected[:n, m % ring] = mu
-        wmax = max(cfg.windows)
-        cols = (m - np.arange(wmax)) % ring
-        counts = s.ring_count[:n][:, cols].astype(np.float64)
-        exps = s.ring_expected[:n][:, cols].astype(np.float64)
-        widx = np.asarray(cfg.windows) - 1
-        sums = np.cumsum(counts, axis=1)[:, widx]
-        expected = np.cumsum(exps, axis=1)[:, widx]
+        s.ring_expected[m % ring, :n] = mu
+        rows = self._window_rows(m)
+        counts = s.ring_count[rows, :n]  # (wmax, n): the newest minute first
+        sums = self._window_sums(counts)
+        expected = self._window_sums(s.ring_expected[rows, :n])
         disp = s.view("disp").astype(np.float64)
         eligible = s.view("nobs") >= cfg.warmup_minutes
-        scores = score(sums, expected, counts[:, 0], mu, disp, eligible, cfg)
+        scores = score(sums, expected, counts[0].astype(np.float64), mu, disp, eligible, cfg)
         self._step_lifecycle(m, scores, disp)
         f = m - cfg.lateness_min
         if f >= self.final_until:
             self._finalise(f)
             self.final_until = f + 1
 
+    def _window_sums(self, block: NDArray[np.float32]) -> NDArray[np.float64]:
+        """(n, len(windows)) sums of the newest w rows of `block`, for each window w."""
+        out = np.empty((len(self.settings.windows), block.shape[1]), np.float64)
+        acc = np.zeros(block.shape[1], np.float64)
+        prev = 0
+        for k, w in enumerate(self.settings.windows):
+            acc += block[prev:w].sum(axis=0)
+            out[k] = acc
+            prev = w
+        return out.T
+
+    def _window_rows(self, m: int) -> NDArray[np.int64]:
+        return (m - self._wrange) % self.series.ring  # type: ignore[no-any-return]
+
     def _step_lifecycle(self, m: int, sc: Scores, disp: NDArray[np.float64]) -> None:
         s = self.series
-        svc = s.view("svc")
-        fired_services = set(np.unique(svc[sc.fired]).tolist())
-        busy = np.zeros(s.n_services, np.bool_)
-        busy[svc[sc.elevated]] = True
-        total = np.asarray(s.total_of, np.int64)
-        hot_total = sc.hot[total]
         at = (m + 1) * 60.0
-        for si in sorted(fired_services):
-            sid = s.services[si]
-            if sid not in self.open_by_service:
-                self._open(si, m, at, sc, disp)
+        if sc.fired.any():
+            fired_services = set(np.unique(s.view("svc")[sc.fired]).tolist())
+            for si in sorted(fired_services):
+                sid = s.services[si]
+                if sid not in self.open_by_service:
+                    self._open(si, m, at, sc, disp)
         for sid, inc in list(self.open_by_service.items()):
             si = s.service_index[sid]
-            inc.drivers.update(i for i in s.service_series[si] if sc.fired[i])
-            if busy[si] and (hot_total[si] or any(sc.hot[i] for i in inc.drivers)):
+            members = s.service_series[si]
+            inc.drivers.update(i for i in members if sc.fired[i])
+            busy = bool(sc.elevated(members).any())
+            watch = [s.total_of[si], *sorted(inc.drivers)]
+            if busy and sc.hot(watch).any():
                 inc.last_hot_min = m
             self._update_peak(inc, m, at)
-            inc.quiet_run = 0 if busy[si] else inc.quiet_run + 1
+            inc.quiet_run = 0 if busy else inc.quiet_run + 1
             self._changed.add(inc.id)
             if inc.quiet_run >= self.settings.quiet_minutes:
                 inc.ended_min = max(inc.last_hot_min + 1, inc.started_min + 1)
@@ -278,10 +289,10 @@ class Pipeline:
         total = s.total_of[si]
         # Find where the surge began: walk back over hot minutes of the firing series.
         firing = [i for i in members if sc.fired[i]]
-        probe = [total, *firing] if sc.hot[total] or total in firing else firing
+        probe = [total, *firing] if sc.hot([total])[0] or total in firing else firing
         start = min(self._backdate(i, m, disp[i]) for i in probe)
         start = max(start, self.last_ended.get(sid, start))
-        baseline_rate = float(s.ring_expected[total, start % s.ring])
+        baseline_rate = float(s.ring_expected[start % s.ring, total])
         inc = Incident(
             id=Incident.make_id(sid, start),
             service=sid,
@@ -313,8 +324,8 @@ class Pipeline:
         ring = s.ring
         lo = max(m - self.settings.backdate_max_minutes, self.closed_until - ring + 1)
         mins = np.arange(m, lo - 1, -1)
-        x = s.ring_count[i, mins % ring].astype(np.float64)
-        mu = s.ring_expected[i, mins % ring].astype(np.float64)
+        x = s.ring_count[mins % ring, i].astype(np.float64)
+        mu = s.ring_expected[mins % ring, i].astype(np.float64)
         hot = is_hot(x, mu, np.full(len(mins), disp))
         start = m
         misses = 0
@@ -334,7 +345,7 @@ class Pipeline:
         total = s.total_of[s.service_index[inc.service]]
         lo = max(inc.started_min, m - self.settings.lateness_min - 1, inc.peak_min)
         mins = np.arange(lo, m + 1)
-        x = s.ring_count[total, mins % ring]
+        x = s.ring_count[mins % ring, total]
         k = int(np.argmax(x))
         if x[k] > inc.peak_reports:
             grew = inc.peak_reports > 0 and x[k] >= 1.1 * inc.peak_reports
@@ -383,7 +394,7 @@ class Pipeline:
         for f in minutes:
             busy |= self._in_incident(f)
         ok = ~busy[s.view("svc")]
-        x = s.ring_count[:n][:, np.asarray(minutes) % s.ring].astype(np.float64)
+        x = s.ring_count[np.asarray(minutes) % s.ring, :n].T.astype(np.float64)
         self.baseline.learn(s, minutes, x, ok)
         self.learn_until = minutes[-1] + 1
 
@@ -414,8 +425,9 @@ class Pipeline:
         slot = f % s.ring
         countries: Counter[str] = Counter()
         problems: Counter[str] = Counter()
+        row = s.ring_count[slot]
         for i in s.service_series[si]:
-            v = int(s.ring_count[i, slot])
+            v = int(row[i])
             if v <= 0:
                 continue
             key = s.keys[i]
@@ -423,7 +435,7 @@ class Pipeline:
                 countries[key.key] += v
             elif key.kind == "problem":
                 problems[key.key] += v
-        return float(s.ring_count[s.total_of[si], slot]), countries, problems
+        return float(row[s.total_of[si]]), countries, problems
 
     # ================================================================ outputs
     def drain_transitions(self) -> list[Transition]:
