@@ -178,10 +178,6 @@ def test_bad_service_id(sid: str) -> None:
     assert "bad service id" in msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: SERVICE_ID.match uses `$`, which also matches before a trailing newline",
-)
 def test_service_id_with_trailing_newline_is_bad() -> None:
     msg = load_error('[services."x\\n"]\nname = "n"\n')
     assert "bad service id" in msg
@@ -285,7 +281,6 @@ def test_bad_second_probe_is_named_by_index() -> None:
     assert_names(msg, "x", "probes[1].interval_s")
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: _url only checks a prefix; whitespace passes")
 def test_probe_url_with_whitespace_is_bad() -> None:
     msg = load_error('[services.x]\n[[services.x.probes]]\nurl = "https://x.com/a b"\n')
     assert_names(msg, "x", "probes[0].url")

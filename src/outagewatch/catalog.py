@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from outagewatch.errors import CatalogError
 
-SERVICE_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+SERVICE_ID = re.compile(r"[a-z0-9][a-z0-9-]*")  # used with fullmatch
 METRIC_ROLES = ("load", "traffic", "sources", "errors", "latency")
 STATUS_PAGE_KINDS = ("statuspage", "feed")
 OTHER_PROBLEM = "other"
@@ -155,7 +155,7 @@ def _interval(path: str, sid: str, key: str, value: Any) -> int:
 
 def _url(path: str, sid: str, key: str, value: Any) -> str:
     url = _str(path, sid, key, value)
-    if not re.match(r"^https?://[^\s/]+", url):
+    if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url):
         raise _err(path, sid, key, "must be an http:// or https:// URL")
     return url
 
@@ -169,7 +169,7 @@ def _parse(doc: dict[str, Any], path: str) -> dict[str, Service]:
         raise _err(path, None, "services", "must be a table of services")
     services: dict[str, Service] = {}
     for sid, body in raw.items():
-        if not SERVICE_ID.match(sid):
+        if not SERVICE_ID.fullmatch(sid):
             raise _err(path, sid, None, "bad service id: use lower-case [a-z0-9][a-z0-9-]*")
         if not isinstance(body, dict):
             raise _err(path, sid, None, "must be a table")

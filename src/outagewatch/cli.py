@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -59,9 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_time(value: str, flag: str) -> float:
     """RFC 3339 (with Z or an offset; a bare date is midnight UTC) or epoch seconds."""
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(number):
+            raise UsageError(f"{flag} {value!r}: expected RFC 3339 time or epoch seconds")
+        return number
     try:
         t = dt.datetime.fromisoformat(value)
     except ValueError:
@@ -103,8 +108,8 @@ def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings.db)
     try:
         service = None
+        catalog = load_catalog(settings, store)
         if args.service is not None:
-            catalog = load_catalog(settings, store)
             svc = catalog.resolve(args.service)
             if svc is None:
                 raise UsageError(f"--service {args.service!r}: no such service in the catalog")

@@ -21,9 +21,11 @@ from outagewatch.geo import normalise_country
 # ---------------------------------------------------------------------------- wire types
 
 Timestamp = str | float  # RFC 3339 text (parsed by `parse_ts`) or epoch seconds
-PositiveCount = Annotated[int, msgspec.Meta(ge=1)]
+MAX_COUNT = 10**12  # no overflow in int64 sums; far beyond any real count
+PositiveCount = Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]
 Indicator = Literal["none", "minor", "major", "critical", "maintenance"]
 
+_SECONDS = {f"{i:02d}": i for i in range(60)}
 MIN_TS = 946_684_800.0  # 2000-01-01: earlier is surely a mistake (e.g. milliseconds/1000 twice)
 MAX_TS = 7_258_118_400.0  # 2200-01-01
 
@@ -175,8 +177,8 @@ class EventDecoder:
             return self._problems[key]
         except KeyError:
             svc = self.catalog.services[sid]
-            p = raw.lower() if raw is not None else OTHER_PROBLEM
-            value = p if p in svc.problems else OTHER_PROBLEM
+            known = {q.lower(): q for q in svc.problems}
+            value = known.get(raw.lower(), OTHER_PROBLEM) if raw is not None else OTHER_PROBLEM
             if len(self._problems) < 100_000:
                 self._problems[key] = value
             return value
@@ -184,19 +186,21 @@ class EventDecoder:
     def _ts(self, value: str | float) -> float | None:
         """Epoch seconds of a `ts` value, or None when it is no valid time in range."""
         if isinstance(value, str):
-            # Fast path for the common "YYYY-MM-DDTHH:MM:SSZ": cache the minute.
-            if len(value) == 20 and value[19] == "Z" and value[16] == ":":
+            fast = len(value) == 20 and value[19] == "Z" and value[16] == ":"
+            if fast:
+                # The common "YYYY-MM-DDTHH:MM:SSZ": cached per minute (only in-range minutes).
                 base = self._minutes.get(value[:16])
-                sec = value[17:19]
-                if base is not None and sec.isdigit() and int(sec) < 60:
-                    return base + int(sec)
+                sec = _SECONDS.get(value[17:19])
+                if base is not None and sec is not None:
+                    return base + sec
             ts = parse_ts(value)
-            if ts is None:
+            if ts is None or not (MIN_TS <= ts <= self.max_ts):
                 return None
-            if len(value) == 20 and value[19] == "Z" and len(self._minutes) < 100_000:
-                self._minutes[value[:16]] = ts - ts % 60
-        else:
-            ts = float(value)
+            minute = ts - ts % 60
+            if fast and minute + 59 <= self.max_ts and len(self._minutes) < 100_000:
+                self._minutes[value[:16]] = minute
+            return ts
+        ts = float(value)
         if not (MIN_TS <= ts <= self.max_ts) or math.isnan(ts):
             return None
         return ts
@@ -218,6 +222,8 @@ class EventDecoder:
             except msgspec.DecodeError as exc:
                 if line.strip():  # blank lines are not events
                     rej.append(Rejection(n, "not JSON", str(exc)))
+            except UnicodeDecodeError as exc:
+                rej.append(Rejection(n, "not JSON", f"invalid UTF-8: {exc.reason}"))
         out.lines = n - first_line + 1
         if all(type(e) is ReportIn for e in evs):
             self._reports(evs, nos, out)  # type: ignore[arg-type]

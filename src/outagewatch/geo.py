@@ -39,6 +39,8 @@ UTC_OFFSET_H: dict[str, float] = {
 
 def normalise_country(value: str) -> str | None:
     """The ISO code for `value` (case-insensitive; UK is GB), or None if it is no country."""
+    if not value.isascii():
+        return None
     code = value.upper()
     code = ALIASES.get(code, code)
     return code if code in COUNTRIES else None

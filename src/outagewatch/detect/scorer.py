@@ -38,7 +38,9 @@ class Scores:
         i = np.asarray(idx, np.int64)
         s5 = self.sums[i, self.w5]
         e5 = self.expected[i, self.w5]
-        return (s5 > np.maximum(1.5 * e5, e5 + 3.0 * sd_of(e5, self.disp[i]))) & (s5 - e5 >= 3.0)
+        high: NDArray[np.bool_] = s5 > np.maximum(1.5 * e5, e5 + 3.0 * sd_of(e5, self.disp[i]))
+        out: NDArray[np.bool_] = high & (s5 - e5 >= 3.0)
+        return out
 
     def hot(self, idx: list[int]) -> NDArray[np.bool_]:
         """Whether this minute of these series is clearly above normal (soft)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+_KEEP = 4  # counted times kept per person: enough to judge reports up to a few windows late
+
 
 class Dedup:
     """Remembers, per (service, person), when that person's report last counted.
@@ -20,8 +22,9 @@ class Dedup:
         self.window_s = float(window_s)
         # A generation is kept until no on-time report can fall within a window of it.
         self.period_s = self.window_s + float(lateness_s) + 120.0
-        self._cur: dict[tuple[str, str], float] = {}
-        self._prev: dict[tuple[str, str], float] = {}
+        # (service, person) -> the person's recent counted report times, oldest first
+        self._cur: dict[tuple[str, str], tuple[float, ...]] = {}
+        self._prev: dict[tuple[str, str], tuple[float, ...]] = {}
         self._cur_start: float | None = None
 
     def __len__(self) -> int:
@@ -45,11 +48,14 @@ class Dedup:
                 append(True)
                 continue
             key = (svc, person)
-            prev = cur.get(key)
-            if prev is None:
-                prev = prev_gen.get(key)
-            if prev is None or abs(t - prev) >= window:
-                cur[key] = t if prev is None or t > prev else prev
+            times = cur.get(key)
+            if times is None:
+                times = prev_gen.get(key)
+            if times is None:
+                cur[key] = (t,)
+                append(True)
+            elif all(abs(t - x) >= window for x in times):
+                cur[key] = tuple(sorted((*times, t)))[-_KEEP:]
                 append(True)
             else:
                 append(False)
@@ -68,8 +74,8 @@ class Dedup:
         start: list[list[object]] = [] if self._cur_start is None else [[self._cur_start]]
         return [
             *start,
-            *([s, p, t, 0] for (s, p), t in self._prev.items()),
-            *([s, p, t, 1] for (s, p), t in self._cur.items()),
+            *([s, p, list(t), 0] for (s, p), t in self._prev.items()),
+            *([s, p, list(t), 1] for (s, p), t in self._cur.items()),
         ]
 
     def load(self, rows: Sequence[Sequence[object]]) -> None:
@@ -79,4 +85,5 @@ class Dedup:
                 self._cur_start = float(row[0])  # type: ignore[arg-type]
                 continue
             s, p, t, gen = row
-            (self._cur if gen else self._prev)[(str(s), str(p))] = float(t)  # type: ignore[arg-type]
+            times = tuple(float(x) for x in t)  # type: ignore[attr-defined]
+            (self._cur if gen else self._prev)[(str(s), str(p))] = times

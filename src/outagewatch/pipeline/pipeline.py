@@ -253,7 +253,7 @@ class Pipeline:
         return out.T
 
     def _window_rows(self, m: int) -> NDArray[np.int64]:
-        return (m - self._wrange) % self.series.ring  # type: ignore[no-any-return]
+        return (m - self._wrange) % self.series.ring
 
     def _step_lifecycle(self, m: int, sc: Scores, disp: NDArray[np.float64]) -> None:
         s = self.series

@@ -164,10 +164,10 @@ class SQLiteStore:
             args.append(service)
         if since is not None:
             sql += " AND (ended_at IS NULL OR ended_at >= ?)"
-            args.append(int(since))
+            args.append(float(since))
         if until is not None:
             sql += " AND started_at <= ?"
-            args.append(int(until))
+            args.append(float(until))
         if status is not None:
             sql += " AND status = ?"
             args.append(status)

@@ -1,0 +1,316 @@
+"""Deduplication (contract §2): one person counts once per service per window."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from outagewatch.pipeline.dedup import Dedup
+
+W = 900.0
+
+
+@dataclass(frozen=True)
+class Rep:
+    service: str
+    person: str | None
+    ts: float
+    count: int = 1
+
+
+def run(d: Dedup, reps: list[Rep]) -> list[bool]:
+    return d.filter(
+        [r.service for r in reps],
+        [r.person for r in reps],
+        [r.ts for r in reps],
+        [r.count for r in reps],
+    )
+
+
+def one(d: Dedup, service: str, person: str | None, ts: float, count: int = 1) -> bool:
+    (keep,) = run(d, [Rep(service, person, ts, count)])
+    return keep
+
+
+def reference(reps: list[Rep], window: float) -> list[bool]:
+    """The rule as stated: a single report with a person counts unless that person already
+    has a counted report for the service within `window` of its time (either side)."""
+    counted: dict[tuple[str, str], list[float]] = defaultdict(list)
+    out = []
+    for r in reps:
+        if r.person is None or r.count != 1 or window <= 0:
+            out.append(True)
+            continue
+        prior = counted[(r.service, r.person)]
+        keep = all(abs(r.ts - c) >= window for c in prior)
+        if keep:
+            prior.append(r.ts)
+        out.append(keep)
+    return out
+
+
+# ---------------------------------------------------------------------- examples
+def test_one_person_counts_once_per_service_per_window() -> None:
+    d = Dedup(W)
+    assert run(d, [Rep("x", "p", 0.0), Rep("x", "p", 1.0), Rep("x", "p", 899.0)]) == [
+        True,
+        False,
+        False,
+    ]
+
+
+def test_reports_in_one_batch_and_across_batches_agree() -> None:
+    reps = [Rep("x", "p", t) for t in (0.0, 100.0, 950.0, 1000.0, 1850.0, 1851.0)]
+    d1, d2 = Dedup(W), Dedup(W)
+    together = run(d1, reps)
+    apart = [one(d2, r.service, r.person, r.ts) for r in reps]
+    assert together == apart == [True, False, True, False, True, False]
+
+
+def test_services_are_independent() -> None:
+    d = Dedup(W)
+    assert run(d, [Rep("x", "p", 0.0), Rep("facebook", "p", 1.0), Rep("x", "p", 2.0)]) == [
+        True,
+        True,
+        False,
+    ]
+
+
+def test_persons_are_independent() -> None:
+    d = Dedup(W)
+    assert run(d, [Rep("x", "p", 0.0), Rep("x", "q", 1.0), Rep("x", "p", 2.0)]) == [
+        True,
+        True,
+        False,
+    ]
+
+
+def test_no_person_always_counts() -> None:
+    d = Dedup(W)
+    assert run(d, [Rep("x", None, 5.0)] * 4) == [True] * 4
+    assert len(d) == 0
+
+
+def test_preaggregated_counts_always_count_and_are_not_remembered() -> None:
+    d = Dedup(W)
+    assert run(d, [Rep("x", "p", 0.0, 50), Rep("x", "p", 1.0, 7), Rep("x", "p", 2.0, 2)]) == [
+        True,
+        True,
+        True,
+    ]
+    assert len(d) == 0
+    assert one(d, "x", "p", 3.0), "a count > 1 report must not make a later single a duplicate"
+    assert one(d, "x", "p", 4.0, count=20), "a count > 1 report is never deduplicated"
+    assert not one(d, "x", "p", 5.0)
+
+
+def test_exactly_one_window_later_counts_again() -> None:
+    d = Dedup(W)
+    assert one(d, "x", "p", 1000.0)
+    assert not one(d, "x", "p", 1000.0 + W - 0.001)
+    assert one(d, "x", "p", 1000.0 + W)
+    assert not one(d, "x", "p", 1000.0 + 2 * W - 1)
+    assert one(d, "x", "p", 1000.0 + 2 * W)
+
+
+def test_out_of_order_earlier_report_within_window_is_a_duplicate() -> None:
+    d = Dedup(W)
+    assert one(d, "x", "p", 5000.0)
+    assert not one(d, "x", "p", 5000.0 - 300.0)
+    assert not one(d, "x", "p", 5000.0 - W + 1)
+    assert one(d, "x", "p", 5000.0 - W)  # exactly a window earlier: a new window
+
+
+def test_duplicate_does_not_extend_the_window() -> None:
+    d = Dedup(W)
+    assert one(d, "x", "p", 0.0)
+    assert not one(d, "x", "p", 800.0)
+    assert one(d, "x", "p", 900.0)  # judged against the counted report at 0, not 800
+
+
+def test_zero_window_counts_everything() -> None:
+    d = Dedup(0)
+    assert run(d, [Rep("x", "p", 0.0)] * 3) == [True, True, True]
+
+
+def test_dump_and_load_keep_the_decisions() -> None:
+    d = Dedup(W)
+    d.rotate(0.0)
+    run(d, [Rep("x", "p", 10.0), Rep("x", "q", 20.0)])
+    d.rotate(W)
+    run(d, [Rep("x", "r", W + 10.0)])
+    restored = Dedup(W)
+    restored.load(d.dump())
+    assert len(restored) == len(d) == 3
+    later = [Rep("x", p, t) for p, t in (("p", 500.0), ("q", 920.0), ("r", 1000.0), ("s", 1.0))]
+    assert run(restored, later) == run(d, later) == [False, True, False, True]
+
+
+def test_filter_checks_lengths() -> None:
+    with pytest.raises(ValueError):
+        Dedup(W).filter(["x"], ["p", "q"], [0.0], [1])
+
+
+def test_far_out_of_order_report_is_judged_against_all_counted_reports() -> None:
+    d = Dedup(W)
+    assert one(d, "x", "p", 1000.0)
+    assert one(d, "x", "p", 50.0)  # more than a window earlier: counts
+    assert not one(d, "x", "p", 100.0)  # 50 s after a counted report of the same person
+
+
+# ---------------------------------------------------------------------- properties
+SERVICES = st.sampled_from(["x", "facebook"])
+PERSONS = st.one_of(st.none(), st.sampled_from(["p", "q", "r"]))
+COUNTS = st.one_of(st.just(1), st.just(1), st.just(1), st.integers(2, 5))
+
+
+@st.composite
+def streams(draw: st.DrawFn, disorder: float = 0.0) -> tuple[list[Rep], float]:
+    """Reports whose times go up by random steps; each may arrive up to `disorder` windows
+    late (0: in time order)."""
+    window = draw(st.sampled_from([1.0, 60.0, 900.0]))
+    max_disorder = disorder * window
+    n = draw(st.integers(0, 60))
+    t = float(draw(st.integers(946_684_800, 4_102_444_800)))
+    reps: list[tuple[float, Rep]] = []
+    for _ in range(n):
+        t += draw(st.sampled_from([0.0, 0.5, 1.0, window / 3, window - 1, window, window + 1]))
+        late = draw(st.floats(0.0, max_disorder)) if max_disorder > 0 else 0.0
+        reps.append((t + late, Rep(draw(SERVICES), draw(PERSONS), float(t), draw(COUNTS))))
+    reps.sort(key=lambda ar: ar[0])  # arrival order
+    return [r for _, r in reps], window
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams())
+def test_counted_reports_are_a_window_apart_in_time_order(stream: tuple[list[Rep], float]) -> None:
+    reps, window = stream
+    keep = run(Dedup(window), reps)
+    counted: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r, k in zip(reps, keep, strict=True):
+        if r.person is None or r.count != 1:
+            assert k
+        elif k:
+            counted[(r.service, r.person)].append(r.ts)
+    for times in counted.values():
+        for a, b in itertools.pairwise(times):
+            assert b - a >= window
+    # ...and nothing more was dropped than the rule requires: a dropped report is within a
+    # window of the last counted one.
+    last: dict[tuple[str, str], float] = {}
+    for r, k in zip(reps, keep, strict=True):
+        if r.person is None or r.count != 1:
+            continue
+        key = (r.service, r.person)
+        if k:
+            last[key] = r.ts
+        else:
+            assert key in last
+            assert r.ts - last[key] < window
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams())
+def test_matches_reference_in_time_order(stream: tuple[list[Rep], float]) -> None:
+    reps, window = stream
+    assert run(Dedup(window), reps) == reference(reps, window)
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams(disorder=0.99))
+def test_matches_reference_with_disorder_below_a_window(stream: tuple[list[Rep], float]) -> None:
+    """Arrivals late by less than a window (the allowed lateness is far less) are judged as
+    if they had come in time order."""
+    reps, window = stream
+    assert run(Dedup(window), reps) == reference(reps, window)
+    in_time_order = sorted(range(len(reps)), key=lambda i: reps[i].ts)
+    ordered = [reps[i] for i in in_time_order]
+    assert sum(run(Dedup(window), reps)) == sum(run(Dedup(window), ordered))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    stream=streams(),
+    rotate_at=st.lists(st.booleans(), min_size=61, max_size=61),
+    ahead=st.lists(st.sampled_from([0.0, 0.5, 1.0, 60.0]), min_size=61, max_size=61),
+    batch=st.integers(1, 7),
+)
+def test_rotating_at_the_watermark_changes_no_decision(
+    stream: tuple[list[Rep], float], rotate_at: list[bool], ahead: list[float], batch: int
+) -> None:
+    """rotate(w) with w at or after every report seen so far, then only reports at or after
+    w: the same decisions as a Dedup that never forgets."""
+    reps, window = stream
+    plain, rotated = Dedup(window), Dedup(window)
+    expected = run(plain, reps)
+    got: list[bool] = []
+    watermark: float | None = None
+    for i in range(0, len(reps), batch):
+        chunk = reps[i : i + batch]
+        got.extend(run(rotated, chunk))
+        watermark = max([r.ts for r in chunk] + ([] if watermark is None else [watermark]))
+        nxt = reps[i + batch].ts if i + batch < len(reps) else watermark + 10 * window
+        if rotate_at[i % 61]:
+            w = min(watermark + ahead[i % 61], nxt)
+            rotated.rotate(w)
+            rotated.rotate(w)  # idempotent at one time
+    assert got == expected
+
+
+def test_rotation_forgets_old_people() -> None:
+    d = Dedup(W)
+    d.rotate(0.0)
+    run(d, [Rep("x", f"p{i}", float(i)) for i in range(100)])
+    assert len(d) == 100
+    for k in range(1, 4):
+        d.rotate(k * 10 * W)
+    assert len(d) == 0
+    assert one(d, "x", "p1", 30 * W)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    window=st.sampled_from([60.0, 900.0]),
+    lateness=st.sampled_from([0.0, 60.0, 300.0]),
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["x", "facebook"]),
+            st.sampled_from(["p", "q"]),
+            st.sampled_from([0.0, 1.0, 30.0, 60.0, 299.0, 300.0, 600.0, 899.0, 900.0]),
+            st.floats(0.0, 1.0),  # how late it arrives, as a share of the lateness
+            st.booleans(),  # rotate after it
+            st.sampled_from([0.0, 59.0, 120.0]),  # how far the rotation clock lags
+        ),
+        max_size=80,
+    ),
+)
+def test_rotating_at_the_final_minute_changes_no_decision(
+    window: float,
+    lateness: float,
+    steps: list[tuple[str, str, float, float, bool, float]],
+) -> None:
+    """As the pipeline uses it: reports arrive up to `lateness` late, and rotate(clock) is
+    called with a clock up to `lateness` (+ two minutes of rounding) behind the newest
+    report. Forgetting must not change a decision for an on-time report."""
+    t = 1_741_593_600.0
+    timed = []
+    for svc, person, step, late, rot, lag in steps:
+        t += step
+        timed.append((t + late * lateness, Rep(svc, person, t), rot, lag))
+    timed.sort(key=lambda x: x[0])  # arrival order
+    plain, rotated = Dedup(window, lateness_s=lateness), Dedup(window, lateness_s=lateness)
+    watermark = -1.0
+    clock = -1.0
+    for _, rep, rot, lag in timed:
+        if rep.ts < watermark - lateness:
+            continue  # later than allowed: not an on-time report
+        assert run(rotated, [rep]) == run(plain, [rep]), rep
+        watermark = max(watermark, rep.ts)
+        if rot:
+            clock = max(clock, watermark - lateness - lag)
+            rotated.rotate(clock)

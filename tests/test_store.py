@@ -1,0 +1,382 @@
+"""The SQLite store: migrations, atomic commits, minute chunks, incident queries."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from outagewatch.errors import StoreError
+from outagewatch.events import OtherEvent, iso
+from outagewatch.incidents.lifecycle import State, Transition
+from outagewatch.pipeline.pipeline import CountRows
+from outagewatch.store import Commit, open_store
+from outagewatch.store.base import migrations
+from outagewatch.store.sqlite import SQLiteStore
+
+H0 = 1_741_593_600  # 2025-03-10T08:00:00Z, a whole hour
+M0 = H0 // 60
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "ow.db")
+
+
+@pytest.fixture
+def store(db_path: str) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(db_path)
+    yield s
+    s.close()
+
+
+def counts(rows: list[tuple[int, str, str, str, int]]) -> CountRows:
+    """CountRows from (minute, service, country, problem, count) tuples."""
+    services: list[str] = []
+    countries: list[str] = []
+    problems: list[str] = []
+
+    def idx(vocab: list[str], v: str) -> int:
+        if v not in vocab:
+            vocab.append(v)
+        return vocab.index(v)
+
+    return CountRows(
+        minute=np.array([r[0] for r in rows], np.int64),
+        service=np.array([idx(services, r[1]) for r in rows], np.int32),
+        country=np.array([idx(countries, r[2]) for r in rows], np.int32),
+        problem=np.array([idx(problems, r[3]) for r in rows], np.int32),
+        count=np.array([r[4] for r in rows], np.int64),
+        services=services,
+        countries=countries,
+        problems=problems,
+    )
+
+
+def doc(
+    iid: str,
+    service: str = "x",
+    status: str = "ongoing",
+    started: int = H0,
+    ended: int | None = None,
+    total: int = 10,
+) -> dict[str, Any]:
+    return {
+        "id": iid,
+        "service": service,
+        "status": status,
+        "started_at": iso(started),
+        "detected_at": iso(started + 120),
+        "peak_at": iso(started + 300),
+        "ended_at": None if ended is None else iso(ended),
+        "peak_reports_per_minute": 50,
+        "baseline_reports_per_minute": 1.5,
+        "total_reports": total,
+        "countries": [{"country": "US", "reports": total}],
+        "problems": [{"problem": "app", "reports": total}],
+        "probe_confirmed": None,
+        "suspected_abuse": False,
+        "causes": [],
+        "cluster": None,
+    }
+
+
+def commit(
+    state: bytes = b"state",
+    incidents: list[dict[str, Any]] | None = None,
+    transitions: list[Transition] | None = None,
+    rows: list[tuple[int, str, str, str, int]] | None = None,
+    others: list[OtherEvent] | None = None,
+) -> Commit:
+    return Commit(
+        state=state,
+        incidents=incidents or [],
+        transitions=transitions or [],
+        counts=counts(rows or []),
+        others=others or [],
+    )
+
+
+def user_version(path: str) -> int:
+    con = sqlite3.connect(path)
+    try:
+        return int(con.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        con.close()
+
+
+def table_count(path: str, table: str) -> int:
+    con = sqlite3.connect(path)
+    try:
+        return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------------- migrations
+def test_migrations_set_user_version_to_the_latest(store: SQLiteStore, db_path: str) -> None:
+    known = migrations()
+    assert known, "there is at least one migration"
+    assert [v for v, _ in known] == sorted({v for v, _ in known})
+    assert user_version(db_path) == known[-1][0]
+
+
+def test_reopening_an_existing_db_keeps_its_data(db_path: str) -> None:
+    s = SQLiteStore(db_path)
+    s.save_catalog('[services.a]\nname = "A"\n')
+    s.commit(commit(state=b"abc", incidents=[doc("i1")], rows=[(M0, "x", "US", "app", 3)]))
+    s.close()
+    again = SQLiteStore(db_path)
+    try:
+        assert user_version(db_path) == migrations()[-1][0]
+        assert again.load_catalog() == '[services.a]\nname = "A"\n'
+        assert again.load_state() == b"abc"
+        assert [d["id"] for d in again.incidents()] == ["i1"]
+        assert again.minute_counts("x", H0, H0 + 60).tolist() == [3]
+    finally:
+        again.close()
+
+
+def test_db_of_a_newer_version_is_refused(db_path: str) -> None:
+    SQLiteStore(db_path).close()
+    latest = migrations()[-1][0]
+    con = sqlite3.connect(db_path)
+    con.execute(f"PRAGMA user_version = {latest + 1}")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError) as info:
+        SQLiteStore(db_path)
+    msg = str(info.value)
+    assert db_path in msg
+    assert str(latest + 1) in msg
+    assert "\n" not in msg
+
+
+def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    p = tmp_path / "junk.db"
+    p.write_bytes(b"this is not an SQLite file at all" * 100)
+    with pytest.raises(StoreError) as info:
+        SQLiteStore(str(p))
+    assert str(p) in str(info.value)
+
+
+def test_open_store_selects_sqlite_and_refuses_postgres(db_path: str) -> None:
+    s = open_store(db_path)
+    try:
+        assert isinstance(s, SQLiteStore)
+    finally:
+        s.close()
+    with pytest.raises(StoreError):
+        open_store("postgresql://user@localhost/outagewatch")
+
+
+def test_fresh_db_is_empty(store: SQLiteStore) -> None:
+    assert store.load_catalog() is None
+    assert store.load_state() is None
+    assert store.incidents() == []
+    assert store.minute_counts("x", H0, H0 + 3600).tolist() == [0] * 60
+
+
+def test_catalog_is_replaced(store: SQLiteStore) -> None:
+    store.save_catalog("one")
+    store.save_catalog("two")
+    assert store.load_catalog() == "two"
+
+
+# ---------------------------------------------------------------------- atomic commits
+def test_commit_writes_everything(store: SQLiteStore, db_path: str) -> None:
+    tr = Transition("i1", "x", "opened", State.QUIET, State.ONGOING, H0 + 120.0, {"why": "surge"})
+    other = OtherEvent("metric", "x", H0 + 5.0, b'{"type":"metric"}')
+    store.commit(
+        commit(
+            state=b"s1",
+            incidents=[doc("i1")],
+            transitions=[tr],
+            rows=[(M0, "x", "US", "app", 2)],
+            others=[other],
+        )
+    )
+    assert store.load_state() == b"s1"
+    assert [d["id"] for d in store.incidents()] == ["i1"]
+    assert store.incidents()[0] == doc("i1")
+    assert store.transitions("i1") == [
+        {
+            "action": "opened",
+            "from": "quiet",
+            "to": "ongoing",
+            "at": H0 + 120.0,
+            "detail": {"why": "surge"},
+        }
+    ]
+    assert table_count(db_path, "events") == 1
+    assert store.minute_counts("x", H0, H0 + 120).tolist() == [2, 0]
+
+
+def test_failed_commit_leaves_nothing_written(
+    store: SQLiteStore, db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.commit(commit(state=b"before", rows=[(M0, "x", "US", "app", 1)]))
+
+    def boom(c: Commit) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(store, "_write_incidents", boom)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        store.commit(
+            commit(
+                state=b"after",
+                incidents=[doc("i1")],
+                rows=[(M0, "x", "US", "app", 5), (M0 + 1, "y", "DE", "login", 7)],
+                others=[OtherEvent("probe", "x", H0 + 1.0, b"{}")],
+            )
+        )
+    monkeypatch.undo()
+    # Nothing of the failed commit is visible, from this connection or another one.
+    assert store.load_state() == b"before"
+    assert store.minute_counts("x", H0, H0 + 120).tolist() == [1, 0]
+    assert store.minute_counts("y", H0, H0 + 120).tolist() == [0, 0]
+    assert store.incidents() == []
+    assert table_count(db_path, "events") == 0
+    assert table_count(db_path, "minute_counts") == 1
+    # ...and the store still works.
+    store.commit(commit(state=b"later", rows=[(M0, "x", "US", "app", 4)]))
+    assert store.load_state() == b"later"
+    assert store.minute_counts("x", H0, H0 + 60).tolist() == [5]
+
+
+# ---------------------------------------------------------------------- minute chunks
+def test_minute_chunks_of_two_commits_sum_up(store: SQLiteStore) -> None:
+    store.commit(
+        commit(
+            rows=[
+                (M0 + 1, "x", "US", "app", 3),
+                (M0 + 1, "x", "GB", "app", 1),
+                (M0 + 2, "x", "US", "login", 2),
+                (M0 + 59, "x", "US", "app", 4),
+                (M0 + 5, "facebook", "US", "app", 100),
+            ]
+        )
+    )
+    store.commit(
+        commit(
+            rows=[
+                (M0 + 1, "x", "US", "app", 10),
+                (M0 + 3, "x", "FR", "other", 6),
+                (M0 + 60, "x", "US", "app", 8),  # the next hour
+                (M0 + 5, "facebook", "US", "app", 1),
+            ]
+        )
+    )
+    got = store.minute_counts("x", H0, H0 + 3 * 3600)
+    assert got.dtype == np.int64
+    expected = np.zeros(180, np.int64)
+    expected[[1, 2, 3, 59, 60]] = [14, 2, 6, 4, 8]
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(
+        store.minute_counts("facebook", H0, H0 + 600), [0, 0, 0, 0, 0, 101, 0, 0, 0, 0]
+    )
+
+
+def test_merged_chunk_keeps_country_and_problem_apart(store: SQLiteStore, db_path: str) -> None:
+    from outagewatch.store.base import unpack
+
+    store.commit(commit(rows=[(M0, "x", "US", "app", 3), (M0, "x", "GB", "app", 1)]))
+    store.commit(commit(rows=[(M0, "x", "GB", "app", 2), (M0, "x", "US", "login", 5)]))
+    con = sqlite3.connect(db_path)
+    try:
+        rows = con.execute("SELECT hour, data FROM minute_counts WHERE service = 'x'").fetchall()
+    finally:
+        con.close()
+    assert len(rows) == 1
+    assert rows[0][0] == H0 // 3600
+    chunk = unpack(bytes(rows[0][1]))
+    got = {(int(r["m"]), r["c"].decode(), r["p"].decode()): int(r["n"]) for r in chunk}
+    assert got == {(0, "US", "app"): 3, (0, "GB", "app"): 3, (0, "US", "login"): 5}
+
+
+def test_minute_counts_window_edges(store: SQLiteStore) -> None:
+    store.commit(
+        commit(
+            rows=[
+                (M0 - 1, "x", "US", "app", 1),
+                (M0, "x", "US", "app", 2),
+                (M0 + 61, "x", "US", "app", 3),
+            ]
+        )
+    )
+    assert store.minute_counts("x", H0, H0 + 61 * 60).sum() == 2  # [start, end): M0+61 is out
+    assert store.minute_counts("x", H0 - 60, H0 + 62 * 60).tolist()[0] == 1
+    assert store.minute_counts("x", H0 - 60, H0 + 62 * 60).tolist()[-1] == 3
+    assert store.minute_counts("x", H0 + 60 * 61, H0 + 60 * 62).tolist() == [3]
+    assert store.minute_counts("x", H0, H0).tolist() == []
+    assert store.minute_counts("nosuch", H0, H0 + 120).tolist() == [0, 0]
+
+
+def test_empty_counts_commit_is_fine(store: SQLiteStore) -> None:
+    store.commit(commit(state=b"only state"))
+    assert store.load_state() == b"only state"
+
+
+# ---------------------------------------------------------------------- incidents
+def test_incident_filters_and_newest_first(store: SQLiteStore) -> None:
+    day = 86_400
+    docs = [
+        doc("a", "x", "resolved", H0, H0 + 3600),
+        doc("b", "x", "ongoing", H0 + 2 * day),
+        doc("c", "facebook", "resolved", H0 + day, H0 + day + 600),
+        doc("d", "facebook", "ongoing", H0 + 3 * day),
+        doc("e", "x", "resolved", H0 + day, H0 + day + 60),  # same start as c
+    ]
+    store.commit(commit(incidents=docs))
+
+    def ids(**kw: Any) -> list[str]:
+        return [d["id"] for d in store.incidents(**kw)]
+
+    assert ids() == ["d", "b", "c", "e", "a"]  # equal starts (c, e): ordered by id
+    assert ids(service="x") == ["b", "e", "a"]
+    assert ids(service="facebook") == ["d", "c"]
+    assert ids(service="nosuch") == []
+    assert ids(status="ongoing") == ["d", "b"]
+    assert ids(status="resolved") == ["c", "e", "a"]
+    assert ids(service="x", status="resolved") == ["e", "a"]
+    # since: still going on at or after that time
+    assert ids(since=H0 + day + 600) == ["d", "b", "c"]
+    assert ids(since=H0 + day + 601) == ["d", "b"]
+    assert ids(since=H0 + 3600) == ["d", "b", "c", "e", "a"]
+    # until: started at or before that time
+    assert ids(until=H0 + day) == ["c", "e", "a"]
+    assert ids(until=H0 + day - 1) == ["a"]
+    assert ids(since=H0 + day + 60, until=H0 + 2 * day) == ["b", "c", "e"]
+    assert ids(since=H0 + 4 * day, until=H0 + 5 * day) == ["d", "b"]
+
+
+def test_resolved_incident_is_not_overwritten_by_a_stale_ongoing_doc(store: SQLiteStore) -> None:
+    store.commit(commit(incidents=[doc("i1", total=10)]))
+    store.commit(commit(incidents=[doc("i1", status="resolved", ended=H0 + 1800, total=40)]))
+    store.commit(commit(incidents=[doc("i1", status="ongoing", total=25)]))  # stale
+    (got,) = store.incidents()
+    assert got["status"] == "resolved"
+    assert got["ended_at"] == iso(H0 + 1800)
+    assert got["total_reports"] == 40
+    assert [d["id"] for d in store.incidents(status="ongoing")] == []
+    assert [d["id"] for d in store.incidents(since=H0 + 1801)] == []
+
+
+def test_ongoing_incident_is_updated(store: SQLiteStore) -> None:
+    store.commit(commit(incidents=[doc("i1", total=10)]))
+    store.commit(commit(incidents=[doc("i1", total=30)]))
+    assert [d["total_reports"] for d in store.incidents()] == [30]
+    store.commit(commit(incidents=[doc("i1", status="resolved", ended=H0 + 60, total=31)]))
+    store.commit(commit(incidents=[doc("i1", status="resolved", ended=H0 + 120, total=32)]))
+    (got,) = store.incidents()
+    assert (got["status"], got["ended_at"], got["total_reports"]) == ("resolved", iso(H0 + 120), 32)
+
+
+def test_fractional_since_excludes_an_incident_that_ended_before(store: SQLiteStore) -> None:
+    store.commit(commit(incidents=[doc("i1", status="resolved", ended=H0 + 600)]))
+    assert [d["id"] for d in store.incidents(since=H0 + 600)] == ["i1"]
+    assert [d["id"] for d in store.incidents(since=H0 + 600.5)] == []
