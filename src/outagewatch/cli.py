@@ -17,7 +17,7 @@ import orjson
 from outagewatch import __version__
 from outagewatch.catalog import Catalog
 from outagewatch.errors import OutagewatchError, UsageError
-from outagewatch.settings import Settings
+from outagewatch.settings import SETTINGS, Settings
 from outagewatch.store import Store, open_store
 
 
@@ -32,13 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="An open, self-hostable outage tracker.",
     )
     p.add_argument("--version", action="version", version=f"outagewatch {__version__}")
-    p.add_argument(
-        "--db", help="SQLite path or postgresql:// URL (env OUTAGEWATCH_DB; ./outagewatch.db)"
-    )
-    p.add_argument(
-        "--catalog",
-        help="catalog TOML (env OUTAGEWATCH_CATALOG; else the stored catalog, else the demo one)",
-    )
+    for setting in SETTINGS:
+        default = f"; default {setting.default}" if setting.default else ""
+        p.add_argument(
+            setting.flag,
+            dest=setting.env,
+            metavar=setting.flag.lstrip("-").upper().replace("-", "_"),
+            help=f"{setting.help} (env {setting.env}{default})",
+        )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     r = sub.add_parser("replay", help="feed NDJSON event files through the pipeline in event time")
@@ -187,9 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = Settings.resolve(
-            {"OUTAGEWATCH_DB": args.db, "OUTAGEWATCH_CATALOG": args.catalog}
-        )
+        settings = Settings.resolve({s.env: getattr(args, s.env) for s in SETTINGS})
         return COMMANDS[args.command](args, settings)
     except OutagewatchError as exc:
         print(f"outagewatch: {exc}", file=sys.stderr)
