@@ -171,7 +171,8 @@ def build_warm_pipeline(
     s.season[:n] = 1.0
     s.weekend_seen[:n] = True
     s.disp[:n] = 0.05
-    s.ring_count[:, :n] = rng.poisson(level, size=(s.ring, n)).astype(np.float32)
+    for row in range(s.ring):  # row by row: no (ring x n) int64 temporary in the peak
+        s.ring_count[row, :n] = rng.poisson(level)
     s.ring_expected[:, :n] = level.astype(np.float32)
     wp = WarmPipeline(pipeline=p, n=n, rng=rng, next_minute=start_epoch // 60)
     before = p.stats.ticks

@@ -224,13 +224,12 @@ def test_matches_reference_in_time_order(stream: tuple[list[Rep], float]) -> Non
 @settings(max_examples=200, deadline=None)
 @given(streams(disorder=0.99))
 def test_matches_reference_with_disorder_below_a_window(stream: tuple[list[Rep], float]) -> None:
-    """Arrivals late by less than a window (the allowed lateness is far less) are judged as
-    if they had come in time order."""
+    """Arrivals late by less than a window (the allowed lateness is far less) are judged by
+    the same rule as in-order ones. (Which report of a person counts, and so how many do,
+    may depend on the arrival order: 0:01, 0:00, 1:00 with a 60 s window counts one; in time
+    order it counts two. Any online dedup has this property.)"""
     reps, window = stream
     assert run(Dedup(window), reps) == reference(reps, window)
-    in_time_order = sorted(range(len(reps)), key=lambda i: reps[i].ts)
-    ordered = [reps[i] for i in in_time_order]
-    assert sum(run(Dedup(window), reps)) == sum(run(Dedup(window), ordered))
 
 
 @settings(max_examples=200, deadline=None)

@@ -56,12 +56,23 @@ class Baseline:
         local_day = (t + series.view("offset_s").astype(np.int64)) // 86_400
         weekday = (local_day + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
         daytype = (weekday >= 5).astype(np.int64)
-        countries = series.country
-        is_country = series.view("kind") == 1
-        for i in np.flatnonzero(is_country & (daytype == 0)):
-            day = _EPOCH + dt.timedelta(days=int(local_day[i]))
-            if is_holiday(countries[i], day):
-                daytype[i] = 1
+        # Holidays: one calendar look-up per (country, local day), not per series.
+        check = np.flatnonzero((series.view("kind") == 1) & (daytype == 0))
+        if len(check):
+            cid = np.asarray(series.country_id, np.int64)[check]
+            pair = cid * 1_000_000 + local_day[check]
+            uniq, inv = np.unique(pair, return_inverse=True)
+            codes = {i: c for c, i in series.country_index.items()}
+            hol = np.array(
+                [
+                    is_holiday(
+                        codes[int(p // 1_000_000)], _EPOCH + dt.timedelta(days=int(p % 1_000_000))
+                    )
+                    for p in uniq
+                ],
+                np.bool_,
+            )
+            daytype[check[hol[inv.ravel()]]] = 1
         if len(self._daytypes) >= 4:
             self._daytypes.pop(next(iter(self._daytypes)))
         self._daytypes[key] = daytype

@@ -59,6 +59,8 @@ class Series:
         self.service_index: dict[str, int] = {}
         self.service_series: list[list[int]] = []  # service index -> its series
         self.total_of: list[int] = []  # service index -> its total series
+        self.country_index: dict[str, int] = {}  # country code ("" for none) -> id
+        self.country_id: list[int] = []  # series -> country id
         self._alloc(capacity)
 
     # ------------------------------------------------------------------ storage
@@ -129,6 +131,8 @@ class Series:
         self.kind[i] = KIND_CODE[key.kind]
         country = key.key if key.kind == "country" else ""
         self.country.append(country)
+        cid = self.country_index.setdefault(country, len(self.country_index))
+        self.country_id.append(cid)
         self.offset_s[i] = utc_offset_s(country) if country else 0
         self.service_series[si].append(i)
         return i

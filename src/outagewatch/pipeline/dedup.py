@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 _KEEP = 4  # counted times kept per person: enough to judge reports up to a few windows late
 
@@ -23,8 +24,9 @@ class Dedup:
         # A generation is kept until no on-time report can fall within a window of it.
         self.period_s = self.window_s + float(lateness_s) + 120.0
         # (service, person) -> the person's recent counted report times, oldest first
-        self._cur: dict[tuple[str, str], tuple[float, ...]] = {}
-        self._prev: dict[tuple[str, str], tuple[float, ...]] = {}
+        # Keys are (service, person); person is never None in a stored key.
+        self._cur: dict[tuple[str, str | None], tuple[float, ...]] = {}
+        self._prev: dict[tuple[str, str | None], tuple[float, ...]] = {}
         self._cur_start: float | None = None
 
     def __len__(self) -> int:
@@ -38,19 +40,21 @@ class Dedup:
         counts: Sequence[int],
     ) -> list[bool]:
         """Which of these reports count, in order; remembers the ones that do."""
+        if self.window_s <= 0:
+            return [True] * len(ts)
+        if counts.count(1) != len(counts):
+            return self._filter_mixed(services, persons, ts, counts)
         cur = self._cur
-        prev_gen = self._prev
+        cur_get = cur.get
+        prev_get = self._prev.get
         window = self.window_s
         keep: list[bool] = []
         append = keep.append
-        for svc, person, t, c in zip(services, persons, ts, counts, strict=True):
-            if person is None or c != 1 or window <= 0:
+        for key, t in zip(zip(services, persons, strict=True), ts, strict=True):
+            if key[1] is None:
                 append(True)
                 continue
-            key = (svc, person)
-            times = cur.get(key)
-            if times is None:
-                times = prev_gen.get(key)
+            times = cur_get(key) or prev_get(key)
             if times is None:
                 cur[key] = (t,)
                 append(True)
@@ -59,6 +63,26 @@ class Dedup:
                 append(True)
             else:
                 append(False)
+        return keep
+
+    def _filter_mixed(
+        self,
+        services: Sequence[str],
+        persons: Sequence[str | None],
+        ts: Sequence[float],
+        counts: Sequence[int],
+    ) -> list[bool]:
+        """Pre-aggregated counts (`count` > 1) always count and are not remembered."""
+        keep = [True] * len(ts)
+        single = [i for i, c in enumerate(counts) if c == 1]
+        sub = self.filter(
+            [services[i] for i in single],
+            [persons[i] for i in single],
+            [ts[i] for i in single],
+            [1] * len(single),
+        )
+        for i, k in zip(single, sub, strict=True):
+            keep[i] = k
         return keep
 
     def rotate(self, now: float) -> None:
@@ -70,8 +94,8 @@ class Dedup:
             self._cur = {}
             self._cur_start = now
 
-    def dump(self) -> list[list[object]]:
-        start: list[list[object]] = [] if self._cur_start is None else [[self._cur_start]]
+    def dump(self) -> list[list[Any]]:
+        start: list[list[Any]] = [] if self._cur_start is None else [[self._cur_start]]
         return [
             *start,
             *([s, p, list(t), 0] for (s, p), t in self._prev.items()),

@@ -96,7 +96,8 @@ class Pipeline:
         self._countries = _Vocab()
         self._problems = _Vocab()
         self._pending: list[tuple[NDArray[np.int64], ...]] = []
-        self._series_cache: dict[tuple[str, str, str], tuple[int, int, int]] = {}
+        self._combo: dict[tuple[str, str, str], int] = {}
+        self._combo_table = np.zeros((64, 6), np.int64)
         self._wrange = np.arange(max(self.settings.windows))
 
     # ================================================================ ingest
@@ -114,17 +115,17 @@ class Pipeline:
         ts = np.asarray(rep.ts, np.float64)
         count = np.asarray(rep.count, np.int64)
         minute = np.floor(ts / 60.0).astype(np.int64)
-        ids = np.array(
-            [
-                self._ids(s, c, p)
-                for s, c, p in zip(rep.service, rep.country, rep.problem, strict=True)
-            ],
-            np.int64,
-        ).reshape(-1, 3)
-        cvocab, pvocab = self._countries, self._problems
-        cidx = np.array([cvocab(c) for c in rep.country], np.int64)
-        pidx = np.array([pvocab(p) for p in rep.problem], np.int64)
-        svc = self.series.svc[ids[:, 0]].astype(np.int64)
+        # One dict lookup per report: (service, country, problem) -> a row of the combo table.
+        combo_get = self._combo.get
+        keys = list(zip(rep.service, rep.country, rep.problem, strict=True))
+        rows = [combo_get(k) for k in keys]
+        if None in rows:
+            rows = [
+                r if r is not None else self._new_combo(k) for r, k in zip(rows, keys, strict=True)
+            ]
+        table = self._combo_table[np.asarray(rows, np.int64)]
+        ids = table[:, :3]
+        svc, cidx, pidx = table[:, 3], table[:, 4], table[:, 5]
         if self.watermark is None:
             self._start(int(minute[0]))
         wm = np.maximum.accumulate(np.maximum(minute, self.closed_until))
@@ -145,18 +146,29 @@ class Pipeline:
         self._pending.append((minute[kept], svc[kept], cidx[kept], pidx[kept], count[kept]))
         self.watermark = max(float(self.watermark or 0.0), float(ts.max()))
 
-    def _ids(self, service: str, country: str, problem: str) -> tuple[int, int, int]:
-        key = (service, country, problem)
-        got = self._series_cache.get(key)
-        if got is None:
-            s = self.series
-            got = (
-                s.get(SeriesKey(service, "total")),
-                s.get(SeriesKey(service, "country", country)),
-                s.get(SeriesKey(service, "problem", problem)),
-            )
-            self._series_cache[key] = got
-        return got
+    def _new_combo(self, key: tuple[str, str, str]) -> int:
+        """Register a (service, country, problem) combination: its series and codes."""
+        known = self._combo.get(key)
+        if known is not None:  # a new key seen twice in one batch
+            return known
+        service, country, problem = key
+        s = self.series
+        row = (
+            s.get(SeriesKey(service, "total")),
+            s.get(SeriesKey(service, "country", country)),
+            s.get(SeriesKey(service, "problem", problem)),
+            s.service_index[service],
+            self._countries(country),
+            self._problems(problem),
+        )
+        i = len(self._combo)
+        if i >= len(self._combo_table):
+            grown = np.zeros((max(64, 2 * i), 6), np.int64)
+            grown[:i] = self._combo_table[:i]
+            self._combo_table = grown
+        self._combo_table[i] = row
+        self._combo[key] = i
+        return i
 
     def _start(self, minute: int) -> None:
         self.watermark = minute * 60.0
