@@ -119,6 +119,8 @@ def test_service_alias_resolves_to_id(name: str, sid: str) -> None:
         (None, "10.0.0.1", "10.0.0.1"),
         (..., ..., None),
         (None, None, None),
+        ("", "10.0.0.1", "10.0.0.1"),  # an empty reporter is no reporter
+        ("", "", None),
     ],
 )
 def test_person_is_reporter_else_ip(reporter: object, ip: object, person: str | None) -> None:
@@ -383,7 +385,7 @@ def test_encode_then_decode_round_trip(
     assert r.ts == [float(ts)]
     assert r.country == [country]
     assert r.problem == [problem or "other"]
-    assert r.person == [reporter if reporter is not None else ip]
+    assert r.person == [reporter or ip or None]  # an empty reporter or ip is no person
     assert r.count == [count]
 
 

@@ -94,7 +94,7 @@ class ReportColumns:
     ts: list[float] = field(default_factory=list)  # epoch seconds
     country: list[str] = field(default_factory=list)  # ISO alpha-2, upper case
     problem: list[str] = field(default_factory=list)  # one of the service's problems or "other"
-    person: list[str | None] = field(default_factory=list)  # reporter, else ip, else None
+    person: list[str | None] = field(default_factory=list)  # reporter, else ip (non-empty)
     count: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -283,7 +283,7 @@ class EventDecoder:
         rep.ts.extend(ts)  # type: ignore[arg-type]
         rep.country.extend(codes)  # type: ignore[arg-type]
         rep.problem.extend(problems)  # type: ignore[arg-type]
-        rep.person.extend([e.reporter if e.reporter is not None else e.ip for e in evs])
+        rep.person.extend([e.reporter or e.ip or None for e in evs])
         rep.count.extend([e.count for e in evs])
 
     def _one_other(self, ev: ProbeIn | StatusIn | MetricIn, n: int, out: Decoded) -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 _KEEP = 4  # counted times kept per person: enough to judge reports up to a few windows late
+
+
+def _times(value: float | tuple[float, ...]) -> list[float]:
+    return list(value) if isinstance(value, tuple) else [value]
 
 
 class Dedup:
@@ -13,7 +18,8 @@ class Dedup:
 
     A report counts when the person has no counted report for the service within
     `window_s` of its time (either side, so out-of-order arrivals are judged the same).
-    Reports without a person and pre-aggregated counts (`count` > 1) always count.
+    Reports without a person (None or "") and pre-aggregated counts (`count` > 1) always
+    count.
 
     Memory is two generations of a window each: `rotate(now)` drops the older generation
     once the newer one is a window old, so forgetting costs nothing per report.
@@ -24,9 +30,10 @@ class Dedup:
         # A generation is kept until no on-time report can fall within a window of it.
         self.period_s = self.window_s + float(lateness_s) + 120.0
         # (service, person) -> the person's recent counted report times, oldest first
-        # Keys are (service, person); person is never None in a stored key.
-        self._cur: dict[tuple[str, str | None], tuple[float, ...]] = {}
-        self._prev: dict[tuple[str, str | None], tuple[float, ...]] = {}
+        # (service, person) -> when the person's reports counted: one time (a float, the
+        # common case) or the few latest times (a tuple). person is never None in a key.
+        self._cur: dict[tuple[str, str | None], float | tuple[float, ...]] = {}
+        self._prev: dict[tuple[str, str | None], float | tuple[float, ...]] = {}
         self._cur_start: float | None = None
 
     def __len__(self) -> int:
@@ -44,25 +51,44 @@ class Dedup:
             return [True] * len(ts)
         if counts.count(1) != len(counts):
             return self._filter_mixed(services, persons, ts, counts)
+        n = len(ts)
+        if None in persons or "" in persons:
+            return self._filter_mixed(services, persons, ts, counts)
         cur = self._cur
-        cur_get = cur.get
-        prev_get = self._prev.get
+        prev = self._prev
+        keys = list(zip(services, persons, strict=True))
+        # Most reports come from people not seen lately: they count, in one C-level update.
+        # Only repeats (seen before, or more than once in this batch) need the ordered loop.
+        if len(set(keys)) == n:
+            special = [i for i, k in enumerate(keys) if k in cur or k in prev]
+        else:
+            twice = Counter(keys)
+            special = [i for i, k in enumerate(keys) if k in cur or k in prev or twice[k] > 1]
+        if not special:
+            cur.update(zip(keys, ts, strict=True))
+            return [True] * n
+        keep = [True] * n
         window = self.window_s
-        keep: list[bool] = []
-        append = keep.append
-        for key, t in zip(zip(services, persons, strict=True), ts, strict=True):
-            if key[1] is None:
-                append(True)
+        fix: dict[tuple[str, str | None], float | tuple[float, ...]] = {}
+        for i in special:
+            key = keys[i]
+            t = ts[i]
+            got = fix.get(key)
+            if got is None:
+                got = cur.get(key)
+                if got is None:
+                    got = prev.get(key)
+            if got is None:
+                fix[key] = t
                 continue
-            times = cur_get(key) or prev_get(key)
-            if times is None:
-                cur[key] = (t,)
-                append(True)
-            elif all(abs(t - x) >= window for x in times):
-                cur[key] = tuple(sorted((*times, t)))[-_KEEP:]
-                append(True)
+            times = got if isinstance(got, tuple) else (got,)
+            if all(abs(t - x) >= window for x in times):
+                fix[key] = tuple(sorted((*times, t)))[-_KEEP:]
             else:
-                append(False)
+                fix[key] = got
+                keep[i] = False
+        cur.update(zip(keys, ts, strict=True))
+        cur.update(fix)
         return keep
 
     def _filter_mixed(
@@ -72,9 +98,9 @@ class Dedup:
         ts: Sequence[float],
         counts: Sequence[int],
     ) -> list[bool]:
-        """Pre-aggregated counts (`count` > 1) always count and are not remembered."""
+        """Reports without a person and pre-aggregated counts always count, unremembered."""
         keep = [True] * len(ts)
-        single = [i for i, c in enumerate(counts) if c == 1]
+        single = [i for i, (c, p) in enumerate(zip(counts, persons, strict=True)) if c == 1 and p]
         sub = self.filter(
             [services[i] for i in single],
             [persons[i] for i in single],
@@ -98,8 +124,8 @@ class Dedup:
         start: list[list[Any]] = [] if self._cur_start is None else [[self._cur_start]]
         return [
             *start,
-            *([s, p, list(t), 0] for (s, p), t in self._prev.items()),
-            *([s, p, list(t), 1] for (s, p), t in self._cur.items()),
+            *([s, p, _times(t), 0] for (s, p), t in self._prev.items()),
+            *([s, p, _times(t), 1] for (s, p), t in self._cur.items()),
         ]
 
     def load(self, rows: Sequence[Sequence[object]]) -> None:
