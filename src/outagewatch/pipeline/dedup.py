@@ -6,6 +6,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 _KEEP = 4  # counted times kept per person: enough to judge reports up to a few windows late
 
 
@@ -119,6 +122,32 @@ class Dedup:
             self._prev = self._cur
             self._cur = {}
             self._cur_start = now
+
+    def filter_stream(
+        self,
+        services: Sequence[str],
+        persons: Sequence[str | None],
+        ts: Sequence[float],
+        counts: Sequence[int],
+        watermark: NDArray[np.float64],
+    ) -> NDArray[np.bool_]:
+        """`filter`, rotating generations as the watermark (latest time seen so far, per
+        report) passes each rotation time: exact, and independent of how a stream is split."""
+        n = len(ts)
+        keep = np.empty(n, np.bool_)
+        a = 0
+        while a < n:
+            if self._cur_start is None:
+                self.rotate(float(watermark[a]))
+            due = (self._cur_start or 0.0) + self.period_s
+            b = int(np.searchsorted(watermark, due, side="left"))
+            if b <= a:
+                self.rotate(float(watermark[a]))
+                continue
+            b = min(b, n)
+            keep[a:b] = self.filter(services[a:b], persons[a:b], ts[a:b], counts[a:b])
+            a = b
+        return keep
 
     def dump(self) -> list[list[Any]]:
         start: list[list[Any]] = [] if self._cur_start is None else [[self._cur_start]]

@@ -104,9 +104,9 @@ class Pipeline:
     def ingest(self, rep: ReportColumns) -> None:
         """Count a batch of accepted reports (arrival order) and run the ticks they cause.
 
-        The batch is cut where the watermark enters a new minute; each piece is
-        deduplicated and counted after the ticks that closed the minutes before it, exactly
-        as if the events had come one by one.
+        Deduplication follows the watermark report by report; the batch is then cut where
+        the watermark enters a new minute, and each piece is counted after the ticks that
+        closed the minutes before it: exactly as if the events had come one by one.
         """
         n = len(rep)
         if n == 0:
@@ -128,18 +128,14 @@ class Pipeline:
         svc, cidx, pidx = table[:, 3], table[:, 4], table[:, 5]
         if self.watermark is None:
             self._start(int(minute[0]))
+        wm_s = np.maximum.accumulate(np.maximum(ts, self.watermark or 0.0))
+        kept = self.dedup.filter_stream(rep.service, rep.person, rep.ts, rep.count, wm_s)
         wm = np.maximum.accumulate(np.maximum(minute, self.closed_until))
         starts = np.concatenate(([0], np.flatnonzero(np.diff(wm)) + 1, [n]))
-        dedup = self.dedup.filter
-        kept_parts: list[NDArray[np.bool_]] = []
         for a, b in itertools.pairwise(starts.tolist()):
             self._advance_minute(int(wm[a]))
-            keep = np.asarray(
-                dedup(rep.service[a:b], rep.person[a:b], rep.ts[a:b], rep.count[a:b]), np.bool_
-            )
-            kept_parts.append(keep)
+            keep = kept[a:b]
             self._add(ids[a:b][keep], minute[a:b][keep], count[a:b][keep])
-        kept = np.concatenate(kept_parts)
         n_kept = int(kept.sum())
         self.stats.counted += n_kept
         self.stats.duplicates += n - n_kept
@@ -393,7 +389,6 @@ class Pipeline:
                 self._finished.append(inc.doc())
                 self._changed.discard(inc.id)
                 del self.incidents[inc.id]
-        self.dedup.rotate((f + self.settings.lateness_min + 1) * 60.0)  # the tick's time
 
     def _learn(self, minutes: list[int]) -> None:
         s = self.series
