@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import msgspec
+import numpy as np
 
 from outagewatch.catalog import OTHER_PROBLEM, Catalog
 from outagewatch.geo import normalise_country
@@ -25,7 +26,7 @@ MAX_COUNT = 10**12  # no overflow in int64 sums; far beyond any real count
 PositiveCount = Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]
 Indicator = Literal["none", "minor", "major", "critical", "maintenance"]
 
-_SECONDS = {f"{i:02d}": i for i in range(60)}
+_SECONDS_Z = {f"{i:02d}Z": float(i) for i in range(60)}  # the "SSZ" end of a time
 MIN_TS = 946_684_800.0  # 2000-01-01: earlier is surely a mistake (e.g. milliseconds/1000 twice)
 MAX_TS = 7_258_118_400.0  # 2200-01-01
 
@@ -90,21 +91,31 @@ class Rejection:
 class ReportColumns:
     """Accepted reports as columns, in arrival order."""
 
-    service: list[str] = field(default_factory=list)  # service id (aliases resolved)
+    # (service id, ISO country, problem): aliases resolved, country upper case, problem one
+    # of the service's problems or "other". Equal keys are the same tuple object.
+    keys: list[tuple[str, str, str]] = field(default_factory=list)
     ts: list[float] = field(default_factory=list)  # epoch seconds
-    country: list[str] = field(default_factory=list)  # ISO alpha-2, upper case
-    problem: list[str] = field(default_factory=list)  # one of the service's problems or "other"
     person: list[str | None] = field(default_factory=list)  # reporter, else ip (non-empty)
     count: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ts)
 
+    @property
+    def service(self) -> list[str]:
+        return [k[0] for k in self.keys]
+
+    @property
+    def country(self) -> list[str]:
+        return [k[1] for k in self.keys]
+
+    @property
+    def problem(self) -> list[str]:
+        return [k[2] for k in self.keys]
+
     def extend(self, other: ReportColumns) -> None:
-        self.service.extend(other.service)
+        self.keys.extend(other.keys)
         self.ts.extend(other.ts)
-        self.country.extend(other.country)
-        self.problem.extend(other.problem)
         self.person.extend(other.person)
         self.count.extend(other.count)
 
@@ -153,6 +164,8 @@ class EventDecoder:
         self._countries: dict[str, str | None] = {}
         self._problems: dict[tuple[str, str | None], str] = {}
         self._minutes: dict[str, float] = {}
+        # raw (service, country, problem) as sent -> resolved key (only valid ones)
+        self._keys: dict[tuple[str, str, str | None], tuple[str, str, str]] = {}
 
     def _service(self, name: str) -> str | None:
         sid = self._names.get(name)
@@ -189,8 +202,8 @@ class EventDecoder:
             fast = len(value) == 20 and value[19] == "Z" and value[16] == ":"
             if fast:
                 # The common "YYYY-MM-DDTHH:MM:SSZ": cached per minute (only in-range minutes).
-                base = self._minutes.get(value[:16])
-                sec = _SECONDS.get(value[17:19])
+                base = self._minutes.get(value[:17])
+                sec = _SECONDS_Z.get(value[17:])
                 if base is not None and sec is not None:
                     return base + sec
             ts = parse_ts(value)
@@ -198,7 +211,7 @@ class EventDecoder:
                 return None
             minute = ts - ts % 60
             if fast and minute + 59 <= self.max_ts and len(self._minutes) < 100_000:
-                self._minutes[value[:16]] = minute
+                self._minutes[value[:17]] = minute
             return ts
         ts = float(value)
         if not (MIN_TS <= ts <= self.max_ts) or math.isnan(ts):
@@ -209,9 +222,33 @@ class EventDecoder:
         out = Decoded()
         rej = out.rejected
         decode = _DECODER.decode
+        lines = lines if isinstance(lines, list) else list(lines)
+        try:  # the common case: every line is a well-formed event
+            evs: list[EventIn] = [decode(line) for line in lines]
+            nos: Sequence[int] = range(first_line, first_line + len(lines))
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+            evs, nos = self._decode_each(lines, first_line, rej)
+        out.lines = len(lines)
+        if all(type(e) is ReportIn for e in evs):
+            self._reports(evs, nos, out)  # type: ignore[arg-type]
+        else:
+            reps = [(e, k) for e, k in zip(evs, nos, strict=True) if type(e) is ReportIn]
+            self._reports([e for e, _ in reps], [k for _, k in reps], out)
+            for e, k in zip(evs, nos, strict=True):
+                if type(e) is not ReportIn:
+                    self._one_other(e, k, out)  # type: ignore[arg-type]
+        if rej:
+            rej.sort(key=lambda r: r.line)
+        return out
+
+    @staticmethod
+    def _decode_each(
+        lines: list[bytes], first_line: int, rej: list[Rejection]
+    ) -> tuple[list[EventIn], list[int]]:
+        """Decode line by line: a bad line is rejected, the others kept."""
+        decode = _DECODER.decode
         evs: list[EventIn] = []
         nos: list[int] = []
-        n = first_line - 1
         for n, line in enumerate(lines, start=first_line):
             try:
                 evs.append(decode(line))
@@ -224,67 +261,75 @@ class EventDecoder:
                     rej.append(Rejection(n, "not JSON", str(exc)))
             except UnicodeDecodeError as exc:
                 rej.append(Rejection(n, "not JSON", f"invalid UTF-8: {exc.reason}"))
-        out.lines = n - first_line + 1
-        if all(type(e) is ReportIn for e in evs):
-            self._reports(evs, nos, out)  # type: ignore[arg-type]
-        else:
-            reps = [(e, k) for e, k in zip(evs, nos, strict=True) if type(e) is ReportIn]
-            self._reports([e for e, _ in reps], [k for _, k in reps], out)
-            for e, k in zip(evs, nos, strict=True):
-                if type(e) is not ReportIn:
-                    self._one_other(e, k, out)  # type: ignore[arg-type]
-            rej.sort(key=lambda r: r.line)
-        return out
+        return evs, nos
 
-    def _reports(self, evs: list[ReportIn], nos: list[int], out: Decoded) -> None:
+    def _times(self, evs: list[ReportIn]) -> list[float | None]:
+        """`ts` of every report as epoch seconds (None: invalid), fast for "...:SSZ" text."""
+        raw = [e.ts for e in evs]
+        try:
+            mg = self._minutes.get
+            bases = [mg(x[:17]) for x in raw]  # type: ignore[index]
+            secs = [_SECONDS_Z.get(x[17:]) for x in raw]  # type: ignore[index]
+        except TypeError:  # some are numbers
+            return [self._ts(x) for x in raw]
+        if None in bases:  # minutes not seen before: parse each once
+            for prefix in {x[:17] for x, b in zip(raw, bases, strict=True) if b is None}:  # type: ignore[index]
+                self._ts(f"{prefix}00Z")
+            bases = [mg(x[:17]) for x in raw]  # type: ignore[index]
+        if None in bases or None in secs:
+            return [
+                b + c if b is not None and c is not None else self._ts(x)
+                for b, c, x in zip(bases, secs, raw, strict=True)
+            ]
+        return (np.asarray(bases) + np.asarray(secs)).tolist()  # type: ignore[no-any-return]
+
+    def _reports(self, evs: list[ReportIn], nos: Sequence[int], out: Decoded) -> None:
         """Validate reports column-wise; a bad one is rejected, the rest kept in order."""
-        get = self._names.get
-        sids = [get(e.service) for e in evs]
-        cget = self._countries.get
-        codes = [cget(e.country) for e in evs]
-        tsf = self._ts
-        ts = [tsf(e.ts) for e in evs]
-        if None in sids or None in codes or None in ts:
+        kget = self._keys.get
+        keys = [kget((e.service, e.country, e.problem)) for e in evs]
+        ts = self._times(evs)
+        if None in keys or None in ts:
             good = []
             for i, e in enumerate(evs):
-                sid = sids[i] or self._service(e.service)
-                if sid is None:
-                    out.rejected.append(
-                        Rejection(nos[i], "unknown service", f"no service or alias {e.service!r}")
-                    )
+                key = keys[i] or self._key(e, nos[i], out.rejected)
+                if key is None:
                     continue
-                sids[i] = sid
+                keys[i] = key
                 if ts[i] is None:
                     out.rejected.append(
                         Rejection(nos[i], "bad time", f"`ts` {e.ts!r} is no valid time")
                     )
                     continue
-                code = codes[i] or self._country(e.country)
-                if code is None:
-                    out.rejected.append(
-                        Rejection(nos[i], "bad country", f"`country` {e.country!r} is no ISO code")
-                    )
-                    continue
-                codes[i] = code
                 good.append(i)
             evs = [evs[i] for i in good]
-            sids = [sids[i] for i in good]
-            codes = [codes[i] for i in good]
+            keys = [keys[i] for i in good]
             ts = [ts[i] for i in good]
         rep = out.reports
-        pget = self._problems.get
-        problems = [pget((sid, e.problem)) for sid, e in zip(sids, evs, strict=True)]  # type: ignore[arg-type]
-        if None in problems:
-            problems = [
-                p if p is not None else self._problem(sid, e.problem)  # type: ignore[arg-type]
-                for p, sid, e in zip(problems, sids, evs, strict=True)
-            ]
-        rep.service.extend(sids)  # type: ignore[arg-type]
+        rep.keys.extend(keys)  # type: ignore[arg-type]
         rep.ts.extend(ts)  # type: ignore[arg-type]
-        rep.country.extend(codes)  # type: ignore[arg-type]
-        rep.problem.extend(problems)  # type: ignore[arg-type]
         rep.person.extend([e.reporter or e.ip or None for e in evs])
         rep.count.extend([e.count for e in evs])
+
+    def _key(
+        self, e: ReportIn, line: int, rejected: list[Rejection]
+    ) -> tuple[str, str, str] | None:
+        """Resolve (service, country, problem) of a report, or reject it (None)."""
+        sid = self._service(e.service)
+        if sid is None:
+            rejected.append(
+                Rejection(line, "unknown service", f"no service or alias {e.service!r}")
+            )
+            return None
+        code = self._country(e.country)
+        if code is None:
+            rejected.append(
+                Rejection(line, "bad country", f"`country` {e.country!r} is no ISO code")
+            )
+            return None
+        key = (sid, code, self._problem(sid, e.problem))
+        if len(self._keys) < 200_000:
+            self._keys[(e.service, e.country, e.problem)] = key
+        return key
 
     def _one_other(self, ev: ProbeIn | StatusIn | MetricIn, n: int, out: Decoded) -> None:
         sid = self._service(ev.service)

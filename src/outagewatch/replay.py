@@ -7,6 +7,7 @@ calls on two halves of a file give the same incidents as one call on the whole.
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from collections import Counter
@@ -170,6 +171,26 @@ def replay(
     """Replay the named files (`-` is stdin) in order; returns the summary."""
     summary = Summary()
     t0 = time.perf_counter()
+    # Replay makes millions of short-lived objects and no reference cycles worth collecting
+    # mid-run: the cyclic collector only costs time here (about 4%).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _replay(store, catalog, settings, names, show_progress, summary, t0)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _replay(
+    store: Store,
+    catalog: Catalog,
+    settings: PipelineSettings,
+    names: list[str],
+    show_progress: bool,
+    summary: Summary,
+    t0: float,
+) -> Summary:
     rp = Replayer(store, catalog, settings)
     stats0 = rp.pipeline.stats.as_dict()
     for name in names:

@@ -14,6 +14,7 @@ bring; the excess guard keeps a handful of reports on a near-silent service out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,7 +29,7 @@ class Scores:
     ratio: NDArray[np.float64]  # observed / expected in the most significant window (fired)
     sums: NDArray[np.float64]  # (n, windows) reports in each window
     expected: NDArray[np.float64]  # (n, windows) what the baseline expected
-    x: NDArray[np.float64]  # this minute's reports
+    x: NDArray[np.floating[Any]]  # this minute's reports
     mu: NDArray[np.float64]  # this minute's expectation
     disp: NDArray[np.float64]
     w5: int  # column of the 5-minute window
@@ -68,24 +69,24 @@ def sd_of(mean: NDArray[np.float64], disp: NDArray[np.float64]) -> NDArray[np.fl
 def score(
     sums: NDArray[np.float64],
     expected: NDArray[np.float64],
-    x: NDArray[np.float64],
+    x: NDArray[np.floating[Any]],
     mu: NDArray[np.float64],
     disp: NDArray[np.float64],
     eligible: NDArray[np.bool_],
     settings: PipelineSettings,
+    *,
+    candidate: NDArray[np.bool_] | None = None,
 ) -> Scores:
     """Score every series: which have a significant surge in some window.
 
     `sums` and `expected` are (n, len(settings.windows)); `x` and `mu` the last minute's
     count and expectation; `eligible` marks series warm enough to fire. The soft tests
     (`Scores.elevated`, `Scores.hot`) are computed only for the series that need them.
+    `candidate` (windows passing the cheap guards) may be given when already computed.
     """
     n = len(x)
-    candidate = (
-        (sums >= settings.min_ratio * expected)
-        & (sums - expected >= settings.min_excess)
-        & eligible[:, None]
-    )
+    if candidate is None:
+        candidate = candidates(sums, expected, eligible, settings)
     fired = np.zeros(n, np.bool_)
     ratio = np.zeros(n, np.float64)
     if candidate.any():
@@ -99,8 +100,23 @@ def score(
     return Scores(fired, ratio, sums, expected, x, mu, disp, w5)
 
 
+def candidates(
+    sums: NDArray[np.float64],
+    expected: NDArray[np.float64],
+    eligible: NDArray[np.bool_],
+    settings: PipelineSettings,
+) -> NDArray[np.bool_]:
+    """Windows that pass the cheap guards of a surge (ratio and excess) on eligible series."""
+    out: NDArray[np.bool_] = (
+        (sums >= settings.min_ratio * expected)
+        & (sums - expected >= settings.min_excess)
+        & eligible[:, None]
+    )
+    return out
+
+
 def is_hot(
-    x: NDArray[np.float64], mu: NDArray[np.float64], disp: NDArray[np.float64]
+    x: NDArray[np.floating[Any]], mu: NDArray[np.float64], disp: NDArray[np.float64]
 ) -> NDArray[np.bool_]:
     """One minute clearly above its expectation (used to find where a surge began and ended)."""
     return (x > np.maximum(1.5 * mu, mu + 2.0 * sd_of(mu, disp))) & (x - mu >= 1.5)

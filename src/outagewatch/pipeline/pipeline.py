@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from outagewatch.detect.baseline import Baseline
+from outagewatch.detect.kernels import window_scan
 from outagewatch.detect.scorer import Scores, is_hot, score
 from outagewatch.detect.series import Series, SeriesKey
 from outagewatch.errors import StoreError
@@ -30,7 +31,7 @@ from outagewatch.incidents.lifecycle import Incident, State, Transition
 from outagewatch.pipeline.dedup import Dedup
 from outagewatch.settings import PipelineSettings
 
-LEARN_BLOCK = 10  # the baseline learns from final minutes in aligned blocks of this many
+LEARN_BLOCK = 15  # the baseline learns from final minutes in aligned blocks of this many
 
 
 @dataclass
@@ -99,6 +100,7 @@ class Pipeline:
         self._combo: dict[tuple[str, str, str], int] = {}
         self._combo_table = np.zeros((64, 6), np.int64)
         self._wrange = np.arange(max(self.settings.windows))
+        self._windows = np.asarray(self.settings.windows, np.int64)
 
     # ================================================================ ingest
     def ingest(self, rep: ReportColumns) -> None:
@@ -117,7 +119,7 @@ class Pipeline:
         minute = np.floor(ts / 60.0).astype(np.int64)
         # One dict lookup per report: (service, country, problem) -> a row of the combo table.
         combo_get = self._combo.get
-        keys = list(zip(rep.service, rep.country, rep.problem, strict=True))
+        keys = rep.keys
         rows = [combo_get(k) for k in keys]
         if None in rows:
             rows = [
@@ -235,30 +237,24 @@ class Pipeline:
             self.final_until = m + 1 - cfg.lateness_min
             return
         mu = self.baseline.expected(s, m)
-        s.ring_expected[m % ring, :n] = mu
-        rows = self._window_rows(m)
-        counts = s.ring_count[rows, :n]  # (wmax, n): the newest minute first
-        sums = self._window_sums(counts)
-        expected = self._window_sums(s.ring_expected[rows, :n])
-        disp = s.view("disp").astype(np.float64)
+        rows = self._window_rows(m)  # the newest minute first
+        nw = len(cfg.windows)
+        sums = np.empty((n, nw))
+        expected = np.empty((n, nw))
+        candidate = np.empty((n, nw), np.bool_)
         eligible = s.view("nobs") >= cfg.warmup_minutes
-        scores = score(sums, expected, counts[0].astype(np.float64), mu, disp, eligible, cfg)
+        window_scan(
+            s.ring_count, s.ring_expected, rows, n, self._windows, mu, eligible,
+            cfg.min_ratio, cfg.min_excess, sums, expected, candidate,
+        )  # fmt: skip
+        disp = s.view("disp").astype(np.float64)
+        x = s.ring_count[m % ring, :n]
+        scores = score(sums, expected, x, mu, disp, eligible, cfg, candidate=candidate)
         self._step_lifecycle(m, scores, disp)
         f = m - cfg.lateness_min
         if f >= self.final_until:
             self._finalise(f)
             self.final_until = f + 1
-
-    def _window_sums(self, block: NDArray[np.float32]) -> NDArray[np.float64]:
-        """(n, len(windows)) sums of the newest w rows of `block`, for each window w."""
-        out = np.empty((len(self.settings.windows), block.shape[1]), np.float64)
-        acc = np.zeros(block.shape[1], np.float64)
-        prev = 0
-        for k, w in enumerate(self.settings.windows):
-            acc += block[prev:w].sum(axis=0)
-            out[k] = acc
-            prev = w
-        return out.T
 
     def _window_rows(self, m: int) -> NDArray[np.int64]:
         return (m - self._wrange) % self.series.ring

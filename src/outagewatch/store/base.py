@@ -67,15 +67,15 @@ def chunks(rows: CountRows) -> Iterator[tuple[str, int, NDArray[np.void]]]:
     bounds = np.concatenate(([0], brk, [len(order)]))
     countries = np.array([c.encode() for c in rows.countries] or [b""], "S2")
     problems = np.array([p.encode()[:32] for p in rows.problems] or [b""], "S32")
-    for a, b in itertools.pairwise(bounds):
-        idx = order[a:b]
-        chunk = np.empty(len(idx), CHUNK_DTYPE)
-        h = int(hour_sorted[a])
-        chunk["m"] = rows.minute[idx] - h * 60
-        chunk["c"] = countries[rows.country[idx]]
-        chunk["p"] = problems[rows.problem[idx]]
-        chunk["n"] = rows.count[idx]
-        yield rows.services[int(svc_sorted[a])], h, chunk
+    # Pack every row once, in (service, hour) order; each chunk is then a slice of it.
+    packed = np.empty(len(order), CHUNK_DTYPE)
+    packed["m"] = rows.minute[order] - hour_sorted * 60
+    packed["c"] = countries[rows.country[order]]
+    packed["p"] = problems[rows.problem[order]]
+    packed["n"] = rows.count[order]
+    services = rows.services
+    for a, b in itertools.pairwise(bounds.tolist()):
+        yield services[int(svc_sorted[a])], int(hour_sorted[a]), packed[a:b]
 
 
 def merge_chunks(a: NDArray[np.void], b: NDArray[np.void]) -> NDArray[np.void]:
