@@ -19,6 +19,7 @@ import datetime as dt
 import numpy as np
 from numpy.typing import NDArray
 
+from outagewatch.detect.kernels import learn_block
 from outagewatch.detect.series import SLOTS_PER_DAY, Series
 from outagewatch.geo import is_holiday
 from outagewatch.settings import PipelineSettings
@@ -138,63 +139,13 @@ class Baseline:
         b = len(minutes)
         if n == 0 or b == 0:
             return
-        level = series.view("level")
-        nobs = series.view("nobs")
-        disp = series.view("disp")
-        season = series.view("season")
         factor = np.stack([self.season_factor(series, m) for m in minutes], axis=1)
-        mu = level[:, None] * factor
-        # A filter that keeps anomalies out of what is learned: clip single odd minutes.
-        cap = np.maximum(2.0 * mu, mu + 4.0 * np.sqrt(mu) + 2.0)
-        warm = nobs >= 60
-        xc = np.where(warm[:, None], np.minimum(x, cap), x)
-        # Level: running mean while young, then an EWMA on the deseasonalised count.
-        a_block = 1.0 - (1.0 - self.level_alpha) ** b
-        a = np.maximum(a_block, b / (nobs + b))
-        target = (xc / factor).mean(axis=1)
-        new_level = np.where(ok, level + a * (target - level), level)
-        # Season: the ratio of the count to the level, once the level means something.
-        learn_season = ok & (nobs >= 120) & (level > 1e-6)
-        if learn_season.any():
-            mid = minutes[b // 2]
-            s0, s1, frac = self._slots(series, mid)
-            idx = np.flatnonzero(learn_season)
-            # The first weekend day a series sees starts from its working-day profile.
-            seen = series.view("weekend_seen")
-            first = idx[(s0[idx] >= SLOTS_PER_DAY) & ~seen[idx]]
-            if len(first):
-                season[first, SLOTS_PER_DAY:] = season[first, :SLOTS_PER_DAY]
-                seen[first] = True
-            ratio = np.clip(xc[idx].mean(axis=1) / level[idx], 0.0, 20.0)
-            w = 1.0 - (1.0 - self.season_alpha) ** b
-            w0 = w * (1.0 - frac[idx])
-            w1 = w * frac[idx]
-            season[idx, s0[idx]] += (w0 * (ratio - season[idx, s0[idx]])).astype(np.float32)
-            season[idx, s1[idx]] += (w1 * (ratio - season[idx, s1[idx]])).astype(np.float32)
-            if any(m % 60 == 0 for m in minutes):
-                self._normalise(season, new_level, idx)
-        # Over-dispersion (variance = mu + disp * mu^2), learned slowly on ordinary minutes.
-        learn_disp = ok & warm & (mu.mean(axis=1) > 0.5)
-        if learn_disp.any():
-            idx = np.flatnonzero(learn_disp)
-            m = np.maximum(mu[idx], 1e-6)
-            r = (((xc[idx] - m) ** 2 - m) / (m * m)).mean(axis=1)
-            wd = 1.0 - (1.0 - self.disp_alpha) ** b
-            d = disp[idx] + wd * (np.clip(r, -0.5, 2.0) - disp[idx])
-            disp[idx] = np.clip(d, 0.005, 0.5).astype(np.float32)
-        level[:] = new_level
-        nobs[:] = np.where(ok, nobs + b, nobs)
+        s0, s1, frac = self._slots(series, minutes[b // 2])
+        learn_block(
+            series.view("level"), series.view("nobs"), series.view("disp"),
+            series.view("season"), series.view("weekend_seen"),
+            factor, np.ascontiguousarray(x, np.float64), ok, s0, s1, frac,
+            self.level_alpha, self.season_alpha, self.disp_alpha,
+            any(m % 60 == 0 for m in minutes), _WEEKEND_SHARE, SLOTS_PER_DAY,
+        )  # fmt: skip
         self._version += 1
-
-    @staticmethod
-    def _normalise(
-        season: NDArray[np.float32], level: NDArray[np.float64], idx: NDArray[np.intp]
-    ) -> None:
-        """Keep the profile's weekly mean at 1 (moving the scale into the level)."""
-        block = season[idx]
-        work = block[:, :SLOTS_PER_DAY].mean(axis=1)
-        rest = block[:, SLOTS_PER_DAY:].mean(axis=1)
-        mean = (1.0 - _WEEKEND_SHARE) * work + _WEEKEND_SHARE * rest
-        mean = np.maximum(mean, 1e-3)
-        season[idx] = block / mean[:, None]
-        level[idx] *= mean

@@ -61,3 +61,87 @@ def window_scan(
             candidate[i, w] = c
             found = found or c
     return found
+
+
+@njit(cache=True, nogil=True)
+def learn_block(
+    level: NDArray[np.float64],
+    nobs: NDArray[np.int32],
+    disp: NDArray[np.float32],
+    season: NDArray[np.float32],
+    weekend_seen: NDArray[np.bool_],
+    factor: NDArray[np.float64],
+    x: NDArray[np.float64],
+    ok: NDArray[np.bool_],
+    s0: NDArray[np.int64],
+    s1: NDArray[np.int64],
+    frac: NDArray[np.float64],
+    level_alpha: float,
+    season_alpha: float,
+    disp_alpha: float,
+    normalise: bool,
+    weekend_share: float,
+    slots_per_day: int,
+) -> None:
+    """The baseline's learning step for a block of final minutes (see `Baseline.learn`).
+
+    `factor` and `x` are (n, b): the profile factor and the final count of each minute of
+    the block; `s0`, `s1`, `frac` place the block's middle minute between two profile slots.
+    """
+    n, b = x.shape
+    a_block = 1.0 - (1.0 - level_alpha) ** b
+    w = 1.0 - (1.0 - season_alpha) ** b
+    wd = 1.0 - (1.0 - disp_alpha) ** b
+    slots = season.shape[1]
+    for i in range(n):
+        if not ok[i]:
+            continue
+        lv = level[i]
+        no = nobs[i]
+        warm = no >= 60
+        tsum = 0.0
+        xsum = 0.0
+        musum = 0.0
+        rsum = 0.0
+        for j in range(b):
+            f = factor[i, j]
+            mu = lv * f
+            xc = x[i, j]
+            if warm:
+                # Keep anomalies out of what is learned: clip single odd minutes.
+                cap = max(2.0 * mu, mu + 4.0 * np.sqrt(mu) + 2.0)
+                xc = min(xc, cap)
+            tsum += xc / f
+            xsum += xc
+            musum += mu
+            m = max(mu, 1e-6)
+            rsum += ((xc - m) ** 2 - m) / (m * m)
+        a = max(a_block, b / (no + b))
+        new_lv = lv + a * (tsum / b - lv)
+        if no >= 120 and lv > 1e-6:
+            if s0[i] >= slots_per_day and not weekend_seen[i]:
+                # The first weekend day a series sees starts from its working-day profile.
+                for k in range(slots_per_day):
+                    season[i, slots_per_day + k] = season[i, k]
+                weekend_seen[i] = True
+            ratio = min(max(xsum / b / lv, 0.0), 20.0)
+            season[i, s0[i]] += w * (1.0 - frac[i]) * (ratio - season[i, s0[i]])
+            season[i, s1[i]] += w * frac[i] * (ratio - season[i, s1[i]])
+            if normalise:
+                work = 0.0
+                rest = 0.0
+                for k in range(slots_per_day):
+                    work += season[i, k]
+                for k in range(slots_per_day, slots):
+                    rest += season[i, k]
+                mean = (1.0 - weekend_share) * work / slots_per_day
+                mean += weekend_share * rest / (slots - slots_per_day)
+                mean = max(mean, 1e-3)
+                for k in range(slots):
+                    season[i, k] = season[i, k] / mean
+                new_lv *= mean
+        if warm and musum / b > 0.5:
+            d = disp[i] + wd * (min(max(rsum / b, -0.5), 2.0) - disp[i])
+            disp[i] = min(max(d, 0.005), 0.5)
+        level[i] = new_lv
+        nobs[i] = no + b
