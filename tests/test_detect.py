@@ -1,0 +1,206 @@
+"""The detector's parts: compiled kernels against plain references, baseline and surge test."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+
+from outagewatch.detect.baseline import Baseline
+from outagewatch.detect.kernels import learn_block, window_scan
+from outagewatch.detect.scorer import candidates, nb_upper_tail, score
+from outagewatch.detect.series import SLOTS_PER_DAY, Series, SeriesKey
+from outagewatch.settings import PipelineSettings
+
+CFG = PipelineSettings()
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(1, 40), m=st.integers(0, 10_000), seed=st.integers(0, 2**32 - 1))
+def test_window_scan_matches_numpy(n: int, m: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ring = CFG.ring_minutes
+    counts = rng.poisson(rng.uniform(0, 20), (ring, n + 3)).astype(np.float32)
+    exp_ring = rng.uniform(0, 10, (ring, n + 3)).astype(np.float32)
+    mu = rng.uniform(0, 10, n)
+    eligible = rng.random(n) < 0.8
+    rows = (m - np.arange(max(CFG.windows))) % ring
+    windows = np.asarray(CFG.windows, np.int64)
+    sums = np.empty((n, len(windows)))
+    expected = np.empty((n, len(windows)))
+    cand = np.empty((n, len(windows)), np.bool_)
+    ref_ring = exp_ring.copy()
+    found = window_scan(
+        counts, exp_ring, rows, n, windows, mu, eligible,
+        CFG.min_ratio, CFG.min_excess, sums, expected, cand,
+    )  # fmt: skip
+    ref_ring[rows[0], :n] = mu
+    np.testing.assert_allclose(exp_ring[rows[0], :n], mu, rtol=1e-6)
+    ref_sums = np.cumsum(counts[rows, :n].astype(np.float64), axis=0)[windows - 1].T
+    ref_exp = np.cumsum(ref_ring[rows, :n].astype(np.float64), axis=0)[windows - 1].T
+    np.testing.assert_allclose(sums, ref_sums, rtol=1e-9)
+    np.testing.assert_allclose(expected, ref_exp, rtol=1e-6)
+    ref_cand = candidates(sums, expected, eligible, CFG)
+    assert (cand == ref_cand).all()
+    assert found == bool(ref_cand.any())
+
+
+def _learn_reference(
+    level: float,
+    nobs: int,
+    disp: float,
+    season: NDArray[np.float64],
+    seen: bool,
+    factor: NDArray[np.float64],
+    x: NDArray[np.float64],
+    s0: int,
+    s1: int,
+    frac: float,
+    normalise: bool,
+    alphas: tuple[float, float, float],
+) -> tuple[float, int, float, NDArray[np.float64], bool]:
+    """The learning rule written out plainly for one series."""
+    la, sa, da = alphas
+    b = len(x)
+    mu = level * factor
+    xc = np.minimum(x, np.maximum(2 * mu, mu + 4 * np.sqrt(mu) + 2)) if nobs >= 60 else x
+    a = max(1 - (1 - la) ** b, b / (nobs + b))
+    new_level = level + a * ((xc / factor).mean() - level)
+    season = season.copy()
+    if nobs >= 120 and level > 1e-6:
+        if s0 >= SLOTS_PER_DAY and not seen:
+            season[SLOTS_PER_DAY:] = season[:SLOTS_PER_DAY]
+            seen = True
+        ratio = min(max(xc.mean() / level, 0.0), 20.0)
+        w = 1 - (1 - sa) ** b
+        season[s0] += w * (1 - frac) * (ratio - season[s0])
+        season[s1] += w * frac * (ratio - season[s1])
+        if normalise:
+            mean = max(
+                5 / 7 * season[:SLOTS_PER_DAY].mean() + 2 / 7 * season[SLOTS_PER_DAY:].mean(), 1e-3
+            )
+            season /= mean
+            new_level *= mean
+    if nobs >= 60 and mu.mean() > 0.5:
+        m = np.maximum(mu, 1e-6)
+        r = (((xc - m) ** 2 - m) / (m * m)).mean()
+        wd = 1 - (1 - da) ** b
+        disp = min(max(disp + wd * (min(max(r, -0.5), 2.0) - disp), 0.005), 0.5)
+    return new_level, nobs + b, disp, season, seen
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), normalise=st.booleans(), b=st.integers(1, 15))
+def test_learn_block_matches_the_plain_rule(seed: int, normalise: bool, b: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 12
+    level = rng.uniform(0, 20, n)
+    nobs = rng.choice([0, 59, 60, 119, 120, 5000], n).astype(np.int32)
+    disp = rng.uniform(0.005, 0.5, n).astype(np.float32)
+    season = rng.uniform(0.2, 3, (n, 2 * SLOTS_PER_DAY)).astype(np.float32)
+    seen = rng.random(n) < 0.5
+    factor = rng.uniform(0.05, 3, (n, b))
+    x = rng.poisson(level[:, None] * factor * rng.uniform(0.5, 4, (n, 1))).astype(np.float64)
+    ok = rng.random(n) < 0.8
+    s0 = rng.integers(0, 2 * SLOTS_PER_DAY, n)
+    s1 = np.where(s0 % SLOTS_PER_DAY == SLOTS_PER_DAY - 1, s0 - SLOTS_PER_DAY + 1, s0 + 1)
+    frac = rng.random(n)
+    alphas = (0.002, 0.004, 0.0007)
+    before = (level.copy(), nobs.copy(), disp.copy(), season.copy(), seen.copy())
+    learn_block(
+        level, nobs, disp, season, seen, factor, x, ok, s0, s1, frac,
+        *alphas, normalise, 2 / 7, SLOTS_PER_DAY,
+    )  # fmt: skip
+    for i in range(n):
+        if not ok[i]:
+            assert level[i] == before[0][i] and nobs[i] == before[1][i]
+            assert (season[i] == before[3][i]).all()
+            continue
+        want = _learn_reference(
+            float(before[0][i]), int(before[1][i]), float(before[2][i]),
+            before[3][i].astype(np.float64), bool(before[4][i]),
+            factor[i], x[i], int(s0[i]), int(s1[i]), float(frac[i]), normalise, alphas,
+        )  # fmt: skip
+        assert level[i] == pytest.approx(want[0], rel=1e-6)
+        assert nobs[i] == want[1]
+        assert disp[i] == pytest.approx(want[2], rel=1e-5)
+        np.testing.assert_allclose(season[i], want[3], rtol=1e-5)
+        assert bool(seen[i]) == want[4]
+
+
+def test_nb_tail_is_poisson_when_dispersion_vanishes() -> None:
+    s = np.array([1.0, 5.0, 12.0])
+    mean = np.array([0.15, 2.0, 0.15])
+    got = nb_upper_tail(s, mean, np.full(3, 1e-9))
+    # The Poisson upper tail summed directly (no 1 - cdf cancellation).
+    want = [
+        sum(
+            math.exp(-m + k * math.log(m) - math.lgamma(k + 1)) for k in range(int(v), int(v) + 200)
+        )
+        for v, m in zip(s, mean, strict=True)
+    ]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-300)
+
+
+def test_surge_guards_ratio_and_excess() -> None:
+    """A 1.6x bump on a big service is significant but not a surge; 12/min on 0.15/min is."""
+    sums = np.array([[160.0], [12.0], [3.0]])
+    expected = np.array([[100.0], [0.15], [0.15]])
+    one = PipelineSettings(windows=(1,), ring_minutes=128)
+    sc = score(
+        sums, expected, sums[:, 0], expected[:, 0], np.full(3, 0.01), np.ones(3, np.bool_), one
+    )
+    assert sc.fired.tolist() == [False, True, False]
+
+
+def _series_with(keys: list[SeriesKey]) -> Series:
+    s = Series(CFG.ring_minutes)
+    for k in keys:
+        s.get(k)
+    return s
+
+
+def test_holiday_is_a_weekend_day_in_local_time() -> None:
+    s = _series_with([SeriesKey("a", "country", "US"), SeriesKey("a", "country", "DE")])
+    b = Baseline(CFG)
+    july4 = dt.datetime(2025, 7, 4, 18, 0, tzinfo=dt.UTC)  # Friday; a US holiday only
+    daytype = b.day_type(s, int(july4.timestamp() // 60))
+    us, de = s.index[SeriesKey("a", "country", "US")], s.index[SeriesKey("a", "country", "DE")]
+    assert daytype[us] == 1 and daytype[de] == 0
+    total = s.index[SeriesKey("a", "total")]
+    assert daytype[total] == 0
+    saturday = dt.datetime(2025, 7, 5, 12, 0, tzinfo=dt.UTC)
+    assert b.day_type(s, int(saturday.timestamp() // 60))[de] == 1
+
+
+def test_level_follows_growth_and_learns_the_daily_shape() -> None:
+    s = _series_with([SeriesKey("a", "total")])
+    b = Baseline(CFG)
+    rng = np.random.default_rng(0)
+    start = int(dt.datetime(2025, 3, 3, tzinfo=dt.UTC).timestamp() // 60)
+    block = 15
+    minutes = 14 * 1440
+    for m0 in range(start, start + minutes, block):
+        mins = list(range(m0, m0 + block))
+        days = (m0 - start) / 1440
+        rate = 10 * (1.05**days) * (1 + 0.6 * math.sin(2 * math.pi * ((m0 % 1440) / 1440)))
+        x = rng.poisson(rate, (1, block)).astype(np.float64)
+        b.learn(s, mins, x, np.ones(1, np.bool_))
+    end = start + minutes
+    for minute, phase in ((end + 360, 0.25), (end + 1080, 0.75)):
+        want = 10 * 1.05**14 * (1 + 0.6 * math.sin(2 * math.pi * phase))
+        assert b.expected(s, minute)[0] == pytest.approx(want, rel=0.2)
+
+
+def test_no_learning_in_an_incident() -> None:
+    s = _series_with([SeriesKey("a", "total")])
+    s.level[0] = 5.0
+    s.nobs[0] = 10_000
+    b = Baseline(CFG)
+    b.learn(s, list(range(1000, 1015)), np.full((1, 15), 500.0), np.zeros(1, np.bool_))
+    assert s.level[0] == 5.0 and s.nobs[0] == 10_000
