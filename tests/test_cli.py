@@ -345,3 +345,25 @@ def test_demo_catalog_is_the_default(tmp_path: Path, capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     assert "accepted: 1 (report 1," in out
     assert "unknown service: 1" in out
+
+
+def test_score_command_writes_a_score_per_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = ["timestamp,value"]
+    rows += [f"2025-03-10T{h:02d}:{m:02d}:00Z,{100 + (m % 7)}" for h in range(6) for m in range(60)]
+    rows.append("2025-03-10T06:00:00Z,900")  # a spike
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    src.write_text("\n".join(rows) + "\n")
+    assert main(["score", "--input", str(src), "--output", str(dst)]) == 0
+    out = dst.read_text().splitlines()
+    assert out[0] == "timestamp,value,anomaly_score"
+    assert len(out) == len(rows)
+    scores = [float(line.rsplit(",", 1)[1]) for line in out[1:]]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert scores[-1] > 0.99
+    assert sum(s > 0.99 for s in scores[:-1]) <= len(scores) // 50
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,value\n2025-03-10T00:00:00Z,abc\n")
+    assert main(["score", "--input", str(bad), "--output", str(dst)]) == 2
+    assert "line 2" in capsys.readouterr().err

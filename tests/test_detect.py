@@ -35,9 +35,10 @@ def test_window_scan_matches_numpy(n: int, m: int, seed: int) -> None:
     expected = np.empty((n, len(windows)))
     cand = np.empty((n, len(windows)), np.bool_)
     ref_ring = exp_ring.copy()
+    disp = rng.uniform(0.005, 0.5, n).astype(np.float32)
     found = window_scan(
         counts, exp_ring, rows, n, windows, mu, eligible,
-        CFG.min_ratio, CFG.min_excess, sums, expected, cand,
+        CFG.min_ratio, CFG.min_excess, disp, math.log(CFG.alpha), sums, expected, cand,
     )  # fmt: skip
     ref_ring[rows[0], :n] = mu
     np.testing.assert_allclose(exp_ring[rows[0], :n], mu, rtol=1e-6)
@@ -45,9 +46,17 @@ def test_window_scan_matches_numpy(n: int, m: int, seed: int) -> None:
     ref_exp = np.cumsum(ref_ring[rows, :n].astype(np.float64), axis=0)[windows - 1].T
     np.testing.assert_allclose(sums, ref_sums, rtol=1e-9)
     np.testing.assert_allclose(expected, ref_exp, rtol=1e-6)
-    ref_cand = candidates(sums, expected, eligible, CFG)
-    assert (cand == ref_cand).all()
-    assert found == bool(ref_cand.any())
+    guards = candidates(sums, expected, eligible, CFG)
+    assert not (cand & ~guards).any()  # a candidate always passes the cheap guards
+    # ...and no window the exact test calls significant is pruned:
+    rows_, cols_ = np.nonzero(guards)
+    p = nb_upper_tail(
+        sums[rows_, cols_], np.maximum(expected[rows_, cols_], 1e-3), disp[rows_].astype(np.float64)
+    )
+    significant = np.zeros_like(guards)
+    significant[rows_[p < CFG.alpha], cols_[p < CFG.alpha]] = True
+    assert not (significant & ~cand).any()
+    assert found == bool(cand.any())
 
 
 def _learn_reference(

@@ -154,6 +154,24 @@ def _reason_for(message: str) -> tuple[str, str]:
     return "bad field", message
 
 
+class _MinuteCache(dict[str, float | None]):
+    """ "YYYY-MM-DDTHH:MM:" -> epoch seconds of that minute (None: not a valid minute).
+
+    A miss parses the prefix once; hits are a plain C-level subscript.
+    """
+
+    def __init__(self, decoder: EventDecoder) -> None:
+        super().__init__()
+        self._decoder = decoder
+
+    def __missing__(self, prefix: str) -> float | None:
+        if len(prefix) != 17 or len(self) >= 100_000:
+            return None
+        if self._decoder._ts(f"{prefix}00Z") is None:  # caches the minute when all of it is valid
+            self[prefix] = None  # remembered: the same bad prefix costs nothing next time
+        return dict.get(self, prefix)  # None for a minute only partly in range
+
+
 class EventDecoder:
     """Decodes NDJSON lines against one catalog. Keeps small caches across calls."""
 
@@ -163,7 +181,7 @@ class EventDecoder:
         self._names = dict(catalog.names)
         self._countries: dict[str, str | None] = {}
         self._problems: dict[tuple[str, str | None], str] = {}
-        self._minutes: dict[str, float] = {}
+        self._minutes = _MinuteCache(self)
         # raw (service, country, problem) as sent -> resolved key (only valid ones)
         self._keys: dict[tuple[str, str, str | None], tuple[str, str, str]] = {}
 
@@ -202,7 +220,7 @@ class EventDecoder:
             fast = len(value) == 20 and value[19] == "Z" and value[16] == ":"
             if fast:
                 # The common "YYYY-MM-DDTHH:MM:SSZ": cached per minute (only in-range minutes).
-                base = self._minutes.get(value[:17])
+                base = self._minutes.get(value[:17])  # a plain get: no parsing on a miss
                 sec = _SECONDS_Z.get(value[17:])
                 if base is not None and sec is not None:
                     return base + sec
@@ -211,7 +229,7 @@ class EventDecoder:
                 return None
             minute = ts - ts % 60
             if fast and minute + 59 <= self.max_ts and len(self._minutes) < 100_000:
-                self._minutes[value[:17]] = minute
+                dict.__setitem__(self._minutes, value[:17], minute)
             return ts
         ts = float(value)
         if not (MIN_TS <= ts <= self.max_ts) or math.isnan(ts):
@@ -229,7 +247,7 @@ class EventDecoder:
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
             evs, nos = self._decode_each(lines, first_line, rej)
         out.lines = len(lines)
-        if all(type(e) is ReportIn for e in evs):
+        if set(map(type, evs)) <= {ReportIn}:
             self._reports(evs, nos, out)  # type: ignore[arg-type]
         else:
             reps = [(e, k) for e, k in zip(evs, nos, strict=True) if type(e) is ReportIn]
@@ -267,15 +285,11 @@ class EventDecoder:
         """`ts` of every report as epoch seconds (None: invalid), fast for "...:SSZ" text."""
         raw = [e.ts for e in evs]
         try:
-            mg = self._minutes.get
-            bases = [mg(x[:17]) for x in raw]  # type: ignore[index]
+            minutes = self._minutes
+            bases = [minutes[x[:17]] for x in raw]  # type: ignore[index]
             secs = [_SECONDS_Z.get(x[17:]) for x in raw]  # type: ignore[index]
         except TypeError:  # some are numbers
             return [self._ts(x) for x in raw]
-        if None in bases:  # minutes not seen before: parse each once
-            for prefix in {x[:17] for x, b in zip(raw, bases, strict=True) if b is None}:  # type: ignore[index]
-                self._ts(f"{prefix}00Z")
-            bases = [mg(x[:17]) for x in raw]  # type: ignore[index]
         if None in bases or None in secs:
             return [
                 b + c if b is not None and c is not None else self._ts(x)

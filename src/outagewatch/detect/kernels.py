@@ -6,6 +6,8 @@ the machine code next to this file.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 from numpy.typing import NDArray
@@ -22,6 +24,8 @@ def window_scan(
     eligible: NDArray[np.bool_],
     min_ratio: float,
     min_excess: float,
+    disp: NDArray[np.float32],
+    log_alpha: float,
     sums: NDArray[np.float64],
     expected: NDArray[np.float64],
     candidate: NDArray[np.bool_],
@@ -30,7 +34,10 @@ def window_scan(
 
     Writes this minute's expectation `mu` into the ring (row `rows[0]`), the sums of counts
     and of expectations over each window (`sums`, `expected`: (n, len(windows))), and which
-    windows pass the cheap guards of a surge (`candidate`). Returns whether any did.
+    windows may be a surge (`candidate`): they pass the ratio and excess guards, and the
+    negative-binomial probability of exactly S, a lower bound of P(X >= S), is below alpha
+    (so no window that the exact tail would call significant is ever dropped). Returns
+    whether any window is a candidate.
     """
     newest = rows[0]
     for i in range(n):
@@ -55,9 +62,19 @@ def window_scan(
     found = False
     for i in range(n):
         ok = eligible[i]
+        r = 1.0 / max(disp[i], 1e-9)
         for w in range(windows.shape[0]):
-            c = ok and sums[i, w] >= min_ratio * expected[i, w]
-            c = c and sums[i, w] - expected[i, w] >= min_excess
+            sw = sums[i, w]
+            ew = max(expected[i, w], 1e-3)
+            c = ok and sw >= min_ratio * expected[i, w]
+            c = c and sw - expected[i, w] >= min_excess
+            if c:
+                # log NB pmf at sw with mean ew and variance ew + ew^2 / r
+                log_pmf = (
+                    math.lgamma(sw + r) - math.lgamma(r) - math.lgamma(sw + 1.0)
+                    + r * math.log(r / (r + ew)) + sw * math.log(ew / (r + ew))
+                )  # fmt: skip
+                c = log_pmf < log_alpha
             candidate[i, w] = c
             found = found or c
     return found

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,6 +102,7 @@ class Pipeline:
         self._combo_table = np.zeros((64, 6), np.int64)
         self._wrange = np.arange(max(self.settings.windows))
         self._windows = np.asarray(self.settings.windows, np.int64)
+        self._log_alpha = math.log(self.settings.alpha)
 
     # ================================================================ ingest
     def ingest(self, rep: ReportColumns) -> None:
@@ -243,11 +245,12 @@ class Pipeline:
         expected = np.empty((n, nw))
         candidate = np.empty((n, nw), np.bool_)
         eligible = s.view("nobs") >= cfg.warmup_minutes
+        disp32 = s.view("disp")
         window_scan(
             s.ring_count, s.ring_expected, rows, n, self._windows, mu, eligible,
-            cfg.min_ratio, cfg.min_excess, sums, expected, candidate,
+            cfg.min_ratio, cfg.min_excess, disp32, self._log_alpha, sums, expected, candidate,
         )  # fmt: skip
-        disp = s.view("disp").astype(np.float64)
+        disp = disp32.astype(np.float64)
         x = s.ring_count[m % ring, :n]
         scores = score(sums, expected, x, mu, disp, eligible, cfg, candidate=candidate)
         self._step_lifecycle(m, scores, disp)
