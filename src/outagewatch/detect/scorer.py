@@ -116,7 +116,11 @@ def candidates(
 
 
 def is_hot(
-    x: NDArray[np.floating[Any]], mu: NDArray[np.float64], disp: NDArray[np.float64]
+    x: NDArray[np.floating[Any]],
+    mu: NDArray[np.float64],
+    disp: NDArray[np.float64],
+    z: float = 2.0,
 ) -> NDArray[np.bool_]:
-    """One minute clearly above its expectation (used to find where a surge began and ended)."""
-    return (x > np.maximum(1.5 * mu, mu + 2.0 * sd_of(mu, disp))) & (x - mu >= 1.5)
+    """One minute clearly above its expectation (used to find where a surge began and ended):
+    more than 1.5x, more than z standard deviations and at least 1.5 reports above it."""
+    return (x > np.maximum(1.5 * mu, mu + z * sd_of(mu, disp))) & (x - mu >= 1.5)

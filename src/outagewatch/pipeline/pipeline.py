@@ -333,7 +333,9 @@ class Pipeline:
         mins = np.arange(m, lo - 1, -1)
         x = s.ring_count[mins % ring, i].astype(np.float64)
         mu = s.ring_expected[mins % ring, i].astype(np.float64)
-        hot = is_hot(x, mu, np.full(len(mins), disp))
+        # Stricter than the end test: a chance busy minute before the onset must not pull
+        # the start back.
+        hot = is_hot(x, mu, np.full(len(mins), disp), z=3.0)
         start = m
         misses = 0
         for k in range(len(mins)):
