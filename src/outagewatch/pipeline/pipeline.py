@@ -32,6 +32,7 @@ from outagewatch.incidents.lifecycle import Incident, State, Transition
 from outagewatch.pipeline.dedup import Dedup
 from outagewatch.settings import PipelineSettings
 
+SPAN_MINUTES = 30  # ingest adds in-order reports of up to this many minutes at once
 LEARN_BLOCK = 15  # the baseline learns from final minutes in aligned blocks of this many
 
 
@@ -135,16 +136,66 @@ class Pipeline:
         wm_s = np.maximum.accumulate(np.maximum(ts, self.watermark or 0.0))
         kept = self.dedup.filter_stream(rep.service, rep.person, rep.ts, rep.count, wm_s)
         wm = np.maximum.accumulate(np.maximum(minute, self.closed_until))
-        starts = np.concatenate(([0], np.flatnonzero(np.diff(wm)) + 1, [n]))
-        for a, b in itertools.pairwise(starts.tolist()):
-            self._advance_minute(int(wm[a]))
-            keep = kept[a:b]
-            self._add(ids[a:b][keep], minute[a:b][keep], count[a:b][keep])
+        steps = np.diff(np.concatenate(([self.closed_until], wm)))
+        if steps.max() > self.settings.max_catchup_minutes:
+            # A gap in the data: minute by minute, as `_advance_minute` handles gaps.
+            starts = np.concatenate(([0], np.flatnonzero(np.diff(wm)) + 1, [n]))
+            for a, b in itertools.pairwise(starts.tolist()):
+                self._advance_minute(int(wm[a]))
+                keep = kept[a:b]
+                self._add(ids[a:b][keep], minute[a:b][keep], count[a:b][keep])
+        else:
+            self._ingest_spans(ids, minute, count, kept, wm)
         n_kept = int(kept.sum())
         self.stats.counted += n_kept
         self.stats.duplicates += n - n_kept
         self._pending.append((minute[kept], svc[kept], cidx[kept], pidx[kept], count[kept]))
         self.watermark = max(float(self.watermark or 0.0), float(ts.max()))
+
+    def _ingest_spans(
+        self,
+        ids: NDArray[np.int64],
+        minute: NDArray[np.int64],
+        count: NDArray[np.int64],
+        kept: NDArray[np.bool_],
+        wm: NDArray[np.int64],
+    ) -> None:
+        """Count reports span by span (at most SPAN_MINUTES of watermark each).
+
+        A report in the newest minute at its arrival can only be read by the tick that
+        closes that minute or later ones, so a span's in-order reports go into the ring at
+        once, after the span's new minutes are made fresh. Only out-of-order reports are
+        added one watermark step at a time. Rows freshened for a span held minutes over
+        two hours old, which no tick of the span reads (they look back at most an hour).
+        """
+        n = len(wm)
+        ring = self.series.ring
+        on_time_new = kept & (minute == wm)
+        late_ish = kept & ~on_time_new
+        a = 0
+        while a < n:
+            b = int(np.searchsorted(wm, wm[a] + SPAN_MINUTES, side="left"))
+            first_new, last = self.closed_until + 1, int(wm[b - 1])
+            if last >= first_new:
+                self.series.ring_count[np.arange(first_new, last + 1) % ring] = 0
+            sel = on_time_new[a:b]
+            self._add(ids[a:b][sel], minute[a:b][sel], count[a:b][sel])
+            wa = wm[a:b]
+            starts = np.concatenate(([0], np.flatnonzero(np.diff(wa)) + 1, [b - a]))
+            has_late = bool(late_ish[a:b].any())
+            for s0, s1 in itertools.pairwise(starts.tolist()):
+                self._close_until(int(wa[s0]))
+                if has_late:
+                    sel = late_ish[a + s0 : a + s1]
+                    if sel.any():
+                        seg = slice(a + s0, a + s1)
+                        self._add(ids[seg][sel], minute[seg][sel], count[seg][sel])
+            a = b
+
+    def _close_until(self, m_now: int) -> None:
+        """Tick every minute before `m_now` (the ring rows are already fresh)."""
+        for m in range(self.closed_until, m_now):
+            self._tick(m)
 
     def _new_combo(self, key: tuple[str, str, str]) -> int:
         """Register a (service, country, problem) combination: its series and codes."""
