@@ -34,6 +34,11 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _ts(line: bytes) -> float:
+    text = orjson.loads(line)["ts"]
+    return dt.datetime.fromisoformat(text).timestamp()
+
+
 def incidents(db: Path) -> list[dict[str, Any]]:
     store = SQLiteStore(str(db))
     try:
@@ -42,16 +47,30 @@ def incidents(db: Path) -> list[dict[str, Any]]:
         store.close()
 
 
+@pytest.mark.parametrize(
+    "cut_at",
+    [
+        None,  # 55% of the lines: between incidents
+        START + 3 * 86400 + 3600 * 9 + 20 * 60,  # 20 minutes into outage "a": it is open
+        START + 3 * 86400 + 3600 * 9 + 50 * 60,  # just after it: resolving, not yet final
+    ],
+)
 def test_two_halves_give_the_same_incidents_as_one_call(
-    stream: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stream: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], cut_at: float | None
 ) -> None:
     lines = stream.read_bytes().splitlines(keepends=True)
-    cut = len(lines) * 11 // 20  # not on any boundary of the data
+    if cut_at is None:
+        cut = len(lines) * 11 // 20  # not on any boundary of the data
+    else:
+        cut = next(i for i, ln in enumerate(lines) if _ts(ln) >= cut_at)
     first, second = tmp_path / "first.ndjson", tmp_path / "second.ndjson"
     first.write_bytes(b"".join(lines[:cut]))
     second.write_bytes(b"".join(lines[cut:]))
     assert main(["--db", str(tmp_path / "one.db"), "replay", str(stream)]) == 0
     assert main(["--db", str(tmp_path / "two.db"), "replay", str(first)]) == 0
+    after_first = incidents(tmp_path / "two.db")
+    if cut_at == START + 3 * 86400 + 3600 * 9 + 20 * 60:
+        assert [d["status"] for d in after_first] == ["ongoing"]  # the restart is mid-incident
     assert main(["--db", str(tmp_path / "two.db"), "replay", str(second)]) == 0
     one, two = incidents(tmp_path / "one.db"), incidents(tmp_path / "two.db")
     assert len(one) == 3

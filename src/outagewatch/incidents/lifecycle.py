@@ -9,7 +9,7 @@ Every change is a `Transition` row (the store writes them guarded by the old sta
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -74,6 +74,35 @@ class Incident:
         self.state = to
         self.transitions.append(tr)
         return tr
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to carry on after a restart (not the transitions: they are
+        written as rows when they happen)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name == "transitions":
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, State):
+                value = value.value
+            elif isinstance(value, Counter):
+                value = dict(value)
+            elif isinstance(value, set):
+                value = sorted(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> Incident:
+        return cls(
+            **{
+                **d,
+                "state": State(d["state"]),
+                "countries": Counter(d["countries"]),
+                "problems": Counter(d["problems"]),
+                "drivers": set(d["drivers"]),
+            }
+        )
 
     @property
     def done(self) -> bool:

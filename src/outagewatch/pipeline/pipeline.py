@@ -573,7 +573,7 @@ def dump_state(p: Pipeline) -> bytes:
         "stats": p.stats.as_dict(),
         "dedup": p.dedup.dump(),
         "last_ended": p.last_ended,
-        "incidents": [_incident_state(inc) for inc in p.incidents.values()],
+        "incidents": [inc.state_dict() for inc in p.incidents.values()],
         "open": sorted(inc.id for inc in p.open_by_service.values()),
         "countries": p._countries.values,
         "problems": p._problems.values,
@@ -608,46 +608,8 @@ def load_state(data: bytes, settings: PipelineSettings | None = None) -> Pipelin
     for v in meta["problems"]:
         p._problems(v)
     for d in meta["incidents"]:
-        inc = Incident(
-            id=d["id"],
-            service=d["service"],
-            started_min=d["started_min"],
-            detected_at=d["detected_at"],
-            baseline=d["baseline"],
-            state=State(d["state"]),
-            peak_min=d["peak_min"],
-            peak_reports=d["peak_reports"],
-            ended_min=d["ended_min"],
-            last_hot_min=d["last_hot_min"],
-            quiet_run=d["quiet_run"],
-            acc_until=d["acc_until"],
-            total=d["total"],
-            countries=Counter(d["countries"]),
-            problems=Counter(d["problems"]),
-            drivers=set(d["drivers"]),
-        )
+        inc = Incident.from_state(d)
         p.incidents[inc.id] = inc
         if inc.id in meta["open"]:
             p.open_by_service[inc.service] = inc
     return p
-
-
-def _incident_state(inc: Incident) -> dict[str, Any]:
-    return {
-        "id": inc.id,
-        "service": inc.service,
-        "started_min": inc.started_min,
-        "detected_at": inc.detected_at,
-        "baseline": inc.baseline,
-        "state": inc.state.value,
-        "peak_min": inc.peak_min,
-        "peak_reports": inc.peak_reports,
-        "ended_min": inc.ended_min,
-        "last_hot_min": inc.last_hot_min,
-        "quiet_run": inc.quiet_run,
-        "acc_until": inc.acc_until,
-        "total": inc.total,
-        "countries": dict(inc.countries),
-        "problems": dict(inc.problems),
-        "drivers": sorted(inc.drivers),
-    }
