@@ -239,3 +239,19 @@ def test_out_of_order_within_lateness_gives_the_same_incidents() -> None:
     assert p2.stats.late == 0
     for key in ("started_at", "ended_at", "total_reports", "countries"):
         assert a[0][key] == b[0][key], key
+
+
+def test_history_import_with_counts_warms_the_baseline() -> None:
+    """A week of per-minute counts (`count` > 1), then live single reports with an outage."""
+    start = utc("2025-03-03T00:00:00")
+    history = simulate([x_traffic()], start, 7 * 1440, seed=12, aggregate=True)
+    assert any(b'"count":' in ln for ln in history.lines[:100])
+    live_start = start + 7 * 86400
+    onset = live_start + 6 * 3600
+    surge = Surge("x", onset, ramped(2000, 20), name="live")
+    live = simulate([x_traffic()], live_start, 720, [surge], seed=13)
+    p, docs = run(history.lines + live.lines)
+    assert p.stats.duplicates > 0  # live repeats are deduplicated; history counts never are
+    assert len(docs) == 1
+    assert abs(epoch(docs[0]["started_at"]) - onset) <= 120
+    assert epoch(docs[0]["detected_at"]) - onset <= 180
