@@ -64,43 +64,52 @@ def _learn_reference(
     nobs: int,
     disp: float,
     season: NDArray[np.float64],
+    dow: NDArray[np.float64],
     seen: bool,
     factor: NDArray[np.float64],
     x: NDArray[np.float64],
     s0: int,
     s1: int,
     frac: float,
+    weekday: int,
     normalise: bool,
-    alphas: tuple[float, float, float],
-) -> tuple[float, int, float, NDArray[np.float64], bool]:
+    alphas: tuple[float, float, float, float],
+) -> tuple[float, int, float, NDArray[np.float64], NDArray[np.float64], bool]:
     """The learning rule written out plainly for one series."""
-    la, sa, da = alphas
+    la, sa, wa, da = alphas
     b = len(x)
     mu = level * factor
     xc = np.minimum(x, np.maximum(2 * mu, mu + 4 * np.sqrt(mu) + 2)) if nobs >= 60 else x
     a = max(1 - (1 - la) ** b, b / (nobs + b))
     new_level = level + a * ((xc / factor).mean() - level)
-    season = season.copy()
+    season, dow = season.copy(), dow.copy()
     if nobs >= 120 and level > 1e-6:
         if s0 >= SLOTS_PER_DAY and not seen:
             season[SLOTS_PER_DAY:] = season[:SLOTS_PER_DAY]
             seen = True
-        ratio = min(max(xc.mean() / level, 0.0), 20.0)
+        d = dow[weekday]
+        ratio = min(max(xc.mean() / (level * max(d, 0.05)), 0.0), 20.0)
         w = 1 - (1 - sa) ** b
         season[s0] += w * (1 - frac) * (ratio - season[s0])
         season[s1] += w * frac * (ratio - season[s1])
+        dratio = min(max(d * (xc / factor).mean() / level, 0.0), 20.0)
+        dow[weekday] += (1 - (1 - wa) ** b) * (dratio - d)
         if normalise:
-            mean = max(
-                5 / 7 * season[:SLOTS_PER_DAY].mean() + 2 / 7 * season[SLOTS_PER_DAY:].mean(), 1e-3
-            )
-            season /= mean
+            work = max(season[:SLOTS_PER_DAY].mean(), 1e-3)
+            rest = max(season[SLOTS_PER_DAY:].mean(), 1e-3)
+            season[:SLOTS_PER_DAY] /= work
+            season[SLOTS_PER_DAY:] /= rest
+            dow[:5] *= work
+            dow[5:] *= rest
+            mean = max(dow.mean(), 1e-3)
+            dow /= mean
             new_level *= mean
     if nobs >= 60 and mu.mean() > 0.5:
         m = np.maximum(mu, 1e-6)
         r = (((xc - m) ** 2 - m) / (m * m)).mean()
         wd = 1 - (1 - da) ** b
         disp = min(max(disp + wd * (min(max(r, -0.5), 2.0) - disp), 0.005), 0.5)
-    return new_level, nobs + b, disp, season, seen
+    return new_level, nobs + b, disp, season, dow, seen
 
 
 @settings(max_examples=50, deadline=None)
@@ -112,6 +121,7 @@ def test_learn_block_matches_the_plain_rule(seed: int, normalise: bool, b: int) 
     nobs = rng.choice([0, 59, 60, 119, 120, 5000], n).astype(np.int32)
     disp = rng.uniform(0.005, 0.5, n).astype(np.float32)
     season = rng.uniform(0.2, 3, (n, 2 * SLOTS_PER_DAY)).astype(np.float32)
+    dow = rng.uniform(0.5, 2, (n, 7)).astype(np.float32)
     seen = rng.random(n) < 0.5
     factor = rng.uniform(0.05, 3, (n, b))
     x = rng.poisson(level[:, None] * factor * rng.uniform(0.5, 4, (n, 1))).astype(np.float64)
@@ -119,27 +129,30 @@ def test_learn_block_matches_the_plain_rule(seed: int, normalise: bool, b: int) 
     s0 = rng.integers(0, 2 * SLOTS_PER_DAY, n)
     s1 = np.where(s0 % SLOTS_PER_DAY == SLOTS_PER_DAY - 1, s0 - SLOTS_PER_DAY + 1, s0 + 1)
     frac = rng.random(n)
-    alphas = (0.002, 0.004, 0.0007)
-    before = (level.copy(), nobs.copy(), disp.copy(), season.copy(), seen.copy())
+    weekday = rng.integers(0, 7, n)
+    alphas = (0.002, 0.004, 0.0003, 0.0007)
+    before = (level.copy(), nobs.copy(), disp.copy(), season.copy(), dow.copy(), seen.copy())
     learn_block(
-        level, nobs, disp, season, seen, factor, x, ok, s0, s1, frac,
-        *alphas, normalise, 2 / 7, SLOTS_PER_DAY,
+        level, nobs, disp, season, dow, seen, factor, x, ok, s0, s1, frac, weekday,
+        *alphas, normalise, SLOTS_PER_DAY,
     )  # fmt: skip
     for i in range(n):
         if not ok[i]:
             assert level[i] == before[0][i] and nobs[i] == before[1][i]
-            assert (season[i] == before[3][i]).all()
+            assert (season[i] == before[3][i]).all() and (dow[i] == before[4][i]).all()
             continue
         want = _learn_reference(
             float(before[0][i]), int(before[1][i]), float(before[2][i]),
-            before[3][i].astype(np.float64), bool(before[4][i]),
-            factor[i], x[i], int(s0[i]), int(s1[i]), float(frac[i]), normalise, alphas,
+            before[3][i].astype(np.float64), before[4][i].astype(np.float64), bool(before[5][i]),
+            factor[i], x[i], int(s0[i]), int(s1[i]), float(frac[i]), int(weekday[i]),
+            normalise, alphas,
         )  # fmt: skip
-        assert level[i] == pytest.approx(want[0], rel=1e-6)
+        assert level[i] == pytest.approx(want[0], rel=1e-5)
         assert nobs[i] == want[1]
         assert disp[i] == pytest.approx(want[2], rel=1e-5)
         np.testing.assert_allclose(season[i], want[3], rtol=1e-5)
-        assert bool(seen[i]) == want[4]
+        np.testing.assert_allclose(dow[i], want[4], rtol=1e-5)
+        assert bool(seen[i]) == want[5]
 
 
 def test_nb_tail_is_poisson_when_dispersion_vanishes() -> None:
@@ -204,6 +217,27 @@ def test_level_follows_growth_and_learns_the_daily_shape() -> None:
     for minute, phase in ((end + 360, 0.25), (end + 1080, 0.75)):
         want = 10 * 1.05**14 * (1 + 0.6 * math.sin(2 * math.pi * phase))
         assert b.expected(s, minute)[0] == pytest.approx(want, rel=0.2)
+
+
+def test_weekday_levels_are_learned() -> None:
+    """Mondays 1.6x busier than other working days: the baseline learns it."""
+    s = _series_with([SeriesKey("a", "total")])
+    b = Baseline(CFG)
+    rng = np.random.default_rng(1)
+    start = int(dt.datetime(2025, 3, 3, tzinfo=dt.UTC).timestamp() // 60)  # a Monday
+    for m0 in range(start, start + 28 * 1440, 15):
+        weekday = ((m0 - start) // 1440) % 7
+        rate = 8.0 * (1.6 if weekday == 0 else 1.0)
+        b.learn(
+            s,
+            list(range(m0, m0 + 15)),
+            rng.poisson(rate, (1, 15)).astype(np.float64),
+            np.ones(1, np.bool_),
+        )
+    monday, wednesday = start + 28 * 1440 + 720, start + 30 * 1440 + 720
+    ratio = b.expected(s, monday)[0] / b.expected(s, wednesday)[0]
+    assert ratio == pytest.approx(1.6, rel=0.15)
+    assert b.expected(s, wednesday)[0] == pytest.approx(8.0, rel=0.15)
 
 
 def test_no_learning_in_an_incident() -> None:

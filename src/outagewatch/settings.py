@@ -34,7 +34,7 @@ class PipelineSettings:
     """...and at least this many reports above expectation."""
     warmup_minutes: int = 1440
     """Minutes a series must have been learned before it may open an incident."""
-    level_half_life_min: float = 360.0
+    level_half_life_min: float = 720.0
     """Half-life of the deseasonalised level; follows growth over hours to days."""
     season_memory_days: float = 4.0
     """Memory of the day-type x hour-of-day profile, in days of that day type."""

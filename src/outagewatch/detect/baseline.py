@@ -1,15 +1,17 @@
-"""The normal level of every series: level x day-type/hour-of-day profile, learned online.
+"""The normal level of every series, learned online for all series at once.
 
-    expected(minute) = level * season[day_type(local date), hour(local time)]
+    expected(minute) = level * weekday[local weekday] * profile[day type, local hour]
 
 - `level` is the deseasonalised rate (reports/minute), an EWMA with a half-life of hours:
   it follows growth (traffic tripling over a month, a new region doubling in three days).
-- `season` holds 2 x 24 factors: working days and weekends, by local hour, linearly
-  interpolated between hour centres. A public holiday in the series' country is a weekend
-  day: holidays look like Sundays, so the baseline follows them.
-- Learning uses the final count of a minute (after the allowed lateness) and is skipped for
-  series whose service is in an incident; single odd minutes are clipped, so the baseline
-  never learns from outages.
+- `profile` holds 2 x 24 factors, the shape of a working day and of a weekend day by local
+  hour (each block has mean 1), linearly interpolated between hour centres.
+- `weekday` holds 7 factors (mean 1): how busy each day of the week is. A public holiday in
+  the series' country is a Sunday (weekend shape, Sunday's level).
+- Learning uses the final count of a minute (after the allowed lateness), in short blocks,
+  and is skipped for series whose service is in an incident; single odd minutes are
+  clipped, so the baseline never learns from outages. The arithmetic is in
+  `kernels.learn_block`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from outagewatch.geo import is_holiday
 from outagewatch.settings import PipelineSettings
 
 _EPOCH = dt.date(1970, 1, 1)
-_WEEKEND_SHARE = 2.0 / 7.0
 
 
 class Baseline:
@@ -36,11 +37,12 @@ class Baseline:
         self.level_alpha = 1.0 - 2.0 ** (-1.0 / settings.level_half_life_min)
         self.season_alpha = 1.0 / (60.0 * settings.season_memory_days)
         self.disp_alpha = 1.0 / 1440.0
+        self.dow_alpha = 1.0 / (1440.0 * 2.0)  # about two of that weekday
         self._version = 0  # bumped by every learning step
         self._gathered: dict[
             tuple[int, int, int], tuple[NDArray[np.float64], NDArray[np.float64]]
         ] = {}
-        self._daytypes: dict[tuple[int, int], NDArray[np.int64]] = {}
+        self._daytypes: dict[tuple[int, int], tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
         self._slot_cache: dict[
             tuple[int, int], tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]
         ] = {}
@@ -48,6 +50,14 @@ class Baseline:
     # ---------------------------------------------------------------- calendar
     def day_type(self, series: Series, minute: int) -> NDArray[np.int64]:
         """0 for a working day, 1 for a weekend day or holiday, in each series' local date."""
+        return self.calendar(series, minute)[0]
+
+    def weekday(self, series: Series, minute: int) -> NDArray[np.int64]:
+        """Each series' local weekday (Monday 0 .. Sunday 6); a public holiday counts as Sunday."""
+        return self.calendar(series, minute)[1]
+
+    def calendar(self, series: Series, minute: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(day type, weekday) of `minute` for every series, in its country's local date."""
         n = len(series)
         key = (minute // 30, n)  # offsets are whole or half hours: stable for 30 minutes
         got = self._daytypes.get(key)
@@ -73,11 +83,14 @@ class Baseline:
                 ],
                 np.bool_,
             )
-            daytype[check[hol[inv.ravel()]]] = 1
+            holiday = check[hol[inv.ravel()]]
+            daytype[holiday] = 1
+            weekday = weekday.copy()
+            weekday[holiday] = 6
         if len(self._daytypes) >= 4:
             self._daytypes.pop(next(iter(self._daytypes)))
-        self._daytypes[key] = daytype
-        return daytype
+        self._daytypes[key] = (daytype, weekday)
+        return daytype, weekday
 
     def _slots(
         self, series: Series, minute: int
@@ -105,6 +118,7 @@ class Baseline:
         return s0, s1, frac
 
     def season_factor(self, series: Series, minute: int) -> NDArray[np.float64]:
+        """Profile (day type x local hour, interpolated) times the weekday's level factor."""
         s0, s1, frac = self._slots(series, minute)
         # The gathered profile values only change when learning runs or the hour turns.
         # Slots change only at :00 and :30 UTC (offsets are whole or half hours).
@@ -113,7 +127,8 @@ class Baseline:
         if got is None:
             season = series.view("season")
             rows = np.arange(len(series))
-            got = (season[rows, s0].astype(np.float64), season[rows, s1].astype(np.float64))
+            day = series.view("dow")[rows, self.weekday(series, minute)].astype(np.float64)
+            got = (season[rows, s0] * day, season[rows, s1] * day)
             if len(self._gathered) >= 4:
                 self._gathered.pop(next(iter(self._gathered)))
             self._gathered[key] = got
@@ -140,12 +155,13 @@ class Baseline:
         if n == 0 or b == 0:
             return
         factor = np.stack([self.season_factor(series, m) for m in minutes], axis=1)
-        s0, s1, frac = self._slots(series, minutes[b // 2])
+        mid = minutes[b // 2]
+        s0, s1, frac = self._slots(series, mid)
         learn_block(
             series.view("level"), series.view("nobs"), series.view("disp"),
-            series.view("season"), series.view("weekend_seen"),
+            series.view("season"), series.view("dow"), series.view("weekend_seen"),
             factor, np.ascontiguousarray(x, np.float64), ok, s0, s1, frac,
-            self.level_alpha, self.season_alpha, self.disp_alpha,
-            any(m % 60 == 0 for m in minutes), _WEEKEND_SHARE, SLOTS_PER_DAY,
+            self.weekday(series, mid), self.level_alpha, self.season_alpha, self.dow_alpha,
+            self.disp_alpha, any(m % 60 == 0 for m in minutes), SLOTS_PER_DAY,
         )  # fmt: skip
         self._version += 1

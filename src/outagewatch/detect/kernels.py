@@ -86,6 +86,7 @@ def learn_block(
     nobs: NDArray[np.int32],
     disp: NDArray[np.float32],
     season: NDArray[np.float32],
+    dow: NDArray[np.float32],
     weekend_seen: NDArray[np.bool_],
     factor: NDArray[np.float64],
     x: NDArray[np.float64],
@@ -93,21 +94,27 @@ def learn_block(
     s0: NDArray[np.int64],
     s1: NDArray[np.int64],
     frac: NDArray[np.float64],
+    weekday: NDArray[np.int64],
     level_alpha: float,
     season_alpha: float,
+    dow_alpha: float,
     disp_alpha: float,
     normalise: bool,
-    weekend_share: float,
     slots_per_day: int,
 ) -> None:
     """The baseline's learning step for a block of final minutes (see `Baseline.learn`).
 
-    `factor` and `x` are (n, b): the profile factor and the final count of each minute of
-    the block; `s0`, `s1`, `frac` place the block's middle minute between two profile slots.
+    `factor` and `x` are (n, b): the expectation factor (profile x weekday level) and the
+    final count of each minute of the block; `s0`, `s1`, `frac` place the block's middle
+    minute between two profile slots and `weekday` is its local weekday (holiday: 6).
+    The profile learns the shape of a day, the weekday factor its level, each relative to
+    the other; `normalise` moves the scale of both into the level (profile blocks mean 1,
+    weekday factors mean 1).
     """
     n, b = x.shape
     a_block = 1.0 - (1.0 - level_alpha) ** b
     w = 1.0 - (1.0 - season_alpha) ** b
+    wdow = 1.0 - (1.0 - dow_alpha) ** b
     wd = 1.0 - (1.0 - disp_alpha) ** b
     slots = season.shape[1]
     for i in range(n):
@@ -141,9 +148,14 @@ def learn_block(
                 for k in range(slots_per_day):
                     season[i, slots_per_day + k] = season[i, k]
                 weekend_seen[i] = True
-            ratio = min(max(xsum / b / lv, 0.0), 20.0)
+            d = dow[i, weekday[i]]
+            # The day's shape: counts against level x weekday factor.
+            ratio = min(max(xsum / b / (lv * max(d, 0.05)), 0.0), 20.0)
             season[i, s0[i]] += w * (1.0 - frac[i]) * (ratio - season[i, s0[i]])
             season[i, s1[i]] += w * frac[i] * (ratio - season[i, s1[i]])
+            # The weekday's level: counts against level x profile (tsum removed both).
+            dratio = min(max(d * tsum / b / lv, 0.0), 20.0)
+            dow[i, weekday[i]] += wdow * (dratio - d)
             if normalise:
                 work = 0.0
                 rest = 0.0
@@ -151,14 +163,22 @@ def learn_block(
                     work += season[i, k]
                 for k in range(slots_per_day, slots):
                     rest += season[i, k]
-                mean = (1.0 - weekend_share) * work / slots_per_day
-                mean += weekend_share * rest / (slots - slots_per_day)
-                mean = max(mean, 1e-3)
-                for k in range(slots):
-                    season[i, k] = season[i, k] / mean
+                work = max(work / slots_per_day, 1e-3)
+                rest = max(rest / (slots - slots_per_day), 1e-3)
+                for k in range(slots_per_day):
+                    season[i, k] = season[i, k] / work
+                for k in range(slots_per_day, slots):
+                    season[i, k] = season[i, k] / rest
+                total = 0.0
+                for k in range(7):
+                    dow[i, k] = dow[i, k] * (work if k < 5 else rest)
+                    total += dow[i, k]
+                mean = max(total / 7.0, 1e-3)
+                for k in range(7):
+                    dow[i, k] = dow[i, k] / mean
                 new_lv *= mean
         if warm and musum / b > 0.5:
-            d = disp[i] + wd * (min(max(rsum / b, -0.5), 2.0) - disp[i])
-            disp[i] = min(max(d, 0.005), 0.5)
+            dd = disp[i] + wd * (min(max(rsum / b, -0.5), 2.0) - disp[i])
+            disp[i] = min(max(dd, 0.005), 0.5)
         level[i] = new_lv
         nobs[i] = no + b

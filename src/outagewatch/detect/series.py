@@ -44,6 +44,7 @@ class Series:
         "nobs",
         "disp",
         "season",
+        "dow",
         "weekend_seen",
         "ring_count",
         "ring_expected",
@@ -73,6 +74,7 @@ class Series:
         self.nobs: NDArray[np.int32] = np.zeros(cap, np.int32)
         self.disp: NDArray[np.float32] = np.full(cap, 0.05, np.float32)
         self.season: NDArray[np.float32] = np.ones((cap, SEASON_SLOTS), np.float32)
+        self.dow: NDArray[np.float32] = np.ones((cap, 7), np.float32)  # level by weekday
         self.weekend_seen: NDArray[np.bool_] = np.zeros(cap, np.bool_)
         # Recent minutes, time-major: row = minute % ring, column = series.
         self.ring_count: NDArray[np.float32] = np.zeros((self.ring, cap), np.float32)
@@ -85,7 +87,7 @@ class Series:
         new = max(need, cap * 2)
         for name in self.ARRAYS:
             old: NDArray[Any] = getattr(self, name)
-            fill = 1.0 if name == "season" else (0.05 if name == "disp" else 0)
+            fill = 1.0 if name in ("season", "dow") else (0.05 if name == "disp" else 0)
             if name in self.TIME_MAJOR:
                 arr = np.full((old.shape[0], new), fill, dtype=old.dtype)
                 arr[:, :cap] = old

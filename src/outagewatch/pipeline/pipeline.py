@@ -556,7 +556,7 @@ class Pipeline:
 
 
 # ==================================================================== persistence
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: weekday level factors
 
 
 def dump_state(p: Pipeline) -> bytes:
