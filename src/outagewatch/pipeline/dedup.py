@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+SEP = "\x1f"  # between service id and person in a key (ids are [a-z0-9-])
 _KEEP = 4  # counted times kept per person: enough to judge reports up to a few windows late
 
 
@@ -33,10 +34,10 @@ class Dedup:
         # A generation is kept until no on-time report can fall within a window of it.
         self.period_s = self.window_s + float(lateness_s) + 120.0
         # (service, person) -> the person's recent counted report times, oldest first
-        # (service, person) -> when the person's reports counted: one time (a float, the
-        # common case) or the few latest times (a tuple). person is never None in a key.
-        self._cur: dict[tuple[str, str | None], float | tuple[float, ...]] = {}
-        self._prev: dict[tuple[str, str | None], float | tuple[float, ...]] = {}
+        # "service<SEP>person" -> when the person's reports counted: one time (a float, the
+        # common case) or the few latest times (a tuple).
+        self._cur: dict[str, float | tuple[float, ...]] = {}
+        self._prev: dict[str, float | tuple[float, ...]] = {}
         self._cur_start: float | None = None
 
     def __len__(self) -> int:
@@ -59,30 +60,40 @@ class Dedup:
             return self._filter_mixed(services, persons, ts, counts)
         cur = self._cur
         prev = self._prev
-        keys = list(zip(services, persons, strict=True))
+        # One string per (service, person): its hash is computed once and cached, where a
+        # tuple's would be recomputed by every look-up below. Service ids never contain SEP.
+        keys = [f"{s}{SEP}{p}" for s, p in zip(services, persons, strict=True)]
         # Most reports come from people not seen lately: they count, in one C-level update.
         # Only repeats (seen before, or more than once in this batch) need the ordered loop.
-        if len(set(keys)) == n:
+        twice = Counter(keys)
+        if len(twice) == n:
             special = [i for i, k in enumerate(keys) if k in cur or k in prev]
         else:
-            twice = Counter(keys)
             special = [i for i, k in enumerate(keys) if k in cur or k in prev or twice[k] > 1]
         if not special:
             cur.update(zip(keys, ts, strict=True))
             return [True] * n
         keep = [True] * n
         window = self.window_s
-        fix: dict[tuple[str, str | None], float | tuple[float, ...]] = {}
+        fix: dict[str, float | tuple[float, ...]] = {}
+        fix_get, cur_get, prev_get = fix.get, cur.get, prev.get
         for i in special:
             key = keys[i]
             t = ts[i]
-            got = fix.get(key)
+            got = fix_get(key)
             if got is None:
-                got = cur.get(key)
+                got = cur_get(key)
                 if got is None:
-                    got = prev.get(key)
-            if got is None:
-                fix[key] = t
+                    got = prev_get(key)
+                    if got is None:
+                        fix[key] = t
+                        continue
+            if got.__class__ is float:  # the common case: one counted time remembered
+                if abs(t - got) >= window:
+                    fix[key] = (got, t) if got < t else (t, got)
+                else:
+                    fix[key] = got
+                    keep[i] = False
                 continue
             times = got if isinstance(got, tuple) else (got,)
             if all(abs(t - x) >= window for x in times):
@@ -153,8 +164,8 @@ class Dedup:
         start: list[list[Any]] = [] if self._cur_start is None else [[self._cur_start]]
         return [
             *start,
-            *([s, p, _times(t), 0] for (s, p), t in self._prev.items()),
-            *([s, p, _times(t), 1] for (s, p), t in self._cur.items()),
+            *([*k.split(SEP, 1), _times(t), 0] for k, t in self._prev.items()),
+            *([*k.split(SEP, 1), _times(t), 1] for k, t in self._cur.items()),
         ]
 
     def load(self, rows: Sequence[Sequence[object]]) -> None:
@@ -165,4 +176,4 @@ class Dedup:
                 continue
             s, p, t, gen = row
             times = tuple(float(x) for x in t)  # type: ignore[attr-defined]
-            (self._cur if gen else self._prev)[(str(s), str(p))] = times
+            (self._cur if gen else self._prev)[f"{s}{SEP}{p}"] = times
