@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from outagewatch.errors import UsageError
 
@@ -125,7 +125,3 @@ def _int(values: Mapping[str, str], name: str, lo: int, hi: int) -> int:
     if not lo <= v <= hi:
         raise UsageError(f"{name}={raw!r}: expected {lo}..{hi}")
     return v
-
-
-def pipeline_fields() -> list[str]:
-    return [f.name for f in fields(PipelineSettings)]

@@ -59,7 +59,6 @@ class Incident:
     total: float = 0.0
     countries: Counter[str] = field(default_factory=Counter)
     problems: Counter[str] = field(default_factory=Counter)
-    transitions: list[Transition] = field(default_factory=list)
     drivers: set[int] = field(default_factory=set)  # series that fired during the incident
 
     @staticmethod
@@ -72,16 +71,12 @@ class Incident:
             raise OutagewatchError(f"incident {self.id}: no transition {self.state} -> {to}")
         tr = Transition(self.id, self.service, action, self.state, to, at, detail)
         self.state = to
-        self.transitions.append(tr)
         return tr
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to carry on after a restart (not the transitions: they are
-        written as rows when they happen)."""
+        """Everything needed to carry on after a restart (transitions are rows already)."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name == "transitions":
-                continue
             value = getattr(self, f.name)
             if isinstance(value, State):
                 value = value.value
