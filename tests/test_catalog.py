@@ -190,6 +190,7 @@ def test_duplicate_service_id_names_the_file() -> None:
     assert msg.startswith(FILE)
     assert "x" in msg.removeprefix(FILE)
     assert "\n" not in msg
+    assert msg == f"{FILE}: service 'x': duplicate service id at line 4"
 
 
 def test_depends_on_naming_no_service() -> None:

@@ -22,6 +22,7 @@ OTHER_PROBLEM = "other"
 
 MetricRole = Literal["load", "traffic", "sources", "errors", "latency"]
 
+_DUPLICATE = re.compile(r"Cannot declare \('services', '([^']*)'\) twice \((at line \d+)")
 _SERVICE_KEYS = {
     "name",
     "aliases",
@@ -103,6 +104,11 @@ class Catalog:
         try:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
+            dup = _DUPLICATE.search(str(exc))
+            if dup:  # name the service, as every other catalog error does
+                raise CatalogError(
+                    f"{path}: service {dup.group(1)!r}: duplicate service id {dup.group(2)}"
+                ) from None
             raise CatalogError(f"{path}: not valid TOML: {exc}") from None
         return cls(services=_parse(doc, path), source=text, path=path)
 

@@ -118,10 +118,11 @@ class Settings:
 
 def _int(values: Mapping[str, str], name: str, lo: int, hi: int) -> int:
     raw = values[name]
+    flag = next(s.flag for s in SETTINGS if s.env == name)
     try:
         v = int(raw)
     except ValueError:
-        raise UsageError(f"{name}={raw!r}: expected an integer") from None
+        raise UsageError(f"{flag} / {name} {raw!r}: expected an integer") from None
     if not lo <= v <= hi:
-        raise UsageError(f"{name}={raw!r}: expected {lo}..{hi}")
+        raise UsageError(f"{flag} / {name} {raw!r}: expected an integer from {lo} to {hi}")
     return v
