@@ -367,3 +367,16 @@ def test_score_command_writes_a_score_per_row(
     bad.write_text("timestamp,value\n2025-03-10T00:00:00Z,abc\n")
     assert main(["score", "--input", str(bad), "--output", str(dst)]) == 2
     assert "line 2" in capsys.readouterr().err
+
+
+def test_settings_flags_work_before_or_after_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.ndjson"
+    empty.write_bytes(b"")
+    db = str(tmp_path / "after.db")
+    assert main(["replay", "--db", db, str(empty)]) == 0
+    assert (tmp_path / "after.db").exists()
+    assert main(["incidents", "--db", db, "--format", "json"]) == 0
+    assert main(["replay", "--lateness-s", "x", str(empty)]) == 2
+    capsys.readouterr()

@@ -27,32 +27,42 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="outagewatch",
-        description="An open, self-hostable outage tracker.",
-    )
-    p.add_argument("--version", action="version", version=f"outagewatch {__version__}")
+    # The settings flags are accepted before or after the command.
+    common = _Parser(add_help=False)
     for setting in SETTINGS:
         default = f"; default {setting.default}" if setting.default else ""
-        p.add_argument(
+        common.add_argument(
             setting.flag,
             dest=setting.env,
+            default=argparse.SUPPRESS,
             metavar=setting.flag.lstrip("-").upper().replace("-", "_"),
             help=f"{setting.help} (env {setting.env}{default})",
         )
+    p = _Parser(
+        prog="outagewatch",
+        description="An open, self-hostable outage tracker.",
+        parents=[common],
+    )
+    p.add_argument("--version", action="version", version=f"outagewatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    r = sub.add_parser("replay", help="feed NDJSON event files through the pipeline in event time")
+    r = sub.add_parser(
+        "replay",
+        parents=[common],
+        help="feed NDJSON event files through the pipeline in event time",
+    )
     r.add_argument("files", nargs="+", metavar="FILE", help="NDJSON files; - reads stdin")
     r.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
 
-    i = sub.add_parser("incidents", help="list incidents, newest first")
+    i = sub.add_parser("incidents", parents=[common], help="list incidents, newest first")
     i.add_argument("--format", choices=("table", "json"), default="table")
     i.add_argument("--service", help="only this service (id or alias)")
     i.add_argument("--since", help="only incidents still going on at or after this time")
     i.add_argument("--until", help="only incidents started at or before this time")
 
-    s = sub.add_parser("score", help="score one generic time series (CSV timestamp,value)")
+    s = sub.add_parser(
+        "score", parents=[common], help="score one generic time series (CSV timestamp,value)"
+    )
     s.add_argument("--input", required=True, help="CSV with columns timestamp,value")
     s.add_argument("--output", required=True, help="CSV to write timestamp,value,anomaly_score")
     return p
@@ -188,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = Settings.resolve({s.env: getattr(args, s.env) for s in SETTINGS})
+        settings = Settings.resolve({s.env: getattr(args, s.env, None) for s in SETTINGS})
         return COMMANDS[args.command](args, settings)
     except OutagewatchError as exc:
         print(f"outagewatch: {exc}", file=sys.stderr)
