@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from outagewatch.catalog import Catalog
+from outagewatch.detect.series import Series
 from outagewatch.events import EventDecoder
 from outagewatch.pipeline.dedup import Dedup
 from outagewatch.pipeline.pipeline import Pipeline
@@ -255,3 +256,33 @@ def test_history_import_with_counts_warms_the_baseline() -> None:
     assert len(docs) == 1
     assert abs(epoch(docs[0]["started_at"]) - onset) <= 120
     assert epoch(docs[0]["detected_at"]) - onset <= 180
+
+
+def test_one_by_one_equals_batches_with_long_silences() -> None:
+    """The batch path (spans, pre-added reports) must equal feeding reports one at a time,
+    also across silences of hours (a near-silent service) and out-of-order arrivals."""
+    start = utc("2025-03-03T00:00:00")
+    traffic = [
+        ServiceTraffic("gmail", 0.01, {"US": 1.0}, {"email": 1.0}),  # hours without a report
+        ServiceTraffic("shopify", 0.2, {"US": 0.7, "CA": 0.3}, {"checkout": 1.0}),
+    ]
+    surges = [Surge("gmail", start + 2 * 86400 + 3600 * 5, [12.0] * 15, name="g")]
+    sim = simulate(traffic, start, 3 * 1440, surges, seed=21, jitter_s=200)
+    batch, _ = run(sim.lines)
+    one = Pipeline()
+    dec = EventDecoder(CATALOG)
+    for line in sim.lines:
+        one.ingest(dec.decode([line]).reports)
+    assert one.stats == batch.stats
+    n = len(batch.series)
+    assert len(one.series) == n
+    for name in Series.ARRAYS:
+        assert (one.series.view(name) == batch.series.view(name)).all(), name
+    assert sorted(one.incidents) == sorted(batch.incidents)
+    assert one.closed_until == batch.closed_until and one.learn_until == batch.learn_until
+    transitions = batch.drain_transitions()
+    assert one.drain_transitions() == transitions
+    assert [(t.incident, t.action) for t in transitions if t.action != "peak"] == [
+        ("gmail-20250305T0500Z", "opened"),
+        ("gmail-20250305T0500Z", "resolved"),
+    ]

@@ -46,6 +46,7 @@ class Series:
         "season",
         "dow",
         "weekend_seen",
+        "born",
         "ring_count",
         "ring_expected",
     )
@@ -62,6 +63,7 @@ class Series:
         self.total_of: list[int] = []  # service index -> its total series
         self.country_index: dict[str, int] = {}  # country code ("" for none) -> id
         self.country_id: list[int] = []  # series -> country id
+        self.fresh: list[int] = []  # registered since the owner last looked
         self._alloc(capacity)
 
     # ------------------------------------------------------------------ storage
@@ -76,6 +78,8 @@ class Series:
         self.season: NDArray[np.float32] = np.ones((cap, SEASON_SLOTS), np.float32)
         self.dow: NDArray[np.float32] = np.ones((cap, 7), np.float32)  # level by weekday
         self.weekend_seen: NDArray[np.bool_] = np.zeros(cap, np.bool_)
+        # The first tick minute the series takes part in (its first report's arrival).
+        self.born: NDArray[np.int64] = np.zeros(cap, np.int64)
         # Recent minutes, time-major: row = minute % ring, column = series.
         self.ring_count: NDArray[np.float32] = np.zeros((self.ring, cap), np.float32)
         self.ring_expected: NDArray[np.float32] = np.zeros((self.ring, cap), np.float32)
@@ -137,6 +141,7 @@ class Series:
         self.country_id.append(cid)
         self.offset_s[i] = utc_offset_s(country) if country else 0
         self.service_series[si].append(i)
+        self.fresh.append(i)
         return i
 
     def view(self, name: str) -> NDArray[Any]:
@@ -167,4 +172,5 @@ class Series:
                 getattr(s, name)[:, :n] = arrays[name]
             else:
                 getattr(s, name)[:n] = arrays[name]
+        s.fresh.clear()  # restored, not new: their birth minutes came with the arrays
         return s

@@ -136,6 +136,8 @@ class Pipeline:
         wm_s = np.maximum.accumulate(np.maximum(ts, self.watermark or 0.0))
         kept = self.dedup.filter_stream(rep.service, rep.person, rep.ts, rep.count, wm_s)
         wm = np.maximum.accumulate(np.maximum(minute, self.closed_until))
+        if self.series.fresh:
+            self._birth(ids, wm)
         steps = np.diff(np.concatenate(([self.closed_until], wm)))
         if steps.max() > self.settings.max_catchup_minutes:
             # A gap in the data: minute by minute, as `_advance_minute` handles gaps.
@@ -165,8 +167,9 @@ class Pipeline:
         A report in the newest minute at its arrival can only be read by the tick that
         closes that minute or later ones, so a span's in-order reports go into the ring at
         once, after the span's new minutes are made fresh. Only out-of-order reports are
-        added one watermark step at a time. Rows freshened for a span held minutes over
-        two hours old, which no tick of the span reads (they look back at most an hour).
+        added one watermark step at a time. A span starts at most one minute after the last
+        closed one, so the rows it freshens held minutes over 90 minutes old, which no tick
+        of the span reads (they look back at most an hour).
         """
         n = len(wm)
         ring = self.series.ring
@@ -174,6 +177,10 @@ class Pipeline:
         late_ish = kept & ~on_time_new
         a = 0
         while a < n:
+            if wm[a] > self.closed_until + 1:
+                # A jump: close the minutes in between one by one first, so that a span
+                # never freshens more than SPAN_MINUTES rows ahead of the ticks.
+                self._advance_minute(int(wm[a]))
             b = int(np.searchsorted(wm, wm[a] + SPAN_MINUTES, side="left"))
             first_new, last = self.closed_until + 1, int(wm[b - 1])
             if last >= first_new:
@@ -191,6 +198,20 @@ class Pipeline:
                         seg = slice(a + s0, a + s1)
                         self._add(ids[seg][sel], minute[seg][sel], count[seg][sel])
             a = b
+
+    def _birth(self, ids: NDArray[np.int64], wm: NDArray[np.int64]) -> None:
+        """New series take part in ticks from their first report's arrival on, as if the
+        reports had come one by one (not from the start of the batch)."""
+        s = self.series
+        fresh = np.asarray(s.fresh, np.int64)
+        s.fresh.clear()
+        first = np.full(len(fresh), len(wm), np.int64)
+        for col in range(ids.shape[1]):
+            uniq, at = np.unique(ids[:, col], return_index=True)
+            pos = np.searchsorted(uniq, fresh)
+            hit = (pos < len(uniq)) & (uniq[np.minimum(pos, len(uniq) - 1)] == fresh)
+            first[hit] = np.minimum(first[hit], at[pos[hit]])
+        s.born[fresh] = np.where(first < len(wm), wm[np.minimum(first, len(wm) - 1)], 0)
 
     def _close_until(self, m_now: int) -> None:
         """Tick every minute before `m_now` (the ring rows are already fresh)."""
@@ -262,21 +283,18 @@ class Pipeline:
             self.stats.skipped_minutes += gap
             for m in range(self.closed_until, self.closed_until + self.settings.lateness_min + 1):
                 self._tick(m)  # close and finalise what the ring still holds
+                self.series.ring_count[(m + 1) % ring] = 0
             self.series.ring_count[:] = 0
             self.series.ring_expected[:] = 0
             self.closed_until = m_now
             self.final_until = m_now - self.settings.lateness_min
             self.learn_until = self.final_until
             return
-        # Fresh slots for the minutes that have just begun (they may hold minute - R).
-        first_new = self.closed_until + 1
-        if m_now - first_new + 1 >= ring:
-            self.series.ring_count[:] = 0
-        else:
-            slots = np.arange(first_new, m_now + 1) % ring
-            self.series.ring_count[slots] = 0
+        # Each minute's row is made fresh (it held minute - ring) just after the tick before
+        # it, never earlier: rows of minutes before the jump stay readable by those ticks.
         for m in range(self.closed_until, m_now):
             self._tick(m)
+            self.series.ring_count[(m + 1) % ring] = 0
 
     # ================================================================ tick
     def _tick(self, m: int) -> None:
@@ -452,7 +470,8 @@ class Pipeline:
         busy = np.zeros(s.n_services, np.bool_)
         for f in minutes:
             busy |= self._in_incident(f)
-        ok = ~busy[s.view("svc")]
+        # Series not yet born at this tick (the tick closing minutes[-1] + lateness) wait.
+        ok = ~busy[s.view("svc")] & (s.view("born") <= minutes[-1] + self.settings.lateness_min)
         x = s.ring_count[np.asarray(minutes) % s.ring, :n].T.astype(np.float64)
         self.baseline.learn(s, minutes, x, ok)
         self.learn_until = minutes[-1] + 1
@@ -556,7 +575,7 @@ class Pipeline:
 
 
 # ==================================================================== persistence
-_STATE_VERSION = 2  # 2: weekday level factors
+_STATE_VERSION = 3  # 2: weekday level factors; 3: series birth minute
 
 
 def dump_state(p: Pipeline) -> bytes:
