@@ -286,3 +286,18 @@ def test_one_by_one_equals_batches_with_long_silences() -> None:
         ("gmail-20250305T0500Z", "opened"),
         ("gmail-20250305T0500Z", "resolved"),
     ]
+
+
+def test_the_clock_alone_resolves_an_incident() -> None:
+    """No report after an outage: `advance_to` (the server's wall clock) closes the minutes."""
+    start = utc("2025-03-03T00:00:00")
+    onset = start + 7 * 86400 - 1800
+    surge = Surge("x", onset, ramped(3000, 20), name="end")
+    sim = simulate([x_traffic()], start, 7 * 1440 - 10, [surge], seed=31)
+    p, docs = run(sim.lines)
+    assert [d["status"] for d in docs] == ["ongoing"]
+    p.advance_to(start + 7 * 86400 + 3600)
+    done = p.drain_incidents()
+    assert [d["status"] for d in done] == ["resolved"]
+    assert abs(epoch(done[0]["ended_at"]) - (onset + 20 * 60)) <= 180
+    assert p.open_by_service == {}
