@@ -11,7 +11,9 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["bench_replay.py", "bench_tick.py", "bench_memory.py"])
+@pytest.mark.parametrize(
+    "script", ["bench_replay.py", "bench_tick.py", "bench_memory.py", "bench_detection.py"]
+)
 def test_quick_run_prints_a_table_row(script: str) -> None:
     done = subprocess.run(
         [sys.executable, str(BENCH / script), "--quick"],
