@@ -113,12 +113,6 @@ class ReportColumns:
     def problem(self) -> list[str]:
         return [k[2] for k in self.keys]
 
-    def extend(self, other: ReportColumns) -> None:
-        self.keys.extend(other.keys)
-        self.ts.extend(other.ts)
-        self.person.extend(other.person)
-        self.count.extend(other.count)
-
 
 @dataclass(frozen=True, slots=True)
 class OtherEvent:

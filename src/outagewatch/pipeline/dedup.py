@@ -25,15 +25,14 @@ class Dedup:
     Reports without a person (None or "") and pre-aggregated counts (`count` > 1) always
     count.
 
-    Memory is two generations of a window each: `rotate(now)` drops the older generation
-    once the newer one is a window old, so forgetting costs nothing per report.
+    Memory is two generations: `rotate(now)` drops the older one once the newer one is
+    `period_s` (window + lateness + 2 minutes) old, so forgetting costs nothing per report.
     """
 
     def __init__(self, window_s: float, lateness_s: float = 0.0) -> None:
         self.window_s = float(window_s)
         # A generation is kept until no on-time report can fall within a window of it.
         self.period_s = self.window_s + float(lateness_s) + 120.0
-        # (service, person) -> the person's recent counted report times, oldest first
         # "service<SEP>person" -> when the person's reports counted: one time (a float, the
         # common case) or the few latest times (a tuple).
         self._cur: dict[str, float | tuple[float, ...]] = {}
@@ -53,10 +52,8 @@ class Dedup:
         """Which of these reports count, in order; remembers the ones that do."""
         if self.window_s <= 0:
             return [True] * len(ts)
-        if counts.count(1) != len(counts):
-            return self._filter_mixed(services, persons, ts, counts)
         n = len(ts)
-        if None in persons or "" in persons:
+        if counts.count(1) != n or None in persons or "" in persons:
             return self._filter_mixed(services, persons, ts, counts)
         cur = self._cur
         prev = self._prev
@@ -88,16 +85,14 @@ class Dedup:
                     if got is None:
                         fix[key] = t
                         continue
-            if got.__class__ is float:  # the common case: one counted time remembered
+            if not isinstance(got, tuple):  # the common case: one counted time remembered
                 if abs(t - got) >= window:
                     fix[key] = (got, t) if got < t else (t, got)
                 else:
                     fix[key] = got
                     keep[i] = False
-                continue
-            times = got if isinstance(got, tuple) else (got,)
-            if all(abs(t - x) >= window for x in times):
-                fix[key] = tuple(sorted((*times, t)))[-_KEEP:]
+            elif all(abs(t - x) >= window for x in got):
+                fix[key] = tuple(sorted((*got, t)))[-_KEEP:]
             else:
                 fix[key] = got
                 keep[i] = False

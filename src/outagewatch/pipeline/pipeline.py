@@ -463,10 +463,6 @@ class Pipeline:
     def _learn(self, minutes: list[int]) -> None:
         s = self.series
         n = len(s)
-        if not minutes or n == 0:
-            if minutes:
-                self.learn_until = minutes[-1] + 1
-            return
         busy = np.zeros(s.n_services, np.bool_)
         for f in minutes:
             busy |= self._in_incident(f)
