@@ -5,7 +5,8 @@
     ├── InputError                   bad input data; names file, line and field
     │   ├── CatalogError             an invalid catalog (file, service, key)
     │   └── EventError               one bad event line (line number, reason)
-    └── StoreError                   the database cannot be opened or is of an unknown version
+    ├── StoreError                   the database cannot be opened or is of an unknown version
+    └── BusError                     accepted events could not be made durable
 
 Every error carries a one-line message fit for stderr or a JSON error body.
 """
@@ -59,3 +60,9 @@ class StoreError(OutagewatchError):
     """The store cannot be opened, migrated or written."""
 
     code = "store"
+
+
+class BusError(OutagewatchError):
+    """Accepted events could not be made durable on the bus (the API answers 503)."""
+
+    code = "bus"

@@ -86,6 +86,25 @@ SETTINGS: tuple[Setting, ...] = (
         "300",
         "seconds an event may arrive late and still count as on time",
     ),
+    Setting(
+        "OUTAGEWATCH_TOKEN",
+        "--token",
+        "",
+        "operator bearer token for POST /probes, /metrics and configuration (empty: none set, "
+        "so those endpoints refuse every request)",
+    ),
+    Setting(
+        "OUTAGEWATCH_ALLOW_PRIVATE_TARGETS",
+        "--allow-private-targets",
+        "0",
+        "1 lets probes, status pages and webhooks reach loopback and private addresses",
+    ),
+    Setting(
+        "OUTAGEWATCH_NATS_URL",
+        "--nats-url",
+        "",
+        "nats:// URL of a NATS JetStream server: selects the NATS bus (empty: in-process bus)",
+    ),
 )
 
 
@@ -94,6 +113,9 @@ class Settings:
     db: str
     catalog: str | None
     pipeline: PipelineSettings
+    token: str = ""
+    allow_private_targets: bool = False
+    nats_url: str | None = None
 
     @classmethod
     def resolve(
@@ -113,6 +135,9 @@ class Settings:
             db=values["OUTAGEWATCH_DB"] or "./outagewatch.db",
             catalog=values["OUTAGEWATCH_CATALOG"] or None,
             pipeline=pipeline,
+            token=values["OUTAGEWATCH_TOKEN"],
+            allow_private_targets=_bool(values, "OUTAGEWATCH_ALLOW_PRIVATE_TARGETS"),
+            nats_url=values["OUTAGEWATCH_NATS_URL"] or None,
         )
 
 
@@ -126,3 +151,13 @@ def _int(values: Mapping[str, str], name: str, lo: int, hi: int) -> int:
     if not lo <= v <= hi:
         raise UsageError(f"{flag} / {name} {raw!r}: expected an integer from {lo} to {hi}")
     return v
+
+
+def _bool(values: Mapping[str, str], name: str) -> bool:
+    raw = values[name].strip().lower()
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off", ""}:
+        return False
+    flag = next(s.flag for s in SETTINGS if s.env == name)
+    raise UsageError(f"{flag} / {name} {values[name]!r}: expected 1 or 0")
