@@ -1,0 +1,29 @@
+"""How bad an incident is, in the words a status page uses: `problems` or `outage`.
+
+One rule for the service status (`GET /services`), the pages and alert subscriptions'
+minimum severity, so they never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+Severity = Literal["problems", "outage"]
+SEVERITIES: tuple[Severity, ...] = ("problems", "outage")
+
+OUTAGE_RATIO = 10.0  # peak at least this many times the usual level...
+OUTAGE_MIN_PEAK = 30  # ...and at least this many reports a minute
+
+
+def severity(doc: Mapping[str, Any]) -> Severity:
+    """`outage` when the peak is far above normal and large in absolute terms, else `problems`."""
+    peak = float(doc.get("peak_reports_per_minute") or 0)
+    base = float(doc.get("baseline_reports_per_minute") or 0)
+    if peak >= OUTAGE_MIN_PEAK and peak >= OUTAGE_RATIO * max(base, 1.0):
+        return "outage"
+    return "problems"
+
+
+def at_least(sev: Severity, minimum: Severity) -> bool:
+    return SEVERITIES.index(sev) >= SEVERITIES.index(minimum)
