@@ -7,6 +7,7 @@ strictly: a bad value is a `UsageError` that names the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -100,6 +101,13 @@ SETTINGS: tuple[Setting, ...] = (
         "1 lets probes, status pages and webhooks reach loopback and private addresses",
     ),
     Setting(
+        "OUTAGEWATCH_TRUSTED_PROXIES",
+        "--trusted-proxies",
+        "",
+        "comma-separated addresses or CIDR blocks of reverse proxies whose X-Forwarded-For "
+        "names the client of POST /reports (empty: the peer address is the client)",
+    ),
+    Setting(
         "OUTAGEWATCH_NATS_URL",
         "--nats-url",
         "",
@@ -116,6 +124,7 @@ class Settings:
     token: str = ""
     allow_private_targets: bool = False
     nats_url: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
 
     @classmethod
     def resolve(
@@ -138,6 +147,7 @@ class Settings:
             token=values["OUTAGEWATCH_TOKEN"],
             allow_private_targets=_bool(values, "OUTAGEWATCH_ALLOW_PRIVATE_TARGETS"),
             nats_url=values["OUTAGEWATCH_NATS_URL"] or None,
+            trusted_proxies=_networks(values, "OUTAGEWATCH_TRUSTED_PROXIES"),
         )
 
 
@@ -161,3 +171,17 @@ def _bool(values: Mapping[str, str], name: str) -> bool:
         return False
     flag = next(s.flag for s in SETTINGS if s.env == name)
     raise UsageError(f"{flag} / {name} {values[name]!r}: expected 1 or 0")
+
+
+def _networks(values: Mapping[str, str], name: str) -> tuple[str, ...]:
+    flag = next(s.flag for s in SETTINGS if s.env == name)
+    out = []
+    for raw in values[name].split(","):
+        part = raw.strip()
+        if not part:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise UsageError(f"{flag} / {name}: {part!r} is no IP address or CIDR block") from None
+    return tuple(out)

@@ -140,6 +140,28 @@ class Baseline:
         """Expected reports in `minute` for every series."""
         return series.view("level") * self.season_factor(series, minute)
 
+    def curve(self, series: Series, i: int, minutes: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Typical reports per minute of series `i` over `minutes`, at today's level.
+
+        What a status page draws as the "usual" band: level x weekday x interpolated
+        profile, in the series' local time (public holidays are not looked up here).
+        """
+        offset = int(series.offset_s[i])
+        t = minutes.astype(np.int64) * 60
+        local_day = (t + offset) // 86_400
+        weekday = (local_day + 3) % 7
+        base = (weekday >= 5).astype(np.int64) * SLOTS_PER_DAY
+        local_h = ((t + 30 + offset) % 86_400) / 3600.0 - 0.5
+        h0 = np.floor(local_h).astype(np.int64)
+        frac = local_h - h0
+        season = series.season[i].astype(np.float64)
+        f0 = season[base + h0 % SLOTS_PER_DAY]
+        f1 = season[base + (h0 + 1) % SLOTS_PER_DAY]
+        day = series.dow[i].astype(np.float64)[weekday]
+        shape = np.maximum((f0 + (f1 - f0) * frac) * day, 0.05)
+        out: NDArray[np.float64] = float(series.level[i]) * shape
+        return out
+
     # ---------------------------------------------------------------- learning
     def learn(
         self, series: Series, minutes: list[int], x: NDArray[np.float64], ok: NDArray[np.bool_]

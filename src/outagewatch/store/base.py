@@ -27,12 +27,17 @@ class Commit:
     transitions: Sequence[Transition]
     counts: CountRows
     others: Sequence[OtherEvent] = ()
+    # The last journal batch folded into `state` (in-process bus): the store records it with
+    # the state and drops the journal up to it, in the same transaction.
+    journal_seq: int | None = None
+    # Whose state this is: "pipeline" (one process) or "partition/N" (a worker's partition).
+    state_key: str = "pipeline"
 
 
 class Store(Protocol):
     def load_catalog(self) -> str | None: ...
     def save_catalog(self, text: str) -> None: ...
-    def load_state(self) -> bytes | None: ...
+    def load_state(self, key: str = "pipeline") -> bytes | None: ...
     def commit(self, c: Commit) -> None: ...
     def incidents(
         self,
@@ -42,13 +47,31 @@ class Store(Protocol):
         status: str | None = None,
     ) -> list[dict[str, Any]]: ...
     def minute_counts(self, service: str, start: float, end: float) -> NDArray[np.int64]: ...
+    def incident(self, incident_id: str) -> dict[str, Any] | None: ...
+    def transitions(self, incident: str) -> list[dict[str, Any]]:
+        """The incident's transitions in order: {"action", "from", "to", "at", "detail"}."""
+        ...
+
     def close(self) -> None: ...
 
+    # The in-process bus's journal: accepted batches, durable before the API answers.
+    def append_journal(self, batches: Sequence[bytes], received: float) -> list[int]:
+        """Write batches in one transaction; returns their sequence numbers, in order."""
+        ...
 
-def migrations() -> list[tuple[int, str]]:
-    """(version, SQL) of every migration, in order."""
+    def journal_after(self, seq: int) -> list[tuple[int, bytes]]:
+        """(seq, batch) of every batch after `seq`, in order: what the saved state has not seen."""
+        ...
+
+    def journal_seq(self) -> int:
+        """The journal seq recorded with the saved state (0 when none)."""
+        ...
+
+
+def migrations(folder: str = "migrations") -> list[tuple[int, str]]:
+    """(version, SQL) of every migration in `folder` (`migrations_pg`: PostgreSQL), in order."""
     out = []
-    for entry in resources.files("outagewatch.store").joinpath("migrations").iterdir():
+    for entry in resources.files("outagewatch.store").joinpath(folder).iterdir():
         name = entry.name
         if name.endswith(".sql"):
             out.append((int(name.split("_", 1)[0]), entry.read_text("utf-8")))

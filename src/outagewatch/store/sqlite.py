@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ class SQLiteStore:
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA busy_timeout=10000")
             self._migrate()
         except sqlite3.Error as exc:
@@ -65,8 +66,8 @@ class SQLiteStore:
             (text,),
         )
 
-    def load_state(self) -> bytes | None:
-        row = self.db.execute("SELECT value FROM state WHERE key = ?", (_STATE_KEY,)).fetchone()
+    def load_state(self, key: str = _STATE_KEY) -> bytes | None:
+        row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
     # ---------------------------------------------------------------- writes
@@ -86,8 +87,15 @@ class SQLiteStore:
                 db.execute(
                     "INSERT INTO state(key, value) VALUES (?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (_STATE_KEY, c.state),
+                    (c.state_key, c.state),
                 )
+                if c.journal_seq is not None:
+                    db.execute(
+                        "INSERT INTO meta(key, value) VALUES ('journal_seq', ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (str(c.journal_seq),),
+                    )
+                    db.execute("DELETE FROM journal WHERE seq <= ?", (c.journal_seq,))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -148,6 +156,37 @@ class SQLiteStore:
                 (doc["id"], doc["service"], doc["status"], started, ended, orjson.dumps(doc)),
             )
 
+    # ---------------------------------------------------------------- journal
+    def append_journal(self, batches: Sequence[bytes], received: float) -> list[int]:
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                seqs = [
+                    int(
+                        db.execute(
+                            "INSERT INTO journal(received, lines) VALUES (?, ?) RETURNING seq",
+                            (received, b),
+                        ).fetchone()[0]
+                    )
+                    for b in batches
+                ]
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: journal write failed: {exc}") from None
+        return seqs
+
+    def journal_after(self, seq: int) -> list[tuple[int, bytes]]:
+        rows = self.db.execute("SELECT seq, lines FROM journal WHERE seq > ? ORDER BY seq", (seq,))
+        return [(int(s), bytes(b)) for s, b in rows]
+
+    def journal_seq(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'journal_seq'").fetchone()
+        return 0 if row is None else int(row[0])
+
     # ---------------------------------------------------------------- reads
     def incidents(
         self,
@@ -187,6 +226,10 @@ class SQLiteStore:
             sel = (minute >= m0) & (minute < m1)
             np.add.at(out, minute[sel] - m0, chunk["n"][sel])
         return out
+
+    def incident(self, incident_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT doc FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        return None if row is None else dict(orjson.loads(row[0]))
 
     def transitions(self, incident: str) -> list[dict[str, Any]]:
         rows = self.db.execute(

@@ -1,0 +1,187 @@
+"""The in-process bus: one writer thread, a journal in the store, group commit.
+
+Every store write of a single-process server goes through this thread, in one order:
+
+- `publish` queues a batch of accepted event lines; the thread takes every batch waiting
+  (group commit), appends them to the journal in one transaction, hands them to the engine,
+  and only then resolves the publishers' futures: a `202` means the events are durable and
+  counted.
+- `tick` queues "the time is now T": the engine closes the minutes that ended and, when
+  anything changed, commits the pipeline state, incidents and minute counts together with
+  the last journal seq they include (the journal up to it is dropped in that transaction).
+
+The queue is bounded: when it is full, `publish` raises `OverloadedError` at once instead of
+queueing without limit (the API answers 503 with Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from outagewatch.engine import Committed, Engine
+from outagewatch.errors import BusError, OutagewatchError
+
+log = logging.getLogger(__name__)
+
+MAX_GROUP = 512  # batches written in one journal transaction at most
+
+
+class OverloadedError(BusError):
+    """The bus's queue is full: refuse now rather than queue without bound."""
+
+    code = "overloaded"
+
+
+@dataclass
+class _Publish:
+    batch: bytes
+    future: Future[int]
+
+
+@dataclass
+class _Tick:
+    now: float
+    future: Future[Committed | None]
+
+
+@dataclass
+class _Stop:
+    pass
+
+
+_Job = _Publish | _Tick | _Stop
+
+
+class LocalBus:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        queue_size: int = 10_000,
+        on_commit: Callable[[Committed], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.on_commit = on_commit
+        self.clock = clock
+        self._q: queue.Queue[_Job] = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._run, name="outagewatch-writer", daemon=True)
+        self._started = False
+        self.groups = 0  # journal transactions written
+        self.batches = 0  # batches journaled
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        return self._q.qsize()
+
+    # ---------------------------------------------------------------- producers
+    async def publish(self, lines: Sequence[bytes], services: Sequence[str]) -> None:
+        if not lines:
+            return
+        fut: Future[int] = Future()
+        try:
+            self._q.put_nowait(_Publish(b"\n".join(lines), fut))
+        except queue.Full:
+            raise OverloadedError("the server is over capacity; retry shortly") from None
+        await asyncio.wrap_future(fut)
+
+    def publish_sync(self, lines: Sequence[bytes]) -> int:
+        """Publish from a non-async caller (the demo feed, tests); blocks until durable."""
+        fut: Future[int] = Future()
+        self._q.put(_Publish(b"\n".join(lines), fut))
+        return fut.result()
+
+    def tick_future(self, now: float | None = None) -> Future[Committed | None]:
+        fut: Future[Committed | None] = Future()
+        self._q.put(_Tick(self.clock() if now is None else now, fut))
+        return fut
+
+    async def tick(self, now: float | None = None) -> Committed | None:
+        """Advance to `now` (default: the clock) and commit; returns what the commit changed."""
+        return await asyncio.wrap_future(self.tick_future(now))
+
+    async def close(self) -> None:
+        if self._started and self._thread.is_alive():
+            self._q.put(_Stop())
+            await asyncio.to_thread(self._thread.join)
+
+    # ---------------------------------------------------------------- the writer thread
+    def _run(self) -> None:
+        pending: _Job | None = None
+        while True:
+            job = pending if pending is not None else self._q.get()
+            pending = None
+            if isinstance(job, _Stop):
+                self._final_commit()
+                return
+            if isinstance(job, _Tick):
+                self._tick(job)
+                continue
+            group = [job]
+            while len(group) < MAX_GROUP:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(nxt, _Publish):
+                    group.append(nxt)
+                else:
+                    pending = nxt  # keep the order: ticks and stop after this group
+                    break
+            self._journal(group)
+
+    def _journal(self, group: list[_Publish]) -> None:
+        try:
+            seqs = self.store.append_journal([g.batch for g in group], self.clock())
+        except OutagewatchError as exc:
+            log.error("journal write failed: %s", exc)
+            for g in group:
+                g.future.set_exception(BusError(f"events could not be made durable: {exc}"))
+            return
+        self.groups += 1
+        self.batches += len(group)
+        for g, seq in zip(group, seqs, strict=True):
+            try:
+                self.engine.ingest(seq, g.batch.split(b"\n"))
+            except Exception as exc:  # durable already: it will be replayed on restart
+                log.exception("ingest of journal batch %d failed", seq)
+                g.future.set_exception(BusError(f"accepted but not yet counted: {exc}"))
+                continue
+            g.future.set_result(seq)
+
+    def _tick(self, job: _Tick) -> None:
+        try:
+            self.engine.advance(job.now)
+            done = self.engine.commit()
+        except Exception as exc:
+            log.exception("tick failed")
+            job.future.set_exception(exc)
+            return
+        if done is not None and self.on_commit is not None:
+            try:
+                self.on_commit(done)
+            except Exception:
+                log.exception("on_commit callback failed")
+        job.future.set_result(done)
+
+    def _final_commit(self) -> None:
+        try:
+            done = self.engine.commit()
+        except Exception:
+            log.exception("final commit failed")
+            return
+        if done is not None and self.on_commit is not None:
+            self.on_commit(done)

@@ -1,0 +1,245 @@
+"""The live engine: the pure pipeline core driven by the wall clock and fed by the bus.
+
+An adapter around the core, used by `serve` and `demo`. It restores the pipeline from the
+store, folds in the journal batches the saved state has not seen (crash recovery), ingests
+accepted batches, advances the pipeline to the time it is told, and builds commits. The
+in-process bus's single writer thread is the only caller that changes it; readers (the
+HTTP handlers) take `lock` for the moment they look.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from outagewatch.catalog import Catalog
+from outagewatch.events import Decoded, EventDecoder, OtherEvent, iso
+from outagewatch.incidents.lifecycle import Transition
+from outagewatch.incidents.severity import severity
+from outagewatch.pipeline.pipeline import Pipeline, dump_state, load_state
+from outagewatch.settings import PipelineSettings
+from outagewatch.store.base import Commit, Store
+
+FUTURE_SKEW_S = 300.0  # a live event may be this far ahead of the server's clock
+KINDS = ("report", "probe", "metric", "status")
+_ENCODE = msgspec.json.Encoder().encode
+_DECODE_BODY = msgspec.json.Decoder().decode
+
+
+@dataclass
+class Prepared:
+    """The items of one POST, checked: accepted ones as normalised NDJSON lines."""
+
+    lines: list[bytes] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # {"index", "reason"}
+    kinds: dict[str, int] = field(default_factory=dict)
+
+
+def parse_body(body: bytes) -> list[Any]:
+    """A POST body: one JSON object or a list of them. Raises ValueError when it is neither."""
+    try:
+        doc = _DECODE_BODY(body)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"body is not JSON: {exc}") from None
+    if isinstance(doc, dict):
+        return [doc]
+    if isinstance(doc, list):
+        return doc
+    raise ValueError("body must be a JSON object or a list of objects")
+
+
+def prepare(
+    decoder: EventDecoder, kind: str, items: Sequence[Any], now: float, ip: str | None = None
+) -> Prepared:
+    """Check posted items of one kind (contract §6): `type` from the path, `ts` defaults to
+    `now`, and for reports `ip` is the client's address, never a value in the body."""
+    out = Prepared()
+    lines: list[bytes] = []
+    index: list[int] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            out.rejected.append({"index": i, "reason": "not an object: each item is a JSON object"})
+            continue
+        ev = dict(item)
+        ev["type"] = kind
+        if ev.get("ts") is None:
+            ev["ts"] = now
+        if kind == "report":
+            ev.pop("ip", None)
+            if ip:
+                ev["ip"] = ip
+        lines.append(_ENCODE(ev))
+        index.append(i)
+    decoded = decoder.decode(lines, 1)
+    bad = {r.line - 1 for r in decoded.rejected}
+    for r in decoded.rejected:
+        out.rejected.append({"index": index[r.line - 1], "reason": f"{r.reason}: {r.detail}"})
+    out.rejected.sort(key=lambda r: int(r["index"]))
+    services = _services_in_order(decoded, len(lines), bad)
+    for j, line in enumerate(lines):
+        if j not in bad:
+            out.lines.append(line)
+            out.services.append(services[j])
+    if out.lines:
+        out.kinds[kind] = len(out.lines)
+    return out
+
+
+def _services_in_order(decoded: Decoded, n: int, bad: set[int]) -> list[str]:
+    """The resolved service of every line (rejected lines get "")."""
+    resolved = [k[0] for k in decoded.reports.keys] + [o.service for o in decoded.others]
+    out = [""] * n
+    it = iter(resolved)
+    for j in range(n):
+        if j not in bad:
+            out[j] = next(it)
+    return out
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What one commit changed, for alerts, the live pages and metrics."""
+
+    transitions: list[Transition]
+    incidents: list[dict[str, Any]]
+    seconds: float
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        settings: PipelineSettings,
+        *,
+        now: float,
+        on_others: Callable[[Sequence[OtherEvent]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.settings = settings
+        self.lock = threading.RLock()
+        state = store.load_state()
+        self.pipeline = Pipeline(settings) if state is None else load_state(state, settings)
+        self.decoder = EventDecoder(catalog, max_ts=now + FUTURE_SKEW_S)
+        self.journal_seq = store.journal_seq()
+        self._others: list[OtherEvent] = []
+        self._on_others = on_others
+        self._dirty = False
+        self.ticks = 0
+        self.tick_seconds = 0.0
+        self.recovered = 0
+        for seq, batch in store.journal_after(self.journal_seq):
+            self.ingest(seq, batch.split(b"\n"))
+            self.recovered += 1
+
+    # ---------------------------------------------------------------- writer side
+    def ingest(self, seq: int, lines: Sequence[bytes]) -> Decoded:
+        """Count one journaled batch (already checked when it was accepted)."""
+        with self.lock:
+            d = self.decoder.decode(list(lines), 1)
+            self.pipeline.ingest(d.reports)
+            if d.others:
+                self._others.extend(d.others)
+                ingest_others = getattr(self.pipeline, "ingest_others", None)
+                if ingest_others is not None:
+                    ingest_others(d.others)
+                if self._on_others is not None:
+                    self._on_others(d.others)
+            self.journal_seq = max(self.journal_seq, seq)
+            self._dirty = True
+        return d
+
+    def advance(self, now: float) -> bool:
+        """Close the minutes that ended by `now`; True when a minute closed."""
+        with self.lock:
+            self.decoder.max_ts = max(self.decoder.max_ts, now + FUTURE_SKEW_S)
+            before = self.pipeline.closed_until
+            t0 = time.perf_counter()
+            self.pipeline.advance_to(now)
+            closed = self.pipeline.closed_until - before
+            if closed:
+                self.ticks += closed
+                self.tick_seconds += time.perf_counter() - t0
+                self._dirty = True
+            return closed > 0
+
+    def commit(self) -> Committed | None:
+        """Write everything since the last commit in one transaction (None: nothing new)."""
+        t0 = time.perf_counter()
+        with self.lock:
+            if not self._dirty:
+                return None
+            p = self.pipeline
+            transitions = p.drain_transitions()
+            docs = p.drain_incidents()
+            c = Commit(
+                state=dump_state(p),
+                incidents=docs,
+                transitions=transitions,
+                counts=p.drain_counts(),
+                others=self._others,
+                journal_seq=self.journal_seq,
+            )
+            self._others = []
+            self._dirty = False
+        self.store.commit(c)
+        return Committed(transitions, list(docs), time.perf_counter() - t0)
+
+    # ---------------------------------------------------------------- reader side
+    def ongoing(self) -> dict[str, dict[str, Any]]:
+        """The live doc of every ongoing incident, by service."""
+        with self.lock:
+            return {d["service"]: d for d in self.pipeline.ongoing()}
+
+    def live_doc(self, incident_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            inc = self.pipeline.incidents.get(incident_id)
+            return None if inc is None else self.pipeline.incident_doc(inc)
+
+    def recent(self, service: str, m0: int, m1: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """Counts and typical level of `service`'s minutes [m0, m1) the pipeline still holds.
+
+        Returns (first minute held, counts, baseline) where counts cover
+        [max(m0, first), m1) and baseline covers all of [m0, m1) (nan when unknown).
+        """
+        with self.lock:
+            p = self.pipeline
+            s = p.series
+            n = max(m1 - m0, 0)
+            baseline = np.full(n, np.nan)
+            si = s.service_index.get(service)
+            first = max(m0, p.closed_until - s.ring + 1)
+            if si is None or n == 0:
+                return first, np.zeros(max(m1 - first, 0)), baseline
+            i = s.total_of[si]
+            minutes = np.arange(first, m1)
+            rows = minutes % s.ring
+            valid = minutes <= p.closed_until
+            counts = np.where(valid, s.ring_count[rows, i], 0.0).astype(np.float64)
+            if int(s.nobs[i]) > 0:
+                baseline = p.baseline.curve(s, i, np.arange(m0, m1))
+            return first, counts, baseline
+
+    def status_of(self, service: str, ongoing: dict[str, dict[str, Any]] | None = None) -> str:
+        doc = (ongoing if ongoing is not None else self.ongoing()).get(service)
+        if doc is None:
+            return "ok"
+        return severity(doc)
+
+    @property
+    def now_minute(self) -> int:
+        with self.lock:
+            return self.pipeline.closed_until
+
+    def clock_label(self) -> str:
+        with self.lock:
+            wm = self.pipeline.watermark
+        return "-" if wm is None else iso(wm)

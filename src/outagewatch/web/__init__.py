@@ -1,0 +1,1 @@
+"""The HTTP side of `serve`: JSON API, pages, feeds, metrics."""

@@ -1,0 +1,304 @@
+"""The JSON API of contract §6, plus /healthz, /metrics and the Atom feed."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Callable, Sequence
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from outagewatch.engine import parse_body
+from outagewatch.errors import BusError
+from outagewatch.events import iso, parse_ts
+from outagewatch.web import schemas
+from outagewatch.web.live import Live
+
+MAX_BODY_BYTES = 1 << 20
+MAX_ITEMS = 1000
+JSON = "application/json"
+
+
+class ApiError(Exception):
+    """An error answered as `{"error": {"code", "message"}}` with `status`."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
+
+
+def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type=JSON, headers=headers)
+
+
+def live_of(request: Request) -> Live:
+    live: Live = request.app.state.live
+    return live
+
+
+# ---------------------------------------------------------------------------- auth, clients
+def operator_check(token: str) -> Callable[[Request], None]:
+    """A dependency: the request must carry `Authorization: Bearer <token>`."""
+
+    def require_operator(request: Request) -> None:
+        if not is_operator(request, token):
+            if not token:
+                raise ApiError(
+                    403,
+                    "forbidden",
+                    "no operator token is configured on this server (set OUTAGEWATCH_TOKEN)",
+                )
+            if not request.headers.get("authorization"):
+                raise ApiError(
+                    401,
+                    "unauthorized",
+                    "this endpoint needs the operator token: Authorization: Bearer <token>",
+                    {"WWW-Authenticate": "Bearer"},
+                )
+            raise ApiError(403, "forbidden", "the bearer token is not the operator token")
+
+    return require_operator
+
+
+def is_operator(request: Request, token: str) -> bool:
+    if not token:
+        return False
+    auth = request.headers.get("authorization", "")
+    scheme, _, given = auth.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def client_ip(request: Request, trusted: Sequence[str]) -> str | None:
+    """The client's address; behind a trusted proxy, the last untrusted X-Forwarded-For hop."""
+    peer = request.client.host if request.client else None
+    if not trusted or peer is None:
+        return peer
+    nets = [ipaddress.ip_network(t) for t in trusted]
+
+    def is_trusted(addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in n for n in nets)
+
+    if not is_trusted(peer):
+        return peer
+    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not is_trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer
+    return peer
+
+
+async def read_items(request: Request) -> list[Any]:
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
+        raise ApiError(413, "too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, "too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+    if not body:
+        raise ApiError(422, "invalid_body", "the body is empty: send a JSON object or a list")
+    try:
+        items = parse_body(bytes(body))
+    except ValueError as exc:
+        raise ApiError(422, "invalid_body", str(exc)) from None
+    if len(items) > MAX_ITEMS:
+        raise ApiError(413, "too_large", f"a batch holds at most {MAX_ITEMS} items")
+    if not items:
+        raise ApiError(422, "invalid_body", "the list is empty")
+    return items
+
+
+async def accept(live: Live, kind: str, items: list[Any], ip: str | None) -> Response:
+    try:
+        prep = await live.submit(kind, items, ip)
+    except BusError as exc:
+        raise ApiError(503, exc.code, str(exc), {"Retry-After": "1"}) from None
+    if not prep.lines:
+        first = prep.rejected[0]
+        more = f" (and {len(prep.rejected) - 1} more)" if len(prep.rejected) > 1 else ""
+        raise ApiError(422, "no_valid_item", f"item {first['index']}: {first['reason']}{more}")
+    return json_response({"accepted": len(prep.lines), "rejected": prep.rejected}, 202)
+
+
+# ---------------------------------------------------------------------------- routes
+def build_router(token: str, trusted_proxies: Sequence[str]) -> APIRouter:
+    r = APIRouter()
+    operator = Depends(operator_check(token))
+    err: dict[int | str, dict[str, Any]] = {
+        c: {"model": schemas.Error} for c in (401, 403, 404, 413, 422, 429, 503)
+    }
+
+    @r.post(
+        "/api/v1/reports",
+        status_code=202,
+        response_model=schemas.Accepted,
+        responses=err,
+        openapi_extra=schemas.body_schema(schemas.REPORT_ITEM),
+        summary="Report a problem with a service (one report or a list)",
+    )
+    async def post_reports(request: Request) -> Response:
+        items = await read_items(request)
+        return await accept(live_of(request), "report", items, client_ip(request, trusted_proxies))
+
+    @r.post(
+        "/api/v1/probes",
+        status_code=202,
+        response_model=schemas.Accepted,
+        responses=err,
+        openapi_extra=schemas.body_schema(schemas.PROBE_ITEM),
+        dependencies=[operator],
+        summary="Post probe results (operator token)",
+    )
+    async def post_probes(request: Request) -> Response:
+        return await accept(live_of(request), "probe", await read_items(request), None)
+
+    @r.post(
+        "/api/v1/metrics",
+        status_code=202,
+        response_model=schemas.Accepted,
+        responses=err,
+        openapi_extra=schemas.body_schema(schemas.METRIC_ITEM),
+        dependencies=[operator],
+        summary="Post operator telemetry (operator token)",
+    )
+    async def post_metrics(request: Request) -> Response:
+        return await accept(live_of(request), "metric", await read_items(request), None)
+
+    @r.get("/api/v1/services", response_model=list[schemas.ServiceSummary], responses=err)
+    async def get_services(request: Request) -> Response:
+        return json_response(live_of(request).services())
+
+    @r.get("/api/v1/services/{service_id}", response_model=schemas.ServiceDetail, responses=err)
+    async def get_service(request: Request, service_id: str) -> Response:
+        live = live_of(request)
+        svc = live.service_or_none(service_id)
+        if svc is None:
+            raise ApiError(404, "not_found", f"no service {service_id!r} in the catalog")
+        return json_response(live.service(svc))
+
+    @r.get("/api/v1/incidents", response_model=list[schemas.Incident], responses=err)
+    async def get_incidents(
+        request: Request,
+        service: str | None = Query(None, description="service id or alias"),
+        since: str | None = Query(None, description="incidents still going on at or after"),
+        until: str | None = Query(None, description="incidents started at or before"),
+        status: str | None = Query(None, description="ongoing or resolved"),
+    ) -> Response:
+        live = live_of(request)
+        sid = None
+        if service is not None:
+            svc = live.service_or_none(service)
+            if svc is None:
+                raise ApiError(404, "not_found", f"service: no service {service!r} in the catalog")
+            sid = svc.id
+        if status is not None and status not in ("ongoing", "resolved"):
+            raise ApiError(422, "invalid_query", f"status: {status!r} is not ongoing or resolved")
+        docs = live.incidents(sid, _time(since, "since"), _time(until, "until"), status)
+        return json_response(docs)
+
+    @r.get("/api/v1/incidents/{incident_id}", response_model=schemas.Incident, responses=err)
+    async def get_incident(request: Request, incident_id: str) -> Response:
+        doc = live_of(request).incident(incident_id)
+        if doc is None:
+            raise ApiError(404, "not_found", f"no incident {incident_id!r}")
+        return json_response(doc)
+
+    @r.get("/healthz", response_model=schemas.Health)
+    async def healthz(request: Request) -> Response:
+        live = live_of(request)
+        depth = getattr(live.bus, "depth", 0)
+        wm = live.engine.clock_label() if live.engine is not None else None
+        return json_response({"status": "ok", "watermark": wm, "queue": depth})
+
+    @r.get("/feeds/incidents.atom", response_class=Response, responses=err)
+    async def feed(request: Request) -> Response:
+        live = live_of(request)
+        docs = live.incidents(limit=50)
+        return Response(
+            atom_feed(docs, str(request.base_url).rstrip("/"), live.catalog.services),
+            media_type="application/atom+xml",
+        )
+
+    return r
+
+
+def _time(value: str | None, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    ts = parse_ts(value)
+    if ts is None:
+        raise ApiError(
+            422, "invalid_query", f"{name}: {value!r} is not an RFC 3339 time or epoch seconds"
+        )
+    return ts
+
+
+def atom_feed(docs: list[dict[str, Any]], base: str, services: Any) -> bytes:
+    ns = "http://www.w3.org/2005/Atom"
+    ET.register_namespace("", ns)
+    feed = ET.Element(f"{{{ns}}}feed")
+    ET.SubElement(feed, f"{{{ns}}}title").text = "outagewatch: incidents"
+    ET.SubElement(feed, f"{{{ns}}}id").text = f"{base}/feeds/incidents.atom"
+    ET.SubElement(feed, f"{{{ns}}}link", rel="self", href=f"{base}/feeds/incidents.atom")
+    updated = max((_updated(d) for d in docs), default="1970-01-01T00:00:00Z")
+    ET.SubElement(feed, f"{{{ns}}}updated").text = updated
+    author = ET.SubElement(feed, f"{{{ns}}}author")
+    ET.SubElement(author, f"{{{ns}}}name").text = "outagewatch"
+    for d in docs:
+        svc = services.get(d["service"])
+        name = svc.name if svc is not None else d["service"]
+        e = ET.SubElement(feed, f"{{{ns}}}entry")
+        state = "ongoing" if d["status"] == "ongoing" else "resolved"
+        ET.SubElement(
+            e, f"{{{ns}}}title"
+        ).text = f"{name}: problems since {d['started_at'][11:16]} UTC ({state})"
+        ET.SubElement(e, f"{{{ns}}}id").text = f"{base}/incidents/{d['id']}"
+        ET.SubElement(e, f"{{{ns}}}link", href=f"{base}/incidents/{d['id']}")
+        ET.SubElement(e, f"{{{ns}}}updated").text = _updated(d)
+        ET.SubElement(e, f"{{{ns}}}published").text = d["detected_at"]
+        countries = ", ".join(c["country"] for c in d["countries"][:5]) or "-"
+        cause = d["causes"][0]["kind"] if d.get("causes") else "not known yet"
+        ET.SubElement(e, f"{{{ns}}}summary").text = (
+            f"{d['total_reports']:,} reports, peak {d['peak_reports_per_minute']}/min "
+            f"(usual {d['baseline_reports_per_minute']}/min); countries: {countries}; "
+            f"likely cause: {cause}"
+        )
+    out: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=True)
+    return out
+
+
+def _updated(d: dict[str, Any]) -> str:
+    return str(d["ended_at"] or d["peak_at"] or d["detected_at"])
+
+
+__all__ = ["ApiError", "build_router", "error_response", "iso"]

@@ -1,0 +1,171 @@
+"""`outagewatch serve`: the whole system in one process.
+
+`Server` wires the adapters around the pure core: the store (writer and reader), the
+engine, the in-process bus, the wall-clock ticker, and (when given) extra background
+tasks such as the demo feed. `create_app` builds the FastAPI application over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from outagewatch import __version__
+from outagewatch.bus.local import LocalBus
+from outagewatch.catalog import Catalog
+from outagewatch.engine import Engine
+from outagewatch.settings import Settings
+from outagewatch.store import open_store
+from outagewatch.store.base import Store
+from outagewatch.web.api import ApiError, build_router, error_response
+from outagewatch.web.live import Live
+from outagewatch.web.metrics import Metrics
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).with_name("static")
+
+Task = Callable[["Server"], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class Server:
+    """Everything `serve` runs, started and stopped as one."""
+
+    settings: Settings
+    catalog: Catalog
+    clock: Callable[[], float] = time.time
+    tick_interval_s: float = 1.0
+    tasks: list[Task] = field(default_factory=list)
+    live: Live | None = None
+    bus: LocalBus | None = None
+    engine: Engine | None = None
+    _stores: list[Store] = field(default_factory=list)
+    _running: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> Live:
+        writer = open_store(self.settings.db)
+        reader = open_store(self.settings.db)
+        self._stores = [writer, reader]
+        if writer.load_catalog() != self.catalog.source:
+            writer.save_catalog(self.catalog.source)
+        engine = await asyncio.to_thread(
+            Engine, writer, self.catalog, self.settings.pipeline, now=self.clock()
+        )
+        if engine.recovered:
+            log.info("recovered %d journal batches after a restart", engine.recovered)
+        bus = LocalBus(engine, clock=self.clock)
+        live = Live(self.catalog, reader, bus, engine, clock=self.clock)
+        live.changes.bind(asyncio.get_running_loop())
+        bus.on_commit = live.committed
+        bus.start()
+        self.engine, self.bus, self.live = engine, bus, live
+        await bus.tick()  # close what ended while we were down, commit the recovered batches
+        self._running.append(asyncio.create_task(self._ticker(), name="ticker"))
+        for task in self.tasks:
+            self._running.append(
+                asyncio.create_task(task(self), name=getattr(task, "__name__", ""))
+            )
+        return live
+
+    async def _ticker(self) -> None:
+        assert self.bus is not None
+        while True:
+            await asyncio.sleep(self.tick_interval_s)
+            try:
+                await self.bus.tick()
+            except Exception:
+                log.exception("tick failed")
+
+    async def stop(self) -> None:
+        for t in self._running:
+            t.cancel()
+        for t in self._running:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._running.clear()
+        if self.bus is not None:
+            await self.bus.close()
+        for s in self._stores:
+            s.close()
+        self._stores.clear()
+
+
+def create_app(server: Server) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.live = await server.start()
+        try:
+            yield
+        finally:
+            await server.stop()
+
+    app = FastAPI(
+        title="outagewatch",
+        version=__version__,
+        description="Crowd reports, probes and telemetry in; incidents with causes out.",
+        lifespan=lifespan,
+    )
+    app.state.server = server
+    install_errors(app)
+    app.include_router(build_router(server.settings.token, server.settings.trusted_proxies))
+    metrics = Metrics(server)
+    app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=True)
+    from outagewatch.web.pages import build_pages
+
+    build_pages(app, server)
+    return app
+
+
+def install_errors(app: FastAPI) -> None:
+    """Every 4xx and 5xx the API gives is `{"error": {"code", "message"}}`."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        detail: Any = exc.detail
+        if isinstance(detail, dict) and "code" in detail:
+            code, message = str(detail["code"]), str(detail.get("message", ""))
+        else:
+            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+            message = str(detail) if detail else "error"
+            if exc.status_code == 404:
+                message = f"no such path: {request.url.path}"
+        return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}")
+
+
+def run(server: Server, host: str, port: int) -> None:
+    """Serve until interrupted (uvicorn with uvloop and httptools)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        create_app(server),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()

@@ -1,0 +1,235 @@
+"""What the API and the pages read and write: one façade over engine, bus and store.
+
+Every HTTP handler goes through `Live`, so the JSON API and the HTML pages show the same
+numbers. Reads combine the store (history) with the engine (the minutes and incidents
+not yet committed), so a report shows on its service's chart as soon as it was accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from outagewatch.bus.base import Bus
+from outagewatch.catalog import Catalog, Service
+from outagewatch.engine import Committed, Engine, Prepared, prepare
+from outagewatch.events import EventDecoder, iso
+from outagewatch.store.base import Store
+
+DAY_MIN = 1440
+
+
+@dataclass
+class Counters:
+    """Numbers /metrics exports (kept here so tests can read them without a scrape)."""
+
+    accepted: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    commits: int = 0
+    commit_seconds: float = 0.0
+
+
+class Changes:
+    """A version number that moves on every commit; the live pages wait on it (SSE)."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._cond: asyncio.Condition | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._cond = asyncio.Condition()
+
+    def bump_threadsafe(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._bump()))
+
+    async def _bump(self) -> None:
+        self.version += 1
+        if self._cond is not None:
+            async with self._cond:
+                self._cond.notify_all()
+
+    async def wait(self, seen: int, timeout: float) -> int:
+        if self._cond is None or self.version != seen:
+            return self.version
+        try:
+            async with self._cond:
+                await asyncio.wait_for(self._cond.wait_for(lambda: self.version != seen), timeout)
+        except TimeoutError:
+            pass
+        return self.version
+
+
+class Live:
+    def __init__(
+        self,
+        catalog: Catalog,
+        reader: Store,
+        bus: Bus,
+        engine: Engine | None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.catalog = catalog
+        self.reader = reader
+        self.bus = bus
+        self.engine = engine
+        self.clock = clock
+        self.counters = Counters()
+        self.changes = Changes()
+        self._read_lock = threading.Lock()
+        self._checker = EventDecoder(catalog, max_ts=clock() + 300)
+
+    # ---------------------------------------------------------------- writes
+    async def submit(self, kind: str, items: list[Any], ip: str | None) -> Prepared:
+        now = self.clock()
+        self._checker.max_ts = max(self._checker.max_ts, now + 300)
+        prep = prepare(self._checker, kind, items, now, ip)
+        for r in prep.rejected:
+            reason = str(r["reason"]).split(":", 1)[0]
+            self.counters.rejected[reason] = self.counters.rejected.get(reason, 0) + 1
+        if prep.lines:
+            await self.bus.publish(prep.lines, prep.services)
+            self.counters.accepted[kind] = self.counters.accepted.get(kind, 0) + len(prep.lines)
+        return prep
+
+    def committed(self, done: Committed) -> None:
+        """Called by the bus's writer thread after each commit."""
+        self.counters.commits += 1
+        self.counters.commit_seconds += done.seconds
+        self.changes.bump_threadsafe()
+
+    # ---------------------------------------------------------------- reads
+    def ongoing(self) -> dict[str, dict[str, Any]]:
+        if self.engine is not None:
+            return self.engine.ongoing()
+        with self._read_lock:
+            docs = self.reader.incidents(status="ongoing")
+        return {d["service"]: d for d in docs}
+
+    def service_or_none(self, name: str) -> Service | None:
+        return self.catalog.resolve(name)
+
+    def services(self) -> list[dict[str, Any]]:
+        ongoing = self.ongoing()
+        return [
+            {
+                "id": sid,
+                "name": svc.name,
+                "aliases": list(svc.aliases),
+                "group": svc.group,
+                "status": _status(ongoing.get(sid)),
+            }
+            for sid, svc in self.catalog.services.items()
+        ]
+
+    def service(self, svc: Service) -> dict[str, Any]:
+        ongoing = self.ongoing()
+        doc = ongoing.get(svc.id)
+        return {
+            "id": svc.id,
+            "name": svc.name,
+            "status": _status(doc),
+            "incident": None if doc is None else doc["id"],
+            "minutes": self.minutes(svc.id),
+        }
+
+    def minutes(self, service: str, span: int = DAY_MIN) -> list[dict[str, Any]]:
+        """The last `span` minutes up to the current one: reports and the typical level."""
+        m1 = int(self.clock() // 60) + 1
+        m0 = m1 - span
+        counts, baseline = self.series(service, m0, m1)
+        out = []
+        for k in range(span):
+            b = baseline[k]
+            out.append(
+                {
+                    "t": iso((m0 + k) * 60),
+                    "reports": int(counts[k]),
+                    "baseline": None if np.isnan(b) else round(float(b), 2),
+                }
+            )
+        return out
+
+    def series(self, service: str, m0: int, m1: int) -> tuple[np.ndarray, np.ndarray]:
+        """(counts, baseline) per minute of [m0, m1): store history plus the live minutes."""
+        counts = np.zeros(m1 - m0, np.float64)
+        baseline = np.full(m1 - m0, np.nan)
+        first = m1
+        if self.engine is not None:
+            first, recent, baseline = self.engine.recent(service, m0, m1)
+            counts[first - m0 :] = recent[: m1 - first]
+        if first > m0:
+            with self._read_lock:
+                stored = self.reader.minute_counts(service, m0 * 60, first * 60)
+            counts[: first - m0] = stored
+        return counts, baseline
+
+    def incidents(
+        self,
+        service: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        with self._read_lock:
+            docs = self.reader.incidents(service=service, since=since, until=until, status=status)
+        if self.engine is None:
+            return docs[:limit] if limit else docs
+        # The engine's view of an incident is newer than the last commit's.
+        live = {d["id"]: d for d in self.engine.ongoing().values()}
+        out = [live.pop(d["id"], d) for d in docs]
+        for d in live.values():  # opened since the last commit
+            if _matches(d, service, since, until, status):
+                out.append(d)
+        out.sort(key=lambda d: (d["started_at"], d["id"]), reverse=True)
+        out = [d for d in out if _matches(d, service, since, until, status)]
+        return out[:limit] if limit else out
+
+    def incident(self, incident_id: str) -> dict[str, Any] | None:
+        if self.engine is not None:
+            doc = self.engine.live_doc(incident_id)
+            if doc is not None:
+                return doc
+        with self._read_lock:
+            return self.reader.incident(incident_id)
+
+    def transitions(self, incident_id: str) -> list[dict[str, Any]]:
+        with self._read_lock:
+            return self.reader.transitions(incident_id)
+
+
+def _status(doc: dict[str, Any] | None) -> str:
+    from outagewatch.incidents.severity import severity
+
+    return "ok" if doc is None else severity(doc)
+
+
+def _matches(
+    d: dict[str, Any],
+    service: str | None,
+    since: float | None,
+    until: float | None,
+    status: str | None,
+) -> bool:
+    if service is not None and d["service"] != service:
+        return False
+    if status is not None and d["status"] != status:
+        return False
+    if since is not None and d["ended_at"] is not None and _epoch(d["ended_at"]) < since:
+        return False
+    return not (until is not None and _epoch(d["started_at"]) > until)
+
+
+def _epoch(ts: str) -> float:
+    return dt.datetime.fromisoformat(ts).timestamp()

@@ -1,0 +1,71 @@
+"""GET /metrics: Prometheus text from prometheus-client, one registry per server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from outagewatch.web.app import Server
+
+
+class _Collector(Collector):
+    """Reads the live counters at scrape time (no double bookkeeping)."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        live, engine, bus = self.server.live, self.server.engine, self.server.bus
+        if live is None:
+            return
+        c = live.counters
+        accepted = CounterMetricFamily(
+            "outagewatch_events_accepted", "Events accepted over HTTP, by type", labels=["type"]
+        )
+        for kind, n in sorted(c.accepted.items()):
+            accepted.add_metric([kind], n)
+        yield accepted
+        rejected = CounterMetricFamily(
+            "outagewatch_events_rejected", "Events rejected over HTTP, by reason", labels=["reason"]
+        )
+        for reason, n in sorted(c.rejected.items()):
+            rejected.add_metric([reason], n)
+        yield rejected
+        yield CounterMetricFamily("outagewatch_commits", "Pipeline commits to the store", c.commits)
+        yield CounterMetricFamily(
+            "outagewatch_commit_seconds", "Time spent committing", c.commit_seconds
+        )
+        if engine is not None:
+            yield CounterMetricFamily(
+                "outagewatch_ticks", "Minutes closed (pipeline ticks)", engine.ticks
+            )
+            yield CounterMetricFamily(
+                "outagewatch_tick_seconds", "Time spent in pipeline ticks", engine.tick_seconds
+            )
+            yield GaugeMetricFamily(
+                "outagewatch_open_incidents", "Ongoing incidents", len(engine.ongoing())
+            )
+        if bus is not None:
+            yield GaugeMetricFamily(
+                "outagewatch_bus_queue", "Jobs waiting for the writer", bus.depth
+            )
+            yield CounterMetricFamily(
+                "outagewatch_journal_groups", "Journal transactions (group commits)", bus.groups
+            )
+
+
+class Metrics:
+    def __init__(self, server: Server) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_Collector(server))
+
+    async def endpoint(self) -> Response:
+        return Response(
+            generate_latest(self.registry), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )

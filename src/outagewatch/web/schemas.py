@@ -1,0 +1,160 @@
+"""Pydantic models that document the HTTP API in /openapi.json (contract §4 and §6).
+
+Handlers answer with pre-encoded JSON for speed; these models are what the document
+promises, and tests check real responses against them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="short machine-readable code, e.g. not_found, invalid_body")
+    message: str = Field(description="what was wrong, naming the field or item")
+
+
+class Error(BaseModel):
+    error: ErrorBody
+
+
+class Rejected(BaseModel):
+    index: int = Field(description="position of the item in the posted list (0 for one object)")
+    reason: str
+
+
+class Accepted(BaseModel):
+    accepted: int
+    rejected: list[Rejected]
+
+
+class ServiceSummary(BaseModel):
+    id: str
+    name: str
+    aliases: list[str]
+    group: str | None
+    status: Literal["ok", "problems", "outage"]
+
+
+class Minute(BaseModel):
+    t: str = Field(description="start of the minute, RFC 3339 UTC")
+    reports: int = Field(description="reports counted in the minute, after deduplication")
+    baseline: float | None = Field(description="typical reports per minute (null: not learned)")
+
+
+class ServiceDetail(BaseModel):
+    id: str
+    name: str
+    status: Literal["ok", "problems", "outage"]
+    incident: str | None
+    minutes: list[Minute]
+
+
+class CountryCount(BaseModel):
+    country: str
+    reports: int
+
+
+class ProblemCount(BaseModel):
+    problem: str
+    reports: int
+
+
+class Cause(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    kind: Literal[
+        "capacity", "ddos", "failover", "upstream", "regional_network", "shared_platform", "unknown"
+    ]
+    confidence: float = Field(ge=0, le=1)
+    evidence: list[str]
+
+
+class Cluster(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    kind: Literal["group", "upstream", "regional"]
+    key: str
+    services: list[str]
+
+
+class Incident(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    service: str
+    status: Literal["ongoing", "resolved"]
+    started_at: str
+    detected_at: str
+    peak_at: str
+    ended_at: str | None
+    peak_reports_per_minute: int
+    baseline_reports_per_minute: float
+    total_reports: int
+    countries: list[CountryCount]
+    problems: list[ProblemCount]
+    probe_confirmed: bool | None
+    suspected_abuse: bool
+    causes: list[Cause]
+    cluster: Cluster | None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    watermark: str | None = Field(description="event time the pipeline has reached")
+    queue: int = Field(description="batches waiting for the writer")
+
+
+REPORT_ITEM: dict[str, Any] = {
+    "type": "object",
+    "required": ["service", "country"],
+    "properties": {
+        "service": {"type": "string", "description": "service id or alias"},
+        "country": {"type": "string", "description": "ISO 3166-1 alpha-2; UK is GB"},
+        "problem": {"type": "string"},
+        "region": {"type": "string"},
+        "city": {"type": "string"},
+        "reporter": {"type": "string"},
+        "ts": {"oneOf": [{"type": "string"}, {"type": "number"}]},
+        "count": {"type": "integer", "minimum": 1},
+    },
+}
+PROBE_ITEM: dict[str, Any] = {
+    "type": "object",
+    "required": ["service", "target", "ok"],
+    "properties": {
+        "service": {"type": "string"},
+        "target": {"type": "string"},
+        "site": {"type": "string"},
+        "vantage": {"type": "string"},
+        "ok": {"type": "boolean"},
+        "status": {"type": "integer"},
+        "latency_ms": {"type": "number"},
+        "error": {"type": "string"},
+        "ts": {"oneOf": [{"type": "string"}, {"type": "number"}]},
+    },
+}
+METRIC_ITEM: dict[str, Any] = {
+    "type": "object",
+    "required": ["service", "name", "value"],
+    "properties": {
+        "service": {"type": "string"},
+        "name": {"type": "string"},
+        "value": {"type": "number"},
+        "ts": {"oneOf": [{"type": "string"}, {"type": "number"}]},
+    },
+}
+
+
+def body_schema(item: dict[str, Any]) -> dict[str, Any]:
+    """openapi_extra for a POST taking one event object or a list of them."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"oneOf": [item, {"type": "array", "items": item, "maxItems": 1000}]}
+                }
+            },
+        }
+    }
