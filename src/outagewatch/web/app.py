@@ -48,6 +48,7 @@ class Server:
     clock: Callable[[], float] = time.time
     tick_interval_s: float = 1.0
     tasks: list[Task] = field(default_factory=list)
+    warmup: list[Task] = field(default_factory=list)  # run once before the first tick
     live: Live | None = None
     bus: LocalBus | None = None
     engine: Engine | None = None
@@ -71,6 +72,8 @@ class Server:
         bus.on_commit = live.committed
         bus.start()
         self.engine, self.bus, self.live = engine, bus, live
+        for job in self.warmup:
+            await job(self)
         await bus.tick()  # close what ended while we were down, commit the recovered batches
         self._running.append(asyncio.create_task(self._ticker(), name="ticker"))
         for task in self.tasks:
