@@ -12,9 +12,9 @@ every cycle, outages modelled on the seed articles:
    fine and X gets more ordinary visitors;
 3. Cloudflare failing and taking Discord and Shopify with it;
 4. a capacity failure on X Spaces: listeners pass ~0.9 million, errors climb, reports of
-   `spaces` problems surge, with X's telemetry (load, traffic, sources, errors) posted;
-5. a bot flood on Netflix: thousands of reports from 25 ids behind 4 addresses, which
-   deduplication reduces to a trickle — no incident.
+   `spaces` problems surge, with X's telemetry (load, traffic, sources, errors) posted.
+
+(A bot flood joins the cycle once floods from few reporters are flagged as abuse.)
 """
 
 from __future__ import annotations
@@ -69,12 +69,11 @@ class Scenario:
     surges: tuple[Surge, ...]
     bumps: tuple[Bump, ...] = ()
     capacity: bool = False  # post X's telemetry of a capacity failure
-    flood: bool = False  # a bot flood on Netflix
 
 
 def scenario(k: int, start: float) -> Scenario:
     """The k-th scenario of the cycle, starting at `start` (simulated epoch seconds)."""
-    kind = k % 5
+    kind = k % 4
     if kind == 0:
         return Scenario(
             "X down at night for US and UK users",
@@ -120,20 +119,18 @@ def scenario(k: int, start: float) -> Scenario:
                 Surge("shopify", start + 60, outage_profile(40, 2, 8, 4)),
             ),
         )
-    if kind == 3:
-        return Scenario(
-            "X Spaces breaks under 1.3 million listeners",
-            (
-                Surge(
-                    "x",
-                    start + 120,
-                    outage_profile(180, 2, 8, 4),
-                    problems={"spaces": 0.8, "app": 0.2},
-                ),
+    return Scenario(
+        "X Spaces breaks under 1.3 million listeners",
+        (
+            Surge(
+                "x",
+                start + 120,
+                outage_profile(180, 2, 8, 4),
+                problems={"spaces": 0.8, "app": 0.2},
             ),
-            capacity=True,
-        )
-    return Scenario("A bot flood on Netflix (no outage)", (), flood=True)
+        ),
+        capacity=True,
+    )
 
 
 def x_telemetry(t: float, capacity_start: float | None) -> list[dict[str, object]]:
@@ -161,26 +158,6 @@ def x_telemetry(t: float, capacity_start: float | None) -> list[dict[str, object
             ("p99_ms", 180 + 2_000 * over),
         )
     ]
-
-
-def flood_lines(t: float, seed: int) -> list[bytes]:
-    """2,000 reports in one minute from 25 ids behind 4 addresses (deduplicated away)."""
-    out = []
-    for i in range(2_000):
-        out.append(
-            _ENCODE(
-                {
-                    "type": "report",
-                    "service": "netflix",
-                    "ts": t + (i % 60),
-                    "country": "US",
-                    "problem": "streaming",
-                    "reporter": f"bot-{(i + seed) % 25}",
-                    "ip": f"203.0.113.{(i % 4) + 10}",
-                }
-            )
-        )
-    return out
 
 
 class DemoFeed:
@@ -217,7 +194,6 @@ class DemoFeed:
         surges: list[Surge] = []
         bumps: list[Bump] = []
         capacity_start = None
-        flood = False
         got = self.scenario_at(t)
         # The previous scenario's tail may still run into this minute.
         prev = self.scenario_at(t - CYCLE_MIN * 60) if got is not None else None
@@ -229,8 +205,6 @@ class DemoFeed:
             bumps += sc.bumps
             if sc.capacity:
                 capacity_start = s0
-            if sc.flood and 0 <= t - s0 < 15 * 60:
-                flood = True
         self.current = [] if got is None else [got[2].name]
         sim = simulate(
             self.traffic,
@@ -246,8 +220,6 @@ class DemoFeed:
         tag = b'"reporter":"%d-' % int(t // 60)
         lines = [line.replace(b'"reporter":"', tag) for line in sim.lines]
         lines += [_ENCODE(e) for e in x_telemetry(t, capacity_start)]
-        if flood:
-            lines += flood_lines(t, int(t // 60))
         return lines
 
 

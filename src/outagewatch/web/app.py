@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,4 +172,13 @@ def run(server: Server, host: str, port: int) -> None:
         access_log=False,
         lifespan="on",
     )
-    uvicorn.Server(config).run()
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # SIGTERM/SIGINT shut down gracefully (final commit) and the process exits 0;
+            # uvicorn's own handler would re-raise the signal after shutting down.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self.handle_exit)
+            yield
+
+    _Server(config).run()
