@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +22,7 @@ import numpy as np
 from outagewatch.bus.base import Bus
 from outagewatch.catalog import Catalog, Service
 from outagewatch.engine import Committed, Engine, Prepared, prepare
-from outagewatch.events import EventDecoder, iso
+from outagewatch.events import EventDecoder
 from outagewatch.store.base import Store
 
 DAY_MIN = 1440
@@ -148,17 +150,13 @@ class Live:
         m1 = int(self.clock() // 60) + 1
         m0 = m1 - span
         counts, baseline = self.series(service, m0, m1)
-        out = []
-        for k in range(span):
-            b = baseline[k]
-            out.append(
-                {
-                    "t": iso((m0 + k) * 60),
-                    "reports": int(counts[k]),
-                    "baseline": None if np.isnan(b) else round(float(b), 2),
-                }
+        base = np.round(baseline, 2).tolist()
+        return [
+            {"t": t, "reports": n, "baseline": None if math.isnan(b) else b}
+            for t, n, b in zip(
+                _minute_labels(m0, span), counts.astype(np.int64).tolist(), base, strict=True
             )
-        return out
+        ]
 
     def series(self, service: str, m0: int, m1: int) -> tuple[np.ndarray, np.ndarray]:
         """(counts, baseline) per minute of [m0, m1): store history plus the live minutes."""
@@ -207,6 +205,39 @@ class Live:
     def transitions(self, incident_id: str) -> list[dict[str, Any]]:
         with self._read_lock:
             return self.reader.transitions(incident_id)
+
+    def breakdown(self, service: str, span: int = 120) -> tuple[dict[str, int], dict[str, int]]:
+        """Reports by country and by problem over the last `span` minutes the engine still
+        holds in memory (at most its ring): the outage map when no incident is ongoing."""
+        countries: dict[str, int] = {}
+        problems: dict[str, int] = {}
+        if self.engine is None:
+            return countries, problems
+        with self.engine.lock:
+            p = self.engine.pipeline
+            s = p.series
+            si = s.service_index.get(service)
+            if si is None:
+                return countries, problems
+            last = p.closed_until  # the current minute: already counting
+            first = max(last - span + 1, last - s.ring + 1)
+            rows = np.arange(first, last + 1) % s.ring
+            for i in s.service_series[si]:
+                key = s.keys[i]
+                if key.kind == "total":
+                    continue
+                n = int(s.ring_count[rows, i].sum())
+                if n > 0:
+                    (countries if key.kind == "country" else problems)[key.key] = n
+        return countries, problems
+
+
+@functools.lru_cache(maxsize=8)
+def _minute_labels(m0: int, span: int) -> tuple[str, ...]:
+    """RFC 3339 labels of `span` minutes from minute `m0` (cached: every request of a minute
+    asks for the same ones)."""
+    t = np.arange(m0, m0 + span, dtype=np.int64).astype("datetime64[m]")
+    return tuple(f"{s}:00Z" for s in np.datetime_as_string(t, unit="m"))
 
 
 def _status(doc: dict[str, Any] | None) -> str:
