@@ -307,3 +307,50 @@ async def test_health_metrics_feed_and_openapi(tmp_path: Path) -> None:
             "/feeds/incidents.atom",
         ):
             assert path in spec["paths"], path
+
+
+# ---------------------------------------------------------------------------- fast path, limits
+async def test_the_fast_ingest_path_answers_exactly_like_the_routes(tmp_path: Path) -> None:
+    bodies: list[Any] = [
+        {"service": "x", "country": "US", "reporter": "a"},
+        [{"service": "x", "country": "US"}, {"service": "nope", "country": "US"}, 3],
+        [{"service": "nope"}],
+        "just a string",
+    ]
+    answers: dict[bool, list[tuple[int, bytes]]] = {}
+    for fast in (False, True):
+        async with running(tmp_path, Clock(), fast=fast, db=f"f{fast}.db") as (_, c):
+            got = []
+            for body in bodies:
+                r = await c.post("/api/v1/reports", json=body)
+                got.append((r.status_code, r.content))
+            r = await c.post("/api/v1/probes", json={"service": "x", "target": "u", "ok": True})
+            got.append((r.status_code, r.content))
+            r = await c.post("/api/v1/reports", content=b"x" * (1 << 20 + 1))
+            got.append((r.status_code, r.content))
+            answers[fast] = got
+    assert answers[True] == answers[False]
+    assert [s for s, _ in answers[True]] == [202, 202, 422, 422, 401, 413]
+
+
+async def test_public_reports_are_rate_limited_per_address_and_block(tmp_path: Path) -> None:
+    flags = {"OUTAGEWATCH_RATE_PER_IP": "5", "OUTAGEWATCH_RATE_PER_BLOCK": "8"}
+    async with running(tmp_path, Clock(), flags=flags, fast=True) as (_, c):
+        item = {"service": "x", "country": "US"}
+        statuses = []
+        for _ in range(6):
+            r = await c.post("/api/v1/reports", json=item)
+            statuses.append(r.status_code)
+            assert r.headers["RateLimit-Limit"] == "5"
+        assert statuses == [202] * 5 + [429]
+        assert_error(r, 429, "rate_limited")
+        assert int(r.headers["Retry-After"]) >= 1
+        assert r.headers["RateLimit-Remaining"] == "0"
+        # The operator token (a partner forwarding reports) is not limited.
+        r = await c.post("/api/v1/reports", json=[item] * 20, headers=AUTH)
+        assert r.status_code == 202
+        # A neighbour in the same /24 has its own address bucket but shares the block's.
+        neighbour = httpx.ASGITransport(app=c._transport.app, client=("198.51.100.8", 1))  # type: ignore[attr-defined]
+        async with httpx.AsyncClient(transport=neighbour, base_url="http://test") as n:
+            got = [(await n.post("/api/v1/reports", json=item)).status_code for _ in range(4)]
+        assert got == [202, 202, 202, 429]

@@ -81,7 +81,9 @@ def test_kill_9_loses_no_acknowledged_report(tmp_path: Path) -> None:
     stop = threading.Event()
 
     def stream() -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+        # A partner forwarding reports (the operator token): not rate-limited.
+        auth = {"Authorization": "Bearer tok"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5, headers=auth) as c:
             i = 0
             while not stop.is_set():
                 i += 1

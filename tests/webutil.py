@@ -37,14 +37,18 @@ async def running(
     catalog: Catalog | None = None,
     db: str = "t.db",
     history: tuple[str, ...] = (),
+    flags: dict[str, str] | None = None,
+    fast: bool = False,
 ) -> AsyncIterator[tuple[Server, httpx.AsyncClient]]:
     """A started server (no wall-clock ticks: the test calls `server.bus.tick()`).
+
+    `flags` are settings by environment name.
 
     `history` names services that get two days of ordinary traffic before the clock's
     time, imported before the server's first tick (as the demo does), so they can alert.
     """
-    flags = {"OUTAGEWATCH_DB": str(tmp_path / db), "OUTAGEWATCH_TOKEN": token}
-    settings = Settings.resolve(flags, {})
+    given = {"OUTAGEWATCH_DB": str(tmp_path / db), "OUTAGEWATCH_TOKEN": token}
+    settings = Settings.resolve({**given, **(flags or {})}, {})
 
     async def warm(server: Server) -> None:
         await publish(server, history_lines(history, clock.t - 2 * 86_400, 2 * 1440))
@@ -58,7 +62,8 @@ async def running(
     )
     app = create_app(server)
     app.state.live = await server.start()
-    transport = httpx.ASGITransport(app=app, client=CLIENT)
+    # `fast`: what uvicorn serves (ingest POSTs answered before the framework's stack).
+    transport = httpx.ASGITransport(app=app.state.ingest.asgi(app) if fast else app, client=CLIENT)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield server, client

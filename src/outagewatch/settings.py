@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from outagewatch.errors import UsageError
 
@@ -108,10 +109,96 @@ SETTINGS: tuple[Setting, ...] = (
         "names the client of POST /reports (empty: the peer address is the client)",
     ),
     Setting(
+        "OUTAGEWATCH_RATE_PER_IP",
+        "--rate-per-ip",
+        "60",
+        "public reports per minute one address may post (a token bucket; 0: no limit)",
+    ),
+    Setting(
+        "OUTAGEWATCH_RATE_PER_BLOCK",
+        "--rate-per-block",
+        "600",
+        "public reports per minute one /24 (IPv4) or /48 (IPv6) block may post",
+    ),
+    Setting(
         "OUTAGEWATCH_NATS_URL",
         "--nats-url",
         "",
         "nats:// URL of a NATS JetStream server: selects the NATS bus (empty: in-process bus)",
+    ),
+    Setting(
+        "OUTAGEWATCH_STREAM",
+        "--stream",
+        "outagewatch",
+        "name of the JetStream stream of accepted events (its subjects are STREAM.PARTITION)",
+    ),
+    Setting(
+        "OUTAGEWATCH_PARTITIONS",
+        "--partitions",
+        "8",
+        "number of partitions of the stream (services are spread over them by a stable hash); "
+        "the same on every API node and worker",
+    ),
+    Setting(
+        "OUTAGEWATCH_WORKER_ID",
+        "--worker-id",
+        "",
+        "name of this worker in partition leases (empty: host name, process id and a random "
+        "suffix)",
+    ),
+    Setting(
+        "OUTAGEWATCH_LEASE_TTL_S",
+        "--lease-ttl-s",
+        "10",
+        "seconds a worker's partition lease lasts without renewal: a dead worker's partitions "
+        "are taken over after at most this long",
+    ),
+    # Probes and alerts (issue 6).
+    Setting(
+        "OUTAGEWATCH_PROBE_CONCURRENCY",
+        "--probe-concurrency",
+        "20",
+        "probes (and status page polls) that may run at the same time",
+    ),
+    Setting(
+        "OUTAGEWATCH_SMTP_HOST",
+        "--smtp-host",
+        "",
+        "SMTP server for email alerts (empty: email alerts are off)",
+    ),
+    Setting("OUTAGEWATCH_SMTP_PORT", "--smtp-port", "587", "SMTP server port"),
+    Setting("OUTAGEWATCH_SMTP_USER", "--smtp-user", "", "SMTP user name (empty: no login)"),
+    Setting(
+        "OUTAGEWATCH_SMTP_PASSWORD",
+        "--smtp-password",
+        "",
+        "SMTP password (prefer the environment variable: flags show in process lists)",
+    ),
+    Setting(
+        "OUTAGEWATCH_SMTP_FROM",
+        "--smtp-from",
+        "outagewatch@localhost",
+        "sender address of email alerts",
+    ),
+    Setting(
+        "OUTAGEWATCH_SMTP_STARTTLS",
+        "--smtp-starttls",
+        "1",
+        "1 requires STARTTLS (with a verified certificate) before login and sending; 0 sends in "
+        "clear text",
+    ),
+    Setting(
+        "OUTAGEWATCH_ALERT_MAX_ATTEMPTS",
+        "--alert-max-attempts",
+        "8",
+        "attempts to deliver one alert before it is logged as failed",
+    ),
+    Setting(
+        "OUTAGEWATCH_ALERT_BACKOFF_S",
+        "--alert-backoff-s",
+        "10",
+        "seconds before the first retry of an alert; each further retry waits twice as long "
+        "(at most an hour)",
     ),
 )
 
@@ -125,6 +212,21 @@ class Settings:
     allow_private_targets: bool = False
     nats_url: str | None = None
     trusted_proxies: tuple[str, ...] = ()
+    rate_per_ip: int = 60
+    rate_per_block: int = 600
+    stream: str = "outagewatch"
+    partitions: int = 8
+    worker_id: str = ""
+    lease_ttl_s: int = 10
+    probe_concurrency: int = 20
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)  # never in logs
+    smtp_from: str = "outagewatch@localhost"
+    smtp_starttls: bool = True
+    alert_max_attempts: int = 8
+    alert_backoff_s: int = 10
 
     @classmethod
     def resolve(
@@ -148,6 +250,21 @@ class Settings:
             allow_private_targets=_bool(values, "OUTAGEWATCH_ALLOW_PRIVATE_TARGETS"),
             nats_url=values["OUTAGEWATCH_NATS_URL"] or None,
             trusted_proxies=_networks(values, "OUTAGEWATCH_TRUSTED_PROXIES"),
+            rate_per_ip=_int(values, "OUTAGEWATCH_RATE_PER_IP", 0, 1_000_000),
+            rate_per_block=_int(values, "OUTAGEWATCH_RATE_PER_BLOCK", 1, 100_000_000),
+            stream=_name(values, "OUTAGEWATCH_STREAM"),
+            partitions=_int(values, "OUTAGEWATCH_PARTITIONS", 1, 1024),
+            worker_id=values["OUTAGEWATCH_WORKER_ID"].strip(),
+            lease_ttl_s=_int(values, "OUTAGEWATCH_LEASE_TTL_S", 2, 25),
+            probe_concurrency=_int(values, "OUTAGEWATCH_PROBE_CONCURRENCY", 1, 1000),
+            smtp_host=values["OUTAGEWATCH_SMTP_HOST"].strip(),
+            smtp_port=_int(values, "OUTAGEWATCH_SMTP_PORT", 1, 65_535),
+            smtp_user=values["OUTAGEWATCH_SMTP_USER"],
+            smtp_password=values["OUTAGEWATCH_SMTP_PASSWORD"],
+            smtp_from=values["OUTAGEWATCH_SMTP_FROM"].strip() or "outagewatch@localhost",
+            smtp_starttls=_bool(values, "OUTAGEWATCH_SMTP_STARTTLS"),
+            alert_max_attempts=_int(values, "OUTAGEWATCH_ALERT_MAX_ATTEMPTS", 1, 100),
+            alert_backoff_s=_int(values, "OUTAGEWATCH_ALERT_BACKOFF_S", 1, 3_600),
         )
 
 
@@ -185,3 +302,12 @@ def _networks(values: Mapping[str, str], name: str) -> tuple[str, ...]:
         except ValueError:
             raise UsageError(f"{flag} / {name}: {part!r} is no IP address or CIDR block") from None
     return tuple(out)
+
+
+def _name(values: Mapping[str, str], name: str) -> str:
+    """A NATS stream name: letters, digits, `-` and `_` (it is also the subject prefix)."""
+    raw = values[name]
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", raw):
+        flag = next(s.flag for s in SETTINGS if s.env == name)
+        raise UsageError(f"{flag} / {name} {raw!r}: expected 1 to 64 letters, digits, '-' or '_'")
+    return raw

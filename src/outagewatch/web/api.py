@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 from collections.abc import Callable, Sequence
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -12,28 +10,12 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from outagewatch.engine import parse_body
-from outagewatch.errors import BusError
 from outagewatch.events import iso, parse_ts
 from outagewatch.web import schemas
+from outagewatch.web.ingest import ApiError, Ingest, client_address, require_operator
 from outagewatch.web.live import Live
 
-MAX_BODY_BYTES = 1 << 20
-MAX_ITEMS = 1000
 JSON = "application/json"
-
-
-class ApiError(Exception):
-    """An error answered as `{"error": {"code", "message"}}` with `status`."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
 
 
 def error_response(
@@ -52,104 +34,33 @@ def live_of(request: Request) -> Live:
     return live
 
 
-# ---------------------------------------------------------------------------- auth, clients
-def operator_check(token: str) -> Callable[[Request], None]:
-    """A dependency: the request must carry `Authorization: Bearer <token>`."""
-
-    def require_operator(request: Request) -> None:
-        if not is_operator(request, token):
-            if not token:
-                raise ApiError(
-                    403,
-                    "forbidden",
-                    "no operator token is configured on this server (set OUTAGEWATCH_TOKEN)",
-                )
-            if not request.headers.get("authorization"):
-                raise ApiError(
-                    401,
-                    "unauthorized",
-                    "this endpoint needs the operator token: Authorization: Bearer <token>",
-                    {"WWW-Authenticate": "Bearer"},
-                )
-            raise ApiError(403, "forbidden", "the bearer token is not the operator token")
-
-    return require_operator
-
-
-def is_operator(request: Request, token: str) -> bool:
-    if not token:
-        return False
-    auth = request.headers.get("authorization", "")
-    scheme, _, given = auth.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.strip().encode(), token.encode())
-
-
+# ---------------------------------------------------------------------------- clients
 def client_ip(request: Request, trusted: Sequence[str]) -> str | None:
     """The client's address; behind a trusted proxy, the last untrusted X-Forwarded-For hop."""
     peer = request.client.host if request.client else None
-    if not trusted or peer is None:
-        return peer
-    nets = [ipaddress.ip_network(t) for t in trusted]
-
-    def is_trusted(addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
-        return any(ip in n for n in nets)
-
-    if not is_trusted(peer):
-        return peer
-    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
-    for hop in reversed(hops):
-        if not is_trusted(hop):
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return peer
-    return peer
+    return client_address(peer, request.headers.get("x-forwarded-for"), trusted)
 
 
-async def read_items(request: Request) -> list[Any]:
-    size = request.headers.get("content-length")
-    if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
-        raise ApiError(413, "too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError(413, "too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
-    if not body:
-        raise ApiError(422, "invalid_body", "the body is empty: send a JSON object or a list")
-    try:
-        items = parse_body(bytes(body))
-    except ValueError as exc:
-        raise ApiError(422, "invalid_body", str(exc)) from None
-    if len(items) > MAX_ITEMS:
-        raise ApiError(413, "too_large", f"a batch holds at most {MAX_ITEMS} items")
-    if not items:
-        raise ApiError(422, "invalid_body", "the list is empty")
-    return items
+def operator_check(token: str) -> Callable[[Request], None]:
+    """A dependency: the request must carry `Authorization: Bearer <token>`."""
+
+    def check(request: Request) -> None:
+        require_operator(request.headers.get("authorization"), token)
+
+    return check
 
 
-async def accept(live: Live, kind: str, items: list[Any], ip: str | None) -> Response:
-    try:
-        prep = await live.submit(kind, items, ip)
-    except BusError as exc:
-        raise ApiError(503, exc.code, str(exc), {"Retry-After": "1"}) from None
-    if not prep.lines:
-        first = prep.rejected[0]
-        more = f" (and {len(prep.rejected) - 1} more)" if len(prep.rejected) > 1 else ""
-        raise ApiError(422, "no_valid_item", f"item {first['index']}: {first['reason']}{more}")
-    return json_response({"accepted": len(prep.lines), "rejected": prep.rejected}, 202)
+async def _post(ingest: Ingest, kind: str, request: Request) -> Response:
+    peer = request.client.host if request.client else None
+    status, body, headers = await ingest.handle(kind, request.headers, peer, request.stream())
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
 # ---------------------------------------------------------------------------- routes
-def build_router(token: str, trusted_proxies: Sequence[str]) -> APIRouter:
+def build_router(ingest: Ingest) -> APIRouter:
+    """The JSON API. The ingest POSTs are answered by `ingest` (also its fast path)."""
     r = APIRouter()
-    operator = Depends(operator_check(token))
+    operator = Depends(operator_check(ingest.token))
     err: dict[int | str, dict[str, Any]] = {
         c: {"model": schemas.Error} for c in (401, 403, 404, 413, 422, 429, 503)
     }
@@ -163,8 +74,7 @@ def build_router(token: str, trusted_proxies: Sequence[str]) -> APIRouter:
         summary="Report a problem with a service (one report or a list)",
     )
     async def post_reports(request: Request) -> Response:
-        items = await read_items(request)
-        return await accept(live_of(request), "report", items, client_ip(request, trusted_proxies))
+        return await _post(ingest, "report", request)
 
     @r.post(
         "/api/v1/probes",
@@ -176,7 +86,7 @@ def build_router(token: str, trusted_proxies: Sequence[str]) -> APIRouter:
         summary="Post probe results (operator token)",
     )
     async def post_probes(request: Request) -> Response:
-        return await accept(live_of(request), "probe", await read_items(request), None)
+        return await _post(ingest, "probe", request)
 
     @r.post(
         "/api/v1/metrics",
@@ -188,7 +98,7 @@ def build_router(token: str, trusted_proxies: Sequence[str]) -> APIRouter:
         summary="Post operator telemetry (operator token)",
     )
     async def post_metrics(request: Request) -> Response:
-        return await accept(live_of(request), "metric", await read_items(request), None)
+        return await _post(ingest, "metric", request)
 
     @r.get("/api/v1/services", response_model=list[schemas.ServiceSummary], responses=err)
     async def get_services(request: Request) -> Response:

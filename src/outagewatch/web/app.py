@@ -30,9 +30,11 @@ from outagewatch.engine import Engine
 from outagewatch.settings import Settings
 from outagewatch.store import open_store
 from outagewatch.store.base import Store
-from outagewatch.web.api import ApiError, build_router, error_response
+from outagewatch.web.api import build_router, error_response
+from outagewatch.web.ingest import ApiError, ASGIApp, Ingest
 from outagewatch.web.live import Live
 from outagewatch.web.metrics import Metrics
+from outagewatch.web.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
@@ -123,13 +125,25 @@ def create_app(server: Server) -> FastAPI:
     )
     app.state.server = server
     install_errors(app)
-    app.include_router(build_router(server.settings.token, server.settings.trusted_proxies))
+    st = server.settings
+    limiter = RateLimiter(st.rate_per_ip, st.rate_per_block) if st.rate_per_ip > 0 else None
+    ingest = Ingest(lambda: app.state.live, st.token, st.trusted_proxies, limiter)
+    app.state.ingest = ingest
+    app.include_router(build_router(ingest))
     metrics = Metrics(server)
     app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=True)
     from outagewatch.web.pages import build_pages
 
     build_pages(app, server)
     return app
+
+
+def asgi_app(server: Server) -> ASGIApp:
+    """What uvicorn serves: the app, with the ingest POSTs answered before the framework's
+    middleware stack (the same handler as the documented routes; see ingest.py)."""
+    app = create_app(server)
+    ingest: Ingest = app.state.ingest
+    return ingest.asgi(app)
 
 
 def install_errors(app: FastAPI) -> None:
@@ -163,7 +177,7 @@ def run(server: Server, host: str, port: int) -> None:
     import uvicorn
 
     config = uvicorn.Config(
-        create_app(server),
+        asgi_app(server),
         host=host,
         port=port,
         loop="uvloop",
@@ -172,6 +186,7 @@ def run(server: Server, host: str, port: int) -> None:
         access_log=False,
         lifespan="on",
     )
+
     class _Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
