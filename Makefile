@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo demo-replay test lint typecheck unit browser bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,8 +14,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## demo: generate a week of simulated reports with seed-like outages, replay them, list the incidents
+## demo: the live demo on http://127.0.0.1:8000/ — simulated crowd, outages every few minutes
 demo: $(STAMP)
+	$(BIN)/outagewatch demo --port $${PORT:-8000}
+
+## demo-replay: simulate a week of reports with seed-like outages, replay them, list the incidents
+demo-replay: $(STAMP)
 	bash scripts/demo.sh
 
 ## test: lint, typecheck and every test
@@ -28,14 +32,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) browser
 	$(BIN)/pytest -n 2 -q
+
+## browser: Debian's chromium for the browser tests (installed when missing)
+browser:
+	sh scripts/ensure_chromium.sh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_replay.py
 	$(BIN)/python benchmarks/bench_tick.py
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_detection.py
+	$(BIN)/python benchmarks/bench_http.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
