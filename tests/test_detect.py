@@ -247,3 +247,27 @@ def test_no_learning_in_an_incident() -> None:
     b = Baseline(CFG)
     b.learn(s, list(range(1000, 1015)), np.full((1, 15), 500.0), np.zeros(1, np.bool_))
     assert s.level[0] == 5.0 and s.nobs[0] == 10_000
+
+
+def test_the_typical_curve_is_the_expectation_minute_by_minute() -> None:
+    """`Baseline.curve` (the band on the service chart) equals `expected` on ordinary days."""
+    rng = np.random.default_rng(4)
+    s = Series(32)
+    keys = [
+        SeriesKey("a", "total"),
+        SeriesKey("a", "country", "JP"),
+        SeriesKey("a", "country", "IN"),
+    ]
+    for k in keys:
+        s.get(k)
+    n = len(s)
+    s.level[:n] = rng.uniform(0.5, 20, n)
+    s.season[:n] = rng.uniform(0.2, 2.0, (n, s.season.shape[1])).astype(np.float32)
+    s.dow[:n] = rng.uniform(0.7, 1.3, (n, 7)).astype(np.float32)
+    b = Baseline(PipelineSettings())
+    m0 = int(dt.datetime(2025, 10, 6, tzinfo=dt.UTC).timestamp()) // 60  # a Monday, no holiday
+    minutes = np.arange(m0, m0 + 3 * 1440, 7, dtype=np.int64)
+    for i in range(n):
+        got = b.curve(s, i, minutes)
+        want = np.array([b.expected(s, int(m))[i] for m in minutes])
+        np.testing.assert_allclose(got, want, rtol=1e-5)
