@@ -127,7 +127,11 @@ class Engine:
         self.settings = settings
         self.lock = threading.RLock()
         state = store.load_state()
-        self.pipeline = Pipeline(settings) if state is None else load_state(state, settings)
+        self.pipeline = (
+            Pipeline(settings, catalog=catalog)
+            if state is None
+            else load_state(state, settings, catalog=catalog)
+        )
         self.decoder = EventDecoder(catalog, max_ts=now + FUTURE_SKEW_S)
         self.journal_seq = store.journal_seq()
         self._others: list[OtherEvent] = []
@@ -145,14 +149,14 @@ class Engine:
         """Count one journaled batch (already checked when it was accepted)."""
         with self.lock:
             d = self.decoder.decode(list(lines), 1)
-            self.pipeline.ingest(d.reports)
             if d.others:
+                # Others first, as `replay` does: they wait for their minute to become
+                # final, which the reports' ticks decide.
                 self._others.extend(d.others)
-                ingest_others = getattr(self.pipeline, "ingest_others", None)
-                if ingest_others is not None:
-                    ingest_others(d.others)
+                self.pipeline.ingest_others(d.others)
                 if self._on_others is not None:
                     self._on_others(d.others)
+            self.pipeline.ingest(d.reports)
             self.journal_seq = max(self.journal_seq, seq)
             self._dirty = True
         return d

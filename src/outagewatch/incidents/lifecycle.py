@@ -1,9 +1,12 @@
 """Incident lifecycle as a small state table.
 
-    quiet --opened--> ongoing --peak--> ongoing --resolved--> resolved
+    quiet --opened--> ongoing --peak|cause|cluster--> ongoing --resolved--> resolved
+                                                   resolved --cause|cluster--> resolved
 
 Every change is a `Transition` row (the store writes them guarded by the old state), and
-`TABLE` is the only place that says which changes are allowed.
+`TABLE` is the only place that says which changes are allowed. A change of the suspected
+causes or of the cluster is a row too (`cause`, `cluster`); a resolved incident may still
+get them while its last minutes become final.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ class State(StrEnum):
     RESOLVED = "resolved"
 
 
-TABLE: dict[tuple[State, State], str] = {
-    (State.QUIET, State.ONGOING): "opened",
-    (State.ONGOING, State.ONGOING): "peak",
-    (State.ONGOING, State.RESOLVED): "resolved",
+# (from, to) -> the actions allowed for that change; the first is the default.
+TABLE: dict[tuple[State, State], tuple[str, ...]] = {
+    (State.QUIET, State.ONGOING): ("opened",),
+    (State.ONGOING, State.ONGOING): ("peak", "cause", "cluster"),
+    (State.ONGOING, State.RESOLVED): ("resolved",),
+    (State.RESOLVED, State.RESOLVED): ("cause", "cluster"),
 }
 
 
@@ -34,7 +39,7 @@ TABLE: dict[tuple[State, State], str] = {
 class Transition:
     incident: str
     service: str
-    action: str  # a value of TABLE
+    action: str  # one of the actions TABLE allows for (from_state, to_state)
     from_state: State
     to_state: State
     at: float  # event time, epoch seconds
@@ -60,15 +65,21 @@ class Incident:
     countries: Counter[str] = field(default_factory=Counter)
     problems: Counter[str] = field(default_factory=Counter)
     drivers: set[int] = field(default_factory=set)  # series that fired during the incident
+    # Explanations (incidents.causes / incidents.clusters), re-evaluated as evidence arrives:
+    causes: list[dict[str, Any]] = field(default_factory=list)
+    cluster: dict[str, Any] | None = None
+    probe_confirmed: bool | None = None
 
     @staticmethod
     def make_id(service: str, started_min: int) -> str:
         return f"{service}-{iso(started_min * 60)[:16].replace('-', '').replace(':', '')}Z"
 
-    def move(self, to: State, at: float, **detail: Any) -> Transition:
-        action = TABLE.get((self.state, to))
-        if action is None:
-            raise OutagewatchError(f"incident {self.id}: no transition {self.state} -> {to}")
+    def move(self, to: State, at: float, *, action: str | None = None, **detail: Any) -> Transition:
+        allowed = TABLE.get((self.state, to), ())
+        if not allowed or (action is not None and action not in allowed):
+            what = f"{self.state} -> {to}" + ("" if action is None else f" ({action})")
+            raise OutagewatchError(f"incident {self.id}: no transition {what}")
+        action = action or allowed[0]
         tr = Transition(self.id, self.service, action, self.state, to, at, detail)
         self.state = to
         return tr
@@ -131,10 +142,10 @@ class Incident:
             "total_reports": round(total),
             "countries": _breakdown(countries, "country"),
             "problems": _breakdown(problems, "problem"),
-            "probe_confirmed": None,
+            "probe_confirmed": self.probe_confirmed,
             "suspected_abuse": False,
-            "causes": [],
-            "cluster": None,
+            "causes": [dict(c, evidence=list(c["evidence"])) for c in self.causes],
+            "cluster": None if self.cluster is None else dict(self.cluster),
         }
 
 

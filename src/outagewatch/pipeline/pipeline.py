@@ -15,6 +15,7 @@ import io
 import itertools
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,18 +23,23 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from outagewatch.catalog import Catalog
 from outagewatch.detect.baseline import Baseline
 from outagewatch.detect.kernels import window_scan
 from outagewatch.detect.scorer import Scores, is_hot, score
 from outagewatch.detect.series import Series, SeriesKey
 from outagewatch.errors import StoreError
-from outagewatch.events import ReportColumns
+from outagewatch.events import OtherEvent, ReportColumns
+from outagewatch.incidents.causes import IncidentView, explain, failing_providers
+from outagewatch.incidents.clusters import assign_clusters
 from outagewatch.incidents.lifecycle import Incident, State, Transition
 from outagewatch.pipeline.dedup import Dedup
+from outagewatch.pipeline.evidence import Evidence
 from outagewatch.settings import PipelineSettings
 
 SPAN_MINUTES = 30  # ingest adds in-order reports of up to this many minutes at once
 LEARN_BLOCK = 15  # the baseline learns from final minutes in aligned blocks of this many
+RECENT_MINUTES = 180  # finished incidents stay this long as context for causes and clusters
 
 
 @dataclass
@@ -80,8 +86,15 @@ class _Vocab:
 
 
 class Pipeline:
-    def __init__(self, settings: PipelineSettings | None = None) -> None:
+    def __init__(
+        self, settings: PipelineSettings | None = None, *, catalog: Catalog | None = None
+    ) -> None:
         self.settings = settings or PipelineSettings()
+        # The catalog gives causes their metric roles, groups and providers (None: causes
+        # rest on reports and probes only).
+        self.catalog = catalog
+        self.evidence = Evidence(catalog)
+        self._recent: dict[str, dict[str, Any]] = {}  # finished incidents' docs, for context
         self.series = Series(self.settings.ring_minutes)
         self.baseline = Baseline(self.settings)
         self.dedup = Dedup(self.settings.dedup_window_s, self.settings.lateness_s)
@@ -264,6 +277,25 @@ class Pipeline:
         for col in range(3):
             np.add.at(rc, (slot, ids[:, col]), c)
 
+    def set_catalog(self, catalog: Catalog | None) -> None:
+        self.catalog = catalog
+        self.evidence.set_catalog(catalog)
+
+    def ingest_others(self, others: Sequence[OtherEvent]) -> None:
+        """Keep accepted probe, status and metric events as evidence for causes.
+
+        They do not move the time: they are applied when their minute becomes final (the
+        ticks that reports or `advance_to` cause), so a batch's others may be handed in
+        before its reports. Others for a minute already final are late and not used.
+        """
+        if others:
+            self.evidence.ingest(others)
+
+    def official_status(self, service: str) -> dict[str, Any] | None:
+        """What the service's status page says: {"indicator", "since", "updated_at",
+        "description", "incident"} (times RFC 3339), or None when it never said anything."""
+        return self.evidence.official_status(service)
+
     # ================================================================ time
     def advance_to(self, t: float) -> None:
         """The time is now `t` (epoch seconds): close every minute that ended by then."""
@@ -306,6 +338,8 @@ class Pipeline:
         self.stats.ticks += 1
         if n == 0:
             self.final_until = m + 1 - cfg.lateness_min
+            if self.evidence.active:
+                self.evidence.finalise(m - cfg.lateness_min)
             return
         mu = self.baseline.expected(s, m)
         rows = self._window_rows(m)  # the newest minute first
@@ -327,6 +361,10 @@ class Pipeline:
         if f >= self.final_until:
             self._finalise(f)
             self.final_until = f + 1
+        if self.evidence.active:
+            self.evidence.finalise(f)
+        if self.incidents:
+            self._explain(m, f)
 
     def _window_rows(self, m: int) -> NDArray[np.int64]:
         return (m - self._wrange) % self.series.ring
@@ -456,7 +494,9 @@ class Pipeline:
             self._learn(list(range(max(self.learn_until, f + 1 - LEARN_BLOCK), f + 1)))
         for inc in list(self.incidents.values()):
             if inc.done and inc.acc_until <= self.learn_until:
-                self._finished.append(inc.doc())
+                doc = inc.doc()
+                self._finished.append(doc)
+                self._recent[inc.id] = doc
                 self._changed.discard(inc.id)
                 del self.incidents[inc.id]
 
@@ -510,6 +550,52 @@ class Pipeline:
             elif key.kind == "problem":
                 problems[key.key] += v
         return float(row[s.total_of[si]]), countries, problems
+
+    # ================================================================ explanations
+    def _explain(self, m: int, f: int) -> None:
+        """Re-evaluate the causes, probe confirmation and cluster of every live incident."""
+        horizon = (m - RECENT_MINUTES) * 60.0
+        for iid, doc in list(self._recent.items()):
+            if (IncidentView.from_doc(doc).end or 0.0) < horizon:
+                del self._recent[iid]
+        live = sorted(self.incidents.values(), key=lambda i: i.id)
+        views = [_view(inc) for inc in live]
+        context = [IncidentView.from_doc(d) for _, d in sorted(self._recent.items())]
+        everyone = views + context
+        lo = min(v.start for v in views) // 60 - 15
+        failing = failing_providers(self.catalog, self.evidence, int(lo), f)
+        clusters = assign_clusters(everyone, self.catalog, failing_providers=failing)
+        at = (m + 1) * 60.0
+        for inc, view in zip(live, views, strict=True):
+            cluster = clusters.get(inc.id)
+            ex = explain(
+                view,
+                everyone,
+                catalog=self.catalog,
+                evidence=self.evidence,
+                final_minute=f,
+                cluster=cluster,
+            )
+            same = inc.state
+            if _summary(ex.causes) != _summary(inc.causes) or (
+                ex.probe_confirmed != inc.probe_confirmed
+            ):
+                self._transitions.append(
+                    inc.move(
+                        same,
+                        at,
+                        action="cause",
+                        causes=[[c["kind"], c["confidence"]] for c in ex.causes],
+                        probe_confirmed=ex.probe_confirmed,
+                    )
+                )
+            if _cluster_key(cluster) != _cluster_key(inc.cluster):
+                self._transitions.append(inc.move(same, at, action="cluster", cluster=cluster))
+            if ex.causes != inc.causes or cluster != inc.cluster:
+                self._changed.add(inc.id)
+            inc.causes = ex.causes
+            inc.probe_confirmed = ex.probe_confirmed
+            inc.cluster = cluster
 
     # ================================================================ outputs
     def drain_transitions(self) -> list[Transition]:
@@ -570,8 +656,30 @@ class Pipeline:
         return [self.incident_doc(inc) for inc in self.open_by_service.values()]
 
 
+def _view(inc: Incident) -> IncidentView:
+    """The incident as explanations see it: its final minutes only (cheap, and what the
+    evidence rests on too)."""
+    return IncidentView(
+        id=inc.id,
+        service=inc.service,
+        start=inc.started_min * 60.0,
+        end=None if inc.ended_min is None else inc.ended_min * 60.0,
+        total=round(inc.total),
+        countries=tuple((c, round(n)) for c, n in sorted(inc.countries.items()) if n >= 0.5),
+    )
+
+
+def _summary(causes: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """What a `cause` transition records a change of: kinds and confidences (to 0.1)."""
+    return [(c["kind"], round(c["confidence"], 1)) for c in causes]
+
+
+def _cluster_key(cluster: dict[str, Any] | None) -> tuple[str, tuple[str, ...]] | None:
+    return None if cluster is None else (cluster["id"], tuple(cluster["services"]))
+
+
 # ==================================================================== persistence
-_STATE_VERSION = 3  # 2: weekday level factors; 3: series birth minute
+_STATE_VERSION = 4  # 2: weekday level factors; 3: series birth minute; 4: evidence, causes
 
 
 def dump_state(p: Pipeline) -> bytes:
@@ -592,6 +700,8 @@ def dump_state(p: Pipeline) -> bytes:
         "open": sorted(inc.id for inc in p.open_by_service.values()),
         "countries": p._countries.values,
         "problems": p._problems.values,
+        "evidence": p.evidence.dump(),
+        "recent": p._recent,
     }
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # type: ignore[arg-type]
@@ -600,8 +710,10 @@ def dump_state(p: Pipeline) -> bytes:
     return len(head).to_bytes(8, "little") + head + blob
 
 
-def load_state(data: bytes, settings: PipelineSettings | None = None) -> Pipeline:
-    p = Pipeline(settings)
+def load_state(
+    data: bytes, settings: PipelineSettings | None = None, *, catalog: Catalog | None = None
+) -> Pipeline:
+    p = Pipeline(settings, catalog=catalog)
     n = int.from_bytes(data[:8], "little")
     meta = msgspec.msgpack.decode(data[8 : 8 + n])
     if meta.get("version") != _STATE_VERSION:
@@ -622,6 +734,8 @@ def load_state(data: bytes, settings: PipelineSettings | None = None) -> Pipelin
         p._countries(v)
     for v in meta["problems"]:
         p._problems(v)
+    p.evidence.load(meta["evidence"])
+    p._recent = dict(meta["recent"])
     for d in meta["incidents"]:
         inc = Incident.from_state(d)
         p.incidents[inc.id] = inc
