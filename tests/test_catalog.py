@@ -377,3 +377,35 @@ def test_load_non_utf8_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(CatalogError) as info:
         Catalog.load(p)
     assert str(p) in str(info.value)
+
+
+# ---------------------------------------------------------------------- probe checks (issue 6)
+def test_probe_check_keys() -> None:
+    cat = Catalog.from_toml(
+        '[services.x]\n[[services.x.probes]]\nurl = "https://x.com/health"\n'
+        'expect_status = 204\nkeyword = "healthy"\ntimeout_s = 2.5\n'
+        '[[services.x.probes]]\nurl = "https://x.com/"\ntimeout_s = 3\n'
+    )
+    first, second = cat.services["x"].probes
+    assert first == Probe(
+        "https://x.com/health", expect_status=204, keyword="healthy", timeout_s=2.5
+    )
+    assert second.expect_status is None and second.keyword is None and second.timeout_s == 3.0
+
+
+@pytest.mark.parametrize(
+    ("probe", "key"),
+    [
+        ("expect_status = 99", "probes[0].expect_status"),
+        ("expect_status = 600", "probes[0].expect_status"),
+        ('expect_status = "200"', "probes[0].expect_status"),
+        ('keyword = ""', "probes[0].keyword"),
+        ("keyword = 5", "probes[0].keyword"),
+        ("timeout_s = 0", "probes[0].timeout_s"),
+        ("timeout_s = 301", "probes[0].timeout_s"),
+        ("timeout_s = true", "probes[0].timeout_s"),
+    ],
+)
+def test_bad_probe_check_keys(probe: str, key: str) -> None:
+    msg = load_error(f'[services.x]\n[[services.x.probes]]\nurl = "https://x.com/"\n{probe}\n')
+    assert_names(msg, "x", key)

@@ -33,7 +33,7 @@ _SERVICE_KEYS = {
     "probes",
     "status_page",
 }
-_PROBE_KEYS = {"url", "site", "interval_s"}
+_PROBE_KEYS = {"url", "site", "interval_s", "expect_status", "keyword", "timeout_s"}
 _STATUS_KEYS = {"url", "kind", "interval_s"}
 
 
@@ -42,6 +42,9 @@ class Probe:
     url: str
     site: str = "public"
     interval_s: int = 60
+    expect_status: int | None = None  # None: any 2xx after redirects
+    keyword: str | None = None  # text the body must contain
+    timeout_s: float = 10.0  # the whole check, connect to last byte read
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,20 @@ def _interval(path: str, sid: str, key: str, value: Any) -> int:
     return value
 
 
+def _status(path: str, sid: str, key: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599:
+        raise _err(path, sid, key, "must be an HTTP status code from 100 to 599")
+    return value
+
+
+def _timeout(path: str, sid: str, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.1 <= value <= 300:
+        raise _err(path, sid, key, "must be a number of seconds from 0.1 to 300")
+    return float(value)
+
+
 def _url(path: str, sid: str, key: str, value: Any) -> str:
     url = _str(path, sid, key, value)
     if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url):
@@ -225,6 +242,11 @@ def _parse_service(path: str, sid: str, body: dict[str, Any]) -> Service:
                 url=_url(path, sid, f"{key}.url", pr["url"]),
                 site=_str(path, sid, f"{key}.site", pr.get("site", "public")),
                 interval_s=_interval(path, sid, f"{key}.interval_s", pr.get("interval_s", 60)),
+                expect_status=_status(path, sid, f"{key}.expect_status", pr.get("expect_status")),
+                keyword=(
+                    _str(path, sid, f"{key}.keyword", pr["keyword"]) if "keyword" in pr else None
+                ),
+                timeout_s=_timeout(path, sid, f"{key}.timeout_s", pr.get("timeout_s", 10.0)),
             )
         )
     status_page = None

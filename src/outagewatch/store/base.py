@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
@@ -66,6 +66,35 @@ class Store(Protocol):
     def journal_seq(self) -> int:
         """The journal seq recorded with the saved state (0 when none)."""
         ...
+
+    # Alerts (issue 6): subscriptions and the delivery log (see SQLiteStore for the shapes).
+    def add_subscription(self, sub: Mapping[str, Any]) -> None: ...
+    def subscriptions(self) -> list[dict[str, Any]]: ...
+    def delete_subscription(self, sub_id: str) -> bool: ...
+    def add_delivery(self, d: Mapping[str, Any]) -> int | None:
+        """Queue an alert unless its unique `key` exists; its id, or None when it existed."""
+        ...
+
+    def delivery_keys(self, keys: Sequence[str]) -> set[str]: ...
+    def update_delivery(
+        self,
+        delivery_id: int,
+        *,
+        status: str,
+        attempts: int,
+        next_at: float | None,
+        last_error: str | None,
+        sent_at: float | None,
+    ) -> None: ...
+    def pending_deliveries(self) -> list[dict[str, Any]]: ...
+    def delivery(self, delivery_id: int) -> dict[str, Any] | None: ...
+    def deliveries(
+        self,
+        subscription: str | None = None,
+        incident: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]: ...
 
 
 def migrations(folder: str = "migrations") -> list[tuple[int, str]]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Sequence
+import threading
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,9 @@ class SQLiteStore:
                 raise
 
     def close(self) -> None:
+        alerts_db = getattr(self, "_alerts_db", None)  # see "alerts" below
+        if alerts_db is not None and alerts_db is not self.db:
+            alerts_db.close()
         self.db.close()
 
     # ---------------------------------------------------------------- catalog, state
@@ -241,6 +245,176 @@ class SQLiteStore:
             {"action": a, "from": f, "to": t, "at": at, "detail": orjson.loads(d)}
             for a, f, t, at, d in rows
         ]
+
+    # ================================================================ alerts (issue 6)
+    # Subscriptions and the delivery log. They use their own connection (same file), so an
+    # alert written from another thread never lands inside a pipeline commit's transaction.
+    _alerts_db: sqlite3.Connection | None = None
+    _alerts_lock: threading.Lock | None = None
+
+    def _alerts(self) -> tuple[sqlite3.Connection, threading.Lock]:
+        if self._alerts_db is None or self._alerts_lock is None:
+            if self.path in ("", ":memory:") or self.path.startswith("file:"):
+                self._alerts_db = self.db
+            else:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA busy_timeout=10000")
+                self._alerts_db = conn
+            self._alerts_lock = threading.Lock()
+        return self._alerts_db, self._alerts_lock
+
+    def _alerts_exec(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        db, lock = self._alerts()
+        try:
+            with lock:
+                return db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: alerts: {exc}") from None
+
+    def add_subscription(self, sub: Mapping[str, Any]) -> None:
+        """Store a subscription: id, service, group, min_severity, channel, config, created_at."""
+        self._alerts_exec(
+            "INSERT INTO subscriptions(id, service, grp, min_severity, channel, config, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                sub["id"],
+                sub.get("service"),
+                sub.get("group"),
+                sub["min_severity"],
+                sub["channel"],
+                orjson.dumps(sub["config"]).decode(),
+                float(sub["created_at"]),
+            ),
+        )
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        rows = self._alerts_exec(
+            "SELECT id, service, grp, min_severity, channel, config, created_at "
+            "FROM subscriptions ORDER BY created_at, id"
+        ).fetchall()
+        return [
+            {
+                "id": i,
+                "service": s,
+                "group": g,
+                "min_severity": m,
+                "channel": c,
+                "config": orjson.loads(cfg),
+                "created_at": t,
+            }
+            for i, s, g, m, c, cfg, t in rows
+        ]
+
+    def delete_subscription(self, sub_id: str) -> bool:
+        """Delete a subscription (its delivery log stays). False when there was none."""
+        cur = self._alerts_exec("DELETE FROM subscriptions WHERE id = ?", (sub_id,))
+        return cur.rowcount > 0
+
+    def add_delivery(self, d: Mapping[str, Any]) -> int | None:
+        """Queue one alert (status pending) unless its `key` is already known.
+
+        Returns the new delivery's id, or None when the key existed (the alert was queued
+        before, perhaps before a restart): the idempotency guard.
+        """
+        cur = self._alerts_exec(
+            "INSERT INTO deliveries(key, subscription, incident, kind, channel, status, "
+            "attempts, next_at, payload, created_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?) "
+            "ON CONFLICT(key) DO NOTHING",
+            (
+                d["key"],
+                d["subscription"],
+                d["incident"],
+                d["kind"],
+                d["channel"],
+                float(d["created_at"]),
+                orjson.dumps(d["payload"]).decode(),
+                float(d["created_at"]),
+            ),
+        )
+        return int(cur.lastrowid) if cur.rowcount == 1 and cur.lastrowid is not None else None
+
+    def delivery_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of `keys` are already in the delivery log."""
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            part = list(keys[i : i + 500])
+            marks = ",".join("?" * len(part))
+            rows = self._alerts_exec(
+                f"SELECT key FROM deliveries WHERE key IN ({marks})", part
+            ).fetchall()
+            found.update(str(r[0]) for r in rows)
+        return found
+
+    def update_delivery(
+        self,
+        delivery_id: int,
+        *,
+        status: str,
+        attempts: int,
+        next_at: float | None,
+        last_error: str | None,
+        sent_at: float | None,
+    ) -> None:
+        self._alerts_exec(
+            "UPDATE deliveries SET status = ?, attempts = ?, next_at = ?, last_error = ?, "
+            "sent_at = ? WHERE id = ?",
+            (status, attempts, next_at, last_error, sent_at, delivery_id),
+        )
+
+    def pending_deliveries(self) -> list[dict[str, Any]]:
+        """Deliveries still to attempt, soonest first (with their payloads)."""
+        return self._deliveries("WHERE status = 'pending' ORDER BY next_at, id", ())
+
+    def delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        found = self._deliveries("WHERE id = ?", (delivery_id,))
+        return found[0] if found else None
+
+    def deliveries(
+        self,
+        subscription: str | None = None,
+        incident: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """The delivery log, newest first (without payloads)."""
+        where, args = ["1 = 1"], []
+        for col, value in (("subscription", subscription), ("incident", incident)):
+            if value is not None:
+                where.append(f"{col} = ?")
+                args.append(value)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        rows = self._deliveries(
+            f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", (*args, int(limit))
+        )
+        for r in rows:
+            del r["payload"]
+        return rows
+
+    def _deliveries(self, tail: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+        cols = (
+            "id",
+            "key",
+            "subscription",
+            "incident",
+            "kind",
+            "channel",
+            "status",
+            "attempts",
+            "next_at",
+            "last_error",
+            "payload",
+            "created_at",
+            "sent_at",
+        )
+        rows = self._alerts_exec(f"SELECT {', '.join(cols)} FROM deliveries {tail}", args)
+        out = []
+        for row in rows.fetchall():
+            d = dict(zip(cols, row, strict=True))
+            d["payload"] = orjson.loads(d["payload"])
+            out.append(d)
+        return out
 
 
 def _epoch(ts: str) -> int:

@@ -1,0 +1,1 @@
+"""Alerts: subscriptions, notification channels, and the delivery log."""

@@ -1,0 +1,482 @@
+"""The Alerter: turns incident transitions into alerts for the matching subscriptions.
+
+    server commit ──> handle(transitions, docs) ──> deliveries table (unique key) ──> tasks
+                                                                                      │
+                           webhook / email / Slack / Discord / Teams  <── one task each
+
+- A subscription watches one service, one group, or everything, from a minimum severity on.
+- Alerts: `opened` (once the incident reaches the subscription's severity), `cause` (once a
+  cause other than `unknown` is identified), `resolved`. `cause` and `resolved` are sent only
+  to subscriptions that were told about the opening.
+- Each alert is queued once per (subscription, incident, kind): the key is unique in the
+  store, so handing the same transitions in again, even after a restart, sends nothing new.
+- Each delivery runs in its own task, with a per-attempt timeout and retries with
+  exponential backoff, so a failing or hanging channel never holds up the others. A pending
+  delivery survives a restart (`start()` resumes it). The log is `deliveries()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from outagewatch.alerts.base import KINDS, Kind, Message, Notifier, NotifierError
+from outagewatch.alerts.chat import ChatNotifier
+from outagewatch.alerts.email import EmailNotifier
+from outagewatch.alerts.messages import render, top_cause
+from outagewatch.alerts.webhook import WebhookNotifier
+from outagewatch.catalog import Catalog
+from outagewatch.errors import InputError
+from outagewatch.incidents.lifecycle import Transition
+from outagewatch.incidents.severity import SEVERITIES, Severity, at_least, severity
+from outagewatch.netguard import check_literal, guarded_client
+from outagewatch.settings import Settings
+from outagewatch.store.base import Store
+
+log = logging.getLogger("outagewatch.alerts")
+
+CHANNELS = ("webhook", "email", "slack", "discord", "teams")
+URL_CHANNELS = ("webhook", "slack", "discord", "teams")
+_EMAIL = re.compile(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+|[^@\s,<>]+@localhost")
+_FIELDS = {"service", "group", "min_severity", "channel", "url", "secret", "to"}
+
+
+class SubscriptionError(InputError):
+    """A subscription that cannot be created: the message names the field."""
+
+    code = "bad_subscription"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    service: str | None
+    group: str | None
+    min_severity: Severity
+    channel: str
+    config: Mapping[str, Any]
+    created_at: float
+
+    def matches(self, service: str, group: str | None) -> bool:
+        if self.service is not None:
+            return self.service == service
+        if self.group is not None:
+            return self.group == group
+        return True
+
+    def public(self) -> dict[str, Any]:
+        """What the API shows: secrets and webhook paths (which often hold tokens) hidden."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "service": self.service,
+            "group": self.group,
+            "min_severity": self.min_severity,
+            "channel": self.channel,
+            "created_at": self.created_at,
+        }
+        if "url" in self.config:
+            u = httpx.URL(str(self.config["url"]))
+            port = f":{u.port}" if u.port else ""
+            out["url"] = f"{u.scheme}://{u.host}{port}/…"
+        if "to" in self.config:
+            out["to"] = list(self.config["to"])
+        if "secret" in self.config:
+            out["secret_set"] = True
+        return out
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Subscription:
+        return cls(
+            row["id"],
+            row["service"],
+            row["group"],
+            row["min_severity"],
+            row["channel"],
+            row["config"],
+            row["created_at"],
+        )
+
+
+def delivery_key(sub_id: str, incident: str, kind: str) -> str:
+    return f"{sub_id}:{incident}:{kind}"
+
+
+class Alerter:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        catalog: Catalog,
+        *,
+        notifiers: Mapping[str, Notifier] | None = None,
+        smtp_ssl_context: ssl.SSLContext | None = None,
+        max_attempts: int | None = None,
+        backoff_s: float | None = None,
+        backoff_max_s: float = 3600.0,
+        attempt_timeout_s: float = 30.0,
+        concurrency: int = 10,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.catalog = catalog
+        self.max_attempts = max_attempts or settings.alert_max_attempts
+        self.backoff_s = float(backoff_s if backoff_s is not None else settings.alert_backoff_s)
+        self.backoff_max_s = backoff_max_s
+        self.attempt_timeout_s = attempt_timeout_s
+        self.clock = clock
+        self._smtp_ssl_context = smtp_ssl_context
+        self._notifiers: dict[str, Notifier] = dict(notifiers or {})
+        self._client: httpx.AsyncClient | None = None
+        self._slots = asyncio.Semaphore(concurrency)
+        self._subs: dict[str, Subscription] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._started = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Load subscriptions and resume the deliveries a previous run left pending."""
+        if self._started:
+            return
+        self._started = True
+        rows = await asyncio.to_thread(self.store.subscriptions)
+        self._subs = {r["id"]: Subscription.from_row(r) for r in rows}
+        for d in await asyncio.to_thread(self.store.pending_deliveries):
+            self._spawn(d)
+        log.info(
+            "alerts: %d subscriptions, %d deliveries resumed", len(self._subs), len(self._tasks)
+        )
+
+    async def stop(self) -> None:
+        """Cancel running deliveries (they stay pending in the store for the next start)."""
+        self._started = False
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        self._notifiers = {k: v for k, v in self._notifiers.items() if k not in CHANNELS}
+
+    async def idle(self, timeout: float | None = None) -> None:
+        """Wait until no delivery is in flight (for tests and clean shutdowns)."""
+        async with asyncio.timeout(timeout):
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    # ------------------------------------------------------------------ subscriptions
+    async def add_subscription(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate and store a subscription. The answer shows the webhook secret once."""
+        sub = self._validate(body)
+        row = {
+            "id": sub.id,
+            "service": sub.service,
+            "group": sub.group,
+            "min_severity": sub.min_severity,
+            "channel": sub.channel,
+            "config": dict(sub.config),
+            "created_at": sub.created_at,
+        }
+        await asyncio.to_thread(self.store.add_subscription, row)
+        self._subs[sub.id] = sub
+        out = sub.public()
+        if "secret" in sub.config:
+            out["secret"] = sub.config["secret"]
+        return out
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        return [s.public() for s in self._subs.values()]
+
+    def subscription(self, sub_id: str) -> dict[str, Any] | None:
+        sub = self._subs.get(sub_id)
+        return None if sub is None else sub.public()
+
+    async def delete_subscription(self, sub_id: str) -> bool:
+        found = await asyncio.to_thread(self.store.delete_subscription, sub_id)
+        self._subs.pop(sub_id, None)
+        return found
+
+    async def deliveries(
+        self,
+        subscription: str | None = None,
+        incident: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        rows = await asyncio.to_thread(self.store.deliveries, subscription, incident, status, limit)
+        for r in rows:
+            r.pop("key", None)
+        return rows
+
+    def _validate(self, body: Mapping[str, Any]) -> Subscription:
+        if not isinstance(body, Mapping):
+            raise SubscriptionError("the body must be a JSON object")
+        unknown = sorted(set(body) - _FIELDS)
+        if unknown:
+            raise SubscriptionError(
+                f"unknown field {unknown[0]!r}; expected some of {', '.join(sorted(_FIELDS))}"
+            )
+        service = group = None
+        if body.get("service") is not None and body.get("group") is not None:
+            raise SubscriptionError("give `service` or `group` (or neither for everything)")
+        if body.get("service") is not None:
+            svc = self.catalog.resolve(str(body["service"]))
+            if svc is None:
+                raise SubscriptionError(f"`service` {body['service']!r}: no such service")
+            service = svc.id
+        if body.get("group") is not None:
+            groups = {s.group for s in self.catalog.services.values() if s.group}
+            if body["group"] not in groups:
+                raise SubscriptionError(f"`group` {body['group']!r}: no service has this group")
+            group = str(body["group"])
+        min_sev = body.get("min_severity", "problems")
+        if min_sev not in SEVERITIES:
+            raise SubscriptionError(
+                f"`min_severity` {min_sev!r}: expected one of {', '.join(SEVERITIES)}"
+            )
+        channel = body.get("channel")
+        if channel not in CHANNELS:
+            raise SubscriptionError(f"`channel` {channel!r}: expected one of {', '.join(CHANNELS)}")
+        config: dict[str, Any] = {}
+        if channel in URL_CHANNELS:
+            url = body.get("url")
+            if not isinstance(url, str) or not url:
+                raise SubscriptionError(f"`url` is required for the {channel} channel")
+            try:
+                check_literal(url, self.settings.allow_private_targets)
+            except InputError as exc:
+                raise SubscriptionError(f"`url`: {exc}") from None
+            config["url"] = url
+        elif body.get("url") is not None:
+            raise SubscriptionError("`url` is only for webhook, slack, discord and teams")
+        if channel == "webhook":
+            secret = body.get("secret")
+            if secret is None:
+                secret = secrets.token_urlsafe(32)
+            if not isinstance(secret, str) or len(secret) < 16:
+                raise SubscriptionError("`secret` must be a string of at least 16 characters")
+            config["secret"] = secret
+        elif body.get("secret") is not None:
+            raise SubscriptionError("`secret` is only for the webhook channel")
+        if channel == "email":
+            if not self.settings.smtp_host and "email" not in self._notifiers:
+                raise SubscriptionError(
+                    "email alerts are off: set OUTAGEWATCH_SMTP_HOST (--smtp-host)"
+                )
+            to = body.get("to")
+            addrs = [to] if isinstance(to, str) else to
+            if (
+                not isinstance(addrs, list)
+                or not addrs
+                or len(addrs) > 50
+                or not all(isinstance(a, str) and _EMAIL.fullmatch(a) for a in addrs)
+            ):
+                raise SubscriptionError("`to` must be an email address or a list of them")
+            config["to"] = addrs
+        elif body.get("to") is not None:
+            raise SubscriptionError("`to` is only for the email channel")
+        return Subscription(
+            uuid.uuid4().hex[:16], service, group, min_sev, channel, config, self.clock()
+        )
+
+    # ------------------------------------------------------------------ transitions
+    async def handle(
+        self, transitions: Sequence[Transition], docs: Mapping[str, dict[str, Any]]
+    ) -> None:
+        """Queue the alerts these transitions call for (idempotent) and start sending them.
+
+        `docs` maps incident id to its contract §4 object after the commit.
+        """
+        if not self._subs or not transitions:
+            return
+        wanted: list[tuple[Subscription, Kind, Message]] = []
+        for tr in transitions:
+            doc = docs.get(tr.incident)
+            if doc is None:
+                continue
+            svc = self.catalog.services.get(doc["service"])
+            group = svc.group if svc is not None else None
+            name = svc.name if svc is not None else doc["service"]
+            subs = [s for s in self._subs.values() if s.matches(doc["service"], group)]
+            for kind in self._kinds(tr, doc):
+                for sub in subs:
+                    if kind == "opened" and not at_least(severity(doc), sub.min_severity):
+                        continue
+                    wanted.append((sub, kind, render(kind, doc, name)))
+        if not wanted:
+            return
+        for row in await asyncio.to_thread(self._queue, wanted):
+            self._spawn(row)
+
+    @staticmethod
+    def _kinds(tr: Transition, doc: Mapping[str, Any]) -> list[Kind]:
+        if tr.action == "resolved":
+            return ["resolved"]
+        kinds: list[Kind] = ["opened"]  # opened, peak (severity may have grown), cause, ...
+        if top_cause(doc) is not None:
+            kinds.append("cause")
+        return kinds
+
+    def _queue(self, wanted: list[tuple[Subscription, Kind, Message]]) -> list[dict[str, Any]]:
+        """(worker thread) Insert new deliveries; `cause`/`resolved` need `opened` first.
+
+        Returns the deliveries that are new (the others were queued before)."""
+        rows: list[dict[str, Any]] = []
+        opened = {delivery_key(s.id, m.incident, "opened") for s, _, m in wanted}
+        known = self.store.delivery_keys(sorted(opened))
+        now = self.clock()
+        for sub, kind, msg in wanted:
+            key = delivery_key(sub.id, msg.incident, kind)
+            if kind != "opened" and delivery_key(sub.id, msg.incident, "opened") not in known:
+                continue
+            new_id = self.store.add_delivery(
+                {
+                    "key": key,
+                    "subscription": sub.id,
+                    "incident": msg.incident,
+                    "kind": kind,
+                    "channel": sub.channel,
+                    "payload": msg.to_json(),
+                    "created_at": now,
+                }
+            )
+            if kind == "opened":
+                known.add(key)
+            if new_id is not None:
+                row = self.store.delivery(new_id)
+                if row is not None:
+                    rows.append(row)
+        return rows
+
+    # ------------------------------------------------------------------ delivery
+    def _spawn(self, row: dict[str, Any]) -> None:
+        if not self._started or row["id"] in self._tasks:
+            return
+        task = asyncio.create_task(self._deliver(row), name=f"alert {row['id']}")
+        self._tasks[row["id"]] = task
+        did = int(row["id"])
+
+        def forget(_: asyncio.Task[None]) -> None:
+            if self._tasks.get(did) is task:
+                del self._tasks[did]
+
+        task.add_done_callback(forget)
+
+    def _notifier(self, channel: str) -> Notifier:
+        found = self._notifiers.get(channel)
+        if found is not None:
+            return found
+        if channel == "email":
+            s = self.settings
+            if not s.smtp_host:
+                raise NotifierError(
+                    "email alerts are off: OUTAGEWATCH_SMTP_HOST is not set", permanent=True
+                )
+            notifier: Notifier = EmailNotifier(
+                s.smtp_host,
+                s.smtp_port,
+                sender=s.smtp_from,
+                user=s.smtp_user,
+                password=s.smtp_password,
+                starttls=s.smtp_starttls,
+                ssl_context=self._smtp_ssl_context,
+                timeout_s=self.attempt_timeout_s,
+            )
+        else:
+            if self._client is None:
+                self._client = guarded_client(
+                    allow_private=self.settings.allow_private_targets,
+                    timeout=self.attempt_timeout_s,
+                    follow_redirects=False,
+                )
+            if channel == "webhook":
+                notifier = WebhookNotifier(self._client, self.clock)
+            else:
+                notifier = ChatNotifier(self._client, channel)
+        self._notifiers[channel] = notifier
+        return notifier
+
+    async def _deliver(self, row: dict[str, Any]) -> None:
+        did, key = int(row["id"]), str(row["key"])
+        attempts = int(row["attempts"])
+        next_at = float(row["next_at"] or 0.0)
+        message = Message.from_json(row["payload"])
+        while True:
+            delay = next_at - self.clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sub = self._subs.get(row["subscription"])
+            if sub is None:
+                await self._update(did, "failed", attempts, None, "subscription deleted", None)
+                return
+            attempts += 1
+            error: str | None = None
+            permanent = False
+            try:
+                notifier = self._notifier(sub.channel)
+                async with self._slots, asyncio.timeout(self.attempt_timeout_s):
+                    await notifier.send(sub.config, message, key)
+            except NotifierError as exc:
+                error, permanent = exc.message, exc.permanent
+            except TimeoutError:
+                error = f"timed out after {self.attempt_timeout_s:g} s"
+            except Exception as exc:  # a broken channel must not take the others down
+                error = f"{type(exc).__name__}: {exc}"
+            if error is None:
+                await self._update(did, "sent", attempts, None, None, self.clock())
+                log.info("alert %s %s sent via %s", message.kind, message.incident, sub.channel)
+                return
+            if permanent or attempts >= self.max_attempts:
+                await self._update(did, "failed", attempts, None, error, None)
+                log.warning(
+                    "alert %s %s via %s failed after %d attempts: %s",
+                    message.kind,
+                    message.incident,
+                    sub.channel,
+                    attempts,
+                    error,
+                )
+                return
+            wait = min(self.backoff_max_s, self.backoff_s * 2.0 ** (attempts - 1))
+            next_at = self.clock() + wait
+            await self._update(did, "pending", attempts, next_at, error, None)
+
+    async def _update(
+        self,
+        did: int,
+        status: str,
+        attempts: int,
+        next_at: float | None,
+        error: str | None,
+        sent_at: float | None,
+    ) -> None:
+        await asyncio.to_thread(
+            self.store.update_delivery,
+            did,
+            status=status,
+            attempts=attempts,
+            next_at=next_at,
+            last_error=error,
+            sent_at=sent_at,
+        )
+
+
+__all__ = ["KINDS", "Alerter", "Subscription", "SubscriptionError", "delivery_key"]

@@ -1,0 +1,85 @@
+"""HTTP API of alerts (operator only): subscriptions and the delivery log.
+
+    POST   /api/v1/subscriptions        create; 201 with the subscription (webhook secret once)
+    GET    /api/v1/subscriptions        list
+    GET    /api/v1/subscriptions/{id}   one
+    DELETE /api/v1/subscriptions/{id}   204
+    GET    /api/v1/deliveries           the delivery log, newest first
+                                        (query: subscription, incident, status, limit)
+
+Errors are `fastapi.HTTPException` with `detail={"code", "message"}`; the app's handler
+turns them into the contract's error shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+
+from outagewatch.alerts.alerter import Alerter, SubscriptionError
+
+STATUSES = ("pending", "sent", "failed")
+
+
+def _error(status: int, code: str, message: str) -> HTTPException:
+    return HTTPException(status_code=status, detail={"code": code, "message": message})
+
+
+def make_router(alerter: Alerter, require_operator: Callable[..., Any]) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["alerts"], dependencies=[Depends(require_operator)])
+
+    @router.post("/subscriptions", status_code=201)
+    async def create_subscription(request: Request) -> dict[str, Any]:
+        """Subscribe a channel to a service, a group, or everything.
+
+        Body: `channel` (webhook, email, slack, discord, teams); `service` or `group` (or
+        neither: everything); `min_severity` (problems, outage; default problems); `url`
+        (every channel but email); `secret` (webhook: at least 16 characters, generated
+        when left out); `to` (email: an address or a list).
+        """
+        try:
+            body = await request.json()
+        except ValueError:
+            raise _error(400, "bad_json", "the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise _error(422, SubscriptionError.code, "the body must be a JSON object")
+        try:
+            return await alerter.add_subscription(body)
+        except SubscriptionError as exc:
+            raise _error(422, exc.code, exc.message) from None
+
+    @router.get("/subscriptions")
+    async def list_subscriptions() -> list[dict[str, Any]]:
+        return alerter.subscriptions()
+
+    @router.get("/subscriptions/{sub_id}")
+    async def get_subscription(sub_id: str) -> dict[str, Any]:
+        found = alerter.subscription(sub_id)
+        if found is None:
+            raise _error(404, "not_found", f"no subscription {sub_id!r}")
+        return found
+
+    @router.delete("/subscriptions/{sub_id}", status_code=204)
+    async def delete_subscription(sub_id: str) -> Response:
+        if not await alerter.delete_subscription(sub_id):
+            raise _error(404, "not_found", f"no subscription {sub_id!r}")
+        return Response(status_code=204)
+
+    @router.get("/deliveries")
+    async def deliveries(
+        subscription: str | None = None,
+        incident: str | None = None,
+        status: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Every alert queued: kind, channel, status (pending, sent, failed), attempts,
+        the last error, and times (epoch seconds)."""
+        if status is not None and status not in STATUSES:
+            raise _error(
+                422, "bad_query", f"`status` {status!r}: expected one of {', '.join(STATUSES)}"
+            )
+        return await alerter.deliveries(subscription, incident, status, limit)
+
+    return router

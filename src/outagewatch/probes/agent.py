@@ -1,0 +1,286 @@
+"""`outagewatch probe-agent --server URL --vantage NAME`: the catalog's probes, run elsewhere.
+
+The agent runs the same `ProbeScheduler` as the server, tags every result with its vantage,
+and posts the results in batches to `POST {server}/api/v1/probes` with the operator token.
+While the server is down or overloaded, results wait in a bounded buffer (the oldest are
+dropped beyond `buffer_max`) and the agent retries with exponential backoff, honouring
+`Retry-After`. A refused token (401/403) stops the agent with a clear error: retrying cannot
+fix it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+import re
+import ssl
+import time
+from typing import Any
+
+import httpx
+
+from outagewatch import __version__
+from outagewatch.catalog import Catalog
+from outagewatch.errors import InputError, UsageError
+from outagewatch.netguard import Resolver, check_url_syntax, system_resolve
+from outagewatch.probes.checks import Event
+from outagewatch.probes.scheduler import ProbeScheduler
+
+log = logging.getLogger("outagewatch.probe_agent")
+
+VANTAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class AgentRefusedError(UsageError):
+    """The server refused the agent's token or requests in a way retrying cannot fix."""
+
+    code = "agent_refused"
+
+
+def check_vantage(name: str) -> str:
+    if not VANTAGE.fullmatch(name):
+        raise UsageError(
+            f"--vantage {name!r}: expected 1 to 64 letters, digits, '.', '_' or '-' (e.g. eu-west)"
+        )
+    return name
+
+
+def check_server(url: str) -> str:
+    try:
+        check_url_syntax(url)
+    except InputError as exc:
+        raise UsageError(f"--server: {exc}") from None
+    return url.rstrip("/")
+
+
+class ProbeAgent:
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        server: str,
+        vantage: str,
+        token: str,
+        allow_private: bool,
+        concurrency: int = 20,
+        batch_max: int = 500,
+        buffer_max: int = 10_000,
+        backoff_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        post_timeout_s: float = 10.0,
+        verify: ssl.SSLContext | bool = True,
+        resolve: Resolver = system_resolve,
+        poster: httpx.AsyncClient | None = None,
+    ) -> None:
+        if not token:
+            raise UsageError(
+                "probe-agent needs the operator token: set --token or OUTAGEWATCH_TOKEN"
+            )
+        self.server = check_server(server)
+        self.vantage = check_vantage(vantage)
+        self.endpoint = f"{self.server}/api/v1/probes"
+        self.token = token
+        self.batch_max = batch_max
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self._buffer: collections.deque[Event] = collections.deque(maxlen=buffer_max)
+        self._ready = asyncio.Event()
+        self._rng = random.Random()
+        self.scheduler = ProbeScheduler(
+            catalog,
+            self._enqueue,
+            allow_private=allow_private,
+            vantage=self.vantage,
+            concurrency=concurrency,
+            verify=verify,
+            resolve=resolve,
+            headers={"User-Agent": f"outagewatch-probe/{__version__} (vantage {self.vantage})"},
+        )
+        self._own_poster = poster is None
+        # The server is the operator's own: it may well be on a private network, so the
+        # poster is a plain client (probe targets go through the guarded one).
+        self._poster = poster or httpx.AsyncClient(timeout=post_timeout_s, trust_env=False)
+        self.posted = 0  # events the server accepted
+        self.rejected = 0  # events the server rejected (logged)
+        self.dropped = 0  # events dropped because the buffer was full
+        self.failures = 0  # failed post attempts
+
+    async def _enqueue(self, events: list[dict[str, Any]]) -> None:
+        for ev in events:
+            if len(self._buffer) == self._buffer.maxlen:
+                self.dropped += 1
+            self._buffer.append(ev)
+        self._ready.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Probe and post until `stop` is set; then post what is buffered (one attempt)."""
+        await self.scheduler.start()
+        try:
+            sender = asyncio.create_task(self._send_loop(stop))
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({sender, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if sender in done:
+                sender.result()  # a fatal error (AgentRefusedError) surfaces here
+            else:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+        finally:
+            await self.scheduler.stop()
+            if self._buffer:
+                with contextlib.suppress(httpx.HTTPError, TimeoutError):
+                    await self._post_batch()
+            await self.close()
+
+    async def run_once(self, attempts: int = 5) -> int:
+        """Run every probe once and post the results, retrying up to `attempts` times.
+
+        Returns the number of results still unsent (0 on success).
+        """
+        try:
+            await self.scheduler.run_once()
+            await self.scheduler.stop()
+            failures = 0
+            while self._buffer:
+                try:
+                    await self._post_batch()
+                    failures = 0
+                except (httpx.HTTPError, _RetryError) as exc:
+                    failures += 1
+                    if failures >= attempts:
+                        log.error("giving up after %d attempts: %s", failures, exc)
+                        break
+                    await asyncio.sleep(self._delay(failures, exc))
+            return len(self._buffer)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self._own_poster:
+            await self._poster.aclose()
+
+    async def _send_loop(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            if not self._buffer:
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            try:
+                await self._post_batch()
+                failures = 0
+            except (httpx.HTTPError, _RetryError) as exc:
+                failures += 1
+                delay = self._delay(failures, exc)
+                log.warning(
+                    "server %s unavailable (%s); %d results buffered, retrying in %.1f s",
+                    self.server,
+                    exc,
+                    len(self._buffer),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    def _delay(self, failures: int, exc: Exception) -> float:
+        delay = min(self.backoff_max_s, self.backoff_s * 2.0 ** (failures - 1))
+        delay *= self._rng.uniform(0.8, 1.2)
+        if isinstance(exc, _RetryError) and exc.after is not None:
+            delay = max(delay, min(exc.after, self.backoff_max_s))
+        return delay
+
+    async def _post_batch(self) -> None:
+        """Post the oldest buffered results; they leave the buffer only once the server
+        has answered for them."""
+        n = min(len(self._buffer), self.batch_max)
+        batch = [self._buffer[i] for i in range(n)]
+        body = [{k: v for k, v in ev.items() if k != "type"} for ev in batch]
+        try:
+            resp = await self._poster.post(
+                self.endpoint,
+                json=body,
+                headers={"Authorization": f"Bearer {self.token}"},
+            )
+        except httpx.HTTPError:
+            self.failures += 1
+            raise
+        if resp.status_code in (401, 403):
+            raise AgentRefusedError(
+                f"{self.endpoint}: the server refused the token ({resp.status_code}); "
+                "check --token / OUTAGEWATCH_TOKEN"
+            )
+        if resp.status_code == 429 or resp.status_code >= 500:
+            self.failures += 1
+            raise _RetryError(f"status {resp.status_code}", _retry_after(resp))
+        for _ in range(n):
+            self._buffer.popleft()
+        if resp.status_code in (200, 201, 202):
+            rejected = _rejected(resp)
+            self.posted += n - len(rejected)
+            self.rejected += len(rejected)
+            for r in rejected[:5]:
+                log.warning("server rejected a probe result: %s", r)
+            return
+        # Any other 4xx: the server will never accept this batch; log it and move on.
+        self.rejected += n
+        log.error(
+            "server refused %d probe results with status %d: %s",
+            n,
+            resp.status_code,
+            resp.text[:300],
+        )
+
+
+class _RetryError(Exception):
+    def __init__(self, message: str, after: float | None) -> None:
+        super().__init__(message)
+        self.after = after
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    raw = resp.headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None
+
+
+def _rejected(resp: httpx.Response) -> list[Any]:
+    try:
+        doc = resp.json()
+    except ValueError:
+        return []
+    items = doc.get("rejected") if isinstance(doc, dict) else None
+    return items if isinstance(items, list) else []
+
+
+def run_agent(agent: ProbeAgent, *, once: bool) -> int:
+    """Run the agent in a fresh event loop until SIGINT/SIGTERM (or one round with `once`)."""
+    import signal
+
+    async def main() -> int:
+        if once:
+            left = await agent.run_once()
+            return 0 if left == 0 else 1
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        started = time.monotonic()
+        await agent.run(stop)
+        log.info(
+            "probe agent stopped after %.0f s: %d posted, %d rejected, %d dropped",
+            time.monotonic() - started,
+            agent.posted,
+            agent.rejected,
+            agent.dropped,
+        )
+        return 0
+
+    return asyncio.run(main())
