@@ -1,13 +1,19 @@
-"""The SQLite store: migrations, atomic commits, minute chunks, incident queries."""
+"""One store suite, run against every store: SQLite and PostgreSQL, the same assertions.
+
+Migrations, atomic commits, minute chunks, incident queries. PostgreSQL is the real server
+(tests/services.py starts it when needed); every test gets its own schema.
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 
 from outagewatch.errors import StoreError
@@ -16,20 +22,85 @@ from outagewatch.incidents.lifecycle import State, Transition
 from outagewatch.pipeline.pipeline import CountRows
 from outagewatch.store import Commit, open_store
 from outagewatch.store.base import migrations
+from outagewatch.store.postgres import MIGRATIONS, PostgresStore
 from outagewatch.store.sqlite import SQLiteStore
+from services import fresh_pg_schema, postgres_url
 
 H0 = 1_741_593_600  # 2025-03-10T08:00:00Z, a whole hour
 M0 = H0 // 60
 
+AnyStore = SQLiteStore | PostgresStore
+
+
+@dataclass
+class Backend:
+    """One store implementation under test, with raw access to its database for checks."""
+
+    kind: str
+    url: str  # what `--db` would say
+    migrations_folder: str
+    rows: Callable[[str], list[tuple[Any, ...]]]  # run raw SQL, return the rows
+    set_version: Callable[[int], None]
+
+    def open(self) -> AnyStore:
+        return SQLiteStore(self.url) if self.kind == "sqlite" else PostgresStore(self.url)
+
+    def version(self) -> int:
+        (row,) = self.rows(
+            "PRAGMA user_version"
+            if self.kind == "sqlite"
+            else "SELECT max(version) FROM schema_version"
+        )
+        return int(row[0])
+
+    def count(self, table: str) -> int:
+        return int(self.rows(f"SELECT count(*) FROM {table}")[0][0])
+
+    def latest(self) -> int:
+        return migrations(self.migrations_folder)[-1][0]
+
+
+def _sqlite_backend(path: str) -> Backend:
+    def rows(sql: str) -> list[tuple[Any, ...]]:
+        con = sqlite3.connect(path)
+        try:
+            return list(con.execute(sql).fetchall())
+        finally:
+            con.close()
+
+    def set_version(v: int) -> None:
+        con = sqlite3.connect(path)
+        con.execute(f"PRAGMA user_version = {v}")
+        con.commit()
+        con.close()
+
+    return Backend("sqlite", path, "migrations", rows, set_version)
+
+
+def _pg_backend(url: str) -> Backend:
+    def rows(sql: str) -> list[tuple[Any, ...]]:
+        with psycopg.connect(url) as con:
+            return list(con.execute(sql.encode()).fetchall())
+
+    def set_version(v: int) -> None:
+        with psycopg.connect(url) as con:
+            con.execute("INSERT INTO schema_version(version) VALUES (%s)", (v,))
+
+    return Backend("postgresql", url, MIGRATIONS, rows, set_version)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "sqlite":
+        yield _sqlite_backend(str(tmp_path / "ow.db"))
+    else:
+        with fresh_pg_schema("store") as url:
+            yield _pg_backend(url)
+
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> str:
-    return str(tmp_path / "ow.db")
-
-
-@pytest.fixture
-def store(db_path: str) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(db_path)
+def store(backend: Backend) -> Iterator[AnyStore]:
+    s = backend.open()
     yield s
     s.close()
 
@@ -101,38 +172,22 @@ def commit(
     )
 
 
-def user_version(path: str) -> int:
-    con = sqlite3.connect(path)
-    try:
-        return int(con.execute("PRAGMA user_version").fetchone()[0])
-    finally:
-        con.close()
-
-
-def table_count(path: str, table: str) -> int:
-    con = sqlite3.connect(path)
-    try:
-        return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-    finally:
-        con.close()
-
-
 # ---------------------------------------------------------------------- migrations
-def test_migrations_set_user_version_to_the_latest(store: SQLiteStore, db_path: str) -> None:
-    known = migrations()
+def test_migrations_set_user_version_to_the_latest(store: AnyStore, backend: Backend) -> None:
+    known = migrations(backend.migrations_folder)
     assert known, "there is at least one migration"
     assert [v for v, _ in known] == sorted({v for v, _ in known})
-    assert user_version(db_path) == known[-1][0]
+    assert backend.version() == known[-1][0]
 
 
-def test_reopening_an_existing_db_keeps_its_data(db_path: str) -> None:
-    s = SQLiteStore(db_path)
+def test_reopening_an_existing_db_keeps_its_data(backend: Backend) -> None:
+    s = backend.open()
     s.save_catalog('[services.a]\nname = "A"\n')
     s.commit(commit(state=b"abc", incidents=[doc("i1")], rows=[(M0, "x", "US", "app", 3)]))
     s.close()
-    again = SQLiteStore(db_path)
+    again = backend.open()
     try:
-        assert user_version(db_path) == migrations()[-1][0]
+        assert backend.version() == backend.latest()
         assert again.load_catalog() == '[services.a]\nname = "A"\n'
         assert again.load_state() == b"abc"
         assert [d["id"] for d in again.incidents()] == ["i1"]
@@ -141,17 +196,14 @@ def test_reopening_an_existing_db_keeps_its_data(db_path: str) -> None:
         again.close()
 
 
-def test_db_of_a_newer_version_is_refused(db_path: str) -> None:
-    SQLiteStore(db_path).close()
-    latest = migrations()[-1][0]
-    con = sqlite3.connect(db_path)
-    con.execute(f"PRAGMA user_version = {latest + 1}")
-    con.commit()
-    con.close()
+def test_db_of_a_newer_version_is_refused(backend: Backend) -> None:
+    backend.open().close()
+    latest = backend.latest()
+    backend.set_version(latest + 1)
     with pytest.raises(StoreError) as info:
-        SQLiteStore(db_path)
+        backend.open()
     msg = str(info.value)
-    assert db_path in msg
+    assert (backend.url if backend.kind == "sqlite" else "postgresql://") in msg
     assert str(latest + 1) in msg
     assert "\n" not in msg
 
@@ -164,31 +216,48 @@ def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:
     assert str(p) in str(info.value)
 
 
-def test_open_store_selects_sqlite_and_refuses_postgres(db_path: str) -> None:
-    s = open_store(db_path)
+def test_unreachable_postgres_is_a_store_error_without_the_password() -> None:
+    postgres_url()  # only where PostgreSQL can run: the error below must come from the driver
+    url = "postgresql://ow:s3cret@127.0.0.1:5432/no_such_database_here"
+    with pytest.raises(StoreError) as info:
+        PostgresStore(url)
+    msg = str(info.value)
+    assert "no_such_database_here" in msg
+    assert "s3cret" not in msg
+    assert "\n" not in msg
+
+
+def test_open_store_selects_the_store_by_url(backend: Backend) -> None:
+    s = open_store(backend.url)
     try:
-        assert isinstance(s, SQLiteStore)
+        assert isinstance(s, SQLiteStore if backend.kind == "sqlite" else PostgresStore)
     finally:
         s.close()
-    with pytest.raises(StoreError):
-        open_store("postgresql://user@localhost/outagewatch")
 
 
-def test_fresh_db_is_empty(store: SQLiteStore) -> None:
+def test_state_is_kept_per_key(store: AnyStore) -> None:
+    store.commit(commit(state=b"one"))
+    store.commit(Commit(b"p3", [], [], counts([]), state_key="partition/3"))
+    assert store.load_state() == b"one"
+    assert store.load_state("partition/3") == b"p3"
+    assert store.load_state("partition/4") is None
+
+
+def test_fresh_db_is_empty(store: AnyStore) -> None:
     assert store.load_catalog() is None
     assert store.load_state() is None
     assert store.incidents() == []
     assert store.minute_counts("x", H0, H0 + 3600).tolist() == [0] * 60
 
 
-def test_catalog_is_replaced(store: SQLiteStore) -> None:
+def test_catalog_is_replaced(store: AnyStore) -> None:
     store.save_catalog("one")
     store.save_catalog("two")
     assert store.load_catalog() == "two"
 
 
 # ---------------------------------------------------------------------- atomic commits
-def test_commit_writes_everything(store: SQLiteStore, db_path: str) -> None:
+def test_commit_writes_everything(store: AnyStore, backend: Backend) -> None:
     tr = Transition("i1", "x", "opened", State.QUIET, State.ONGOING, H0 + 120.0, {"why": "surge"})
     other = OtherEvent("metric", "x", H0 + 5.0, b'{"type":"metric"}')
     store.commit(
@@ -212,12 +281,12 @@ def test_commit_writes_everything(store: SQLiteStore, db_path: str) -> None:
             "detail": {"why": "surge"},
         }
     ]
-    assert table_count(db_path, "events") == 1
+    assert backend.count("events") == 1
     assert store.minute_counts("x", H0, H0 + 120).tolist() == [2, 0]
 
 
 def test_failed_commit_leaves_nothing_written(
-    store: SQLiteStore, db_path: str, monkeypatch: pytest.MonkeyPatch
+    store: AnyStore, backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store.commit(commit(state=b"before", rows=[(M0, "x", "US", "app", 1)]))
 
@@ -240,8 +309,8 @@ def test_failed_commit_leaves_nothing_written(
     assert store.minute_counts("x", H0, H0 + 120).tolist() == [1, 0]
     assert store.minute_counts("y", H0, H0 + 120).tolist() == [0, 0]
     assert store.incidents() == []
-    assert table_count(db_path, "events") == 0
-    assert table_count(db_path, "minute_counts") == 1
+    assert backend.count("events") == 0
+    assert backend.count("minute_counts") == 1
     # ...and the store still works.
     store.commit(commit(state=b"later", rows=[(M0, "x", "US", "app", 4)]))
     assert store.load_state() == b"later"
@@ -249,7 +318,7 @@ def test_failed_commit_leaves_nothing_written(
 
 
 # ---------------------------------------------------------------------- minute chunks
-def test_minute_chunks_of_two_commits_sum_up(store: SQLiteStore) -> None:
+def test_minute_chunks_of_two_commits_sum_up(store: AnyStore) -> None:
     store.commit(
         commit(
             rows=[
@@ -281,16 +350,12 @@ def test_minute_chunks_of_two_commits_sum_up(store: SQLiteStore) -> None:
     )
 
 
-def test_merged_chunk_keeps_country_and_problem_apart(store: SQLiteStore, db_path: str) -> None:
+def test_merged_chunk_keeps_country_and_problem_apart(store: AnyStore, backend: Backend) -> None:
     from outagewatch.store.base import unpack
 
     store.commit(commit(rows=[(M0, "x", "US", "app", 3), (M0, "x", "GB", "app", 1)]))
     store.commit(commit(rows=[(M0, "x", "GB", "app", 2), (M0, "x", "US", "login", 5)]))
-    con = sqlite3.connect(db_path)
-    try:
-        rows = con.execute("SELECT hour, data FROM minute_counts WHERE service = 'x'").fetchall()
-    finally:
-        con.close()
+    rows = backend.rows("SELECT hour, data FROM minute_counts WHERE service = 'x'")
     assert len(rows) == 1
     assert rows[0][0] == H0 // 3600
     chunk = unpack(bytes(rows[0][1]))
@@ -298,7 +363,7 @@ def test_merged_chunk_keeps_country_and_problem_apart(store: SQLiteStore, db_pat
     assert got == {(0, "US", "app"): 3, (0, "GB", "app"): 3, (0, "US", "login"): 5}
 
 
-def test_minute_counts_window_edges(store: SQLiteStore) -> None:
+def test_minute_counts_window_edges(store: AnyStore) -> None:
     store.commit(
         commit(
             rows=[
@@ -316,13 +381,13 @@ def test_minute_counts_window_edges(store: SQLiteStore) -> None:
     assert store.minute_counts("nosuch", H0, H0 + 120).tolist() == [0, 0]
 
 
-def test_empty_counts_commit_is_fine(store: SQLiteStore) -> None:
+def test_empty_counts_commit_is_fine(store: AnyStore) -> None:
     store.commit(commit(state=b"only state"))
     assert store.load_state() == b"only state"
 
 
 # ---------------------------------------------------------------------- incidents
-def test_incident_filters_and_newest_first(store: SQLiteStore) -> None:
+def test_incident_filters_and_newest_first(store: AnyStore) -> None:
     day = 86_400
     docs = [
         doc("a", "x", "resolved", H0, H0 + 3600),
@@ -354,7 +419,7 @@ def test_incident_filters_and_newest_first(store: SQLiteStore) -> None:
     assert ids(since=H0 + 4 * day, until=H0 + 5 * day) == ["d", "b"]
 
 
-def test_resolved_incident_is_not_overwritten_by_a_stale_ongoing_doc(store: SQLiteStore) -> None:
+def test_resolved_incident_is_not_overwritten_by_a_stale_ongoing_doc(store: AnyStore) -> None:
     store.commit(commit(incidents=[doc("i1", total=10)]))
     store.commit(commit(incidents=[doc("i1", status="resolved", ended=H0 + 1800, total=40)]))
     store.commit(commit(incidents=[doc("i1", status="ongoing", total=25)]))  # stale
@@ -366,7 +431,7 @@ def test_resolved_incident_is_not_overwritten_by_a_stale_ongoing_doc(store: SQLi
     assert [d["id"] for d in store.incidents(since=H0 + 1801)] == []
 
 
-def test_ongoing_incident_is_updated(store: SQLiteStore) -> None:
+def test_ongoing_incident_is_updated(store: AnyStore) -> None:
     store.commit(commit(incidents=[doc("i1", total=10)]))
     store.commit(commit(incidents=[doc("i1", total=30)]))
     assert [d["total_reports"] for d in store.incidents()] == [30]
@@ -376,7 +441,7 @@ def test_ongoing_incident_is_updated(store: SQLiteStore) -> None:
     assert (got["status"], got["ended_at"], got["total_reports"]) == ("resolved", iso(H0 + 120), 32)
 
 
-def test_fractional_since_excludes_an_incident_that_ended_before(store: SQLiteStore) -> None:
+def test_fractional_since_excludes_an_incident_that_ended_before(store: AnyStore) -> None:
     store.commit(commit(incidents=[doc("i1", status="resolved", ended=H0 + 600)]))
     assert [d["id"] for d in store.incidents(since=H0 + 600)] == ["i1"]
     assert [d["id"] for d in store.incidents(since=H0 + 600.5)] == []

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from outagewatch.catalog import Catalog
 from outagewatch.errors import InputError
-from outagewatch.events import EventDecoder, OtherEvent, Rejection
+from outagewatch.events import Decoded, EventDecoder, OtherEvent, Rejection
 from outagewatch.pipeline.pipeline import Pipeline, dump_state, load_state
 from outagewatch.settings import PipelineSettings
 from outagewatch.store import Commit, Store
@@ -108,11 +108,17 @@ class Replayer:
         settings: PipelineSettings,
         *,
         now: Callable[[], float] = time.time,
+        state_key: str = "pipeline",
     ) -> None:
         self.store = store
         self.catalog = catalog
-        state = store.load_state()
-        self.pipeline = Pipeline(settings) if state is None else load_state(state, settings)
+        self.state_key = state_key  # which stored pipeline state (a worker: its partition)
+        state = store.load_state(state_key)
+        self.pipeline = (
+            Pipeline(settings, catalog=catalog)
+            if state is None
+            else load_state(state, settings, catalog=catalog)
+        )
         # An event from more than a day in the future is a mistake, not a clock skew.
         self.decoder = EventDecoder(catalog, max_ts=now() + 86_400)
         self._others: list[OtherEvent] = []
@@ -125,21 +131,29 @@ class Replayer:
         for lines in _batches(f, name):
             d = self.decoder.decode(lines, line_no)
             line_no += len(lines)
-            summary.lines += len(lines)
-            for r in d.rejected:
-                summary.reject(name, r)
-            summary.accepted["report"] += len(d.reports)
-            for o in d.others:
-                summary.accepted[o.type] += 1
-            self._others.extend(d.others)
-            self.pipeline.ingest(d.reports)
-            self._since_commit += len(lines)
+            self.ingest(d, name, summary)
             if self._since_commit >= COMMIT_LINES:
                 self.commit(summary)
             if progress is not None:
                 progress(sum(len(x) for x in lines))
 
-    def commit(self, summary: Summary) -> None:
+    def ingest(self, d: Decoded, name: str, summary: Summary) -> None:
+        """Count one decoded batch of `name` (its rejected lines go to the summary)."""
+        summary.lines += d.lines
+        for r in d.rejected:
+            summary.reject(name, r)
+        summary.accepted["report"] += len(d.reports)
+        for o in d.others:
+            summary.accepted[o.type] += 1
+        self._others.extend(d.others)
+        # Others first: they wait for their minute to become final, which the reports'
+        # ticks decide, so a batch gives what event-by-event feeding gives.
+        self.pipeline.ingest_others(d.others)
+        self.pipeline.ingest(d.reports)
+        self._since_commit += d.lines
+
+    def take_commit(self, summary: Summary) -> Commit:
+        """Everything the pipeline produced since the last one, for `Store.commit`."""
         p = self.pipeline
         transitions = p.drain_transitions()
         for tr in transitions:
@@ -147,17 +161,20 @@ class Replayer:
                 summary.opened += 1
             elif tr.action == "resolved":
                 summary.resolved += 1
-        self.store.commit(
-            Commit(
-                state=dump_state(p),
-                incidents=p.drain_incidents(),
-                transitions=transitions,
-                counts=p.drain_counts(),
-                others=self._others,
-            )
+        c = Commit(
+            state=dump_state(p),
+            incidents=p.drain_incidents(),
+            transitions=transitions,
+            counts=p.drain_counts(),
+            others=self._others,
+            state_key=self.state_key,
         )
         self._others = []
         self._since_commit = 0
+        return c
+
+    def commit(self, summary: Summary) -> None:
+        self.store.commit(self.take_commit(summary))
 
 
 def replay(
