@@ -12,7 +12,7 @@ import pytest
 
 from outagewatch.store.sqlite import SQLiteStore
 from outagewatch.web.schemas import Incident, ServiceDetail, ServiceSummary
-from webutil import CLIENT, TOKEN, Clock, outage, running
+from webutil import CLIENT, T0, TOKEN, Clock, outage, report, running
 
 pytestmark = pytest.mark.anyio
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -354,3 +354,21 @@ async def test_public_reports_are_rate_limited_per_address_and_block(tmp_path: P
         async with httpx.AsyncClient(transport=neighbour, base_url="http://test") as n:
             got = [(await n.post("/api/v1/reports", json=item)).status_code for _ in range(4)]
         assert got == [202, 202, 202, 429]
+
+
+async def test_a_publisher_that_went_away_does_not_stop_the_writer(tmp_path: Path) -> None:
+    """A request cancelled while its batch waits (the client hung up) is written anyway,
+    and the writer thread carries on with the next ones."""
+    from concurrent.futures import Future
+
+    from outagewatch.bus.local import _Publish
+
+    async with running(tmp_path, Clock()) as (server, c):
+        assert server.bus is not None
+        gone: Future[int] = Future()
+        gone.cancel()
+        server.bus._q.put(_Publish(report(service="x", country="US", ts=T0, reporter="a"), gone))
+        r = await c.post("/api/v1/reports", json={"service": "x", "country": "US"})
+        assert r.status_code == 202
+        doc = (await c.get("/api/v1/services/x")).json()
+        assert last_reports(doc) == 2

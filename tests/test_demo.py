@@ -71,6 +71,20 @@ async def test_the_demo_shows_each_scenario(tmp_path: Path) -> None:
     spaces = max(by_service["x"], key=lambda d: str(d["started_at"]))
     assert spaces is not x_night
     assert spaces["problems"][0]["problem"] == "spaces"  # type: ignore[index]
+
+    # The causes the demo is there to show, with their clusters.
+    def top(d: dict[str, object]) -> str:
+        return str(d["causes"][0]["kind"])  # type: ignore[index]
+
+    for sid in ("facebook", "instagram", "messenger"):
+        (d,) = by_service[sid]
+        assert top(d) == "shared_platform"
+        assert d["cluster"]["key"] == "meta"  # type: ignore[index]
+    for sid in ("discord", "shopify"):
+        (d,) = by_service[sid]
+        assert top(d) == "upstream" and "cloudflare" in str(d["causes"])
+    assert top(spaces) == "capacity"
+    assert "spaces_listeners" in " ".join(spaces["causes"][0]["evidence"])  # type: ignore[index]
     # No false incident: only the services the scenarios break.
     expected = {"x", "facebook", "instagram", "messenger", "threads"}
     expected |= {"cloudflare", "discord", "shopify"}

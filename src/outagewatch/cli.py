@@ -65,6 +65,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--input", required=True, help="CSV with columns timestamp,value")
     s.add_argument("--output", required=True, help="CSV to write timestamp,value,anomaly_score")
+
+    sv = sub.add_parser(
+        "serve", parents=[common], help="the whole system in one process: API, pages, detection"
+    )
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sv.add_argument("--port", type=int, default=8000, help="port to listen on")
+
+    dm = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="serve the built-in demo catalog with a simulated live crowd and outages",
+    )
+    dm.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    dm.add_argument("--port", type=int, default=8000, help="port to listen on")
+    dm.add_argument(
+        "--speed",
+        type=float,
+        default=20.0,
+        help="simulated minutes per wall-clock minute (default 20: the first outage opens, "
+        "peaks and resolves within about 3 minutes)",
+    )
+
+    a = sub.add_parser(
+        "probe-agent",
+        parents=[common],
+        help="run the catalog's probes from another place and post the results to a server",
+    )
+    a.add_argument("--server", required=True, help="base URL of the outagewatch server")
+    a.add_argument("--vantage", required=True, help="name of this place, e.g. eu-west")
+    a.add_argument("--once", action="store_true", help="run every probe once, post, and exit")
+
+    sub.add_parser(
+        "worker",
+        parents=[common],
+        help="scale-out: consume events from NATS JetStream for the partitions this worker "
+        "owns, run the pipeline, write to the shared PostgreSQL store (stops cleanly on SIGTERM)",
+    )
     return p
 
 
@@ -140,6 +177,16 @@ def _top(items: list[dict[str, Any]], key: str, n: int = 3) -> str:
     return " ".join(f"{i[key]}:{100 * i['reports'] // total}%" for i in items[:n])
 
 
+def _cause(doc: dict[str, Any]) -> str:
+    """The top cause and its confidence, and the cluster: `upstream 0.95 (upstream:cloudflare)`."""
+    causes = doc.get("causes") or []
+    text = f"{causes[0]['kind']} {causes[0]['confidence']:.2f}" if causes else "-"
+    cluster = doc.get("cluster")
+    if cluster:
+        text += f" ({cluster['kind']}:{cluster['key']})"
+    return text
+
+
 def format_table(docs: Sequence[dict[str, Any]]) -> str:
     if not docs:
         return "no incidents\n"
@@ -155,6 +202,7 @@ def format_table(docs: Sequence[dict[str, Any]]) -> str:
         "ENDED (UTC)",
         "COUNTRIES",
         "PROBLEMS",
+        "CAUSE",
     )
     rows = [head]
     for d in docs:
@@ -175,6 +223,7 @@ def format_table(docs: Sequence[dict[str, Any]]) -> str:
                 ended[:16].replace("T", " "),
                 _top(d["countries"], "country"),
                 _top(d["problems"], "problem"),
+                _cause(d),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -191,7 +240,104 @@ def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-COMMANDS = {"replay": cmd_replay, "incidents": cmd_incidents, "score": cmd_score}
+def cmd_probe_agent(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from outagewatch.probes.agent import ProbeAgent, run_agent
+
+    if settings.catalog:
+        catalog = Catalog.load(settings.catalog)
+    elif os.path.exists(settings.db) or settings.db.startswith(("postgresql:", "postgres:")):
+        store = open_store(settings.db)
+        try:
+            catalog = load_catalog(settings, store)
+        finally:
+            store.close()
+    else:
+        raise UsageError("probe-agent needs a catalog: set --catalog or OUTAGEWATCH_CATALOG")
+    agent = ProbeAgent(
+        catalog,
+        server=args.server,
+        vantage=args.vantage,
+        token=settings.token,
+        allow_private=settings.allow_private_targets,
+    )
+    return run_agent(agent, once=args.once)
+
+
+def _port(value: int) -> int:
+    if not 0 <= value <= 65535:
+        raise UsageError(f"--port {value}: expected 0 to 65535")
+    return value
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from outagewatch.web.app import Server, run
+
+    store = open_store(settings.db)
+    try:
+        catalog = load_catalog(settings, store)
+    finally:
+        store.close()
+    port = _port(args.port)
+    print(f"outagewatch: serving on http://{args.host}:{port}/ (db {settings.db})", file=sys.stderr)
+    run(Server(settings, catalog), args.host, port)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+    import os
+    import tempfile
+
+    from outagewatch.demo import DemoClock, DemoFeed, load_history, run_feed
+    from outagewatch.web.app import Server, run
+
+    if not 0.1 <= args.speed <= 1000:
+        raise UsageError(f"--speed {args.speed}: expected 0.1 to 1000")
+    port = _port(args.port)
+    if "OUTAGEWATCH_DB" not in os.environ and getattr(args, "OUTAGEWATCH_DB", None) is None:
+        # A demo starts from nothing and leaves the user's database alone.
+        folder = tempfile.mkdtemp(prefix="outagewatch-demo-")
+        settings = dataclasses.replace(settings, db=os.path.join(folder, "demo.db"))
+    catalog = Catalog.load(settings.catalog) if settings.catalog else Catalog.demo()
+    clock = DemoClock(speed=args.speed)
+    feed = DemoFeed(clock, catalog)
+
+    async def history(server: Server) -> None:
+        await load_history(server, feed)
+
+    async def live_feed(server: Server) -> None:
+        await run_feed(server, feed)
+
+    server = Server(settings, catalog, clock=clock, warmup=[history], tasks=[live_feed])
+    print(
+        f"outagewatch demo: open http://{args.host}:{port}/ — simulated time runs "
+        f"{args.speed:g}x; the first outage starts in about {180 / args.speed:.0f} s "
+        f"(db {settings.db})",
+        file=sys.stderr,
+    )
+    run(server, args.host, port)
+    return 0
+
+
+COMMANDS = {
+    "replay": cmd_replay,
+    "incidents": cmd_incidents,
+    "score": cmd_score,
+    "serve": cmd_serve,
+    "demo": cmd_demo,
+}
+COMMANDS["probe-agent"] = cmd_probe_agent
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from outagewatch.worker import run_worker
+
+    return run_worker(settings, load_catalog)
+
+
+COMMANDS["worker"] = cmd_worker
 
 
 def main(argv: Sequence[str] | None = None) -> int:

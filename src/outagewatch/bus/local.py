@@ -24,12 +24,14 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from outagewatch.engine import Committed, Engine
 from outagewatch.errors import BusError, OutagewatchError
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 MAX_GROUP = 512  # batches written in one journal transaction at most
 
 
@@ -149,7 +151,7 @@ class LocalBus:
         except OutagewatchError as exc:
             log.error("journal write failed: %s", exc)
             for g in group:
-                g.future.set_exception(BusError(f"events could not be made durable: {exc}"))
+                _fail(g.future, BusError(f"events could not be made durable: {exc}"))
             return
         self.groups += 1
         self.batches += len(group)
@@ -162,10 +164,10 @@ class LocalBus:
         except Exception as exc:  # durable already: it will be replayed on restart
             log.exception("ingest of journal batches up to %d failed", seqs[-1])
             for g in group:
-                g.future.set_exception(BusError(f"accepted but not yet counted: {exc}"))
+                _fail(g.future, BusError(f"accepted but not yet counted: {exc}"))
             return
         for g, seq in zip(group, seqs, strict=True):
-            g.future.set_result(seq)
+            _done(g.future, seq)
 
     def _tick(self, job: _Tick) -> None:
         try:
@@ -173,14 +175,14 @@ class LocalBus:
             done = self.engine.commit()
         except Exception as exc:
             log.exception("tick failed")
-            job.future.set_exception(exc)
+            _fail(job.future, exc)
             return
         if done is not None and self.on_commit is not None:
             try:
                 self.on_commit(done)
             except Exception:
                 log.exception("on_commit callback failed")
-        job.future.set_result(done)
+        _done(job.future, done)
 
     def _final_commit(self) -> None:
         try:
@@ -190,3 +192,15 @@ class LocalBus:
             return
         if done is not None and self.on_commit is not None:
             self.on_commit(done)
+
+
+def _done(fut: Future[T], value: T) -> None:
+    """Resolve a publisher's future; one whose request was cancelled (the client went away)
+    no longer wants an answer, and must not take the writer thread down."""
+    if fut.set_running_or_notify_cancel():
+        fut.set_result(value)
+
+
+def _fail(fut: Future[Any], exc: BaseException) -> None:
+    if fut.set_running_or_notify_cancel():
+        fut.set_exception(exc)

@@ -24,13 +24,18 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from outagewatch import __version__
+from outagewatch.alerts.alerter import Alerter
+from outagewatch.alerts.api import make_router
+from outagewatch.bus.base import Bus
 from outagewatch.bus.local import LocalBus
 from outagewatch.catalog import Catalog
-from outagewatch.engine import Engine
+from outagewatch.engine import Committed, Engine
+from outagewatch.probes.scheduler import ProbeScheduler, catalog_probes
+from outagewatch.probes.statuspage import StatusPoller
 from outagewatch.settings import Settings
 from outagewatch.store import open_store
 from outagewatch.store.base import Store
-from outagewatch.web.api import build_router, error_response
+from outagewatch.web.api import build_router, error_response, operator_check
 from outagewatch.web.ingest import ApiError, ASGIApp, Ingest
 from outagewatch.web.live import Live
 from outagewatch.web.metrics import Metrics
@@ -44,7 +49,12 @@ Task = Callable[["Server"], Coroutine[Any, Any, None]]
 
 @dataclass
 class Server:
-    """Everything `serve` runs, started and stopped as one."""
+    """Everything `serve` runs, started and stopped as one.
+
+    Single process (the default): the store, the engine, the in-process bus and its writer
+    thread, the wall-clock ticker, the probe scheduler, the status-page poller and the
+    alerter. API node (`--nats-url`): the NATS bus and a reader of the shared store.
+    """
 
     settings: Settings
     catalog: Catalog
@@ -52,16 +62,34 @@ class Server:
     tick_interval_s: float = 1.0
     tasks: list[Task] = field(default_factory=list)
     warmup: list[Task] = field(default_factory=list)  # run once before the first tick
+    watch: bool = True  # run the catalog's probes and status-page polls
     live: Live | None = None
     bus: LocalBus | None = None
     engine: Engine | None = None
+    reader: Store | None = None
+    alerter: Alerter | None = None
+    probes: ProbeScheduler | None = None
+    poller: StatusPoller | None = None
     _stores: list[Store] = field(default_factory=list)
     _running: list[asyncio.Task[None]] = field(default_factory=list)
+    _remote_bus: Bus | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    def open(self) -> None:
+        """Open the reader store and make the alerter (the API's routes need it)."""
+        if self.reader is None:
+            self.reader = open_store(self.settings.db)
+            self._stores.append(self.reader)
+            self.alerter = Alerter(self.reader, self.settings, self.catalog)
 
     async def start(self) -> Live:
+        self.open()
+        assert self.reader is not None and self.alerter is not None
+        self._loop = asyncio.get_running_loop()
+        if self.settings.nats_url:
+            return await self._start_api_node(self.settings.nats_url)
         writer = open_store(self.settings.db)
-        reader = open_store(self.settings.db)
-        self._stores = [writer, reader]
+        self._stores.append(writer)
         if writer.load_catalog() != self.catalog.source:
             writer.save_catalog(self.catalog.source)
         engine = await asyncio.to_thread(
@@ -70,19 +98,86 @@ class Server:
         if engine.recovered:
             log.info("recovered %d journal batches after a restart", engine.recovered)
         bus = LocalBus(engine, clock=self.clock)
-        live = Live(self.catalog, reader, bus, engine, clock=self.clock)
-        live.changes.bind(asyncio.get_running_loop())
-        bus.on_commit = live.committed
+        live = Live(self.catalog, self.reader, bus, engine, clock=self.clock)
+        live.changes.bind(self._loop)
+        bus.on_commit = self._committed
         bus.start()
         self.engine, self.bus, self.live = engine, bus, live
+        await self.alerter.start()
         for job in self.warmup:
             await job(self)
         await bus.tick()  # close what ended while we were down, commit the recovered batches
         self._running.append(asyncio.create_task(self._ticker(), name="ticker"))
+        if self.watch:
+            await self._start_watching(live)
+        self._start_tasks()
+        return live
+
+    def _start_tasks(self) -> None:
         for task in self.tasks:
             self._running.append(
                 asyncio.create_task(task(self), name=getattr(task, "__name__", ""))
             )
+
+    async def _start_watching(self, live: Live) -> None:
+        """Probes and official status pages feed the same pipeline as reports."""
+        st = self.settings
+        probes = catalog_probes(self.catalog)
+        if probes:
+            self.probes = ProbeScheduler(
+                probes,
+                live.submit_events,
+                allow_private=st.allow_private_targets,
+                concurrency=st.probe_concurrency,
+                clock=self.clock,
+            )
+            await self.probes.start()
+        if any(svc.status_page is not None for svc in self.catalog.services.values()):
+            self.poller = StatusPoller(
+                self.catalog,
+                live.submit_events,
+                allow_private=st.allow_private_targets,
+                clock=self.clock,
+            )
+            await self.poller.start()
+
+    def _committed(self, done: Committed) -> None:
+        """After each commit (in the writer thread): live pages, metrics, alerts."""
+        assert self.live is not None
+        self.live.committed(done)
+        alerter, loop = self.alerter, self._loop
+        if alerter is None or loop is None or not done.transitions or loop.is_closed():
+            return
+        docs = {d["id"]: d for d in done.incidents}
+        for tr in done.transitions:
+            if tr.incident not in docs and self.engine is not None:
+                doc = self.engine.live_doc(tr.incident)
+                if doc is not None:
+                    docs[tr.incident] = doc
+
+        async def alert() -> None:
+            try:
+                await alerter.handle(done.transitions, docs)
+            except Exception:
+                log.exception("alerts failed")
+
+        loop.call_soon_threadsafe(lambda: self._running.append(loop.create_task(alert())))
+
+    async def _start_api_node(self, url: str) -> Live:
+        """Scale-out: accepted events go to NATS JetStream; workers count them and write the
+        shared store, which this node only reads (no pipeline, probes or alerts here)."""
+        from outagewatch.bus.nats import NatsBus
+
+        assert self.reader is not None
+        if self.reader.load_catalog() != self.catalog.source:
+            self.reader.save_catalog(self.catalog.source)
+        bus = await NatsBus.open(url, self.settings.stream, self.settings.partitions)
+        self._remote_bus = bus
+        live = Live(self.catalog, self.reader, bus, None, clock=self.clock)
+        assert self._loop is not None
+        live.changes.bind(self._loop)
+        self.live = live
+        self._start_tasks()
         return live
 
     async def _ticker(self) -> None:
@@ -95,6 +190,10 @@ class Server:
                 log.exception("tick failed")
 
     async def stop(self) -> None:
+        for watcher in (self.probes, self.poller):
+            if watcher is not None:
+                await watcher.stop()
+        self.probes = self.poller = None
         for t in self._running:
             t.cancel()
         for t in self._running:
@@ -103,9 +202,15 @@ class Server:
         self._running.clear()
         if self.bus is not None:
             await self.bus.close()
+        if self.alerter is not None:
+            await self.alerter.stop()
+        if self._remote_bus is not None:
+            await self._remote_bus.close()
+            self._remote_bus = None
         for s in self._stores:
             s.close()
         self._stores.clear()
+        self.reader = None
 
 
 def create_app(server: Server) -> FastAPI:
@@ -130,6 +235,9 @@ def create_app(server: Server) -> FastAPI:
     ingest = Ingest(lambda: app.state.live, st.token, st.trusted_proxies, limiter)
     app.state.ingest = ingest
     app.include_router(build_router(ingest))
+    server.open()
+    assert server.alerter is not None
+    app.include_router(make_router(server.alerter, operator_check(st.token)))
     metrics = Metrics(server)
     app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=True)
     from outagewatch.web.pages import build_pages

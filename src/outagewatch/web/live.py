@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import logging
 import math
 import threading
 import time
@@ -26,6 +27,7 @@ from outagewatch.events import EventDecoder
 from outagewatch.store.base import Store
 
 DAY_MIN = 1440
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -103,6 +105,17 @@ class Live:
             await self.bus.publish(prep.lines, prep.services)
             self.counters.accepted[kind] = self.counters.accepted.get(kind, 0) + len(prep.lines)
         return prep
+
+    async def submit_events(self, events: list[dict[str, Any]]) -> None:
+        """Events the server makes itself (probe results, official status), checked and
+        published like posted ones, one kind at a time."""
+        kinds: dict[str, list[Any]] = {}
+        for ev in events:
+            kinds.setdefault(str(ev.get("type")), []).append(ev)
+        for kind, items in kinds.items():
+            prep = await self.submit(kind, items, None)
+            for r in prep.rejected:
+                log.warning("dropped a %s event the server made: %s", kind, r["reason"])
 
     def committed(self, done: Committed) -> None:
         """Called by the bus's writer thread after each commit."""
