@@ -517,3 +517,22 @@ def test_api_router(tmp_path: Path) -> None:
         assert client.delete(f"/api/v1/subscriptions/{sub['id']}", headers=auth).status_code == 204
         assert client.delete(f"/api/v1/subscriptions/{sub['id']}", headers=auth).status_code == 404
         assert client.get("/api/v1/subscriptions", headers=auth).json() == []
+
+
+def test_one_subscriber_hears_of_one_incident_in_order(hooks: Hooks, tmp_path: Path) -> None:
+    """Opened and resolved queued at once arrive in that order, every time."""
+    url = hooks.server.url
+    d = doc("x", peak=900, baseline=4.0)
+    r = {**d, "status": "resolved", "ended_at": "2025-03-10T09:32:00Z"}
+    for n in range(5):
+        alerter = new_alerter(tmp_path / f"o{n}.db")
+
+        async def go(alerter: Alerter = alerter) -> None:
+            await alerter.add_subscription({"channel": "slack", "url": url + "/slack"})
+            await run(alerter, [tr(d, "opened"), tr(r, "resolved")], docs={d["id"]: r})
+
+        asyncio.run(go())
+    texts = [str(b["text"]).lower() for b in hooks.at("/slack")]
+    assert len(texts) == 10
+    for k in range(0, 10, 2):
+        assert "resolved" not in texts[k] and "resolved" in texts[k + 1], texts[k : k + 2]

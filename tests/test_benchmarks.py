@@ -12,7 +12,16 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.mark.parametrize(
-    "script", ["bench_replay.py", "bench_tick.py", "bench_memory.py", "bench_detection.py"]
+    "script",
+    [
+        "bench_replay.py",
+        "bench_tick.py",
+        "bench_memory.py",
+        "bench_detection.py",
+        "bench_http.py",
+        "bench_store.py",
+        "bench_scaleout.py",
+    ],
 )
 def test_quick_run_prints_a_table_row(script: str) -> None:
     done = subprocess.run(

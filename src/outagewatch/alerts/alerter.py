@@ -142,6 +142,7 @@ class Alerter:
         self._slots = asyncio.Semaphore(concurrency)
         self._subs: dict[str, Subscription] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._chains: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -163,6 +164,7 @@ class Alerter:
         self._started = False
         tasks = list(self._tasks.values())
         self._tasks.clear()
+        self._chains.clear()
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -370,13 +372,20 @@ class Alerter:
     def _spawn(self, row: dict[str, Any]) -> None:
         if not self._started or row["id"] in self._tasks:
             return
-        task = asyncio.create_task(self._deliver(row), name=f"alert {row['id']}")
+        # One subscriber hears about one incident in order (opened, cause, resolved): each
+        # delivery waits for the one queued before it for the same subscription and incident.
+        chain = (str(row["subscription"]), str(row["incident"]))
+        before = self._chains.get(chain)
+        task = asyncio.create_task(self._deliver(row, before), name=f"alert {row['id']}")
         self._tasks[row["id"]] = task
+        self._chains[chain] = task
         did = int(row["id"])
 
         def forget(_: asyncio.Task[None]) -> None:
             if self._tasks.get(did) is task:
                 del self._tasks[did]
+            if self._chains.get(chain) is task:
+                del self._chains[chain]
 
         task.add_done_callback(forget)
 
@@ -414,7 +423,9 @@ class Alerter:
         self._notifiers[channel] = notifier
         return notifier
 
-    async def _deliver(self, row: dict[str, Any]) -> None:
+    async def _deliver(self, row: dict[str, Any], after: asyncio.Task[None] | None) -> None:
+        if after is not None:
+            await asyncio.wait({after})  # its outcome does not matter, only that it is over
         did, key = int(row["id"]), str(row["key"])
         attempts = int(row["attempts"])
         next_at = float(row["next_at"] or 0.0)

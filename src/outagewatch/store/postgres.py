@@ -445,7 +445,7 @@ class PostgresStore:
 
     def pending_deliveries(self) -> list[dict[str, Any]]:
         """Deliveries still to attempt, soonest first (with their payloads)."""
-        return self._deliveries("WHERE status = 'pending' ORDER BY next_at, id", ())
+        return self._deliveries("WHERE status = 'pending' ORDER BY id", ())
 
     def delivery(self, delivery_id: int) -> dict[str, Any] | None:
         found = self._deliveries("WHERE id = %s", (delivery_id,))

@@ -363,7 +363,7 @@ class SQLiteStore:
 
     def pending_deliveries(self) -> list[dict[str, Any]]:
         """Deliveries still to attempt, soonest first (with their payloads)."""
-        return self._deliveries("WHERE status = 'pending' ORDER BY next_at, id", ())
+        return self._deliveries("WHERE status = 'pending' ORDER BY id", ())
 
     def delivery(self, delivery_id: int) -> dict[str, Any] | None:
         found = self._deliveries("WHERE id = ?", (delivery_id,))
