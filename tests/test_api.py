@@ -149,7 +149,7 @@ async def test_operator_endpoints_need_the_token(
         assert r.json()["accepted"] == 1 and r.json()["rejected"][0]["index"] == 1
         assert_error(await c.post(path, json={"service": "x"}, headers=AUTH), 422)
         assert server.bus is not None
-        done = await server.bus.tick()
+        done = await server.bus.tick(commit=True)
         assert done is not None
         store = server.engine.store if server.engine is not None else None
         assert isinstance(store, SQLiteStore)

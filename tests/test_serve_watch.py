@@ -104,7 +104,7 @@ async def test_two_agents_at_two_vantages(tmp_path: Path) -> None:
                     await agent.close()
                     await poster.aclose()
             assert server.bus is not None
-            await server.bus.tick()
+            await server.bus.tick(commit=True)
             vantages = {p.get("vantage") for p in stored(server, "probe")}
             assert {"eu-west", "us-east"} <= vantages
 

@@ -137,7 +137,7 @@ class Engine:
         self._others: list[OtherEvent] = []
         self._on_others = on_others
         self._dirty = False
-        self.ticks = 0
+        self.uncommitted = 0  # events ingested since the last commit
         self.tick_seconds = 0.0
         self.recovered = 0
         for seq, batch in store.journal_after(self.journal_seq):
@@ -158,6 +158,7 @@ class Engine:
                     self._on_others(d.others)
             self.pipeline.ingest(d.reports)
             self.journal_seq = max(self.journal_seq, seq)
+            self.uncommitted += len(lines)
             self._dirty = True
         return d
 
@@ -170,10 +171,14 @@ class Engine:
             self.pipeline.advance_to(now)
             closed = self.pipeline.closed_until - before
             if closed:
-                self.ticks += closed
                 self.tick_seconds += time.perf_counter() - t0
                 self._dirty = True
             return closed > 0
+
+    @property
+    def ticks(self) -> int:
+        """Minutes closed and scored (a fresh pipeline's first jump to now is none)."""
+        return self.pipeline.stats.ticks
 
     def commit(self) -> Committed | None:
         """Write everything since the last commit in one transaction (None: nothing new)."""
@@ -194,6 +199,7 @@ class Engine:
             )
             self._others = []
             self._dirty = False
+            self.uncommitted = 0
         self.store.commit(c)
         return Committed(transitions, list(docs), time.perf_counter() - t0)
 

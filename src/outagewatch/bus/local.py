@@ -6,9 +6,10 @@ Every store write of a single-process server goes through this thread, in one or
   (group commit), appends them to the journal in one transaction, hands them to the engine,
   and only then resolves the publishers' futures: a `202` means the events are durable and
   counted.
-- `tick` queues "the time is now T": the engine closes the minutes that ended and, when
-  anything changed, commits the pipeline state, incidents and minute counts together with
-  the last journal seq they include (the journal up to it is dropped in that transaction).
+- `tick` queues "the time is now T": the engine closes the minutes that ended and, when a
+  minute closed (or many events wait), commits the pipeline state, incidents and minute
+  counts together with the last journal seq they include (the journal up to it is dropped
+  in that transaction). Between commits the journal is what makes events durable.
 
 The queue is bounded: when it is full, `publish` raises `OverloadedError` at once instead of
 queueing without limit (the API answers 503 with Retry-After).
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_GROUP = 512  # batches written in one journal transaction at most
+# Between minute closes, commit the pipeline once this many events wait in the journal
+# (bounds what a restart replays).
+COMMIT_EVENTS = 200_000
 
 
 class OverloadedError(BusError):
@@ -51,6 +55,7 @@ class _Publish:
 class _Tick:
     now: float
     future: Future[Committed | None]
+    commit: bool = False
 
 
 @dataclass
@@ -106,14 +111,17 @@ class LocalBus:
         self._q.put(_Publish(b"\n".join(lines), fut))
         return fut.result()
 
-    def tick_future(self, now: float | None = None) -> Future[Committed | None]:
+    def tick_future(
+        self, now: float | None = None, *, commit: bool = False
+    ) -> Future[Committed | None]:
         fut: Future[Committed | None] = Future()
-        self._q.put(_Tick(self.clock() if now is None else now, fut))
+        self._q.put(_Tick(self.clock() if now is None else now, fut, commit))
         return fut
 
-    async def tick(self, now: float | None = None) -> Committed | None:
-        """Advance to `now` (default: the clock) and commit; returns what the commit changed."""
-        return await asyncio.wrap_future(self.tick_future(now))
+    async def tick(self, now: float | None = None, *, commit: bool = False) -> Committed | None:
+        """Advance to `now` (default: the clock); commit when a minute closed, when many
+        events wait uncommitted, or when `commit` asks. Returns what the commit changed."""
+        return await asyncio.wrap_future(self.tick_future(now, commit=commit))
 
     async def close(self) -> None:
         if self._started and self._thread.is_alive():
@@ -146,8 +154,10 @@ class LocalBus:
             self._journal(group)
 
     def _journal(self, group: list[_Publish]) -> None:
+        # The whole group is one journal row: one insert and one fsync for all of it.
+        batch = b"\n".join(g.batch for g in group)
         try:
-            seqs = self.store.append_journal([g.batch for g in group], self.clock())
+            (seq,) = self.store.append_journal([batch], self.clock())
         except OutagewatchError as exc:
             log.error("journal write failed: %s", exc)
             for g in group:
@@ -156,23 +166,21 @@ class LocalBus:
         self.groups += 1
         self.batches += len(group)
         # One ingest for the whole group: the pipeline's cost per call is mostly fixed.
-        lines: list[bytes] = []
-        for g in group:
-            lines += g.batch.split(b"\n")
         try:
-            self.engine.ingest(seqs[-1], lines)
+            self.engine.ingest(seq, batch.split(b"\n"))
         except Exception as exc:  # durable already: it will be replayed on restart
-            log.exception("ingest of journal batches up to %d failed", seqs[-1])
+            log.exception("ingest of journal batch %d failed", seq)
             for g in group:
                 _fail(g.future, BusError(f"accepted but not yet counted: {exc}"))
             return
-        for g, seq in zip(group, seqs, strict=True):
+        for g in group:
             _done(g.future, seq)
 
     def _tick(self, job: _Tick) -> None:
         try:
-            self.engine.advance(job.now)
-            done = self.engine.commit()
+            closed = self.engine.advance(job.now)
+            due = closed or job.commit or self.engine.uncommitted >= COMMIT_EVENTS
+            done = self.engine.commit() if due else None
         except Exception as exc:
             log.exception("tick failed")
             _fail(job.future, exc)

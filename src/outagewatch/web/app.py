@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -106,7 +107,11 @@ class Server:
         await self.alerter.start()
         for job in self.warmup:
             await job(self)
-        await bus.tick()  # close what ended while we were down, commit the recovered batches
+        # Close what ended while we were down; commit the recovered batches.
+        await bus.tick(commit=True)
+        # What start-up made lives as long as the server: keep the collector off it.
+        gc.collect()
+        gc.freeze()
         self._running.append(asyncio.create_task(self._ticker(), name="ticker"))
         if self.watch:
             await self._start_watching(live)
@@ -181,13 +186,20 @@ class Server:
         return live
 
     async def _ticker(self) -> None:
-        assert self.bus is not None
+        """Once a second: tell the pipeline the time; and when reports came in since the
+        last look, tell the live pages (at most one change a second, however busy)."""
+        assert self.bus is not None and self.engine is not None and self.live is not None
+        seen = self.engine.journal_seq
         while True:
             await asyncio.sleep(self.tick_interval_s)
             try:
-                await self.bus.tick()
+                done = await self.bus.tick()
             except Exception:
                 log.exception("tick failed")
+                continue
+            if done is None and self.engine.journal_seq != seen:
+                await self.live.changes.bump()
+            seen = self.engine.journal_seq
 
     async def stop(self) -> None:
         for watcher in (self.probes, self.poller):

@@ -54,9 +54,9 @@ class Changes:
 
     def bump_threadsafe(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._bump()))
+            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.bump()))
 
-    async def _bump(self) -> None:
+    async def bump(self) -> None:
         self.version += 1
         if self._cond is not None:
             async with self._cond:
