@@ -166,3 +166,33 @@ async def test_alerts_once_for_open_and_once_for_resolve_across_a_restart(
         assert hooks.kinds().count("resolved") == 1
         assert all(g["service"] == "x" for g in hooks.got)
         assert {d["status"] for d in log} == {"sent"}
+
+
+async def test_the_official_status_page_shows_on_the_incident(tmp_path: Path) -> None:
+    summary = {
+        "page": {"name": "X"},
+        "status": {"indicator": "major", "description": "Partial System Outage"},
+        "incidents": [{"name": "Timeline not loading", "status": "investigating"}],
+    }
+    body = json.dumps(summary).encode()
+    with LoopbackServer(lambda r: Reply(200, body, {"Content-Type": "application/json"})) as page:
+        extra = (
+            "\n[services.x.status_page]\n"
+            f'url = "http://127.0.0.1:{page.port}/api/v2/summary.json"\n'
+            'kind = "statuspage"\ninterval_s = 5\n'
+        )
+        catalog = Catalog.from_toml(DEMO + extra)
+        clock = Clock()
+        async with running(tmp_path, clock, catalog=catalog, history=("x",), flags=PRIVATE) as (
+            server,
+            c,
+        ):
+            assert server.poller is not None
+            await until("the first poll", lambda: len(page.requests) >= 1)
+            await outage(server, clock)
+            (inc,) = (await c.get("/api/v1/incidents")).json()
+            official = inc["official_status"]
+            assert official["indicator"] == "major"
+            assert official["incident"] == "Timeline not loading"
+            html = (await c.get(f"/incidents/{inc['id']}")).text
+            assert "major" in html and "since" in html and "Timeline not loading" in html

@@ -14,7 +14,10 @@ every cycle, outages modelled on the seed articles:
 4. a capacity failure on X Spaces: listeners pass ~0.9 million, errors climb, reports of
    `spaces` problems surge, with X's telemetry (load, traffic, sources, errors) posted.
 
-(A bot flood joins the cycle once floods from few reporters are flagged as abuse.)
+During the first scenario a bot floods Netflix with 2,000 reports a minute for 15 minutes
+from 5 ids behind 2 addresses: deduplication counts each id once per 15 minutes, so the
+flood never looks like an outage. (A flood spread over more ids is the abuse detector's
+job, which is still to come.)
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CYCLE_MIN = 60  # simulated minutes between the starts of two scenarios
+FLOOD_START_MIN = 20
 HISTORY_DAYS = 2
 _ENCODE = msgspec.json.Encoder().encode
 
@@ -69,6 +73,7 @@ class Scenario:
     surges: tuple[Surge, ...]
     bumps: tuple[Bump, ...] = ()
     capacity: bool = False  # post X's telemetry of a capacity failure
+    flood: bool = False  # a bot flood on Netflix from FLOOD_START_MIN for 15 minutes
 
 
 def scenario(k: int, start: float) -> Scenario:
@@ -87,6 +92,7 @@ def scenario(k: int, start: float) -> Scenario:
                     name=f"x-night-{k}",
                 ),
             ),
+            flood=True,
         )
     if kind == 1:
         meta = {"login": 0.45, "app": 0.3, "website": 0.15, "feed": 0.1}
@@ -194,6 +200,7 @@ class DemoFeed:
         surges: list[Surge] = []
         bumps: list[Bump] = []
         capacity_start = None
+        flood = False
         got = self.scenario_at(t)
         # The previous scenario's tail may still run into this minute.
         prev = self.scenario_at(t - CYCLE_MIN * 60) if got is not None else None
@@ -205,6 +212,8 @@ class DemoFeed:
             bumps += sc.bumps
             if sc.capacity:
                 capacity_start = s0
+            if sc.flood and 0 <= t - s0 - FLOOD_START_MIN * 60 < 15 * 60:
+                flood = True
         self.current = [] if got is None else [got[2].name]
         sim = simulate(
             self.traffic,
@@ -220,7 +229,27 @@ class DemoFeed:
         tag = b'"reporter":"%d-' % int(t // 60)
         lines = [line.replace(b'"reporter":"', tag) for line in sim.lines]
         lines += [_ENCODE(e) for e in x_telemetry(t, capacity_start)]
+        if flood:
+            lines += flood_lines(t)
         return lines
+
+
+def flood_lines(t: float) -> list[bytes]:
+    """One minute of a bot flood: 2,000 Netflix reports from 5 ids behind 2 addresses."""
+    return [
+        _ENCODE(
+            {
+                "type": "report",
+                "service": "netflix",
+                "ts": t + (i % 60),
+                "country": "US",
+                "problem": "streaming",
+                "reporter": f"bot-{i % 5}",
+                "ip": f"203.0.113.{10 + i % 2}",
+            }
+        )
+        for i in range(2_000)
+    ]
 
 
 async def load_history(server: Server, feed: DemoFeed) -> None:

@@ -622,7 +622,10 @@ class Pipeline:
             total += t
             countries.update(c)
             problems.update(p)
-        return inc.doc(total, countries, problems)
+        doc = inc.doc(total, countries, problems)
+        # What the service's own status page says (latest), e.g. major since 14:02.
+        doc["official_status"] = self.official_status(inc.service)
+        return doc
 
     def drain_counts(self) -> CountRows:
         """Counted reports since the last drain, summed per (minute, service, country, problem)."""

@@ -79,6 +79,15 @@ class Cluster(BaseModel):
     services: list[str]
 
 
+class OfficialStatus(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    indicator: Literal["none", "minor", "major", "critical", "maintenance"]
+    since: str
+    updated_at: str
+    description: str | None
+    incident: str | None
+
+
 class Incident(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
@@ -97,6 +106,9 @@ class Incident(BaseModel):
     suspected_abuse: bool
     causes: list[Cause]
     cluster: Cluster | None
+    official_status: OfficialStatus | None = Field(
+        None, description="what the service's own status page says (latest), when it has one"
+    )
 
 
 class Health(BaseModel):
