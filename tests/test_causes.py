@@ -203,6 +203,21 @@ def test_failover_needs_a_healthy_site_for_high_confidence() -> None:
     assert ex.causes[0]["kind"] == "unknown" and ex.probe_confirmed is True
 
 
+def test_down_from_one_vantage_only_is_said() -> None:
+    """Public probes failing from eu-west while us-east sees the site fine: the evidence
+    says where it is down from."""
+    ev = Evidence(CATALOG)
+    evs = []
+    for k in range(-30, 20):
+        evs.append(probe(M0 + k, k < 0, vantage="eu-west"))
+        evs.append(probe(M0 + k, True, vantage="us-east"))
+    ev.ingest(others(evs))
+    ev.finalise(M0 + 19)
+    ex = explain(view("site"), [], catalog=CATALOG, evidence=ev, final_minute=M0 + 19)
+    said = " ".join(e for c in ex.causes for e in c["evidence"])
+    assert "failing from eu-west only; fine from us-east" in said, said
+
+
 # ---------------------------------------------------------------- lifecycle rows
 def test_cause_and_cluster_changes_are_transitions_of_the_table() -> None:
     assert TABLE[(State.ONGOING, State.ONGOING)] == ("peak", "cause", "cluster")

@@ -25,7 +25,7 @@ import datetime as dt
 import math
 import statistics
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -412,6 +412,7 @@ class _Site:
     name: str
     targets: set[str]
     vantages: set[str]
+    failing_from: set[str] = field(default_factory=set)  # vantages that saw a failure
     checks: int = 0
     failed: int = 0
     down_minutes: int = 0
@@ -433,6 +434,8 @@ def _sites(ev: Evidence | None, service: str, lo: int, hi: int) -> dict[str, _Si
             s.targets.add(target)
             if vantage:
                 s.vantages.add(vantage)
+                if failed:
+                    s.failing_from.add(vantage)
             s.checks += ok + failed
             s.failed += failed
             cell = per_minute.setdefault((site, m), [0, 0])
@@ -451,6 +454,12 @@ def _sites(ev: Evidence | None, service: str, lo: int, hi: int) -> dict[str, _Si
 
 def _site_text(s: _Site) -> str:
     where = f" from {len(s.vantages)} vantage(s)" if s.vantages else ""
+    fine = s.vantages - s.failing_from
+    if s.failing_from and fine:  # seen failing from some places only: say which
+        where = (
+            f" (failing from {', '.join(sorted(s.failing_from))} only; "
+            f"fine from {', '.join(sorted(fine))})"
+        )
     return f"{s.name} site ({', '.join(sorted(s.targets))}){where}"
 
 
@@ -460,6 +469,8 @@ def _failover(ctx: _Ctx) -> list[Cause]:
         ctx.checked.append(f"no probe results for {ctx.inc.service}")
         return []
     public = sites.get(PUBLIC_SITE)
+    if public is not None and public.failing_from and public.vantages - public.failing_from:
+        ctx.checked.append(f"probes of {ctx.inc.service}: {_site_text(public)}")
     inner = [s for n, s in sorted(sites.items()) if n != PUBLIC_SITE]
     failed = [s for s in inner if s.down_minutes >= DOWN_MINUTES]
     healthy = [s for s in inner if s.checks >= 3 and s.down_minutes == 0]
