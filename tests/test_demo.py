@@ -49,8 +49,14 @@ async def test_the_demo_shows_each_scenario(tmp_path: Path) -> None:
             clock.t = t
             await server.bus.tick()
         docs = live.incidents()
+        # What the pages read from the store (not the engine's memory) has them too: the
+        # minutes the events themselves closed were committed.
+        assert server.reader is not None
+        stored = {d["id"]: d["status"] for d in server.reader.incidents()}
     finally:
         await server.stop()
+    resolved = {str(d["id"]) for d in docs if d["status"] == "resolved"}
+    assert resolved and all(stored.get(i) == "resolved" for i in resolved), stored
     by_service: dict[str, list[dict[str, object]]] = {}
     for d in docs:
         by_service.setdefault(str(d["service"]), []).append(d)

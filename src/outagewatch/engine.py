@@ -138,6 +138,7 @@ class Engine:
         self._on_others = on_others
         self._dirty = False
         self.uncommitted = 0  # events ingested since the last commit
+        self._committed_until = self.pipeline.closed_until  # minutes closed at the last commit
         self.tick_seconds = 0.0
         self.recovered = 0
         for seq, batch in store.journal_after(self.journal_seq):
@@ -163,17 +164,17 @@ class Engine:
         return d
 
     def advance(self, now: float) -> bool:
-        """Close the minutes that ended by `now`; True when a minute closed."""
+        """Close the minutes that ended by `now`. True when a minute closed since the last
+        commit — here or while ingesting, as events move the clock too."""
         with self.lock:
             self.decoder.max_ts = max(self.decoder.max_ts, now + FUTURE_SKEW_S)
             before = self.pipeline.closed_until
             t0 = time.perf_counter()
             self.pipeline.advance_to(now)
-            closed = self.pipeline.closed_until - before
-            if closed:
+            if self.pipeline.closed_until > before:
                 self.tick_seconds += time.perf_counter() - t0
                 self._dirty = True
-            return closed > 0
+            return self.pipeline.closed_until > self._committed_until
 
     @property
     def ticks(self) -> int:
@@ -200,6 +201,7 @@ class Engine:
             self._others = []
             self._dirty = False
             self.uncommitted = 0
+            self._committed_until = p.closed_until
         self.store.commit(c)
         return Committed(transitions, list(docs), time.perf_counter() - t0)
 
