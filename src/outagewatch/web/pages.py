@@ -423,7 +423,8 @@ class Pages:
     def home(self, request: Request) -> HTMLResponse:
         live = live_of(request)
         q = request.query_params.get("q", "").strip()[:100]
-        m1 = int(live.clock() // 60) + 1
+        # Up to the last whole minute: the current one is still filling and would dip.
+        m1 = int(live.clock() // 60)
         services = live.services()
         ongoing = live.ongoing()
         cards = []
