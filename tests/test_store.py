@@ -445,3 +445,55 @@ def test_fractional_since_excludes_an_incident_that_ended_before(store: AnyStore
     store.commit(commit(incidents=[doc("i1", status="resolved", ended=H0 + 600)]))
     assert [d["id"] for d in store.incidents(since=H0 + 600)] == ["i1"]
     assert [d["id"] for d in store.incidents(since=H0 + 600.5)] == []
+
+
+# ---------------------------------------------------------------------- alerts
+def test_subscriptions_and_the_delivery_log(store: AnyStore) -> None:
+    """The alert tables behave the same on both stores: idempotent keys, queue order,
+    filters of the log."""
+    sub = {
+        "id": "s1",
+        "service": "x",
+        "group": None,
+        "min_severity": "problems",
+        "channel": "webhook",
+        "config": {"url": "https://hooks.example/a"},
+        "created_at": 1.0,
+    }
+    store.add_subscription(sub)
+    store.add_subscription({**sub, "id": "s2", "service": None, "group": "meta", "created_at": 2.0})
+    assert [s["id"] for s in store.subscriptions()] == ["s1", "s2"]
+    assert store.subscriptions()[0]["config"] == {"url": "https://hooks.example/a"}
+
+    def queue(key: str, sub_id: str, incident: str, kind: str, at: float) -> int | None:
+        return store.add_delivery(
+            {
+                "key": key,
+                "subscription": sub_id,
+                "incident": incident,
+                "kind": kind,
+                "channel": "webhook",
+                "payload": {"kind": kind},
+                "created_at": at,
+            }
+        )
+
+    a = queue("s1:i1:opened", "s1", "i1", "opened", 10.0)
+    b = queue("s1:i1:resolved", "s1", "i1", "resolved", 5.0)  # queued later, earlier time
+    c = queue("s2:i2:opened", "s2", "i2", "opened", 11.0)
+    assert a is not None and b is not None and c is not None
+    assert queue("s1:i1:opened", "s1", "i1", "opened", 12.0) is None  # the key exists
+    assert store.delivery_keys(["s1:i1:opened", "nope"]) == {"s1:i1:opened"}
+    store.update_delivery(c, status="sent", attempts=1, next_at=None, last_error=None, sent_at=13.0)
+    # Pending ones come back in the order they were queued (a subscriber's order).
+    assert [d["id"] for d in store.pending_deliveries()] == [a, b]
+    one = store.delivery(a)
+    assert one is not None and one["payload"] == {"kind": "opened"} and one["status"] == "pending"
+    assert [d["id"] for d in store.deliveries()] == [c, b, a]  # newest first
+    assert [d["id"] for d in store.deliveries(subscription="s1")] == [b, a]
+    assert [d["id"] for d in store.deliveries(subscription="s1", status="pending", limit=1)] == [b]
+    assert [d["id"] for d in store.deliveries(incident="i2", status="sent")] == [c]
+    assert "payload" not in store.deliveries()[0]
+    assert store.delete_subscription("s2") is True
+    assert store.delete_subscription("s2") is False
+    assert [s["id"] for s in store.subscriptions()] == ["s1"]

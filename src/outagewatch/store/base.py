@@ -97,6 +97,14 @@ class Store(Protocol):
     ) -> list[dict[str, Any]]: ...
 
 
+def equal_filters(filters: Mapping[str, Any], mark: str) -> tuple[str, list[Any]]:
+    """`col = <mark> AND ...` for the filters that are set, and their values, in order
+    (`mark` is the driver's placeholder: `?` for SQLite, `%s` for psycopg)."""
+    cols = [c for c, v in filters.items() if v is not None]
+    where = " AND ".join(f"{c} = {mark}" for c in cols) or "1 = 1"
+    return where, [filters[c] for c in cols]
+
+
 def migrations(folder: str = "migrations") -> list[tuple[int, str]]:
     """(version, SQL) of every migration in `folder` (`migrations_pg`: PostgreSQL), in order."""
     out = []

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from outagewatch.errors import StoreError
-from outagewatch.store.base import Commit, chunks, merge_chunks, migrations, unpack
+from outagewatch.store.base import Commit, chunks, equal_filters, merge_chunks, migrations, unpack
 
 MIGRATIONS = "migrations_pg"
 _MIGRATION_LOCK = 0x6F77_6D69  # pg_advisory_xact_lock key: one migrator at a time
@@ -444,7 +444,7 @@ class PostgresStore:
             )
 
     def pending_deliveries(self) -> list[dict[str, Any]]:
-        """Deliveries still to attempt, soonest first (with their payloads)."""
+        """Deliveries still to attempt, in the order they were queued (with their payloads)."""
         return self._deliveries("WHERE status = 'pending' ORDER BY id", ())
 
     def delivery(self, delivery_id: int) -> dict[str, Any] | None:
@@ -459,17 +459,10 @@ class PostgresStore:
         limit: int = 100,
     ) -> list[dict[str, Any]]:
         """The delivery log, newest first (without payloads)."""
-        where, args = ["true"], []
-        for col, value in (("subscription", subscription), ("incident", incident)):
-            if value is not None:
-                where.append(f"{col} = %s")
-                args.append(value)
-        if status is not None:
-            where.append("status = %s")
-            args.append(status)
-        rows = self._deliveries(
-            f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s", (*args, int(limit))
+        where, args = equal_filters(
+            {"subscription": subscription, "incident": incident, "status": status}, "%s"
         )
+        rows = self._deliveries(f"WHERE {where} ORDER BY id DESC LIMIT %s", (*args, int(limit)))
         for r in rows:
             del r["payload"]
         return rows

@@ -13,7 +13,7 @@ import orjson
 from numpy.typing import NDArray
 
 from outagewatch.errors import StoreError
-from outagewatch.store.base import Commit, chunks, merge_chunks, migrations, unpack
+from outagewatch.store.base import Commit, chunks, equal_filters, merge_chunks, migrations, unpack
 
 _STATE_KEY = "pipeline"
 
@@ -362,7 +362,7 @@ class SQLiteStore:
         )
 
     def pending_deliveries(self) -> list[dict[str, Any]]:
-        """Deliveries still to attempt, soonest first (with their payloads)."""
+        """Deliveries still to attempt, in the order they were queued (with their payloads)."""
         return self._deliveries("WHERE status = 'pending' ORDER BY id", ())
 
     def delivery(self, delivery_id: int) -> dict[str, Any] | None:
@@ -377,17 +377,10 @@ class SQLiteStore:
         limit: int = 100,
     ) -> list[dict[str, Any]]:
         """The delivery log, newest first (without payloads)."""
-        where, args = ["1 = 1"], []
-        for col, value in (("subscription", subscription), ("incident", incident)):
-            if value is not None:
-                where.append(f"{col} = ?")
-                args.append(value)
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        rows = self._deliveries(
-            f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", (*args, int(limit))
+        where, args = equal_filters(
+            {"subscription": subscription, "incident": incident, "status": status}, "?"
         )
+        rows = self._deliveries(f"WHERE {where} ORDER BY id DESC LIMIT ?", (*args, int(limit)))
         for r in rows:
             del r["payload"]
         return rows
