@@ -392,3 +392,21 @@ async def test_minutes_closed_by_the_events_themselves_are_committed(tmp_path: P
         assert done is not None
         assert store.journal_seq() > before
         assert int(store.minute_counts("x", clock.t, clock.t + 120).sum()) == 2
+
+
+async def test_reports_too_late_for_the_engine_still_show_on_the_chart(tmp_path: Path) -> None:
+    """A report older than the allowed lateness is not in the engine's minutes, but it is
+    counted and stored: the chart shows it once committed."""
+    clock = Clock()
+    async with running(tmp_path, clock) as (server, c):
+        assert server.bus is not None
+        await c.post("/api/v1/reports", json={"service": "x", "country": "US", "reporter": "a"})
+        clock.t += 20 * 60
+        await server.bus.tick()
+        late = clock.t - 15 * 60  # 15 minutes ago: beyond the 5-minute lateness
+        item = {"service": "x", "country": "US", "reporter": "b", "ts": late}
+        assert (await c.post("/api/v1/reports", json=item)).status_code == 202
+        await server.bus.tick(commit=True)
+        minutes = (await c.get("/api/v1/services/x")).json()["minutes"]
+        assert minutes[-21]["reports"] == 1  # the on-time one, 20 minutes ago
+        assert minutes[-16]["reports"] == 1  # the late one

@@ -172,17 +172,16 @@ class Live:
         ]
 
     def series(self, service: str, m0: int, m1: int) -> tuple[np.ndarray, np.ndarray]:
-        """(counts, baseline) per minute of [m0, m1): store history plus the live minutes."""
-        counts = np.zeros(m1 - m0, np.float64)
+        """(counts, baseline) per minute of [m0, m1): the stored counts, and for the minutes
+        the engine still holds, the larger of the two — the engine has what is not committed
+        yet, the store also has reports that came too late for the engine's minutes."""
+        with self._read_lock:
+            counts = self.reader.minute_counts(service, m0 * 60, m1 * 60).astype(np.float64)
         baseline = np.full(m1 - m0, np.nan)
-        first = m1
         if self.engine is not None:
             first, recent, baseline = self.engine.recent(service, m0, m1)
-            counts[first - m0 :] = recent[: m1 - first]
-        if first > m0:
-            with self._read_lock:
-                stored = self.reader.minute_counts(service, m0 * 60, first * 60)
-            counts[: first - m0] = stored
+            held = counts[first - m0 :]
+            np.maximum(held, recent[: m1 - first], out=held)
         return counts, baseline
 
     def incidents(
