@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+from numpy.typing import NDArray
 
 from outagewatch.catalog import Catalog
 from outagewatch.events import Decoded, EventDecoder, OtherEvent, iso
@@ -101,6 +102,15 @@ def _services_in_order(decoded: Decoded, n: int, bad: set[int]) -> list[str]:
         if j not in bad:
             out[j] = next(it)
     return out
+
+
+def typical(p: Pipeline, service: str, m0: int, m1: int) -> NDArray[np.float64]:
+    """The typical reports per minute of `service` over [m0, m1) (nan when not learned)."""
+    s = p.series
+    si = s.service_index.get(service)
+    if si is None or m1 <= m0 or int(s.nobs[s.total_of[si]]) == 0:
+        return np.full(max(m1 - m0, 0), np.nan)
+    return p.baseline.curve(s, s.total_of[si], np.arange(m0, m1))
 
 
 @dataclass(frozen=True)
@@ -216,7 +226,9 @@ class Engine:
             inc = self.pipeline.incidents.get(incident_id)
             return None if inc is None else self.pipeline.incident_doc(inc)
 
-    def recent(self, service: str, m0: int, m1: int) -> tuple[int, np.ndarray, np.ndarray]:
+    def recent(
+        self, service: str, m0: int, m1: int
+    ) -> tuple[int, NDArray[np.float64], NDArray[np.float64]]:
         """Counts and typical level of `service`'s minutes [m0, m1) the pipeline still holds.
 
         Returns (first minute held, counts, baseline) where counts cover
@@ -236,9 +248,7 @@ class Engine:
             rows = minutes % s.ring
             valid = minutes <= p.closed_until
             counts = np.where(valid, s.ring_count[rows, i], 0.0).astype(np.float64)
-            if int(s.nobs[i]) > 0:
-                baseline = p.baseline.curve(s, i, np.arange(m0, m1))
-            return first, counts, baseline
+            return first, counts, typical(p, service, m0, m1)
 
     def status_of(self, service: str, ongoing: dict[str, dict[str, Any]] | None = None) -> str:
         doc = (ongoing if ongoing is not None else self.ongoing()).get(service)

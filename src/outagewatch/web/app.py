@@ -38,7 +38,7 @@ from outagewatch.store import open_store
 from outagewatch.store.base import Store
 from outagewatch.web.api import build_router, error_response, operator_check
 from outagewatch.web.ingest import ApiError, ASGIApp, Ingest
-from outagewatch.web.live import Live
+from outagewatch.web.live import Live, StoredBaselines
 from outagewatch.web.metrics import Metrics
 from outagewatch.web.ratelimit import RateLimiter
 
@@ -178,7 +178,8 @@ class Server:
             self.reader.save_catalog(self.catalog.source)
         bus = await NatsBus.open(url, self.settings.stream, self.settings.partitions)
         self._remote_bus = bus
-        live = Live(self.catalog, self.reader, bus, None, clock=self.clock)
+        baselines = StoredBaselines(self.reader, self.settings.partitions, self.settings.pipeline)
+        live = Live(self.catalog, self.reader, bus, None, clock=self.clock, baselines=baselines)
         assert self._loop is not None
         live.changes.bind(self._loop)
         self.live = live

@@ -19,11 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from outagewatch.bus.base import Bus
 from outagewatch.catalog import Catalog, Service
-from outagewatch.engine import Committed, Engine, Prepared, prepare
+from outagewatch.engine import Committed, Engine, Prepared, prepare, typical
 from outagewatch.events import EventDecoder
+from outagewatch.pipeline.pipeline import Pipeline, load_state
+from outagewatch.settings import PipelineSettings
 from outagewatch.store.base import Store
 
 DAY_MIN = 1440
@@ -73,6 +76,32 @@ class Changes:
         return self.version
 
 
+class StoredBaselines:
+    """API nodes run no pipeline: their typical band comes from the partition states the
+    workers commit to the shared store, each re-read at most once a minute."""
+
+    def __init__(self, reader: Store, partitions: int, settings: PipelineSettings) -> None:
+        self.reader = reader
+        self.partitions = partitions
+        self.settings = settings
+        self._cache: dict[int, tuple[float, Pipeline | None]] = {}
+
+    def __call__(self, service: str, m0: int, m1: int) -> NDArray[np.float64]:
+        from outagewatch.bus.nats import partition_of
+        from outagewatch.worker import partition_key
+
+        part = partition_of(service, self.partitions)
+        now = time.monotonic()
+        at, pipeline = self._cache.get(part, (-math.inf, None))
+        if now - at > 60:
+            data = self.reader.load_state(partition_key(part))
+            pipeline = None if data is None else load_state(data, self.settings)
+            self._cache[part] = (now, pipeline)
+        if pipeline is None:
+            return np.full(max(m1 - m0, 0), np.nan)
+        return typical(pipeline, service, m0, m1)
+
+
 class Live:
     def __init__(
         self,
@@ -82,12 +111,14 @@ class Live:
         engine: Engine | None,
         *,
         clock: Callable[[], float] = time.time,
+        baselines: StoredBaselines | None = None,
     ) -> None:
         self.catalog = catalog
         self.reader = reader
         self.bus = bus
         self.engine = engine
         self.clock = clock
+        self.baselines = baselines
         self.counters = Counters()
         self.changes = Changes()
         self._read_lock = threading.Lock()
@@ -182,6 +213,9 @@ class Live:
             first, recent, baseline = self.engine.recent(service, m0, m1)
             held = counts[first - m0 :]
             np.maximum(held, recent[: m1 - first], out=held)
+        elif self.baselines is not None:
+            with self._read_lock:
+                baseline = self.baselines(service, m0, m1)
         return counts, baseline
 
     def incidents(
