@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +22,11 @@ from numpy.typing import NDArray
 from outagewatch.catalog import Catalog
 from outagewatch.events import Decoded, EventDecoder, OtherEvent, iso
 from outagewatch.incidents.lifecycle import Transition
-from outagewatch.incidents.severity import severity
 from outagewatch.pipeline.pipeline import Pipeline, dump_state, load_state
 from outagewatch.settings import PipelineSettings
 from outagewatch.store.base import Commit, Store
 
 FUTURE_SKEW_S = 300.0  # a live event may be this far ahead of the server's clock
-KINDS = ("report", "probe", "metric", "status")
 _ENCODE = msgspec.json.Encoder().encode
 _DECODE_BODY = msgspec.json.Decoder().decode
 
@@ -130,7 +128,6 @@ class Engine:
         settings: PipelineSettings,
         *,
         now: float,
-        on_others: Callable[[Sequence[OtherEvent]], None] | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -145,7 +142,6 @@ class Engine:
         self.decoder = EventDecoder(catalog, max_ts=now + FUTURE_SKEW_S)
         self.journal_seq = store.journal_seq()
         self._others: list[OtherEvent] = []
-        self._on_others = on_others
         self._dirty = False
         self.uncommitted = 0  # events ingested since the last commit
         self._committed_until = self.pipeline.closed_until  # minutes closed at the last commit
@@ -165,8 +161,6 @@ class Engine:
                 # final, which the reports' ticks decide.
                 self._others.extend(d.others)
                 self.pipeline.ingest_others(d.others)
-                if self._on_others is not None:
-                    self._on_others(d.others)
             self.pipeline.ingest(d.reports)
             self.journal_seq = max(self.journal_seq, seq)
             self.uncommitted += len(lines)
@@ -249,17 +243,6 @@ class Engine:
             valid = minutes <= p.closed_until
             counts = np.where(valid, s.ring_count[rows, i], 0.0).astype(np.float64)
             return first, counts, typical(p, service, m0, m1)
-
-    def status_of(self, service: str, ongoing: dict[str, dict[str, Any]] | None = None) -> str:
-        doc = (ongoing if ongoing is not None else self.ongoing()).get(service)
-        if doc is None:
-            return "ok"
-        return severity(doc)
-
-    @property
-    def now_minute(self) -> int:
-        with self.lock:
-            return self.pipeline.closed_until
 
     def clock_label(self) -> str:
         with self.lock:

@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from outagewatch.events import iso, parse_ts
+from outagewatch.events import parse_ts
 from outagewatch.web import schemas
 from outagewatch.web.ingest import ApiError, Ingest, client_address, require_operator
 from outagewatch.web.live import Live
@@ -211,4 +211,4 @@ def _updated(d: dict[str, Any]) -> str:
     return str(d["ended_at"] or d["peak_at"] or d["detected_at"])
 
 
-__all__ = ["ApiError", "build_router", "error_response", "iso"]
+__all__ = ["build_router", "client_ip", "error_response", "operator_check"]
