@@ -7,13 +7,21 @@ and `import _common` works without a package.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import resource
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 from numpy.typing import NDArray
 
@@ -101,6 +109,91 @@ def rss_now_bytes() -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_of(pid: int) -> int:
+    """The current resident set size of process `pid` (Linux /proc), in bytes."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * KIB
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+# ==================================================================== a server over HTTP
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve_process(
+    db: Path, token: str, extra: Sequence[str] = ()
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`outagewatch serve` on a free loopback port, started and ready: (process, base URL).
+    Stopped (SIGTERM, final commit) on exit."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "OUTAGEWATCH_TOKEN": token}
+    cmd = [sys.executable, "-m", "outagewatch.cli", "--db", str(db), "serve"]
+    proc = subprocess.Popen([*cmd, "--port", str(port), *extra], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("outagewatch serve did not start")
+            time.sleep(0.1)
+        yield proc, base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def loadgen_command(
+    url: str,
+    *,
+    connections: int,
+    seconds: float,
+    bodies: Path | None = None,
+    token: str | None = None,
+    rate: float | None = None,
+    method: str = "POST",
+    latencies: Path | None = None,
+) -> list[str]:
+    """The command line of benchmarks/loadgen.py (its own process: the client's CPU is not
+    the measuring process's)."""
+    cmd = [sys.executable, str(HERE / "loadgen.py"), "--url", url, "--method", method]
+    cmd += ["--connections", str(connections), "--seconds", str(seconds)]
+    if bodies is not None:
+        cmd += ["--bodies", str(bodies)]
+    if token:
+        cmd += ["--token", token]
+    if rate:
+        cmd += ["--rate", str(rate)]
+    if latencies is not None:
+        cmd += ["--latencies", str(latencies)]
+    return cmd
+
+
+def run_loadgen(url: str, **kw: Any) -> dict[str, Any]:
+    """Run benchmarks/loadgen.py to the end (arguments as `loadgen_command`): its JSON."""
+    out = subprocess.run(loadgen_command(url, **kw), check=True, capture_output=True, text=True)
+    doc: dict[str, Any] = json.loads(out.stdout)
+    return doc
 
 
 # ==================================================================== warm pipelines

@@ -4,7 +4,8 @@ Each of `--connections` keep-alive connections sends one request, reads the whol
 response, and sends the next; with `--rate` the connections together send at most that
 many requests per second (each on its own schedule). Bodies are cycled from a file of
 NDJSON lines, one body per line. Prints one JSON object: requests, statuses, seconds,
-latency percentiles in ms.
+latency percentiles in ms (of all answers, and by status), and the refusals (429/503)
+that came without `Retry-After`.
 
     python benchmarks/loadgen.py --url http://127.0.0.1:8000/api/v1/reports \
         --bodies bodies.ndjson --connections 32 --seconds 10 [--rate 2500] [--token T]
@@ -38,16 +39,20 @@ def build_requests(method: str, url: str, bodies: list[bytes], token: str | None
     return out
 
 
-async def read_response(reader: asyncio.StreamReader) -> int:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """(status, whether a Retry-After header came)."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     length = 0
+    retry_after = False
     for line in head.split(b"\r\n"):
         if line[:15].lower() == b"content-length:":
             length = int(line[15:])
+        elif line[:12].lower() == b"retry-after:":
+            retry_after = True
     if length:
         await reader.readexactly(length)
-    return status
+    return status, retry_after
 
 
 async def worker(
@@ -59,6 +64,7 @@ async def worker(
     interval: float,
     latencies: list[float],
     statuses: Counter[int],
+    by_status: dict[int, list[float]],
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     i = offset
@@ -75,13 +81,17 @@ async def worker(
             t0 = time.perf_counter()
             writer.write(requests[i % len(requests)])
             i += 1
-            status = await read_response(reader)
-            latencies.append(time.perf_counter() - t0)
+            status, retry_after = await read_response(reader)
+            took = time.perf_counter() - t0
+            latencies.append(took)
+            by_status.setdefault(status, []).append(took)
             statuses[status] += 1
             if status >= 500 or status == 429:
+                if not retry_after:
+                    statuses[-2] += 1  # a refusal without Retry-After
                 await asyncio.sleep(0.01)
     except (ConnectionError, asyncio.IncompleteReadError):
-        statuses[-1] += 1
+        statuses[-1] += 1  # the connection failed
     finally:
         writer.close()
 
@@ -95,6 +105,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     requests = build_requests(args.method, args.url, bodies or [b""], args.token)
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
+    by_status: dict[int, list[float]] = {}
     interval = args.connections / args.rate if args.rate else 0.0
     t0 = time.perf_counter()
     deadline = t0 + args.seconds
@@ -109,12 +120,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 interval,
                 latencies,
                 statuses,
+                by_status,
             )
             for k in range(args.connections)
         )
     )
     seconds = time.perf_counter() - t0
     lat = np.asarray(latencies or [0.0]) * 1000
+    if args.latencies:
+        np.save(args.latencies, lat.astype(np.float32))
     return {
         "requests": len(latencies),
         "seconds": round(seconds, 3),
@@ -123,6 +137,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "p50_ms": round(float(np.percentile(lat, 50)), 2),
         "p99_ms": round(float(np.percentile(lat, 99)), 2),
         "max_ms": round(float(lat.max()), 2),
+        "by_status": {
+            str(k): {
+                "p50_ms": round(float(np.percentile(v, 50)) * 1000, 2),
+                "p99_ms": round(float(np.percentile(v, 99)) * 1000, 2),
+            }
+            for k, v in sorted(by_status.items())
+        },
     }
 
 
@@ -135,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rate", type=float, default=0.0, help="requests/s in all (0: no limit)")
     ap.add_argument("--token")
+    ap.add_argument("--latencies", help="also save every latency (ms, float32) to this .npy file")
     args = ap.parse_args(argv)
     try:
         import uvloop

@@ -92,6 +92,21 @@ async def test_the_ip_is_the_clients_not_the_bodys(tmp_path: Path) -> None:
         assert not any(b"10.0.0." in batch for _, batch in lines)
 
 
+async def test_reports_forwarded_with_the_operator_token_carry_no_address(
+    tmp_path: Path,
+) -> None:
+    """A partner's address is not its users': forwarded reports get none (so they are not
+    judged by address as a flood, nor deduplicated as one person)."""
+    async with running(tmp_path, Clock()) as (server, c):
+        item = {"service": "x", "country": "US", "ip": "81.2.69.160"}
+        r = await c.post("/api/v1/reports", json=[item, item], headers=AUTH)
+        assert r.status_code == 202 and r.json()["accepted"] == 2
+        assert server.engine is not None
+        assert server.engine.pipeline.stats.duplicates == 0
+        (batch,) = [b for _, b in server.engine.store.journal_after(0)]
+        assert b'"ip"' not in batch and b"81.2.69.160" not in batch
+
+
 async def test_ts_defaults_to_arrival_and_may_be_given(tmp_path: Path) -> None:
     clock = Clock()
     async with running(tmp_path, clock) as (_, c):

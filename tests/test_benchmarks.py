@@ -21,6 +21,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
         "bench_http.py",
         "bench_store.py",
         "bench_scaleout.py",
+        "bench_soak.py",
     ],
 )
 def test_quick_run_prints_a_table_row(script: str) -> None:

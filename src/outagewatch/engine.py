@@ -9,9 +9,10 @@ HTTP handlers) take `lock` for the moment they look.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from outagewatch.settings import PipelineSettings
 from outagewatch.store.base import Commit, Store
 
 FUTURE_SKEW_S = 300.0  # a live event may be this far ahead of the server's clock
+READ_WAIT_S = 0.05  # a reader waits at most this long for the writer, then uses what it has
 _ENCODE = msgspec.json.Encoder().encode
 _DECODE_BODY = msgspec.json.Decoder().decode
 
@@ -47,6 +49,8 @@ def parse_body(body: bytes) -> list[Any]:
         doc = _DECODE_BODY(body)
     except msgspec.DecodeError as exc:
         raise ValueError(f"body is not JSON: {exc}") from None
+    except RecursionError:  # msgspec's depth limit: [[[[...]]]]
+        raise ValueError("body is not JSON: nested too deeply") from None
     if isinstance(doc, dict):
         return [doc]
     if isinstance(doc, list):
@@ -147,6 +151,7 @@ class Engine:
         self._committed_until = self.pipeline.closed_until  # minutes closed at the last commit
         self.tick_seconds = 0.0
         self.recovered = 0
+        self._last_ongoing: dict[str, dict[str, Any]] = {}
         for seq, batch in store.journal_after(self.journal_seq):
             self.ingest(seq, batch.split(b"\n"))
             self.recovered += 1
@@ -194,31 +199,53 @@ class Engine:
             p = self.pipeline
             transitions = p.drain_transitions()
             docs = p.drain_incidents()
-            c = Commit(
-                state=dump_state(p),
-                incidents=docs,
-                transitions=transitions,
-                counts=p.drain_counts(),
-                others=self._others,
-                journal_seq=self.journal_seq,
-            )
-            self._others = []
+            counts = p.drain_counts()
+            others, self._others = self._others, []
+            journal_seq = self.journal_seq
             self._dirty = False
             self.uncommitted = 0
             self._committed_until = p.closed_until
+        # The state is copied without the lock: only the caller (the writer) changes the
+        # pipeline, and it is busy here, while readers (pages, /healthz) only read. Holding
+        # the lock through the copy stalled every reader for its whole length (~0.4 s).
+        c = Commit(
+            state=dump_state(p),
+            incidents=docs,
+            transitions=transitions,
+            counts=counts,
+            others=others,
+            journal_seq=journal_seq,
+        )
         self.store.commit(c)
         return Committed(transitions, list(docs), time.perf_counter() - t0)
 
     # ---------------------------------------------------------------- reader side
+    # Readers run on the event loop: they wait at most READ_WAIT_S for the writer (which
+    # holds the lock while it ingests a group) and then answer from what they saw last, so
+    # pages and /healthz keep answering while ingest is saturated.
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[bool]:
+        got = self.lock.acquire(timeout=READ_WAIT_S)
+        try:
+            yield got
+        finally:
+            if got:
+                self.lock.release()
+
     def ongoing(self) -> dict[str, dict[str, Any]]:
-        """The live doc of every ongoing incident, by service."""
-        with self.lock:
-            return {d["service"]: d for d in self.pipeline.ongoing()}
+        """The live doc of every ongoing incident, by service (at most READ_WAIT_S old
+        news while the writer is busy)."""
+        with self._reading() as got:
+            if got:
+                self._last_ongoing = {d["service"]: d for d in self.pipeline.ongoing()}
+        return dict(self._last_ongoing)
 
     def live_doc(self, incident_id: str) -> dict[str, Any] | None:
-        with self.lock:
-            inc = self.pipeline.incidents.get(incident_id)
-            return None if inc is None else self.pipeline.incident_doc(inc)
+        with self._reading() as got:
+            if got:
+                inc = self.pipeline.incidents.get(incident_id)
+                return None if inc is None else self.pipeline.incident_doc(inc)
+        return next((d for d in self._last_ongoing.values() if d["id"] == incident_id), None)
 
     def recent(
         self, service: str, m0: int, m1: int
@@ -228,13 +255,15 @@ class Engine:
         Returns (first minute held, counts, baseline) where counts cover
         [max(m0, first), m1) and baseline covers all of [m0, m1) (nan when unknown).
         """
-        with self.lock:
+        with self._reading() as got:
             p = self.pipeline
             s = p.series
             n = max(m1 - m0, 0)
             baseline = np.full(n, np.nan)
             si = s.service_index.get(service)
             first = max(m0, p.closed_until - s.ring + 1)
+            if not got:  # the writer is busy: the stored counts will do for now
+                return m1, np.zeros(0), baseline
             if si is None or n == 0:
                 return first, np.zeros(max(m1 - first, 0)), baseline
             i = s.total_of[si]
@@ -245,6 +274,5 @@ class Engine:
             return first, counts, typical(p, service, m0, m1)
 
     def clock_label(self) -> str:
-        with self.lock:
-            wm = self.pipeline.watermark
+        wm = self.pipeline.watermark  # one attribute read: no lock needed
         return "-" if wm is None else iso(wm)

@@ -11,17 +11,28 @@ Every store write of a single-process server goes through this thread, in one or
   counts together with the last journal seq they include (the journal up to it is dropped
   in that transaction). Between commits the journal is what makes events durable.
 
-The queue is bounded: when it is full, `publish` raises `OverloadedError` at once instead of
-queueing without limit (the API answers 503 with Retry-After).
+The queue is bounded, and a refusal is `OverloadedError` at once (the API answers 503 with
+Retry-After) rather than a long wait:
+
+- by count (`queue_size` jobs) and by bytes (`max_bytes` of event lines queued or being
+  written): memory stays bounded whatever the batch sizes. `publish` refuses past these,
+  whoever publishes; `publish_sync` (tests, scripts) waits for room instead.
+- by age: while the oldest waiting job has waited more than `max_wait_s`, the writer is
+  that far behind and a new batch would wait at least as long. `overloaded()` says so, and
+  the API asks it before it reads a POST's body (web/ingest.py), so an HTTP client is told
+  to retry within milliseconds instead of waiting. The server's own producers (probe
+  results, status polls, the demo feed) are few, bounded by their own design and matter
+  (probes confirm incidents): a lag does not refuse them, only a full queue would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -34,21 +45,33 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_GROUP = 512  # batches written in one journal transaction at most
+MAX_GROUP_BYTES = 2 << 20  # ...and bytes (the group is joined into one journal row)
+# Event bytes queued or being written at most. HTTP bodies are at most 1 MiB and the API
+# admits a few MiB of them at once (web/ingest.py), so this binds the other producers.
+MAX_QUEUE_BYTES = 64 << 20
+# Refuse new batches while the oldest queued job has waited longer than this: a `202`
+# should not take seconds, and a client told to retry is better off than one left waiting.
+MAX_WAIT_S = 1.0
 # Between minute closes, commit the pipeline once this many events wait in the journal
 # (bounds what a restart replays).
 COMMIT_EVENTS = 200_000
 
 
 class OverloadedError(BusError):
-    """The bus's queue is full: refuse now rather than queue without bound."""
+    """The bus's queue is full or too far behind: refuse now rather than queue without bound."""
 
     code = "overloaded"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds a client should wait before retrying
 
 
 @dataclass
 class _Publish:
     batch: bytes
     future: Future[int]
+    at: float = 0.0  # time.monotonic() when queued
 
 
 @dataclass
@@ -56,14 +79,79 @@ class _Tick:
     now: float
     future: Future[Committed | None]
     commit: bool = False
+    at: float = 0.0
 
 
 @dataclass
 class _Stop:
-    pass
+    at: float = 0.0
 
 
 _Job = _Publish | _Tick | _Stop
+
+
+class _JobQueue:
+    """The writer's FIFO of jobs; it knows the bytes of its batches (until they are
+    written) and how long its oldest job has waited. One lock guards it all."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._ready = threading.Condition(self.lock)  # a job was queued
+        self._room = threading.Condition(self.lock)  # a group was written
+        self.jobs: deque[_Job] = deque()
+        self.bytes = 0  # event bytes queued or being written
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def lag(self) -> float:
+        """Seconds the oldest waiting job has waited (0 when none waits)."""
+        try:
+            return max(0.0, time.monotonic() - self.jobs[0].at)
+        except IndexError:
+            return 0.0
+
+    def put(self, job: _Job) -> None:
+        """Queue `job` whatever the queue holds (ticks and stop: one a second at most)."""
+        with self.lock:
+            self.append(job)
+
+    def append(self, job: _Job) -> None:
+        """Queue `job`; the caller holds the lock."""
+        job.at = time.monotonic()
+        self.jobs.append(job)
+        if isinstance(job, _Publish):
+            self.bytes += len(job.batch)
+        self._ready.notify()
+
+    def wait_room(self, timeout: float) -> None:
+        """Wait (holding the lock) until a group was written or `timeout` passed."""
+        self._room.wait(timeout)
+
+    def take(self) -> _Tick | _Stop | list[_Publish]:
+        """The next tick or stop, or the next group of publishes (in queue order)."""
+        with self.lock:
+            jobs = self.jobs
+            while not jobs:
+                self._ready.wait()
+            job = jobs.popleft()
+            if not isinstance(job, _Publish):
+                return job
+            group, size = [job], len(job.batch)
+            while jobs and len(group) < MAX_GROUP and size < MAX_GROUP_BYTES:
+                nxt = jobs[0]
+                if not isinstance(nxt, _Publish):
+                    break  # keep the order: ticks and stop after this group
+                jobs.popleft()
+                group.append(nxt)
+                size += len(nxt.batch)
+            return group
+
+    def done(self, group: list[_Publish]) -> None:
+        """`group` is written: its bytes no longer count."""
+        with self.lock:
+            self.bytes -= sum(len(g.batch) for g in group)
+            self._room.notify_all()
 
 
 class LocalBus:
@@ -72,18 +160,26 @@ class LocalBus:
         engine: Engine,
         *,
         queue_size: int = 10_000,
+        max_bytes: int = MAX_QUEUE_BYTES,
+        max_wait_s: float = MAX_WAIT_S,
         on_commit: Callable[[Committed], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if queue_size < 1 or max_bytes < 1 or max_wait_s <= 0:
+            raise ValueError("queue_size, max_bytes and max_wait_s must be positive")
         self.engine = engine
         self.store = engine.store
         self.on_commit = on_commit
         self.clock = clock
-        self._q: queue.Queue[_Job] = queue.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        self.max_bytes = max_bytes
+        self.max_wait_s = max_wait_s
+        self._q = _JobQueue()
         self._thread = threading.Thread(target=self._run, name="outagewatch-writer", daemon=True)
         self._started = False
         self.groups = 0  # journal transactions written
         self.batches = 0  # batches journaled
+        self.refused = 0  # batches `publish` refused (queue full)
 
     def start(self) -> None:
         if not self._started:
@@ -92,23 +188,60 @@ class LocalBus:
 
     @property
     def depth(self) -> int:
-        return self._q.qsize()
+        """Jobs waiting for the writer."""
+        return len(self._q)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Event bytes queued or being written."""
+        return self._q.bytes
+
+    def lag(self) -> float:
+        """Seconds the oldest waiting job has waited (0 when none waits)."""
+        return self._q.lag()
+
+    def overloaded(self, size: int = 0) -> OverloadedError | None:
+        """The refusal a batch of `size` bytes from an HTTP client should get now (the queue
+        is full, or too far behind), or None. The API asks before it reads a body, to refuse
+        without the work of parsing it."""
+        lag = self._q.lag()
+        if lag > self.max_wait_s:
+            retry = min(10, math.ceil(lag))
+            return OverloadedError(f"the server is {lag:.1f} s behind; retry in {retry} s", retry)
+        return self._full(size)
+
+    def _full(self, size: int) -> OverloadedError | None:
+        """The refusal when the queue cannot take `size` more bytes (count or bytes)."""
+        q = self._q
+        if len(q) >= self.queue_size or (q.bytes and q.bytes + size > self.max_bytes):
+            return OverloadedError("the server's queue is full; retry in 1 s", 1)
+        return None
 
     # ---------------------------------------------------------------- producers
     async def publish(self, lines: Sequence[bytes], services: Sequence[str]) -> None:
         if not lines:
             return
+        batch = b"\n".join(lines)
         fut: Future[int] = Future()
-        try:
-            self._q.put_nowait(_Publish(b"\n".join(lines), fut))
-        except queue.Full:
-            raise OverloadedError("the server is over capacity; retry shortly") from None
+        with self._q.lock:
+            refusal = self._full(len(batch))
+            if refusal is None:
+                self._q.append(_Publish(batch, fut))
+            else:
+                self.refused += 1
+        if refusal is not None:
+            raise refusal
         await asyncio.wrap_future(fut)
 
     def publish_sync(self, lines: Sequence[bytes]) -> int:
-        """Publish from a non-async caller (the demo feed, tests); blocks until durable."""
+        """Publish from a non-async caller (tests, scripts); blocks until durable, waiting
+        for room in the queue rather than refusing."""
+        batch = b"\n".join(lines)
         fut: Future[int] = Future()
-        self._q.put(_Publish(b"\n".join(lines), fut))
+        with self._q.lock:
+            while self._full(len(batch)) is not None:
+                self._q.wait_room(0.05)
+            self._q.append(_Publish(batch, fut))
         return fut.result()
 
     def tick_future(
@@ -130,39 +263,38 @@ class LocalBus:
 
     # ---------------------------------------------------------------- the writer thread
     def _run(self) -> None:
-        pending: _Job | None = None
         while True:
-            job = pending if pending is not None else self._q.get()
-            pending = None
+            job = self._q.take()
             if isinstance(job, _Stop):
                 self._final_commit()
                 return
             if isinstance(job, _Tick):
                 self._tick(job)
                 continue
-            group = [job]
-            while len(group) < MAX_GROUP:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(nxt, _Publish):
-                    group.append(nxt)
-                else:
-                    pending = nxt  # keep the order: ticks and stop after this group
-                    break
-            self._journal(group)
+            try:
+                outcome = self._journal(job)
+            except BaseException as exc:  # a bug: answer the publishers, then fail loudly
+                outcome = BusError(f"events could not be made durable: {exc}")
+                raise
+            finally:
+                # Room first, then the answers: a publisher told "durable" finds its bytes
+                # no longer counted against the queue.
+                self._q.done(job)
+                for g in job:
+                    if isinstance(outcome, int):
+                        _done(g.future, outcome)
+                    else:
+                        _fail(g.future, outcome)
 
-    def _journal(self, group: list[_Publish]) -> None:
+    def _journal(self, group: list[_Publish]) -> int | BusError:
+        """Write a group: the journal seq it got, or the error its publishers get."""
         # The whole group is one journal row: one insert and one fsync for all of it.
         batch = b"\n".join(g.batch for g in group)
         try:
             (seq,) = self.store.append_journal([batch], self.clock())
         except OutagewatchError as exc:
             log.error("journal write failed: %s", exc)
-            for g in group:
-                _fail(g.future, BusError(f"events could not be made durable: {exc}"))
-            return
+            return BusError(f"events could not be made durable: {exc}")
         self.groups += 1
         self.batches += len(group)
         # One ingest for the whole group: the pipeline's cost per call is mostly fixed.
@@ -170,11 +302,8 @@ class LocalBus:
             self.engine.ingest(seq, batch.split(b"\n"))
         except Exception as exc:  # durable already: it will be replayed on restart
             log.exception("ingest of journal batch %d failed", seq)
-            for g in group:
-                _fail(g.future, BusError(f"accepted but not yet counted: {exc}"))
-            return
-        for g in group:
-            _done(g.future, seq)
+            return BusError(f"accepted but not yet counted: {exc}")
+        return seq
 
     def _tick(self, job: _Tick) -> None:
         try:

@@ -21,14 +21,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from outagewatch import __version__
 from outagewatch.alerts.alerter import Alerter
 from outagewatch.alerts.api import make_router
 from outagewatch.bus.base import Bus
-from outagewatch.bus.local import LocalBus
+from outagewatch.bus.local import LocalBus, OverloadedError
 from outagewatch.catalog import Catalog
 from outagewatch.engine import Committed, Engine
 from outagewatch.probes.scheduler import ProbeScheduler, catalog_probes
@@ -252,7 +252,14 @@ def create_app(server: Server) -> FastAPI:
     assert server.alerter is not None
     app.include_router(make_router(server.alerter, operator_check(st.token)))
     metrics = Metrics(server)
-    app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=True)
+    app.add_api_route(
+        "/metrics",
+        metrics.endpoint,
+        methods=["GET"],
+        include_in_schema=True,
+        response_class=PlainTextResponse,
+        summary="Prometheus metrics (text exposition format)",
+    )
     from outagewatch.web.pages import build_pages
 
     build_pages(app, server)
@@ -261,9 +268,16 @@ def create_app(server: Server) -> FastAPI:
 
 def asgi_app(server: Server) -> ASGIApp:
     """What uvicorn serves: the app, with the ingest POSTs answered before the framework's
-    middleware stack (the same handler as the documented routes; see ingest.py)."""
+    middleware stack (the same handler as the documented routes; see ingest.py), and every
+    request admitted against the load-shedding limits there."""
     app = create_app(server)
     ingest: Ingest = app.state.ingest
+
+    def pressure() -> OverloadedError | None:
+        # A bus that has fallen behind refuses a POST before its body is read or parsed.
+        return server.bus.overloaded() if server.bus is not None else None
+
+    ingest.pressure = pressure
     return ingest.asgi(app)
 
 
@@ -293,10 +307,35 @@ def install_errors(app: FastAPI) -> None:
         return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}")
 
 
+# uvicorn's own limit is only an outer bound: past MAX_CONNECTIONS open connections (or
+# requests) it answers a bare 503 without Retry-After, so it sits well above the admission
+# limits of ingest.py (256 ingest + 256 other requests + 1,000 live-page streams), which
+# answer first, with room for idle keep-alive connections. BACKLOG bounds the connections
+# the kernel holds before they are accepted.
+MAX_CONNECTIONS = 4096
+BACKLOG = 2048
+
+
+def _allow_open_files(n: int) -> None:
+    """Raise the soft limit on open files to `n` (at most the hard limit) if it is lower,
+    so that connections up to MAX_CONNECTIONS do not fail to be accepted."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= n:
+        return
+    want = n if hard == resource.RLIM_INFINITY else min(n, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("could not raise the open-file limit from %d to %d: %s", soft, want, exc)
+
+
 def run(server: Server, host: str, port: int) -> None:
     """Serve until interrupted (uvicorn with uvloop and httptools)."""
     import uvicorn
 
+    _allow_open_files(MAX_CONNECTIONS + 256)
     config = uvicorn.Config(
         asgi_app(server),
         host=host,
@@ -306,6 +345,8 @@ def run(server: Server, host: str, port: int) -> None:
         log_level="warning",
         access_log=False,
         lifespan="on",
+        limit_concurrency=MAX_CONNECTIONS,
+        backlog=BACKLOG,
     )
 
     class _Server(uvicorn.Server):

@@ -6,24 +6,72 @@ FastAPI routes call it (they document the endpoints in /openapi.json), and so do
 `Ingest.asgi`, a thin ASGI layer that answers these three paths before the framework's
 middleware and routing: the ingest path is the hot one, and that stack cost more than
 the work itself (profiled with py-spy at ~1,000 single-report requests/s).
+
+The same layer sheds load (`Limits`): past a bounded amount of work in flight, a request is
+answered 503 with `Retry-After` at once, before its body is read. Ingest POSTs have their
+own budget (by count and by body bytes, which is what they cost the event loop and memory),
+so pages, API reads and `/healthz` keep answering while ingest is saturated; a bus that has
+fallen behind (`LocalBus.overloaded`) refuses new POSTs the same way. uvicorn's own
+`limit_concurrency` (web/app.py) is only an outer bound above these.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
+import logging
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from outagewatch.bus.local import OverloadedError
 from outagewatch.engine import parse_body
 from outagewatch.errors import BusError
 from outagewatch.web.ratelimit import RateLimiter
 
-MAX_BODY_BYTES = 1 << 20
+log = logging.getLogger(__name__)
+
+MIB = 1 << 20
+MAX_BODY_BYTES = MIB
 MAX_ITEMS = 1000
+BODY_TIMEOUT_S = 30.0  # a body that has not arrived after this long is answered 408
 PATHS = {"/api/v1/reports": "report", "/api/v1/probes": "probe", "/api/v1/metrics": "metric"}
+HEALTH_PATH = "/healthz"  # never refused: it is what says the process is alive
+STREAM_PATHS = frozenset({"/events"})  # long-lived server-sent events (live pages)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much HTTP work is taken on at once; past it, 503 + Retry-After at once.
+
+    `ingest_bytes` bounds the body bytes of the ingest POSTs being answered (a body without
+    Content-Length counts as `MAX_BODY_BYTES`), and so the work still ahead of the server
+    and the memory those requests hold. A 1,000-report batch (~66 KB) costs the event loop
+    ~2 ms and the writer ~11 ms on the 2-core machine: 2 MiB is ~30 of them, ~0.3 s of
+    work, so an admitted batch is answered well within the bus's 1 s and a refused one in
+    tens of ms; bench_http's 16 batched or 64 single-report connections use < 200 KiB of
+    it, and a larger budget only made admitted clients wait longer (8 MiB: p50 1.2 s and
+    ~1.8x the memory growth). `ingest_requests` bounds small requests by count. Other
+    requests (pages, API reads) and live-page streams have budgets of their own, so ingest
+    cannot use up theirs.
+    """
+
+    ingest_requests: int = 256
+    ingest_bytes: int = 2 * MIB
+    other_requests: int = 256
+    streams: int = 1000
+
+    def __post_init__(self) -> None:
+        if min(self.ingest_requests, self.other_requests, self.streams) < 1:
+            raise ValueError("every limit must be at least 1")
+        if self.ingest_bytes < MAX_BODY_BYTES:
+            raise ValueError(f"ingest_bytes must be at least MAX_BODY_BYTES ({MAX_BODY_BYTES})")
+
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -123,6 +171,51 @@ async def read_body(content_length: str | None, chunks: AsyncIterator[bytes]) ->
     return bytes(body)
 
 
+class BodyDeadline:
+    """Bodies that take longer than `timeout_s` to arrive are answered 408: a client that
+    trickles its body must not hold an ingest slot for long. One sweep a second cancels the
+    reads past their deadline (a timer per request would cost more than the rest of the
+    admission)."""
+
+    def __init__(self, timeout_s: float = BODY_TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
+        self._reading: dict[asyncio.Task[Any], float] = {}  # task -> when it began
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._sweeping = False
+
+    async def read(self, content_length: str | None, chunks: AsyncIterator[bytes]) -> bytes:
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - always inside a task under ASGI
+            return await read_body(content_length, chunks)
+        self._reading[task] = time.monotonic()
+        if not self._sweeping:
+            self._sweeping = True
+            asyncio.get_running_loop().call_later(min(1.0, self.timeout_s), self._sweep)
+        try:
+            return await read_body(content_length, chunks)
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise
+            task.uncancel()
+            raise ApiError(
+                408, "timeout", f"the body did not arrive within {self.timeout_s:g} s"
+            ) from None
+        finally:
+            del self._reading[task]
+            self._expired.discard(task)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for task, began in self._reading.items():
+            if now - began > self.timeout_s and task not in self._expired:
+                self._expired.add(task)
+                task.cancel()
+        if self._reading:
+            asyncio.get_running_loop().call_later(min(1.0, self.timeout_s), self._sweep)
+        else:
+            self._sweeping = False
+
+
 def items_of(body: bytes) -> list[Any]:
     if not body:
         raise ApiError(422, "invalid_body", "the body is empty: send a JSON object or a list")
@@ -144,11 +237,22 @@ class Ingest:
         token: str,
         trusted: Sequence[str],
         limiter: RateLimiter | None,
+        limits: Limits | None = None,
     ) -> None:
         self.live_of = live_of  # the Live, once the server has started
         self.token = token
         self.trusted = tuple(trusted)
         self.limiter = limiter
+        self.limits = limits or Limits()
+        self.deadline = BodyDeadline()
+        # The bus's refusal, asked before a body is read (set by `asgi_app` for LocalBus).
+        self.pressure: Callable[[], OverloadedError | None] | None = None
+        self.ingest_inflight = 0  # ingest POSTs being answered
+        self.ingest_bytes = 0  # their bodies' bytes (as counted by `Limits`)
+        self.other_inflight = 0
+        self.streams = 0
+        self.shed: Counter[str] = Counter()  # requests refused as overloaded, by reason
+        self._shed_logged = (0.0, 0)  # (when, shed total then): at most a warning a minute
 
     async def handle(
         self,
@@ -174,13 +278,14 @@ class Ingest:
         operator = is_operator(headers.get("authorization"), self.token)
         if kind != "report" and not operator:
             require_operator(headers.get("authorization"), self.token)
-        body = await read_body(headers.get("content-length"), chunks)
-        items = items_of(body)
+        items = items_of(await self.deadline.read(headers.get("content-length"), chunks))
         ip = None
         extra: dict[str, str] = {}
-        if kind == "report":
+        if kind == "report" and not operator:
+            # A partner forwarding reports with the operator token gets no address on them:
+            # its own says nothing of who reported (nor is it one person to deduplicate).
             ip = client_address(peer, headers.get("x-forwarded-for"), self.trusted)
-            if not operator and self.limiter is not None and ip is not None:
+            if self.limiter is not None and ip is not None:
                 wait, extra = self.limiter.check(ip, len(items))
                 if wait:
                     raise ApiError(
@@ -194,7 +299,10 @@ class Ingest:
         try:
             prep = await live.submit(kind, items, ip)
         except BusError as exc:
-            raise ApiError(503, exc.code, str(exc), {"Retry-After": "1"}) from None
+            retry = exc.retry_after if isinstance(exc, OverloadedError) else 1
+            if isinstance(exc, OverloadedError):
+                self._note_shed("bus")
+            raise ApiError(503, exc.code, str(exc), {"Retry-After": str(retry)}) from None
         if not prep.lines:
             first = prep.rejected[0]
             more = f" (and {len(prep.rejected) - 1} more)" if len(prep.rejected) > 1 else ""
@@ -204,15 +312,47 @@ class Ingest:
         doc = {"accepted": len(prep.lines), "rejected": prep.rejected}
         return 202, orjson.dumps(doc), extra
 
-    def asgi(self, app: ASGIApp) -> ASGIApp:
-        """`app` with the ingest paths answered directly."""
+    def _note_shed(self, reason: str) -> None:
+        self.shed[reason] += 1
+        now = time.monotonic()
+        at, before = self._shed_logged
+        if now - at >= 60.0:
+            total = sum(self.shed.values())
+            self._shed_logged = (now, total)
+            log.warning(
+                "over capacity: refused %d requests since the last warning (%s so far)",
+                total - before,
+                ", ".join(f"{k} {v}" for k, v in sorted(self.shed.items())),
+            )
 
-        async def fast(scope: Scope, receive: Receive, send: Send) -> None:
-            kind = PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
-            if kind is None or scope["method"] != "POST":
-                await app(scope, receive, send)
-                return
+    def asgi(self, app: ASGIApp) -> ASGIApp:
+        """`app` with the ingest paths answered directly, and every request admitted
+        against `self.limits` (503 + Retry-After past them)."""
+
+        async def refuse(send: Send, reason: str, message: str, retry: int = 1) -> None:
+            self._note_shed(reason)
+            err = ApiError(503, "overloaded", message, {"Retry-After": str(retry)})
+            await _answer(send, err.status, err.body(), err.headers)
+
+        async def ingest(kind: str, scope: Scope, receive: Receive, send: Send) -> None:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            length = headers.get("content-length")
+            # What the body will cost (more than the limit is refused with 413 unread).
+            cost = (
+                min(int(length), MAX_BODY_BYTES + 1)
+                if length is not None and length.isdigit()
+                else MAX_BODY_BYTES
+            )
+            limits = self.limits
+            if self.ingest_inflight >= limits.ingest_requests or (
+                self.ingest_inflight and self.ingest_bytes + cost > limits.ingest_bytes
+            ):
+                await refuse(send, "ingest", "the server is over capacity; retry shortly")
+                return
+            refusal = self.pressure() if self.pressure is not None else None
+            if refusal is not None:
+                await refuse(send, "bus", str(refusal), refusal.retry_after)
+                return
             client = scope.get("client")
 
             async def chunks() -> AsyncIterator[bytes]:
@@ -224,12 +364,51 @@ class Ingest:
                     if not msg.get("more_body", False):
                         return
 
-            status, body, extra = await self.handle(
-                kind, headers, client[0] if client else None, chunks()
-            )
-            raw = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-            raw += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
-            await send({"type": "http.response.start", "status": status, "headers": raw})
-            await send({"type": "http.response.body", "body": body})
+            self.ingest_inflight += 1
+            self.ingest_bytes += cost
+            try:
+                status, body, extra = await self.handle(
+                    kind, headers, client[0] if client else None, chunks()
+                )
+            finally:
+                self.ingest_inflight -= 1
+                self.ingest_bytes -= cost
+            await _answer(send, status, body, extra)
+
+        async def fast(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            path = scope["path"]
+            kind = PATHS.get(path)
+            if kind is not None and scope["method"] == "POST":
+                await ingest(kind, scope, receive, send)
+            elif path == HEALTH_PATH:
+                await app(scope, receive, send)
+            elif path in STREAM_PATHS:
+                if self.streams >= self.limits.streams:
+                    await refuse(send, "streams", "too many live pages are open; retry later", 30)
+                    return
+                self.streams += 1
+                try:
+                    await app(scope, receive, send)
+                finally:
+                    self.streams -= 1
+            else:
+                if self.other_inflight >= self.limits.other_requests:
+                    await refuse(send, "other", "the server is over capacity; retry shortly")
+                    return
+                self.other_inflight += 1
+                try:
+                    await app(scope, receive, send)
+                finally:
+                    self.other_inflight -= 1
 
         return fast
+
+
+async def _answer(send: Send, status: int, body: bytes, extra: Mapping[str, str]) -> None:
+    raw = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    raw += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
