@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from outagewatch.errors import UsageError
-from outagewatch.settings import SETTINGS, PipelineSettings, Settings
+from outagewatch.settings import SETTINGS, PipelineSettings, Settings, shown_db
 
 
 def test_precedence_flag_environment_default() -> None:
@@ -39,3 +39,16 @@ def test_pipeline_settings_are_checked() -> None:
         PipelineSettings(ring_minutes=10)
     with pytest.raises(UsageError):
         PipelineSettings(alpha=0.9)
+
+
+@pytest.mark.parametrize(
+    ("db", "shown"),
+    [
+        ("outagewatch.db", "outagewatch.db"),
+        ("postgresql://ow:s3cret@db.example:5432/ow", "postgresql://ow:***@db.example:5432/ow"),
+        ("postgresql://ow@127.0.0.1/test", "postgresql://ow@127.0.0.1/test"),
+        ("postgres://:pw@[::1]/x?sslmode=require", "postgres://:***@[::1]/x?sslmode=require"),
+    ],
+)
+def test_a_database_password_is_never_shown(db: str, shown: str) -> None:
+    assert shown_db(db) == shown

@@ -113,6 +113,8 @@ class Catalog:
                     f"{path}: service {dup.group(1)!r}: duplicate service id {dup.group(2)}"
                 ) from None
             raise CatalogError(f"{path}: not valid TOML: {exc}") from None
+        except RecursionError:  # tomllib recurses into nested arrays and inline tables
+            raise CatalogError(f"{path}: not valid TOML: values nested too deeply") from None
         return cls(services=_parse(doc, path), source=text, path=path)
 
     @classmethod
@@ -298,19 +300,24 @@ def _check_dependencies(path: str, services: dict[str, Service]) -> None:
                 raise _err(path, sid, "depends_on", f"names no service: {dep!r}")
             if dep == sid:
                 raise _err(path, sid, "depends_on", "a service cannot depend on itself")
-    # Cycle detection: depth-first search with colours.
+    # Cycle detection: depth-first search with colours, without recursion (a long chain of
+    # dependencies must not exhaust Python's stack). The grey services are the trail.
     colour: dict[str, int] = dict.fromkeys(services, 0)
-
-    def visit(sid: str, trail: list[str]) -> None:
-        colour[sid] = 1
-        for dep in services[sid].depends_on:
-            if colour[dep] == 1:
-                cycle = [*trail[trail.index(dep) :], dep] if dep in trail else [sid, dep]
-                raise _err(path, sid, "depends_on", f"forms a cycle: {' -> '.join(cycle)}")
-            if colour[dep] == 0:
-                visit(dep, [*trail, dep])
-        colour[sid] = 2
-
-    for sid in services:
-        if colour[sid] == 0:
-            visit(sid, [sid])
+    for root, svc in services.items():
+        if colour[root] != 0:
+            continue
+        colour[root] = 1
+        trail = [root]
+        todo = [iter(svc.depends_on)]
+        while todo:
+            nxt = next(todo[-1], None)
+            if nxt is None:
+                colour[trail.pop()] = 2
+                todo.pop()
+            elif colour[nxt] == 1:
+                cycle = [*trail[trail.index(nxt) :], nxt]
+                raise _err(path, trail[-1], "depends_on", f"forms a cycle: {' -> '.join(cycle)}")
+            elif colour[nxt] == 0:
+                colour[nxt] = 1
+                trail.append(nxt)
+                todo.append(iter(services[nxt].depends_on))

@@ -17,7 +17,7 @@ import orjson
 from outagewatch import __version__
 from outagewatch.catalog import Catalog
 from outagewatch.errors import OutagewatchError, UsageError
-from outagewatch.settings import SETTINGS, Settings
+from outagewatch.settings import SETTINGS, Settings, shown_db
 from outagewatch.store import Store, open_store
 
 
@@ -132,7 +132,7 @@ def load_catalog(settings: Settings, store: Store) -> Catalog:
         return catalog
     stored = store.load_catalog()
     if stored is not None:
-        return Catalog.from_toml(stored, f"{settings.db} (stored catalog)")
+        return Catalog.from_toml(stored, f"{shown_db(settings.db)} (stored catalog)")
     return Catalog.demo()
 
 
@@ -280,7 +280,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         store.close()
     port = _port(args.port)
-    print(f"outagewatch: serving on http://{args.host}:{port}/ (db {settings.db})", file=sys.stderr)
+    print(
+        f"outagewatch: serving on http://{args.host}:{port}/ (db {shown_db(settings.db)})",
+        file=sys.stderr,
+    )
     run(Server(settings, catalog), args.host, port)
     return 0
 
@@ -314,7 +317,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"outagewatch demo: open http://{args.host}:{port}/ — simulated time runs "
         f"{args.speed:g}x; the first outage starts in about {180 / args.speed:.0f} s "
-        f"(db {settings.db})",
+        f"(db {shown_db(settings.db)})",
         file=sys.stderr,
     )
     run(server, args.host, port)

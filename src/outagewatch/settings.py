@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 from outagewatch.errors import UsageError
 
@@ -266,6 +267,20 @@ class Settings:
             alert_max_attempts=_int(values, "OUTAGEWATCH_ALERT_MAX_ATTEMPTS", 1, 100),
             alert_backoff_s=_int(values, "OUTAGEWATCH_ALERT_BACKOFF_S", 1, 3_600),
         )
+
+
+def shown_db(db: str) -> str:
+    """The database setting as it may be shown in logs and messages: a URL's password is
+    replaced by `***` (`postgresql://ow:***@db/ow`)."""
+    parts = urlsplit(db)
+    if not parts.scheme or parts.password is None:
+        return db
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    user = f"{parts.username}:***@" if parts.username is not None else ":***@"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return urlunsplit(parts._replace(netloc=f"{user}{host}{port}"))
 
 
 def _int(values: Mapping[str, str], name: str, lo: int, hi: int) -> int:

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from outagewatch.alerts.alerter import Alerter, SubscriptionError
+from outagewatch.web.schemas import Error
 
 STATUSES = ("pending", "sent", "failed")
 
@@ -28,7 +29,12 @@ def _error(status: int, code: str, message: str) -> HTTPException:
 
 
 def make_router(alerter: Alerter, require_operator: Callable[..., Any]) -> APIRouter:
-    router = APIRouter(prefix="/api/v1", tags=["alerts"], dependencies=[Depends(require_operator)])
+    router = APIRouter(
+        prefix="/api/v1",
+        tags=["alerts"],
+        dependencies=[Depends(require_operator)],
+        responses={c: {"model": Error} for c in (400, 401, 403, 404, 422)},
+    )
 
     @router.post("/subscriptions", status_code=201)
     async def create_subscription(request: Request) -> dict[str, Any]:

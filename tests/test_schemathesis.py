@@ -1,0 +1,219 @@
+"""Schemathesis against the running server's own `/openapi.json`.
+
+A real uvicorn serves `asgi_app` (what `outagewatch serve` serves, ingest fast path
+included) on a loopback port, with an incident in its store, so the incident endpoints
+answer real documents. Every operation of the document gets generated requests, valid and
+invalid, with the operator token, and every answer must be no 5xx and match the document:
+documented status code, documented content type, documented body schema and headers.
+Half of the generated requests name a real service, alias, country or incident, so the
+successful paths (202, 200) are checked as well as the errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import requests
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis import Case, GenerationMode
+from schemathesis.checks import CheckFunction, not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from outagewatch.catalog import Catalog
+from outagewatch.settings import Settings
+from outagewatch.web.app import Server, asgi_app
+from webutil import TOKEN, Clock, history_lines, outage, publish
+
+EXAMPLES = 40  # per operation (valid and invalid requests)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+CHECKS: list[CheckFunction] = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+
+# Every operation of /openapi.json (a test below fails when the document has another).
+OPERATIONS = (
+    "POST /api/v1/reports",
+    "POST /api/v1/probes",
+    "POST /api/v1/metrics",
+    "GET /api/v1/services",
+    "GET /api/v1/services/{service_id}",
+    "GET /api/v1/incidents",
+    "GET /api/v1/incidents/{incident_id}",
+    "GET /healthz",
+    "GET /feeds/incidents.atom",
+    "GET /metrics",
+    "POST /api/v1/subscriptions",
+    "GET /api/v1/subscriptions",
+    "GET /api/v1/subscriptions/{sub_id}",
+    "DELETE /api/v1/subscriptions/{sub_id}",
+    "GET /api/v1/deliveries",
+)
+
+
+@dataclass
+class Served:
+    base: str
+    server: Server
+    incident: str
+    schema: Any  # schemathesis' OpenApiSchema
+
+
+def _uvicorn(tmp: Path, clock: Clock) -> tuple[uvicorn.Server, Server, threading.Thread]:
+    env = {
+        "OUTAGEWATCH_DB": str(tmp / "st.db"),
+        "OUTAGEWATCH_TOKEN": TOKEN,
+        "OUTAGEWATCH_RATE_PER_IP": "1000000",
+        "OUTAGEWATCH_RATE_PER_BLOCK": "100000000",
+    }
+
+    async def warm(server: Server) -> None:
+        await publish(server, history_lines(("x",), clock.t - 2 * 86_400, 2 * 1440))
+
+    server = Server(
+        Settings.resolve(env, {}), Catalog.demo(), clock=clock, tick_interval_s=3600, warmup=[warm]
+    )
+    config = uvicorn.Config(
+        asgi_app(server),
+        host="127.0.0.1",
+        port=0,
+        loop="asyncio",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+    )
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not uv.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise AssertionError("uvicorn did not start")
+        time.sleep(0.05)
+    return uv, server, thread
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    clock = Clock()
+    uv, server, thread = _uvicorn(tmp_path_factory.mktemp("st"), clock)
+    try:
+        port = uv.servers[0].sockets[0].getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        assert server._loop is not None
+        # An outage of X, so the incident endpoints and the feed have a document to show.
+        asyncio.run_coroutine_threadsafe(outage(server, clock, "x"), server._loop).result(120)
+        docs = httpx.get(f"{base}/api/v1/incidents").json()
+        assert [d["service"] for d in docs] == ["x"]
+        schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
+        yield Served(base, server, docs[0]["id"], schema)
+    finally:
+        uv.should_exit = True
+        thread.join(60)
+
+
+def _realistic(case: Case[Any], served: Served, data: st.DataObject) -> None:
+    """Sometimes replace generated names with real ones, so successful answers are checked."""
+    catalog = served.server.catalog
+    names = [*sorted(catalog.names), "Twitter", "X"]
+    if not data.draw(st.sampled_from([True, True, False]), label="real names"):
+        return
+    params = case.path_parameters or {}
+    if "service_id" in params:
+        params["service_id"] = data.draw(st.sampled_from(names))
+    if "incident_id" in params:
+        params["incident_id"] = served.incident
+    query = case.query or {}
+    if "service" in query:
+        query["service"] = data.draw(st.sampled_from(names))
+    if "status" in query:
+        query["status"] = data.draw(st.sampled_from(["ongoing", "resolved"]))
+    for key in ("since", "until"):
+        if key in query:
+            query[key] = data.draw(st.sampled_from(["2025-10-09T08:00:00Z", "1760000000", "nan"]))
+    items = case.body if isinstance(case.body, list) else [case.body]
+    for item in items:
+        if isinstance(item, dict):
+            if "service" in item:
+                item["service"] = data.draw(st.sampled_from(names))
+            if "country" in item:
+                item["country"] = data.draw(st.sampled_from(["US", "gb", "UK", "de"]))
+            item.pop("ts", None)  # arrival time
+
+
+def run_schemathesis(served: Served, label: str, checks: list[CheckFunction]) -> None:
+    """Generated requests (valid and invalid, with and without the token) to one operation;
+    every answer must pass `checks`."""
+    op = served.schema.find_operation_by_label(label)
+    assert op is not None, label
+    cases = op.as_strategy(GenerationMode.POSITIVE) | op.as_strategy(GenerationMode.NEGATIVE)
+    session = requests.Session()
+
+    @given(case=cases, data=st.data())
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],  # no shrinking: the first failure is shown
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
+    def check(case: Case[Any], data: st.DataObject) -> None:
+        _realistic(case, served, data)
+        headers = data.draw(st.sampled_from([AUTH, AUTH, {}, {"Authorization": "Bearer nope"}]))
+        case.call_and_validate(
+            base_url=served.base, session=session, headers=headers, checks=checks, timeout=30
+        )
+
+    try:
+        check()
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize("label", OPERATIONS)
+def test_every_answer_is_documented_and_no_5xx(served: Served, label: str) -> None:
+    run_schemathesis(served, label, CHECKS)
+
+
+def test_every_operation_of_the_document_is_tested(served: Served) -> None:
+    doc = httpx.get(f"{served.base}/openapi.json").json()
+    labels = {f"{m.upper()} {p}" for p, ops in doc["paths"].items() for m in ops}
+    assert labels == set(OPERATIONS)
+
+
+@pytest.mark.parametrize("value", ["nan", "-inf", "1e999", "Infinity"])
+def test_query_times_must_be_finite(served: Served, value: str) -> None:
+    for key in ("since", "until"):
+        r = httpx.get(f"{served.base}/api/v1/incidents", params={key: value})
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "invalid_query"
+        assert key in r.json()["error"]["message"]
+
+
+def test_a_deeply_nested_body_is_a_clear_422(served: Served) -> None:
+    for body in (
+        b"[" * 10_000 + b"]" * 10_000,
+        b'{"service": "x", "z": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+    ):
+        r = httpx.post(f"{served.base}/api/v1/reports", content=body, headers=AUTH)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "invalid_body"
