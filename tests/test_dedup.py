@@ -6,10 +6,12 @@ import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from outagewatch.pipeline import dedup as mod
 from outagewatch.pipeline.dedup import Dedup
 
 W = 900.0
@@ -313,3 +315,20 @@ def test_rotating_at_the_final_minute_changes_no_decision(
         if rot:
             clock = max(clock, watermark - lateness - lag)
             rotated.rotate(clock)
+
+
+def test_memory_is_bounded_under_a_flood_of_fresh_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_KEYS people a generation turns early: at most two generations are kept."""
+    monkeypatch.setattr(mod, "MAX_KEYS", 1_000)
+    d = mod.Dedup(900)
+    t0 = 1_700_000_000.0
+    for batch in range(20):
+        n = 500
+        ts = [t0 + batch + i / n for i in range(n)]
+        kept = d.filter_stream(
+            ["x"] * n, [f"b{batch}-{i}" for i in range(n)], ts, [1] * n, np.asarray(ts)
+        )
+        assert kept.all()  # fresh ids all count
+        assert len(d) <= 2 * 1_000 + n
+    # Repeats of the latest people are still caught.
+    assert not d.filter(["x"], ["b19-3"], [t0 + 30], [1])[0]

@@ -216,7 +216,7 @@ def test_history_makes_the_baselines_warm_and_seed_changes_the_draws() -> None:
 
 
 def test_unknown_scenario_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="unknown scenario 'nope'; known: capacity"):
+    with pytest.raises(ValueError, match="unknown scenario 'nope'; known: bot_flood, capacity"):
         scenario("nope", START)
     with pytest.raises(ValueError, match="unknown scenario"):
         scenario_catalog("nope")

@@ -417,6 +417,11 @@ def test_incident_filters_and_newest_first(store: AnyStore) -> None:
     assert ids(until=H0 + day - 1) == ["a"]
     assert ids(since=H0 + day + 60, until=H0 + 2 * day) == ["b", "c", "e"]
     assert ids(since=H0 + 4 * day, until=H0 + 5 * day) == ["d", "b"]
+    # limit: the newest that many, in the database (pages and the feed ask for few)
+    assert ids(limit=2) == ["d", "b"]
+    assert ids(limit=3, service="x") == ["b", "e", "a"]
+    assert ids(limit=1, status="resolved") == ["c"]
+    assert ids(limit=0) == []
 
 
 def test_resolved_incident_is_not_overwritten_by_a_stale_ongoing_doc(store: AnyStore) -> None:

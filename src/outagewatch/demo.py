@@ -15,9 +15,11 @@ every cycle, outages modelled on the seed articles:
    `spaces` problems surge, with X's telemetry (load, traffic, sources, errors) posted.
 
 During the first scenario a bot floods Netflix with 2,000 reports a minute for 15 minutes
-from 5 ids behind 2 addresses: deduplication counts each id once per 15 minutes, so the
-flood never looks like an outage. (A flood spread over more ids is the abuse detector's
-job, which is still to come.)
+from 25 ids behind 4 addresses (the 30,000-report flood of issue 8). Deduplication counts
+each id once per 15 minutes, but even that is a surge for Netflix at night: an incident
+opens, and the abuse checks mark it `suspected_abuse` (its counted reports come from about
+4 address blocks, from reporters who each sent ~1,000), so it stays off the public status,
+the feed and alerts, and its page says why.
 """
 
 from __future__ import annotations
@@ -235,17 +237,17 @@ class DemoFeed:
 
 
 def flood_lines(t: float) -> list[bytes]:
-    """One minute of a bot flood: 2,000 Netflix reports from 5 ids behind 2 addresses."""
+    """One minute of a bot flood: 2,000 Netflix reports from 25 ids behind 4 addresses."""
     return [
         _ENCODE(
             {
                 "type": "report",
                 "service": "netflix",
-                "ts": t + (i % 60),
+                "ts": t + (i * 0.03) % 60,
                 "country": "US",
                 "problem": "streaming",
-                "reporter": f"bot-{i % 5}",
-                "ip": f"203.0.113.{10 + i % 2}",
+                "reporter": f"bot-{i % 25}",
+                "ip": f"198.51.100.{10 + i % 4}",
             }
         )
         for i in range(2_000)

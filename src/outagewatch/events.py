@@ -96,6 +96,7 @@ class ReportColumns:
     keys: list[tuple[str, str, str]] = field(default_factory=list)
     ts: list[float] = field(default_factory=list)  # epoch seconds
     person: list[str | None] = field(default_factory=list)  # reporter, else ip (non-empty)
+    ip: list[str | None] = field(default_factory=list)  # the client's address, if known
     count: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -133,6 +134,21 @@ class Decoded:
 
 
 # ---------------------------------------------------------------------------- decoding
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """`value` for a rejection's detail: its repr, cut short (a line may be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _cut(message: str, limit: int = 200) -> str:
+    """A decoder's message cut short in the middle (it may quote a huge value; the field's
+    path is at its end)."""
+    if len(message) <= limit:
+        return message
+    half = (limit - 3) // 2
+    return f"{message[:half]}...{message[-half:]}"
 
 
 def _reason_for(message: str) -> tuple[str, str]:
@@ -238,7 +254,7 @@ class EventDecoder:
         try:  # the common case: every line is a well-formed event
             evs: list[EventIn] = [decode(line) for line in lines]
             nos: Sequence[int] = range(first_line, first_line + len(lines))
-        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             evs, nos = self._decode_each(lines, first_line, rej)
         out.lines = len(lines)
         if set(map(type, evs)) <= {ReportIn}:
@@ -266,13 +282,15 @@ class EventDecoder:
                 evs.append(decode(line))
                 nos.append(n)
             except msgspec.ValidationError as exc:
-                reason, detail = _reason_for(str(exc))
+                reason, detail = _reason_for(_cut(str(exc)))
                 rej.append(Rejection(n, reason, detail))
             except msgspec.DecodeError as exc:
                 if line.strip():  # blank lines are not events
-                    rej.append(Rejection(n, "not JSON", str(exc)))
+                    rej.append(Rejection(n, "not JSON", _cut(str(exc))))
             except UnicodeDecodeError as exc:
                 rej.append(Rejection(n, "not JSON", f"invalid UTF-8: {exc.reason}"))
+            except RecursionError:  # msgspec's depth limit (e.g. an unknown field of [[[...]]])
+                rej.append(Rejection(n, "not JSON", "nested too deeply"))
         return evs, nos
 
     def _times(self, evs: list[ReportIn]) -> list[float | None]:
@@ -305,7 +323,7 @@ class EventDecoder:
                 keys[i] = key
                 if ts[i] is None:
                     out.rejected.append(
-                        Rejection(nos[i], "bad time", f"`ts` {e.ts!r} is no valid time")
+                        Rejection(nos[i], "bad time", f"`ts` {_shown(e.ts)} is no valid time")
                     )
                     continue
                 good.append(i)
@@ -316,6 +334,7 @@ class EventDecoder:
         rep.keys.extend(keys)  # type: ignore[arg-type]
         rep.ts.extend(ts)  # type: ignore[arg-type]
         rep.person.extend([e.reporter or e.ip or None for e in evs])
+        rep.ip.extend([e.ip for e in evs])
         rep.count.extend([e.count for e in evs])
 
     def _key(
@@ -325,13 +344,13 @@ class EventDecoder:
         sid = self._service(e.service)
         if sid is None:
             rejected.append(
-                Rejection(line, "unknown service", f"no service or alias {e.service!r}")
+                Rejection(line, "unknown service", f"no service or alias {_shown(e.service)}")
             )
             return None
         code = self._country(e.country)
         if code is None:
             rejected.append(
-                Rejection(line, "bad country", f"`country` {e.country!r} is no ISO code")
+                Rejection(line, "bad country", f"`country` {_shown(e.country)} is no ISO code")
             )
             return None
         key = (sid, code, self._problem(sid, e.problem))
@@ -343,12 +362,12 @@ class EventDecoder:
         sid = self._service(ev.service)
         if sid is None:
             out.rejected.append(
-                Rejection(n, "unknown service", f"no service or alias {ev.service!r}")
+                Rejection(n, "unknown service", f"no service or alias {_shown(ev.service)}")
             )
             return
         ts = self._ts(ev.ts)
         if ts is None:
-            out.rejected.append(Rejection(n, "bad time", f"`ts` {ev.ts!r} is no valid time"))
+            out.rejected.append(Rejection(n, "bad time", f"`ts` {_shown(ev.ts)} is no valid time"))
             return
         out.others.append(self._other(ev, sid, ts))
 

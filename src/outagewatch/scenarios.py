@@ -25,6 +25,15 @@ name: what happens -> the expected top cause
 - `shared_platform`: Facebook, Instagram, Messenger, Threads fail, WhatsApp is fine, X
   gets 25% more visitors -> `shared_platform` (X has no incident);
 - `unrelated_pair`: Netflix and YouTube fail 12 minutes apart -> `unknown`, no cluster.
+- `bot_flood`: 30,000 Netflix reports in 15 minutes from 25 ids behind 4 addresses while
+  YouTube really fails for thousands of people -> YouTube's incident as usual; Netflix
+  nothing public (no incident, or one with `suspected_abuse`);
+- `rotating_ids`: the same flood with a fresh id on every report -> Netflix incident with
+  `suspected_abuse` (few address blocks);
+- `scripted_flood`: fresh ids and fresh addresses (a botnet), sent by a timer
+  -> `suspected_abuse` (machine-like regularity);
+- `flood_confirmed`: the rotating-id flood while Netflix's public endpoint really fails
+  -> `suspected_abuse`, yet public: probes confirm it.
 
 `scenario_catalog(name)` is the catalog a scenario runs on: the built-in demo catalog for
 `DEMO_SCENARIOS`, a small one of its own for the others. `run(events, catalog)` feeds a
@@ -188,6 +197,8 @@ def _reports(
     seed: int,
     history: bool,
     bumps: Sequence[Bump] = (),
+    *,
+    with_ip: bool = False,
 ) -> list[Event]:
     out: list[Event] = []
     live_start = onset - LIVE_BEFORE * 60
@@ -197,7 +208,10 @@ def _reports(
             aggregate=True,
         )  # fmt: skip
         out += [orjson.loads(line) for line in hist.lines]
-    live = simulate(traffic, live_start, LIVE_BEFORE + LIVE_AFTER, surges, bumps, seed=2 * seed + 1)
+    live = simulate(
+        traffic, live_start, LIVE_BEFORE + LIVE_AFTER, surges, bumps, seed=2 * seed + 1,
+        with_ip=with_ip,
+    )  # fmt: skip
     out += [orjson.loads(line) for line in live.lines]
     return out
 
@@ -466,6 +480,68 @@ def _unrelated_pair(onset: float, seed: int, history: bool) -> list[Event]:
     return _reports(_demo("netflix", "youtube", "gmail"), onset, surges, seed, history)
 
 
+# ==================================================================== fake-report floods
+FLOOD_MINUTES = 15
+FLOOD_PER_MINUTE = 2_000  # 30,000 in 15 minutes
+_FIRST_OCTETS = (23, 31, 45, 62, 77, 81, 94, 109, 151, 185, 212)  # public unicast ranges
+
+
+def flood_events(
+    service: str,
+    onset: float,
+    *,
+    seed: int,
+    ids: int | None,
+    addresses: int | None,
+    regular: bool = False,
+    country: str = "US",
+    problem: str = "streaming",
+) -> list[Event]:
+    """A bot's reports: `ids` reporter ids (None: a fresh one each time) behind `addresses`
+    addresses (None: a fresh public one each time), at random times or by a timer."""
+    rng = np.random.default_rng([seed, 17])
+    n = FLOOD_MINUTES * FLOOD_PER_MINUTE
+    if regular:
+        ts = onset + np.arange(n) * (60.0 / FLOOD_PER_MINUTE)
+    else:
+        ts = np.sort(onset + rng.random(n) * FLOOD_MINUTES * 60)
+    out: list[Event] = []
+    for i, t in enumerate(ts.tolist()):
+        if addresses is None:
+            a, b, c = (int(x) for x in rng.integers(1, 255, 3))
+            ip = f"{_FIRST_OCTETS[a % len(_FIRST_OCTETS)]}.{b}.{c}.{1 + i % 250}"
+        else:
+            ip = f"198.51.{100 + i % addresses}.{7 + i % addresses}"
+        who = f"bot-{i % ids}" if ids is not None else f"b{seed}x{i}"
+        out.append({"type": "report", "ts": iso(t), "service": service, "country": country,
+                    "problem": problem, "reporter": who, "ip": ip})  # fmt: skip
+    return out
+
+
+def _bot_flood(onset: float, seed: int, history: bool) -> list[Event]:
+    surges = [Surge("youtube", onset, outage_profile(150, 3, 30, 5), name="youtube")]
+    events = _reports(_demo("netflix", "youtube", "gmail"), onset, surges, seed, history,
+                      with_ip=True)  # fmt: skip
+    return events + flood_events("netflix", onset, seed=seed, ids=25, addresses=4)
+
+
+def _rotating_ids(onset: float, seed: int, history: bool) -> list[Event]:
+    events = _reports(_demo("netflix", "gmail"), onset, [], seed, history, with_ip=True)
+    return events + flood_events("netflix", onset, seed=seed, ids=None, addresses=4)
+
+
+def _scripted_flood(onset: float, seed: int, history: bool) -> list[Event]:
+    events = _reports(_demo("netflix", "gmail"), onset, [], seed, history, with_ip=True)
+    flood = flood_events("netflix", onset, seed=seed, ids=None, addresses=None, regular=True)
+    return events + flood
+
+
+def _flood_confirmed(onset: float, seed: int, history: bool) -> list[Event]:
+    events = _rotating_ids(onset, seed, history)
+    targets = [(NETFLIX_PUBLIC, "public", lambda k, v: not 0 <= k < 40)]
+    return events + _probes("netflix", onset, targets)
+
+
 _SPECS: dict[str, _Spec] = {
     "capacity": _Spec("X's audio rooms pass capacity; fixed by capping listeners", "demo",
                       _capacity),
@@ -490,6 +566,14 @@ _SPECS: dict[str, _Spec] = {
                              "demo", _shared_platform),
     "unrelated_pair": _Spec("Netflix and YouTube fail 12 minutes apart, unrelated", "demo",
                             _unrelated_pair),
+    "bot_flood": _Spec("a bot floods Netflix (25 ids, 4 addresses); YouTube really fails",
+                       "demo", _bot_flood),
+    "rotating_ids": _Spec("a bot floods Netflix with a fresh id per report from 4 addresses",
+                          "demo", _rotating_ids),
+    "scripted_flood": _Spec("a botnet floods Netflix by a timer, fresh ids and addresses",
+                            "demo", _scripted_flood),
+    "flood_confirmed": _Spec("a flood on Netflix while its public endpoint really fails",
+                             "demo", _flood_confirmed),
 }  # fmt: skip
 
 SCENARIOS: dict[str, str] = {name: spec.description for name, spec in _SPECS.items()}

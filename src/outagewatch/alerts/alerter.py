@@ -39,7 +39,7 @@ from outagewatch.alerts.webhook import WebhookNotifier
 from outagewatch.catalog import Catalog
 from outagewatch.errors import InputError
 from outagewatch.incidents.lifecycle import Transition
-from outagewatch.incidents.severity import SEVERITIES, Severity, at_least, severity
+from outagewatch.incidents.severity import SEVERITIES, Severity, at_least, public, severity
 from outagewatch.netguard import check_literal, guarded_client
 from outagewatch.settings import Settings
 from outagewatch.store.base import Store
@@ -313,6 +313,10 @@ class Alerter:
         for tr in transitions:
             doc = docs.get(tr.incident)
             if doc is None:
+                continue
+            if tr.action != "resolved" and not public(doc):
+                # A suspected fake flood alerts no one until probes or the official status
+                # confirm it; "resolved" follows only an "opened" that was sent.
                 continue
             svc = self.catalog.services.get(doc["service"])
             group = svc.group if svc is not None else None

@@ -6,7 +6,8 @@
 Every change is a `Transition` row (the store writes them guarded by the old state), and
 `TABLE` is the only place that says which changes are allowed. A change of the suspected
 causes or of the cluster is a row too (`cause`, `cluster`); a resolved incident may still
-get them while its last minutes become final.
+get them while its last minutes become final. So is a change of the suspicion that the
+reports are a fake flood (`abuse`), while the incident is ongoing.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class State(StrEnum):
 # (from, to) -> the actions allowed for that change; the first is the default.
 TABLE: dict[tuple[State, State], tuple[str, ...]] = {
     (State.QUIET, State.ONGOING): ("opened",),
-    (State.ONGOING, State.ONGOING): ("peak", "cause", "cluster"),
+    (State.ONGOING, State.ONGOING): ("peak", "cause", "cluster", "abuse"),
     (State.ONGOING, State.RESOLVED): ("resolved",),
     (State.RESOLVED, State.RESOLVED): ("cause", "cluster"),
 }
@@ -69,6 +70,10 @@ class Incident:
     causes: list[dict[str, Any]] = field(default_factory=list)
     cluster: dict[str, Any] | None = None
     probe_confirmed: bool | None = None
+    # A fake-report flood is suspected (pipeline.sources), with what it rests on:
+    suspected_abuse: bool = False
+    abuse_evidence: list[str] = field(default_factory=list)
+    shown: bool = True  # the public sees it (incidents.severity.public), as last judged
 
     @staticmethod
     def make_id(service: str, started_min: int) -> str:
@@ -143,7 +148,8 @@ class Incident:
             "countries": _breakdown(countries, "country"),
             "problems": _breakdown(problems, "problem"),
             "probe_confirmed": self.probe_confirmed,
-            "suspected_abuse": False,
+            "suspected_abuse": self.suspected_abuse,
+            "abuse_evidence": list(self.abuse_evidence),
             "causes": [dict(c, evidence=list(c["evidence"])) for c in self.causes],
             "cluster": None if self.cluster is None else dict(self.cluster),
         }

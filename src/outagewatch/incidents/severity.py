@@ -1,7 +1,9 @@
 """How bad an incident is, in the words a status page uses: `problems` or `outage`.
 
 One rule for the service status (`GET /services`), the pages and alert subscriptions'
-minimum severity, so they never disagree.
+minimum severity, so they never disagree; and one rule for which incidents the public sees
+at all (`public`): an incident suspected to be a fake-report flood stays off the public
+status, the feed and alerts unless probes or the service's own status page confirm it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,24 @@ def severity(doc: Mapping[str, Any]) -> Severity:
     if peak >= OUTAGE_MIN_PEAK and peak >= OUTAGE_RATIO * max(base, 1.0):
         return "outage"
     return "problems"
+
+
+CONFIRMING_INDICATORS = frozenset({"minor", "major", "critical"})
+
+
+def confirmed(probe_confirmed: bool | None, official: Mapping[str, Any] | None) -> bool:
+    """Probes fail, or the service's own status page reports trouble."""
+    return probe_confirmed is True or (
+        official is not None and official.get("indicator") in CONFIRMING_INDICATORS
+    )
+
+
+def public(doc: Mapping[str, Any]) -> bool:
+    """Shown on the public status, pages, feed and alerts: not a suspected fake-report
+    flood, or confirmed by probes or official status regardless of that suspicion."""
+    return not doc.get("suspected_abuse") or confirmed(
+        doc.get("probe_confirmed"), doc.get("official_status")
+    )
 
 
 def at_least(sev: Severity, minimum: Severity) -> bool:

@@ -11,6 +11,11 @@ from numpy.typing import NDArray
 
 SEP = "\x1f"  # between service id and person in a key (ids are [a-z0-9-])
 _KEEP = 4  # counted times kept per person: enough to judge reports up to a few windows late
+# People remembered per generation at most (~150 bytes each): a flood of fresh ids from many
+# addresses must not grow memory without bound. Past it, the generation turns early, so
+# under such a flood a person may count twice within the window; normal traffic (even a
+# record outage, ~500 reports/s) stays below it.
+MAX_KEYS = 1_500_000
 
 
 def _times(value: float | tuple[float, ...]) -> list[float]:
@@ -26,7 +31,8 @@ class Dedup:
     count.
 
     Memory is two generations: `rotate(now)` drops the older one once the newer one is
-    `period_s` (window + lateness + 2 minutes) old, so forgetting costs nothing per report.
+    `period_s` (window + lateness + 2 minutes) old, so forgetting costs nothing per report;
+    a generation that reaches `MAX_KEYS` people turns early (bounded memory).
     """
 
     def __init__(self, window_s: float, lateness_s: float = 0.0) -> None:
@@ -152,6 +158,10 @@ class Dedup:
                 continue
             b = min(b, n)
             keep[a:b] = self.filter(services[a:b], persons[a:b], ts[a:b], counts[a:b])
+            if len(self._cur) > MAX_KEYS:
+                self._prev = self._cur
+                self._cur = {}
+                self._cur_start = float(watermark[b - 1])
             a = b
         return keep
 

@@ -40,6 +40,8 @@ PUBLIC_SITE = "public"
 
 _DECODE = msgspec.json.Decoder(EventIn).decode
 
+_GRAVITY = {"none": 0, "maintenance": 1, "minor": 2, "major": 3, "critical": 4}
+
 ProbeKey = tuple[str, str, str, str]  # (service, target, site, vantage or "")
 
 
@@ -287,6 +289,21 @@ class Evidence:
         for _, ts, indicator, description, incident in pending:
             _add_run(runs, ts, indicator, description, incident)
         return runs[-1].doc() if runs else None
+
+    def official_during(self, service: str, lo: float, hi: float) -> dict[str, Any] | None:
+        """The gravest thing the service's status page said between lo and hi (epoch s),
+        from final minutes only (so the same for any batching), or None."""
+        runs = list(self.status.get(service, []))
+        best: StatusRun | None = None
+        for i, run in enumerate(runs):
+            end = runs[i + 1].start if i + 1 < len(runs) else run.last
+            if (
+                run.start <= hi
+                and end >= lo
+                and (best is None or _GRAVITY[run.indicator] >= _GRAVITY[best.indicator])
+            ):
+                best = run
+        return None if best is None else best.doc()
 
     # ------------------------------------------------------------------ persistence
     def dump(self) -> dict[str, Any]:

@@ -33,8 +33,10 @@ from outagewatch.events import OtherEvent, ReportColumns
 from outagewatch.incidents.causes import IncidentView, explain, failing_providers
 from outagewatch.incidents.clusters import assign_clusters
 from outagewatch.incidents.lifecycle import Incident, State, Transition
+from outagewatch.incidents.severity import confirmed
 from outagewatch.pipeline.dedup import Dedup
 from outagewatch.pipeline.evidence import Evidence
+from outagewatch.pipeline.sources import Sources
 from outagewatch.settings import PipelineSettings
 
 SPAN_MINUTES = 30  # ingest adds in-order reports of up to this many minutes at once
@@ -98,6 +100,7 @@ class Pipeline:
         self.series = Series(self.settings.ring_minutes)
         self.baseline = Baseline(self.settings)
         self.dedup = Dedup(self.settings.dedup_window_s, self.settings.lateness_s)
+        self.sources = Sources()
         self.stats = Stats()
         self.watermark: float | None = None
         self.closed_until = 0  # minutes < closed_until have been scored
@@ -148,6 +151,7 @@ class Pipeline:
             self._start(int(minute[0]))
         wm_s = np.maximum.accumulate(np.maximum(ts, self.watermark or 0.0))
         kept = self.dedup.filter_stream(rep.service, rep.person, rep.ts, rep.count, wm_s)
+        self.sources.add(svc, ts, rep.person, rep.ip, count, kept)
         wm = np.maximum.accumulate(np.maximum(minute, self.closed_until))
         if self.series.fresh:
             self._birth(ids, wm)
@@ -387,6 +391,7 @@ class Pipeline:
             if busy and sc.hot(watch).any():
                 inc.last_hot_min = m
             self._update_peak(inc, m, at)
+            self._judge_sources(inc, si, m, at)
             inc.quiet_run = 0 if busy else inc.quiet_run + 1
             self._changed.add(inc.id)
             if inc.quiet_run >= self.settings.quiet_minutes:
@@ -417,6 +422,7 @@ class Pipeline:
             last_hot_min=m,
             acc_until=start,
         )
+        self._judge_sources(inc, si, m, None)
         self._transitions.append(
             inc.move(
                 State.ONGOING,
@@ -424,6 +430,7 @@ class Pipeline:
                 started_at=start * 60,
                 series=[str(s.keys[i]) for i in firing],
                 ratio=round(float(sc.ratio[firing].max()), 2) if firing else None,
+                suspected_abuse=inc.suspected_abuse,
             )
         )
         self.incidents[inc.id] = inc
@@ -432,6 +439,42 @@ class Pipeline:
         for f in range(start, self.final_until):
             self._fold(inc, f)
         self._update_peak(inc, m, at, record=False)
+
+    def _judge_sources(self, inc: Incident, si: int, m: int, at: float | None) -> None:
+        """Does the incident's recent traffic look like a fake-report flood? (See
+        pipeline.sources.) A change while ongoing is an `abuse` transition (`at`: None when
+        the incident is opening: the `opened` row says it)."""
+        # Judged on the minutes up to the last hot one: the quiet tail that follows a flood
+        # says nothing about who sent the surge.
+        hi = min(m, max(inc.last_hot_min, inc.started_min))
+        v = self.sources.assess(si, inc.started_min, hi, was=inc.suspected_abuse)
+        evidence = v.evidence or (inc.abuse_evidence if v.suspected else [])
+        if v.suspected == inc.suspected_abuse and evidence == inc.abuse_evidence:
+            return
+        changed = v.suspected != inc.suspected_abuse
+        inc.suspected_abuse = v.suspected
+        inc.abuse_evidence = list(evidence)
+        self._changed.add(inc.id)
+        self._check_public(inc, at, force=changed)
+
+    def _check_public(self, inc: Incident, at: float | None, *, force: bool = False) -> None:
+        """Whether the public sees the incident (not a suspected flood, or confirmed) may
+        have changed: while ongoing, a change is an `abuse` transition, which is also what
+        lets alerts go out for a flood that probes or the status page come to confirm."""
+        shown = self._trusted(inc)
+        if shown == inc.shown and not force:
+            return
+        inc.shown = shown
+        if at is not None and inc.state is State.ONGOING:
+            self._transitions.append(
+                inc.move(
+                    State.ONGOING,
+                    at,
+                    action="abuse",
+                    suspected_abuse=inc.suspected_abuse,
+                    public=shown,
+                )
+            )
 
     def _backdate(self, i: int, m: int, disp: float) -> int:
         s = self.series
@@ -495,6 +538,11 @@ class Pipeline:
         for inc in list(self.incidents.values()):
             if inc.done and inc.acc_until <= self.learn_until:
                 doc = inc.doc()
+                # What the status page said during the incident (final minutes only).
+                assert inc.ended_min is not None
+                doc["official_status"] = self.evidence.official_during(
+                    inc.service, inc.started_min * 60.0, inc.ended_min * 60.0
+                )
                 self._finished.append(doc)
                 self._recent[inc.id] = doc
                 self._changed.discard(inc.id)
@@ -560,8 +608,16 @@ class Pipeline:
                 del self._recent[iid]
         live = sorted(self.incidents.values(), key=lambda i: i.id)
         views = [_view(inc) for inc in live]
-        context = [IncidentView.from_doc(d) for _, d in sorted(self._recent.items())]
-        everyone = views + context
+        # A suspected fake flood is no evidence about other incidents (nor in a cluster),
+        # unless probes or the official status confirm it.
+        trusted = [v for inc, v in zip(live, views, strict=True) if self._trusted(inc)]
+        context = [
+            IncidentView.from_doc(d)
+            for _, d in sorted(self._recent.items())
+            if not d.get("suspected_abuse")
+            or confirmed(d.get("probe_confirmed"), self.official_status(d["service"]))
+        ]
+        everyone = trusted + context
         lo = min(v.start for v in views) // 60 - 15
         failing = failing_providers(self.catalog, self.evidence, int(lo), f)
         clusters = assign_clusters(everyone, self.catalog, failing_providers=failing)
@@ -570,7 +626,7 @@ class Pipeline:
             cluster = clusters.get(inc.id)
             ex = explain(
                 view,
-                everyone,
+                everyone if self._trusted(inc) else [view, *everyone],
                 catalog=self.catalog,
                 evidence=self.evidence,
                 final_minute=f,
@@ -596,6 +652,12 @@ class Pipeline:
             inc.causes = ex.causes
             inc.probe_confirmed = ex.probe_confirmed
             inc.cluster = cluster
+            self._check_public(inc, at)
+
+    def _trusted(self, inc: Incident) -> bool:
+        return not inc.suspected_abuse or confirmed(
+            inc.probe_confirmed, self.official_status(inc.service)
+        )
 
     # ================================================================ outputs
     def drain_transitions(self) -> list[Transition]:
@@ -682,7 +744,8 @@ def _cluster_key(cluster: dict[str, Any] | None) -> tuple[str, tuple[str, ...]] 
 
 
 # ==================================================================== persistence
-_STATE_VERSION = 4  # 2: weekday level factors; 3: series birth minute; 4: evidence, causes
+_STATE_VERSION = 5  # 2: weekday level factors; 3: series birth minute; 4: evidence, causes;
+# 5: report sources (a version 4 state loads with empty sources)
 
 
 def dump_state(p: Pipeline) -> bytes:
@@ -704,6 +767,7 @@ def dump_state(p: Pipeline) -> bytes:
         "countries": p._countries.values,
         "problems": p._problems.values,
         "evidence": p.evidence.dump(),
+        "sources": p.sources.dump(),
         "recent": p._recent,
     }
     buf = io.BytesIO()
@@ -719,7 +783,7 @@ def load_state(
     p = Pipeline(settings, catalog=catalog)
     n = int.from_bytes(data[:8], "little")
     meta = msgspec.msgpack.decode(data[8 : 8 + n])
-    if meta.get("version") != _STATE_VERSION:
+    if meta.get("version") not in (4, _STATE_VERSION):
         raise StoreError(f"pipeline state version {meta.get('version')!r} is not supported")
     if meta["ring"] != p.settings.ring_minutes:
         raise StoreError("the stored state was made with another ring_minutes setting")
@@ -738,6 +802,8 @@ def load_state(
     for v in meta["problems"]:
         p._problems(v)
     p.evidence.load(meta["evidence"])
+    if "sources" in meta:
+        p.sources.load(meta["sources"])
     p._recent = dict(meta["recent"])
     for d in meta["incidents"]:
         inc = Incident.from_state(d)

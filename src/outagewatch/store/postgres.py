@@ -299,8 +299,10 @@ class PostgresStore:
         since: float | None = None,
         until: float | None = None,
         status: str | None = None,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Incidents newest first. `since`/`until` select incidents overlapping that span."""
+        """Incidents newest first. `since`/`until` select incidents overlapping that span;
+        `limit`: at most that many (the newest)."""
         sql = "SELECT doc::text FROM incidents WHERE true"
         args: list[Any] = []
         if service is not None:
@@ -316,6 +318,9 @@ class PostgresStore:
             sql += " AND status = %s"
             args.append(status)
         sql += ' ORDER BY started_at DESC, id COLLATE "C"'
+        if limit is not None:
+            sql += " LIMIT %s"
+            args.append(int(limit))
         with self._conn("read") as con:
             return [orjson.loads(r[0]) for r in con.execute(sql, args)]
 

@@ -53,10 +53,19 @@ class SQLiteStore:
                 raise
 
     def close(self) -> None:
-        alerts_db = getattr(self, "_alerts_db", None)  # see "alerts" below
-        if alerts_db is not None and alerts_db is not self.db:
-            alerts_db.close()
-        self.db.close()
+        # An alert worker thread may still be writing (its task was cancelled, its thread
+        # runs on): close the alerts connection under its lock, after which alert calls
+        # raise StoreError instead of touching a closed connection (which can crash).
+        alerts_db, lock = self._alerts_db, self._alerts_lock  # see "alerts" below
+        if lock is not None:
+            with lock:
+                self._alerts_closed = True
+                if alerts_db is not None and alerts_db is not self.db:
+                    alerts_db.close()
+                self.db.close()
+        else:
+            self._alerts_closed = True
+            self.db.close()
 
     # ---------------------------------------------------------------- catalog, state
     def load_catalog(self) -> str | None:
@@ -198,8 +207,10 @@ class SQLiteStore:
         since: float | None = None,
         until: float | None = None,
         status: str | None = None,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Incidents newest first. `since`/`until` select incidents overlapping that span."""
+        """Incidents newest first. `since`/`until` select incidents overlapping that span;
+        `limit`: at most that many (the newest)."""
         sql = "SELECT doc FROM incidents WHERE 1 = 1"
         args: list[Any] = []
         if service is not None:
@@ -215,6 +226,9 @@ class SQLiteStore:
             sql += " AND status = ?"
             args.append(status)
         sql += " ORDER BY started_at DESC, id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
         return [orjson.loads(r[0]) for r in self.db.execute(sql, args)]
 
     def minute_counts(self, service: str, start: float, end: float) -> NDArray[np.int64]:
@@ -251,6 +265,7 @@ class SQLiteStore:
     # alert written from another thread never lands inside a pipeline commit's transaction.
     _alerts_db: sqlite3.Connection | None = None
     _alerts_lock: threading.Lock | None = None
+    _alerts_closed = False
 
     def _alerts(self) -> tuple[sqlite3.Connection, threading.Lock]:
         if self._alerts_db is None or self._alerts_lock is None:
@@ -267,6 +282,8 @@ class SQLiteStore:
         db, lock = self._alerts()
         try:
             with lock:
+                if self._alerts_closed:
+                    raise StoreError(f"{self.path}: alerts: the store is closed")
                 return db.execute(sql, args)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: alerts: {exc}") from None

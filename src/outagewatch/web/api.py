@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from outagewatch.events import parse_ts
+from outagewatch.incidents.severity import public
 from outagewatch.web import schemas
 from outagewatch.web.ingest import ApiError, Ingest, client_address, require_operator
 from outagewatch.web.live import Live
@@ -149,7 +151,7 @@ def build_router(ingest: Ingest) -> APIRouter:
     @r.get("/feeds/incidents.atom", response_class=Response, responses=err)
     async def feed(request: Request) -> Response:
         live = live_of(request)
-        docs = live.incidents(limit=50)
+        docs = [d for d in live.incidents(limit=50) if public(d)]
         return Response(
             atom_feed(docs, str(request.base_url).rstrip("/"), live.catalog.services),
             media_type="application/atom+xml",
@@ -162,11 +164,10 @@ def _time(value: str | None, name: str) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        ts: float | None = float(value)
     except ValueError:
-        pass
-    ts = parse_ts(value)
-    if ts is None:
+        ts = parse_ts(value)
+    if ts is None or not math.isfinite(ts):  # "nan", "inf" and "1e999" are no times
         raise ApiError(
             422, "invalid_query", f"{name}: {value!r} is not an RFC 3339 time or epoch seconds"
         )

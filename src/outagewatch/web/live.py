@@ -25,6 +25,7 @@ from outagewatch.bus.base import Bus
 from outagewatch.catalog import Catalog, Service
 from outagewatch.engine import Committed, Engine, Prepared, prepare, typical
 from outagewatch.events import EventDecoder
+from outagewatch.incidents.severity import public
 from outagewatch.pipeline.pipeline import Pipeline, load_state
 from outagewatch.settings import PipelineSettings
 from outagewatch.store.base import Store
@@ -162,11 +163,16 @@ class Live:
             docs = self.reader.incidents(status="ongoing")
         return {d["service"]: d for d in docs}
 
+    def public_ongoing(self) -> dict[str, dict[str, Any]]:
+        """Ongoing incidents the public sees: not a suspected fake-report flood, unless
+        probes or the official status confirm it (incidents.severity.public)."""
+        return {sid: d for sid, d in self.ongoing().items() if public(d)}
+
     def service_or_none(self, name: str) -> Service | None:
         return self.catalog.resolve(name)
 
     def services(self) -> list[dict[str, Any]]:
-        ongoing = self.ongoing()
+        ongoing = self.public_ongoing()
         return [
             {
                 "id": sid,
@@ -179,7 +185,7 @@ class Live:
         ]
 
     def service(self, svc: Service) -> dict[str, Any]:
-        ongoing = self.ongoing()
+        ongoing = self.public_ongoing()
         doc = ongoing.get(svc.id)
         return {
             "id": svc.id,
@@ -227,7 +233,10 @@ class Live:
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         with self._read_lock:
-            docs = self.reader.incidents(service=service, since=since, until=until, status=status)
+            # The newest `limit` stored, plus what the engine holds, hold the newest overall.
+            docs = self.reader.incidents(
+                service=service, since=since, until=until, status=status, limit=limit
+            )
         if self.engine is None:
             return docs[:limit] if limit else docs
         # The engine's view of an incident is newer than the last commit's.

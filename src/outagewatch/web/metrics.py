@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from outagewatch.incidents.severity import public
+
 if TYPE_CHECKING:
     from outagewatch.web.app import Server
 
@@ -48,8 +50,12 @@ class _Collector(Collector):
             yield CounterMetricFamily(
                 "outagewatch_tick_seconds", "Time spent in pipeline ticks", engine.tick_seconds
             )
+            ongoing = engine.ongoing().values()
+            yield GaugeMetricFamily("outagewatch_open_incidents", "Ongoing incidents", len(ongoing))
             yield GaugeMetricFamily(
-                "outagewatch_open_incidents", "Ongoing incidents", len(engine.ongoing())
+                "outagewatch_open_incidents_hidden",
+                "Ongoing incidents kept off the public status as suspected fake-report floods",
+                sum(not public(d) for d in ongoing),
             )
         if bus is not None:
             yield GaugeMetricFamily(

@@ -31,6 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from outagewatch import __version__
 from outagewatch.errors import BusError
 from outagewatch.geo import COUNTRIES
+from outagewatch.incidents.severity import public
 from outagewatch.web.api import client_ip
 from outagewatch.web.live import Live
 
@@ -426,7 +427,7 @@ class Pages:
         # Up to the last whole minute: the current one is still filling and would dip.
         m1 = int(live.clock() // 60)
         services = live.services()
-        ongoing = live.ongoing()
+        ongoing = live.public_ongoing()
         cards = []
         for s in services:
             counts, baseline = live.series(s["id"], m1 - SPARK_MINUTES, m1)
@@ -468,8 +469,8 @@ class Pages:
         now = live.clock()
         m1 = int(now // 60) + 1
         counts, baseline = live.series(svc.id, m1 - CHART_MINUTES, m1)
-        doc = live.ongoing().get(svc.id)
-        recent = live.incidents(svc.id, limit=10)
+        doc = live.public_ongoing().get(svc.id)
+        recent = [d for d in live.incidents(svc.id, limit=10) if public(d)]
         spans = [incident_span(d) for d in recent]
         chart = build_chart(counts, baseline, m1 - CHART_MINUTES, spans=spans)
         if doc is not None:
@@ -605,6 +606,7 @@ class Pages:
             countries=breakdown_rows(doc["countries"], "country"),
             problems=breakdown_rows(doc["problems"], "problem"),
             official=doc.get("official_status"),
+            is_public=public(doc),
             live_page=doc["status"] == "ongoing",
             clock=now,
             duration=duration,
@@ -643,7 +645,7 @@ class Pages:
 
 def ongoing_key(live: Live) -> str:
     """A short fingerprint of which incidents are ongoing and how severe they are."""
-    parts = sorted(f"{d['id']}:{d['status']}" for d in live.ongoing().values())
+    parts = sorted(f"{d['id']}:{d['status']}" for d in live.public_ongoing().values())
     statuses = sorted(f"{s['id']}={s['status']}" for s in live.services() if s["status"] != "ok")
     raw = "|".join(parts + statuses).encode()
     return hashlib.sha256(raw).hexdigest()[:12] if raw else "none"

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from outagewatch.events import MAX_COUNT
+
 
 class ErrorBody(BaseModel):
     code: str = Field(description="short machine-readable code, e.g. not_found, invalid_body")
@@ -103,7 +105,14 @@ class Incident(BaseModel):
     countries: list[CountryCount]
     problems: list[ProblemCount]
     probe_confirmed: bool | None
-    suspected_abuse: bool
+    suspected_abuse: bool = Field(
+        description="the reports look like a fake flood (few addresses, heavy repeaters or "
+        "timer-like arrivals): kept off the public status, feed and alerts unless probes or "
+        "the official status confirm the incident"
+    )
+    abuse_evidence: list[str] = Field(
+        default_factory=list, description="what the suspicion rests on (empty when none)"
+    )
     causes: list[Cause]
     cluster: Cluster | None
     official_status: OfficialStatus | None = Field(
@@ -128,7 +137,7 @@ REPORT_ITEM: dict[str, Any] = {
         "city": {"type": "string"},
         "reporter": {"type": "string"},
         "ts": {"oneOf": [{"type": "string"}, {"type": "number"}]},
-        "count": {"type": "integer", "minimum": 1},
+        "count": {"type": "integer", "minimum": 1, "maximum": MAX_COUNT},
     },
 }
 PROBE_ITEM: dict[str, Any] = {
@@ -165,7 +174,12 @@ def body_schema(item: dict[str, Any]) -> dict[str, Any]:
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": {"oneOf": [item, {"type": "array", "items": item, "maxItems": 1000}]}
+                    "schema": {
+                        "oneOf": [
+                            item,
+                            {"type": "array", "items": item, "minItems": 1, "maxItems": 1000},
+                        ]
+                    }
                 }
             },
         }

@@ -1,0 +1,311 @@
+"""Where each service's recent reports came from: the evidence for fake-report floods.
+
+Deduplication already counts a person once per service per window, so a bot that repeats
+one id gains little. A flood gets through by rotating ids, by using a few dozen ids, or by
+scripting many clients: its counted reports then come from few addresses, from reporters
+who each sent far more than people do, or at machine-like regular intervals. A genuine
+outage looks the other way round: thousands of people, from as many address blocks,
+arriving irregularly.
+
+Per (service, minute), for the last `WINDOW` minutes, three small hashed sketches and a
+per-second histogram are kept (bounded memory: a fixed-size row per service):
+
+- raw and counted reports per *reporter bucket* (crc32 of the person, mod `BUCKETS`);
+- counted reports per *address-block bucket* (IPv4 /24, IPv6 /48) of public addresses only:
+  a loopback or private address is a proxy's or a test's, not a person's, and reports
+  forwarded with the operator token carry no address at all;
+- raw reports per second of the minute.
+
+`assess` reads them over an incident's recent minutes and returns a `Verdict`. Hash
+buckets merge distinct sources, so "effective number of blocks" saturates near `BUCKETS`:
+the rules only ask whether it is *small*, which collisions can only make look smaller for
+a diverse crowd by a little, and never larger for a concentrated one. Buckets come from
+crc32, not Python's per-process `hash`, so every process gives the same verdicts.
+
+Pure state: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+BUCKETS = 32
+WINDOW = 16  # minutes kept per service (the dedup window and one more)
+SECONDS = 60
+_PR = 0  # raw reports per reporter bucket
+_PC = _PR + BUCKETS  # counted reports per reporter bucket
+_BC = _PC + BUCKETS  # counted reports per address-block bucket
+_SEC = _BC + BUCKETS  # raw reports per second of the minute
+_RAW = _SEC + SECONDS  # raw reports
+_CNT = _RAW + 1  # counted reports
+_WIDTH = _CNT + 1
+_CACHE_MAX = 1 << 18  # bucket caches are dropped when larger (bounded memory)
+
+# What a flood looks like (each rule needs enough reports to judge by):
+MIN_REPORTS = 10  # counted reports in the window before any rule applies
+MAX_EFFECTIVE_BLOCKS = 6.0  # counted reports from at most about this many address blocks
+HEAVY_RATIO = 10.0  # a reporter bucket is "heavy" when it sent this many reports per counted
+HEAVY_SHARE = 0.6  # ...and at least this share of counted reports came from heavy buckets
+REGULAR_MIN_PER_MINUTE = 120  # minutes with at least this many raw reports are timed...
+REGULAR_MIN_MINUTES = 3  # ...and at least this many of them are needed
+MAX_DISPERSION = 0.25  # variance/mean of per-second counts: ~1 for people, ~0 for a timer
+# A suspected flood is cleared only when the window looks clearly like people (hysteresis):
+CLEAR_EFFECTIVE_BLOCKS = 12.0
+CLEAR_HEAVY_SHARE = 0.3
+CLEAR_DISPERSION = 0.5
+
+
+@dataclass
+class Verdict:
+    suspected: bool
+    evidence: list[str] = field(default_factory=list)
+
+
+def block_of(ip: str) -> str | None:
+    """The address block a public address belongs to (/24 or /48), else None."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    if addr.is_loopback or addr.is_link_local or addr.is_unspecified or addr.is_multicast:
+        return None
+    if isinstance(addr, ipaddress.IPv4Address):
+        if any(addr in n for n in _PRIVATE_V4):
+            return None
+        return str(ipaddress.ip_network(f"{addr}/24", strict=False))
+    if addr.ipv4_mapped is not None:
+        return block_of(str(addr.ipv4_mapped))
+    if addr in _PRIVATE_V6:
+        return None
+    return str(ipaddress.ip_network(f"{addr}/48", strict=False))
+
+
+# Where a proxy or a NAT in front of the server sits: such an address says nothing of who
+# reported (documentation ranges are kept: they are what examples and the demo use).
+_PRIVATE_V4 = tuple(
+    ipaddress.IPv4Network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+)
+_PRIVATE_V6 = ipaddress.IPv6Network("fc00::/7")
+
+
+def _bucket(value: str) -> int:
+    return zlib.crc32(value.encode("utf-8", "surrogatepass")) % BUCKETS
+
+
+class Sources:
+    """Per-service sketches of the last `WINDOW` minutes of reports (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.rows = np.zeros((0, WINDOW, _WIDTH), np.int32)
+        self.minute = np.full((0, WINDOW), -1, np.int64)  # which minute each slot holds
+        self.newest = -1  # newest minute seen
+        self._person: dict[str, int] = {}
+        self._block: dict[str, int] = {}  # address -> block bucket, -1 for none
+
+    def _grow(self, n: int) -> None:
+        have = len(self.rows)
+        if n <= have:
+            return
+        size = max(n, 2 * have, 16)
+        rows = np.zeros((size, WINDOW, _WIDTH), np.int32)
+        rows[:have] = self.rows
+        minute = np.full((size, WINDOW), -1, np.int64)
+        minute[:have] = self.minute
+        self.rows, self.minute = rows, minute
+
+    def _buckets(
+        self, values: Sequence[str | None], cache: dict[str, int], of: Any
+    ) -> NDArray[np.int64]:
+        if len(cache) > _CACHE_MAX:
+            cache.clear()
+        get = cache.get
+        out = [get(v) if v else -1 for v in values]
+        if None in out:
+            for i, (b, v) in enumerate(zip(out, values, strict=True)):
+                if b is None:
+                    out[i] = cache[v] = of(v)  # type: ignore[index]
+        return np.asarray(out, np.int64)
+
+    def add(
+        self,
+        svc: NDArray[np.int64],
+        ts: NDArray[np.float64],
+        persons: Sequence[str | None],
+        ips: Sequence[str | None],
+        counts: NDArray[np.int64],
+        kept: NDArray[np.bool_],
+    ) -> None:
+        """Record a batch of accepted reports (`kept`: counted after deduplication).
+        Pre-aggregated reports (`count` > 1) are not people and are left out."""
+        single = counts == 1
+        if not single.all():
+            idx = np.flatnonzero(single)
+            svc, ts, kept = svc[idx], ts[idx], kept[idx]
+            persons = [persons[i] for i in idx.tolist()]
+            ips = [ips[i] for i in idx.tolist()]
+        if len(svc) == 0:
+            return
+        minute = np.floor(ts / 60.0).astype(np.int64)
+        self.newest = max(self.newest, int(minute.max()))
+        fresh = minute > self.newest - WINDOW
+        if not fresh.all():
+            idx = np.flatnonzero(fresh)
+            svc, ts, kept, minute = svc[idx], ts[idx], kept[idx], minute[idx]
+            persons = [persons[i] for i in idx.tolist()]
+            ips = [ips[i] for i in idx.tolist()]
+            if len(svc) == 0:
+                return
+        self._grow(int(svc.max()) + 1)
+        slot = minute % WINDOW
+        # Slots that hold an older minute are cleared before this minute is written.
+        stale = self.minute[svc, slot] != minute
+        if stale.any():
+            s_svc, s_slot, s_min = svc[stale], slot[stale], minute[stale]
+            self.rows[s_svc, s_slot] = 0
+            self.minute[s_svc, s_slot] = s_min
+        pb = self._buckets(persons, self._person, _bucket)
+        bb = self._buckets(ips, self._block, _block_bucket)
+        cell = (svc * WINDOW + slot) * _WIDTH
+        sec = np.floor(ts).astype(np.int64) % SECONDS
+        k = kept.astype(np.int64)
+        has_p = pb >= 0
+        has_b = (bb >= 0) & kept
+        parts = [
+            (cell + _RAW, None),
+            (cell[kept] + _CNT, None),
+            (cell + _SEC + sec, None),
+            (cell[has_p] + _PR + pb[has_p], None),
+            (cell[has_p] + _PC + pb[has_p], k[has_p]),
+            (cell[has_b] + _BC + bb[has_b], None),
+        ]
+        flat = self.rows.reshape(-1)
+        for where, weight in parts:
+            if len(where):
+                np.add.at(flat, where, 1 if weight is None else weight.astype(np.int32))
+
+    def window(self, svc: int, lo: int, hi: int) -> NDArray[np.int64]:
+        """Rows of the minutes lo..hi (inclusive) this service has, as int64."""
+        if svc >= len(self.rows):
+            return np.zeros((0, _WIDTH), np.int64)
+        held = self.minute[svc]
+        sel = (held >= lo) & (held <= hi)
+        rows: NDArray[np.int64] = self.rows[svc][sel].astype(np.int64)
+        return rows
+
+    def assess(self, svc: int, lo: int, hi: int, *, was: bool = False) -> Verdict:
+        """Does the service's traffic of minutes lo..hi look like a flood? `was`: it was
+        suspected before (a suspicion clears only on clear signs of people)."""
+        rows = self.window(svc, max(lo, hi - WINDOW + 1), hi)
+        if len(rows) == 0:
+            return Verdict(was)
+        counted = int(rows[:, _CNT].sum())
+        raw = int(rows[:, _RAW].sum())
+        if counted < MIN_REPORTS:
+            return Verdict(was)
+        evidence: list[str] = []
+        clear = 0  # rules that say "people", out of those that could be judged
+        judged = 0
+        # 1. Few addresses.
+        blocks = rows[:, _BC : _BC + BUCKETS].sum(axis=0)
+        with_ip = int(blocks.sum())
+        if with_ip >= MIN_REPORTS and with_ip * 2 >= counted:
+            judged += 1
+            eff = with_ip**2 / float((blocks**2).sum())
+            if eff <= MAX_EFFECTIVE_BLOCKS:
+                evidence.append(
+                    f"{with_ip:,} counted reports came from about {eff:.0f} address "
+                    + ("block" if round(eff) == 1 else "blocks")
+                )
+            elif eff >= CLEAR_EFFECTIVE_BLOCKS:
+                clear += 1
+        # 2. Reporters who each sent far more than people do.
+        p_raw = rows[:, _PR : _PR + BUCKETS].sum(axis=0)
+        p_cnt = rows[:, _PC : _PC + BUCKETS].sum(axis=0)
+        with_person = int(p_cnt.sum())
+        if with_person >= MIN_REPORTS:
+            judged += 1
+            heavy = (p_cnt > 0) & (p_raw >= HEAVY_RATIO * p_cnt)
+            share = float(p_cnt[heavy].sum()) / with_person
+            if share >= HEAVY_SHARE:
+                sent = int(p_raw[heavy].sum())
+                evidence.append(
+                    f"{share:.0%} of the counted reports came from reporters who sent "
+                    f"{sent:,} reports for {int(p_cnt[heavy].sum()):,} counted "
+                    f"(≥ {HEAVY_RATIO:.0f} each)"
+                )
+            elif share <= CLEAR_HEAVY_SHARE:
+                clear += 1
+        # 3. Machine-like regularity.
+        busy = rows[rows[:, _RAW] >= REGULAR_MIN_PER_MINUTE]
+        if len(busy) >= REGULAR_MIN_MINUTES:
+            judged += 1
+            secs = busy[:, _SEC : _SEC + SECONDS].astype(np.float64)
+            disp = float((secs.var(axis=1) / secs.mean(axis=1)).mean())
+            if disp <= MAX_DISPERSION:
+                evidence.append(
+                    f"reports arrived at machine-like regular intervals over {len(busy)} "
+                    f"minutes (per-second variance/mean {disp:.2f}; people give about 1)"
+                )
+            elif disp >= CLEAR_DISPERSION:
+                clear += 1
+        if evidence:
+            evidence.append(f"{raw:,} reports, {counted:,} counted after deduplication")
+            return Verdict(True, evidence)
+        if was and clear < judged:
+            return Verdict(True)  # not yet clearly people: the earlier evidence stands
+        return Verdict(False)
+
+    # ---------------------------------------------------------------- persistence
+    def dump(self) -> dict[str, Any]:
+        live = np.flatnonzero((self.minute > self.newest - WINDOW).any(axis=1))
+        return {
+            "newest": self.newest,
+            "svc": live.tolist(),
+            "minute": self.minute[live].tolist(),
+            "rows": self.rows[live].tobytes(),
+        }
+
+    def load(self, d: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+        self.newest = int(d["newest"])
+        svc = np.asarray(d["svc"], np.int64)
+        if len(svc):
+            self._grow(int(svc.max()) + 1)
+            self.minute[svc] = np.asarray(d["minute"], np.int64)
+            rows = np.frombuffer(d["rows"], np.int32).reshape(len(svc), WINDOW, _WIDTH)
+            self.rows[svc] = rows
+
+
+_NOT_PEOPLE_FIRST = frozenset({"0", "10", "127"})
+_NOT_PEOPLE_SECOND = {
+    "172": frozenset(str(i) for i in range(16, 32)),
+    "100": frozenset(str(i) for i in range(64, 128)),
+    "169": frozenset({"254"}),
+    "192": frozenset({"168"}),
+}
+
+
+def _block_bucket(ip: str) -> int:
+    """The bucket of the address's block, -1 for none: `block_of`, with a fast path for
+    dotted IPv4 (ipaddress costs microseconds per new address; a serving flood brings a
+    new one with nearly every report)."""
+    if ":" not in ip:
+        i = ip.find(".")
+        cut = ip.rfind(".")
+        first = ip[:i]
+        if i <= 0 or ip.count(".") != 3 or first in _NOT_PEOPLE_FIRST:
+            return -1
+        second = _NOT_PEOPLE_SECOND.get(first)
+        if second is not None and ip[i + 1 : ip.find(".", i + 1)] in second:
+            return -1
+        return _bucket(ip[:cut] + ".0/24")
+    block = block_of(ip)
+    return -1 if block is None else _bucket(block)
