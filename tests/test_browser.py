@@ -14,8 +14,6 @@ import json
 import os
 import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +21,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from outagewatch.catalog import Catalog
 from outagewatch.settings import Settings
 from outagewatch.simulate import ServiceTraffic, Surge, demo_traffic, outage_profile, simulate
 from outagewatch.web.app import Server, create_app
-from webutil import Clock
+from webutil import Clock, uvicorn_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "out" / "screenshots"
@@ -99,24 +96,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
     server = Server(settings, Catalog.demo(), clock=clock, tick_interval_s=0.5, warmup=[warm])
     port = free_port()
-    config = uvicorn.Config(
-        create_app(server),
-        host="127.0.0.1",
-        port=port,
-        loop="asyncio",
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=1,
-    )
-    userver = uvicorn.Server(config)
-    thread = threading.Thread(target=userver.run, name="uvicorn-pages", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not userver.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the server did not start")
-        time.sleep(0.05)
+    userver, thread = uvicorn_in_thread(create_app(server), port, timeout_graceful_shutdown=1)
     try:
         yield Site(f"http://127.0.0.1:{port}", server, clock)
     finally:

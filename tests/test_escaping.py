@@ -17,7 +17,6 @@ import asyncio
 import json
 import re
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -34,7 +33,7 @@ from starlette.routing import BaseRoute, Route
 from outagewatch.catalog import Catalog
 from outagewatch.settings import Settings
 from outagewatch.web.app import Server, create_app
-from webutil import TOKEN, Clock, history_lines, outage_lines, publish
+from webutil import TOKEN, Clock, history_lines, outage_lines, publish, uvicorn_in_thread
 
 SCRIPT = "<script>alert(1)</script>"
 ATTR = "\"'><img src=x onerror=alert(1)>"
@@ -85,23 +84,8 @@ def _serve(tmp: Path, clock: Clock) -> tuple[uvicorn.Server, Server, FastAPI, th
     server = Server(Settings.resolve(env, {}), catalog, clock=clock, tick_interval_s=3600)
     server.warmup.append(warm)
     app = create_app(server)
-    config = uvicorn.Config(
-        app.state.ingest.asgi(app),  # what `serve` serves (see web.app.asgi_app)
-        host="127.0.0.1",
-        port=0,
-        loop="asyncio",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-    )
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise AssertionError("uvicorn did not start")
-        time.sleep(0.05)
+    # What `serve` serves (see web.app.asgi_app).
+    uv, thread = uvicorn_in_thread(app.state.ingest.asgi(app))
     return uv, server, app, thread
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ from schemathesis.specs.openapi.checks import (
 from outagewatch.catalog import Catalog
 from outagewatch.settings import Settings
 from outagewatch.web.app import Server, asgi_app
-from webutil import TOKEN, Clock, history_lines, outage, publish
+from webutil import TOKEN, Clock, history_lines, outage, publish, uvicorn_in_thread
 
 EXAMPLES = 40  # per operation (valid and invalid requests)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -92,23 +91,7 @@ def _uvicorn(tmp: Path, clock: Clock) -> tuple[uvicorn.Server, Server, threading
     server = Server(
         Settings.resolve(env, {}), Catalog.demo(), clock=clock, tick_interval_s=3600, warmup=[warm]
     )
-    config = uvicorn.Config(
-        asgi_app(server),
-        host="127.0.0.1",
-        port=0,
-        loop="asyncio",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-    )
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise AssertionError("uvicorn did not start")
-        time.sleep(0.05)
+    uv, thread = uvicorn_in_thread(asgi_app(server))
     return uv, server, thread
 
 

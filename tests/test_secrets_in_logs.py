@@ -30,6 +30,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from outagewatch.alerts.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from services import fresh_pg_schema
+from webutil import wait_ready
 
 TOKEN = "tok-9f2c1e7a44-operator"
 SMTP_USER, SMTP_PASSWORD = "alerts", "smtp-pw-5b8d3a61"
@@ -123,16 +124,7 @@ def process(tmp: Path, cmd: list[str], env: dict[str, str]) -> Iterator[tuple[st
         proc = subprocess.Popen(full, env={**os.environ, **env}, stdout=o, stderr=e)
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"server did not start: {err.read_text()}")
-                time.sleep(0.1)
+            wait_ready(base, proc, err.read_text, timeout=90)
             yield base, out, err
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from webutil import wait_ready
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -33,17 +35,11 @@ def serve(db: Path, port: int, *extra: str) -> Iterator[subprocess.Popen[bytes]]
     cmd = [sys.executable, "-m", "outagewatch.cli", "--db", str(db), "serve", "--port", str(port)]
     proc = subprocess.Popen([*cmd, *extra], env=env, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise AssertionError(f"server did not start: {err}")
-            time.sleep(0.1)
+        wait_ready(
+            f"http://127.0.0.1:{port}",
+            proc,
+            lambda: proc.stderr.read().decode() if proc.stderr else "",
+        )
         yield proc
     finally:
         if proc.poll() is None:

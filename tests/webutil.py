@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
+import uvicorn
 
 from outagewatch.catalog import Catalog
 from outagewatch.settings import Settings
 from outagewatch.simulate import Surge, demo_traffic, outage_profile, simulate
 from outagewatch.web.app import Server, create_app
+from outagewatch.web.ingest import ASGIApp
 
 T0 = 1_760_000_400.0  # 2025-10-09T08:20:00Z, a Thursday
 TOKEN = "operator-secret"
@@ -103,3 +109,47 @@ async def outage(
 
 def report(**fields: object) -> bytes:
     return msgspec.json.encode({"type": "report", **fields})
+
+
+def uvicorn_in_thread(
+    app: ASGIApp, port: int = 0, **config: Any
+) -> tuple[uvicorn.Server, threading.Thread]:
+    """A real uvicorn serving `app` on loopback `port` (0: a free one; then
+    `server.servers[0].sockets[0]` has it), in a daemon thread, started; stop with
+    `should_exit = True`. `config`: more uvicorn.Config settings."""
+    conf = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="asyncio",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        **config,
+    )
+    uv = uvicorn.Server(conf)
+    thread = threading.Thread(target=uv.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not uv.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise AssertionError("uvicorn did not start")
+        time.sleep(0.05)
+    return uv, thread
+
+
+def wait_ready(
+    base: str, proc: subprocess.Popen[bytes], why: Callable[[], str], timeout: float = 60
+) -> None:
+    """Wait until the process at `base` answers /healthz 200; fail with `why()` (its
+    output, say) if it exits or takes longer than `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"server did not start: {why()}")
+        time.sleep(0.1)
