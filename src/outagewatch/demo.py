@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from outagewatch.bus.local import OverloadedError
 from outagewatch.catalog import Catalog
 from outagewatch.events import iso
 from outagewatch.simulate import Bump, Surge, demo_traffic, outage_profile, simulate
@@ -272,7 +273,12 @@ async def run_feed(server: Server, feed: DemoFeed) -> None:
         lines = await asyncio.to_thread(feed.minute, t)
         for i in range(0, len(lines), 1000):
             chunk = lines[i : i + 1000]
-            await bus.publish(chunk, [])
+            while True:
+                try:
+                    await bus.publish(chunk, [])
+                    break
+                except OverloadedError as exc:  # the server sheds load: wait, try again
+                    await asyncio.sleep(exc.retry_after)
         got = feed.scenario_at(t)
         if got is not None and t == got[1]:
             log.warning("demo: %s (simulated %s)", got[2].name, iso(t)[11:16])
