@@ -58,6 +58,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 )
 def test_block_of_public_addresses_only(ip: str, block: str | None) -> None:
     assert block_of(ip) == block
+    # The one-pass bucketing used per report agrees with it.
+    (got,) = src.block_buckets([ip], np.ones(1, np.bool_)).tolist()
+    assert got == (-1 if block is None else src._bucket(block))
+    assert src.block_buckets([ip], np.zeros(1, np.bool_)).tolist() == [-1]  # not counted
 
 
 # ==================================================================== the sketches
@@ -177,9 +181,9 @@ def test_memory_is_a_fixed_row_per_service() -> None:
     for m in range(0, 200, 7):  # minutes far apart: old slots are reused, not added
         p, ip = people(50, f"m{m}-")
         feed(s, m, 50, persons=p, ips=ip, svc=3, seed=m)
-    assert s.rows.shape[1:] == (src.WINDOW, src._WIDTH)
+    assert s.rows.shape[1:] == (src.RING, src._WIDTH)
     assert len(s.rows) == 16  # grown once, to the smallest size, for service index 3
-    assert len(s.window(3, 0, 10_000)) <= src.WINDOW
+    assert len(s.window(3, 0, 10_000)) <= src.RING
 
 
 def test_dump_and_load_keep_the_sketches() -> None:
@@ -268,6 +272,24 @@ def test_official_status_confirms_a_suspected_flood() -> None:
     shown = [t for t in rows if t.action == "abuse"]
     assert [t.detail["public"] for t in shown] == [True]
     assert shown[0].at >= START + 10 * 60
+
+
+def test_verdicts_do_not_depend_on_batching() -> None:
+    """Event by event or in batches: the same docs and the same transitions (the status
+    page confirms the flood halfway, as above)."""
+    events = scenario("flood_confirmed", START, seed=2)
+    events += [
+        {"type": "status", "service": "netflix", "ts": START + k * 300 + 7,
+         "indicator": "major" if k >= 2 else "none"}
+        for k in range(-2, 12)
+    ]  # fmt: skip
+    events.sort(key=lambda e: _epoch(e["ts"]))
+    cat = scenario_catalog("flood_confirmed")
+    one, docs_one = run(events, cat, batch=7)
+    many, docs_many = run(events, cat, batch=5_000)
+    assert docs_one == docs_many
+    assert one.drain_transitions() == many.drain_transitions()
+    assert any(d["suspected_abuse"] for d in docs_one.values())
 
 
 @pytest.mark.parametrize("name", [n for n in SCENARIOS if "flood" not in n and n != "rotating_ids"])

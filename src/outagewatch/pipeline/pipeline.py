@@ -15,7 +15,7 @@ import io
 import itertools
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ from outagewatch.incidents.lifecycle import Incident, State, Transition
 from outagewatch.incidents.severity import confirmed
 from outagewatch.pipeline.dedup import Dedup
 from outagewatch.pipeline.evidence import Evidence
-from outagewatch.pipeline.sources import Sources
+from outagewatch.pipeline.sources import SOURCES_CHUNK, Sources
 from outagewatch.settings import PipelineSettings
 
 SPAN_MINUTES = 30  # ingest adds in-order reports of up to this many minutes at once
@@ -151,10 +151,20 @@ class Pipeline:
             self._start(int(minute[0]))
         wm_s = np.maximum.accumulate(np.maximum(ts, self.watermark or 0.0))
         kept = self.dedup.filter_stream(rep.service, rep.person, rep.ts, rep.count, wm_s)
-        self.sources.add(svc, ts, rep.person, rep.ip, count, kept)
         wm = np.maximum.accumulate(np.maximum(minute, self.closed_until))
         if self.series.fresh:
             self._birth(ids, wm)
+
+        def to_sources(idx: NDArray[np.int64]) -> None:
+            """The reports `idx` join the source sketches (pipeline.sources)."""
+            if len(idx) == n:
+                self.sources.add(svc, ts, rep.person, rep.ip, count, kept)
+            elif len(idx):
+                at = idx.tolist()
+                persons = [rep.person[i] for i in at]
+                ips = [rep.ip[i] for i in at]
+                self.sources.add(svc[idx], ts[idx], persons, ips, count[idx], kept[idx])
+
         steps = np.diff(np.concatenate(([self.closed_until], wm)))
         if steps.max() > self.settings.max_catchup_minutes:
             # A gap in the data: minute by minute, as `_advance_minute` handles gaps.
@@ -163,8 +173,9 @@ class Pipeline:
                 self._advance_minute(int(wm[a]))
                 keep = kept[a:b]
                 self._add(ids[a:b][keep], minute[a:b][keep], count[a:b][keep])
+                to_sources(np.arange(a, b))
         else:
-            self._ingest_spans(ids, minute, count, kept, wm)
+            self._ingest_spans(ids, minute, count, kept, wm, to_sources)
         n_kept = int(kept.sum())
         self.stats.counted += n_kept
         self.stats.duplicates += n - n_kept
@@ -178,6 +189,7 @@ class Pipeline:
         count: NDArray[np.int64],
         kept: NDArray[np.bool_],
         wm: NDArray[np.int64],
+        to_sources: Callable[[NDArray[np.int64]], None],
     ) -> None:
         """Count reports span by span (at most SPAN_MINUTES of watermark each).
 
@@ -192,6 +204,12 @@ class Pipeline:
         ring = self.series.ring
         on_time_new = kept & (minute == wm)
         late_ish = kept & ~on_time_new
+        # The source sketches (pipeline.sources) keep a short ring, so they take in-order
+        # reports SOURCES_CHUNK watermark minutes at a time (never further ahead of the
+        # ticks), and out-of-order ones after the ticks before them, as the ring here does.
+        late_src = minute < wm
+        any_late_src = bool(late_src.any())
+        sources_until = -1  # in-order reports of watermark minutes <= this are in
         a = 0
         while a < n:
             if wm[a] > self.closed_until + 1:
@@ -208,12 +226,19 @@ class Pipeline:
             starts = np.concatenate(([0], np.flatnonzero(np.diff(wa)) + 1, [b - a]))
             has_late = bool(late_ish[a:b].any())
             for s0, s1 in itertools.pairwise(starts.tolist()):
+                if wa[s0] > sources_until:
+                    e = int(np.searchsorted(wa, wa[s0] + SOURCES_CHUNK, side="left"))
+                    chunk = a + s0 + np.flatnonzero(~late_src[a + s0 : a + e])
+                    to_sources(chunk)
+                    sources_until = int(wa[s0]) + SOURCES_CHUNK - 1
                 self._close_until(int(wa[s0]))
                 if has_late:
                     sel = late_ish[a + s0 : a + s1]
                     if sel.any():
                         seg = slice(a + s0, a + s1)
                         self._add(ids[seg][sel], minute[seg][sel], count[seg][sel])
+                if any_late_src:
+                    to_sources(a + s0 + np.flatnonzero(late_src[a + s0 : a + s1]))
             a = b
 
     def _birth(self, ids: NDArray[np.int64], wm: NDArray[np.int64]) -> None:
@@ -444,10 +469,11 @@ class Pipeline:
         """Does the incident's recent traffic look like a fake-report flood? (See
         pipeline.sources.) A change while ongoing is an `abuse` transition (`at`: None when
         the incident is opening: the `opened` row says it)."""
-        # Judged on the minutes up to the last hot one: the quiet tail that follows a flood
-        # says nothing about who sent the surge.
-        hi = min(m, max(inc.last_hot_min, inc.started_min))
-        v = self.sources.assess(si, inc.started_min, hi, was=inc.suspected_abuse)
+        # Judged at the minutes the incident is hot (and when it opens) on the minutes up
+        # to then: the quiet tail that follows a flood says nothing about who sent it.
+        if at is not None and inc.last_hot_min != m:
+            return
+        v = self.sources.assess(si, inc.started_min, m, was=inc.suspected_abuse)
         evidence = v.evidence or (inc.abuse_evidence if v.suspected else [])
         if v.suspected == inc.suspected_abuse and evidence == inc.abuse_evidence:
             return
@@ -615,7 +641,7 @@ class Pipeline:
             IncidentView.from_doc(d)
             for _, d in sorted(self._recent.items())
             if not d.get("suspected_abuse")
-            or confirmed(d.get("probe_confirmed"), self.official_status(d["service"]))
+            or confirmed(d.get("probe_confirmed"), d.get("official_status"))
         ]
         everyone = trusted + context
         lo = min(v.start for v in views) // 60 - 15
@@ -655,9 +681,13 @@ class Pipeline:
             self._check_public(inc, at)
 
     def _trusted(self, inc: Incident) -> bool:
-        return not inc.suspected_abuse or confirmed(
-            inc.probe_confirmed, self.official_status(inc.service)
-        )
+        """Not a suspected flood, or confirmed by probes or by what the status page said
+        during the incident (final minutes only: the same for any batching)."""
+        if not inc.suspected_abuse:
+            return True
+        end = self.final_until if inc.ended_min is None else min(inc.ended_min, self.final_until)
+        official = self.evidence.official_during(inc.service, inc.started_min * 60.0, end * 60.0)
+        return confirmed(inc.probe_confirmed, official)
 
     # ================================================================ outputs
     def drain_transitions(self) -> list[Transition]:

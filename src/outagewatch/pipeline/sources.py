@@ -7,14 +7,16 @@ who each sent far more than people do, or at machine-like regular intervals. A g
 outage looks the other way round: thousands of people, from as many address blocks,
 arriving irregularly.
 
-Per (service, minute), for the last `WINDOW` minutes, three small hashed sketches and a
-per-second histogram are kept (bounded memory: a fixed-size row per service):
+Per (service, minute), for the last `RING` minutes (`WINDOW` are judged; the pipeline adds
+in-order reports up to `SOURCES_CHUNK` minutes ahead of its ticks), three small hashed
+sketches and a histogram of arrivals are kept (bounded memory: a fixed-size row per
+service):
 
 - raw and counted reports per *reporter bucket* (crc32 of the person, mod `BUCKETS`);
 - counted reports per *address-block bucket* (IPv4 /24, IPv6 /48) of public addresses only:
   a loopback or private address is a proxy's or a test's, not a person's, and reports
   forwarded with the operator token carry no address at all;
-- raw reports per second of the minute.
+- raw reports per 5 seconds of the minute.
 
 `assess` reads them over an incident's recent minutes and returns a `Verdict`. Hash
 buckets merge distinct sources, so "effective number of blocks" saturates near `BUCKETS`:
@@ -37,16 +39,19 @@ import numpy as np
 from numpy.typing import NDArray
 
 BUCKETS = 32
-WINDOW = 16  # minutes kept per service (the dedup window and one more)
-SECONDS = 60
+WINDOW = 16  # minutes judged at most (the dedup window and one more)
+# The pipeline adds in-order reports at most this many minutes ahead of its ticks:
+SOURCES_CHUNK = 8
+RING = WINDOW + SOURCES_CHUNK + 2  # minutes kept per service
+BIN_S = 5  # arrivals are counted per 5 seconds of the minute
+BINS = 60 // BIN_S
 _PR = 0  # raw reports per reporter bucket
 _PC = _PR + BUCKETS  # counted reports per reporter bucket
 _BC = _PC + BUCKETS  # counted reports per address-block bucket
-_SEC = _BC + BUCKETS  # raw reports per second of the minute
-_RAW = _SEC + SECONDS  # raw reports
+_SEC = _BC + BUCKETS  # raw reports per 5 seconds of the minute
+_RAW = _SEC + BINS  # raw reports
 _CNT = _RAW + 1  # counted reports
 _WIDTH = _CNT + 1
-_CACHE_MAX = 1 << 18  # bucket caches are dropped when larger (bounded memory)
 
 # What a flood looks like (each rule needs enough reports to judge by):
 MIN_REPORTS = 10  # counted reports in the window before any rule applies
@@ -55,7 +60,7 @@ HEAVY_RATIO = 10.0  # a reporter bucket is "heavy" when it sent this many report
 HEAVY_SHARE = 0.6  # ...and at least this share of counted reports came from heavy buckets
 REGULAR_MIN_PER_MINUTE = 120  # minutes with at least this many raw reports are timed...
 REGULAR_MIN_MINUTES = 3  # ...and at least this many of them are needed
-MAX_DISPERSION = 0.25  # variance/mean of per-second counts: ~1 for people, ~0 for a timer
+MAX_DISPERSION = 0.25  # variance/mean of 5-second counts: ~1 for people, ~0 for a timer
 # A suspected flood is cleared only when the window looks clearly like people (hysteresis):
 CLEAR_EFFECTIVE_BLOCKS = 12.0
 CLEAR_HEAVY_SHARE = 0.3
@@ -100,39 +105,60 @@ def _bucket(value: str) -> int:
     return zlib.crc32(value.encode("utf-8", "surrogatepass")) % BUCKETS
 
 
+def person_buckets(persons: Sequence[str | None]) -> NDArray[np.int64]:
+    """The reporter bucket of each report, -1 for none (one pass, no per-call overhead:
+    this runs for every report)."""
+    crc = zlib.crc32
+    return np.asarray(
+        [crc(p.encode("utf-8", "surrogatepass")) % BUCKETS if p else -1 for p in persons],
+        np.int64,
+    )
+
+
+# Addresses that need the careful path: IPv6, and IPv4 whose first octet may make them
+# loopback, private, link-local or CGNAT (see _block_bucket).
+_CAREFUL = ("0.", "10.", "127.", "100.", "169.", "172.", "192.")
+
+
+def block_buckets(ips: Sequence[str | None], kept: NDArray[np.bool_]) -> NDArray[np.int64]:
+    """The address-block bucket of each counted report, -1 for none or not counted: the
+    common dotted public IPv4 in one pass (the block's text is what is hashed), the rest
+    (marked -2 on the way) through `_block_bucket`."""
+    crc = zlib.crc32
+    out = [
+        (
+            -2
+            if ip.startswith(_CAREFUL) or ":" in ip or "." not in ip
+            else crc((ip[: ip.rfind(".")] + ".0/24").encode()) % BUCKETS
+        )
+        if ip and k
+        else -1
+        for ip, k in zip(ips, kept.tolist(), strict=True)
+    ]
+    if -2 in out:
+        for i in [i for i, b in enumerate(out) if b == -2]:
+            out[i] = _block_bucket(ips[i])  # type: ignore[arg-type]
+    return np.asarray(out, np.int64)
+
+
 class Sources:
     """Per-service sketches of the last `WINDOW` minutes of reports (see the module doc)."""
 
     def __init__(self) -> None:
-        self.rows = np.zeros((0, WINDOW, _WIDTH), np.int32)
-        self.minute = np.full((0, WINDOW), -1, np.int64)  # which minute each slot holds
+        self.rows = np.zeros((0, RING, _WIDTH), np.int32)
+        self.minute = np.full((0, RING), -1, np.int64)  # which minute each slot holds
         self.newest = -1  # newest minute seen
-        self._person: dict[str, int] = {}
-        self._block: dict[str, int] = {}  # address -> block bucket, -1 for none
 
     def _grow(self, n: int) -> None:
         have = len(self.rows)
         if n <= have:
             return
         size = max(n, 2 * have, 16)
-        rows = np.zeros((size, WINDOW, _WIDTH), np.int32)
+        rows = np.zeros((size, RING, _WIDTH), np.int32)
         rows[:have] = self.rows
-        minute = np.full((size, WINDOW), -1, np.int64)
+        minute = np.full((size, RING), -1, np.int64)
         minute[:have] = self.minute
         self.rows, self.minute = rows, minute
-
-    def _buckets(
-        self, values: Sequence[str | None], cache: dict[str, int], of: Any
-    ) -> NDArray[np.int64]:
-        if len(cache) > _CACHE_MAX:
-            cache.clear()
-        get = cache.get
-        out = [get(v) if v else -1 for v in values]
-        if None in out:
-            for i, (b, v) in enumerate(zip(out, values, strict=True)):
-                if b is None:
-                    out[i] = cache[v] = of(v)  # type: ignore[index]
-        return np.asarray(out, np.int64)
 
     def add(
         self,
@@ -155,7 +181,7 @@ class Sources:
             return
         minute = np.floor(ts / 60.0).astype(np.int64)
         self.newest = max(self.newest, int(minute.max()))
-        fresh = minute > self.newest - WINDOW
+        fresh = minute > self.newest - RING
         if not fresh.all():
             idx = np.flatnonzero(fresh)
             svc, ts, kept, minute = svc[idx], ts[idx], kept[idx], minute[idx]
@@ -164,17 +190,17 @@ class Sources:
             if len(svc) == 0:
                 return
         self._grow(int(svc.max()) + 1)
-        slot = minute % WINDOW
+        slot = minute % RING
         # Slots that hold an older minute are cleared before this minute is written.
         stale = self.minute[svc, slot] != minute
         if stale.any():
             s_svc, s_slot, s_min = svc[stale], slot[stale], minute[stale]
             self.rows[s_svc, s_slot] = 0
             self.minute[s_svc, s_slot] = s_min
-        pb = self._buckets(persons, self._person, _bucket)
-        bb = self._buckets(ips, self._block, _block_bucket)
-        cell = (svc * WINDOW + slot) * _WIDTH
-        sec = np.floor(ts).astype(np.int64) % SECONDS
+        pb = person_buckets(persons)
+        bb = block_buckets(ips, kept)
+        cell = (svc * RING + slot) * _WIDTH
+        sec = (np.floor(ts).astype(np.int64) % 60) // BIN_S
         k = kept.astype(np.int64)
         has_p = pb >= 0
         has_b = (bb >= 0) & kept
@@ -247,12 +273,13 @@ class Sources:
         busy = rows[rows[:, _RAW] >= REGULAR_MIN_PER_MINUTE]
         if len(busy) >= REGULAR_MIN_MINUTES:
             judged += 1
-            secs = busy[:, _SEC : _SEC + SECONDS].astype(np.float64)
+            secs = busy[:, _SEC : _SEC + BINS].astype(np.float64)
             disp = float((secs.var(axis=1) / secs.mean(axis=1)).mean())
             if disp <= MAX_DISPERSION:
                 evidence.append(
                     f"reports arrived at machine-like regular intervals over {len(busy)} "
-                    f"minutes (per-second variance/mean {disp:.2f}; people give about 1)"
+                    f"minutes (variance/mean of 5-second counts {disp:.2f}; people give "
+                    "about 1)"
                 )
             elif disp >= CLEAR_DISPERSION:
                 clear += 1
@@ -265,7 +292,7 @@ class Sources:
 
     # ---------------------------------------------------------------- persistence
     def dump(self) -> dict[str, Any]:
-        live = np.flatnonzero((self.minute > self.newest - WINDOW).any(axis=1))
+        live = np.flatnonzero((self.minute > self.newest - RING).any(axis=1))
         return {
             "newest": self.newest,
             "svc": live.tolist(),
@@ -280,7 +307,7 @@ class Sources:
         if len(svc):
             self._grow(int(svc.max()) + 1)
             self.minute[svc] = np.asarray(d["minute"], np.int64)
-            rows = np.frombuffer(d["rows"], np.int32).reshape(len(svc), WINDOW, _WIDTH)
+            rows = np.frombuffer(d["rows"], np.int32).reshape(len(svc), RING, _WIDTH)
             self.rows[svc] = rows
 
 
