@@ -416,7 +416,11 @@ class Pipeline:
             if busy and sc.hot(watch).any():
                 inc.last_hot_min = m
             self._update_peak(inc, m, at)
-            self._judge_sources(inc, si, m, at)
+            if inc.last_hot_min == m:
+                # Judged while the surge is hot: the tail of an incident (elevated, no
+                # longer surging) is mostly ordinary reports, which say nothing about who
+                # sent the surge.
+                self._judge_sources(inc, si, m, at)
             inc.quiet_run = 0 if busy else inc.quiet_run + 1
             self._changed.add(inc.id)
             if inc.quiet_run >= self.settings.quiet_minutes:
@@ -466,13 +470,10 @@ class Pipeline:
         self._update_peak(inc, m, at, record=False)
 
     def _judge_sources(self, inc: Incident, si: int, m: int, at: float | None) -> None:
-        """Does the incident's recent traffic look like a fake-report flood? (See
-        pipeline.sources.) A change while ongoing is an `abuse` transition (`at`: None when
-        the incident is opening: the `opened` row says it)."""
-        # Judged at the minutes the incident is hot (and when it opens) on the minutes up
-        # to then: the quiet tail that follows a flood says nothing about who sent it.
-        if at is not None and inc.last_hot_min != m:
-            return
+        """Does the incident's traffic up to minute m (the last 16 minutes at most) look like
+        a fake-report flood? (See pipeline.sources.) Asked when it opens and at every
+        minute its surge is hot. A change while ongoing is an `abuse` transition (`at`:
+        None when the incident is opening: the `opened` row says it)."""
         v = self.sources.assess(si, inc.started_min, m, was=inc.suspected_abuse)
         evidence = v.evidence or (inc.abuse_evidence if v.suspected else [])
         if v.suspected == inc.suspected_abuse and evidence == inc.abuse_evidence:
