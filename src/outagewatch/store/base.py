@@ -106,6 +106,32 @@ def equal_filters(filters: Mapping[str, Any], mark: str) -> tuple[str, list[Any]
     return where, [filters[c] for c in cols]
 
 
+def incidents_where(
+    mark: str,
+    service: str | None,
+    since: float | None,
+    until: float | None,
+    status: str | None,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause of `Store.incidents` and its values (`mark`: the placeholder):
+    `since`/`until` select incidents overlapping that span."""
+    parts: list[str] = []
+    args: list[Any] = []
+    if service is not None:
+        parts.append(f"service = {mark}")
+        args.append(service)
+    if since is not None:
+        parts.append(f"(ended_at IS NULL OR ended_at >= {mark})")
+        args.append(float(since))
+    if until is not None:
+        parts.append(f"started_at <= {mark}")
+        args.append(float(until))
+    if status is not None:
+        parts.append(f"status = {mark}")
+        args.append(status)
+    return " AND ".join(parts) or "1 = 1", args
+
+
 def migrations(folder: str = "migrations") -> list[tuple[int, str]]:
     """(version, SQL) of every migration in `folder` (`migrations_pg`: PostgreSQL), in order."""
     out = []

@@ -24,7 +24,15 @@ from numpy.typing import NDArray
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from outagewatch.errors import StoreError
-from outagewatch.store.base import Commit, chunks, equal_filters, merge_chunks, migrations, unpack
+from outagewatch.store.base import (
+    Commit,
+    chunks,
+    equal_filters,
+    incidents_where,
+    merge_chunks,
+    migrations,
+    unpack,
+)
 
 MIGRATIONS = "migrations_pg"
 _MIGRATION_LOCK = 0x6F77_6D69  # pg_advisory_xact_lock key: one migrator at a time
@@ -303,20 +311,8 @@ class PostgresStore:
     ) -> list[dict[str, Any]]:
         """Incidents newest first. `since`/`until` select incidents overlapping that span;
         `limit`: at most that many (the newest)."""
-        sql = "SELECT doc::text FROM incidents WHERE true"
-        args: list[Any] = []
-        if service is not None:
-            sql += " AND service = %s"
-            args.append(service)
-        if since is not None:
-            sql += " AND (ended_at IS NULL OR ended_at >= %s)"
-            args.append(float(since))
-        if until is not None:
-            sql += " AND started_at <= %s"
-            args.append(float(until))
-        if status is not None:
-            sql += " AND status = %s"
-            args.append(status)
+        where, args = incidents_where("%s", service, since, until, status)
+        sql = f"SELECT doc::text FROM incidents WHERE {where}"
         sql += ' ORDER BY started_at DESC, id COLLATE "C"'
         if limit is not None:
             sql += " LIMIT %s"

@@ -13,7 +13,15 @@ import orjson
 from numpy.typing import NDArray
 
 from outagewatch.errors import StoreError
-from outagewatch.store.base import Commit, chunks, equal_filters, merge_chunks, migrations, unpack
+from outagewatch.store.base import (
+    Commit,
+    chunks,
+    equal_filters,
+    incidents_where,
+    merge_chunks,
+    migrations,
+    unpack,
+)
 
 _STATE_KEY = "pipeline"
 
@@ -211,21 +219,8 @@ class SQLiteStore:
     ) -> list[dict[str, Any]]:
         """Incidents newest first. `since`/`until` select incidents overlapping that span;
         `limit`: at most that many (the newest)."""
-        sql = "SELECT doc FROM incidents WHERE 1 = 1"
-        args: list[Any] = []
-        if service is not None:
-            sql += " AND service = ?"
-            args.append(service)
-        if since is not None:
-            sql += " AND (ended_at IS NULL OR ended_at >= ?)"
-            args.append(float(since))
-        if until is not None:
-            sql += " AND started_at <= ?"
-            args.append(float(until))
-        if status is not None:
-            sql += " AND status = ?"
-            args.append(status)
-        sql += " ORDER BY started_at DESC, id"
+        where, args = incidents_where("?", service, since, until, status)
+        sql = f"SELECT doc FROM incidents WHERE {where} ORDER BY started_at DESC, id"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(int(limit))
