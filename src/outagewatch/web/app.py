@@ -251,7 +251,7 @@ def create_app(server: Server) -> FastAPI:
     server.open()
     assert server.alerter is not None
     app.include_router(make_router(server.alerter, operator_check(st.token)))
-    metrics = Metrics(server)
+    metrics = Metrics(server, ingest)
     app.add_api_route(
         "/metrics",
         metrics.endpoint,

@@ -14,13 +14,15 @@ from outagewatch.incidents.severity import public
 
 if TYPE_CHECKING:
     from outagewatch.web.app import Server
+    from outagewatch.web.ingest import Ingest
 
 
 class _Collector(Collector):
     """Reads the live counters at scrape time (no double bookkeeping)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, ingest: Ingest | None = None) -> None:
         self.server = server
+        self.ingest = ingest
 
     def collect(self) -> Iterator[Metric]:
         live, engine, bus = self.server.live, self.server.engine, self.server.bus
@@ -39,6 +41,15 @@ class _Collector(Collector):
         for reason, n in sorted(c.rejected.items()):
             rejected.add_metric([reason], n)
         yield rejected
+        if self.ingest is not None:
+            shed = CounterMetricFamily(
+                "outagewatch_requests_shed",
+                "Requests refused with 503 as over capacity (load shedding), by reason",
+                labels=["reason"],
+            )
+            for reason, n in sorted(self.ingest.shed.items()):
+                shed.add_metric([reason], n)
+            yield shed
         yield CounterMetricFamily("outagewatch_commits", "Pipeline commits to the store", c.commits)
         yield CounterMetricFamily(
             "outagewatch_commit_seconds", "Time spent committing", c.commit_seconds
@@ -67,9 +78,9 @@ class _Collector(Collector):
 
 
 class Metrics:
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, ingest: Ingest | None = None) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_Collector(server))
+        self.registry.register(_Collector(server, ingest))
 
     async def endpoint(self) -> Response:
         return Response(
