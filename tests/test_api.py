@@ -247,6 +247,7 @@ async def test_an_outage_is_served_as_an_incident(tmp_path: Path) -> None:
         later = start + 86_400
         assert (await c.get("/api/v1/incidents", params={"until": start - 3600})).json() == []
         assert len((await c.get("/api/v1/incidents", params={"since": later})).json()) == 1
+        assert len((await c.get("/api/v1/incidents", params={"limit": 1})).json()) == 1
         # It resolves when reports stop: an hour of quiet.
         clock.t += 3600
         assert server.bus is not None
@@ -268,6 +269,8 @@ async def test_an_outage_is_served_as_an_incident(tmp_path: Path) -> None:
         ({"status": "open"}, 422, "invalid_query"),
         ({"since": "not a time"}, 422, "invalid_query"),
         ({"until": "2025-13-45"}, 422, "invalid_query"),
+        ({"limit": "0"}, 422, "invalid_request"),
+        ({"limit": "many"}, 422, "invalid_request"),
     ],
 )
 async def test_incident_queries_are_checked(

@@ -121,6 +121,9 @@ def build_router(ingest: Ingest) -> APIRouter:
         since: str | None = Query(None, description="incidents still going on at or after"),
         until: str | None = Query(None, description="incidents started at or before"),
         status: str | None = Query(None, description="ongoing or resolved"),
+        limit: int | None = Query(
+            None, ge=1, le=10_000, description="at most this many, the newest (default: all)"
+        ),
     ) -> Response:
         live = live_of(request)
         sid = None
@@ -131,7 +134,7 @@ def build_router(ingest: Ingest) -> APIRouter:
             sid = svc.id
         if status is not None and status not in ("ongoing", "resolved"):
             raise ApiError(422, "invalid_query", f"status: {status!r} is not ongoing or resolved")
-        docs = live.incidents(sid, _time(since, "since"), _time(until, "until"), status)
+        docs = live.incidents(sid, _time(since, "since"), _time(until, "until"), status, limit)
         return json_response(docs)
 
     @r.get("/api/v1/incidents/{incident_id}", response_model=schemas.Incident, responses=err)
