@@ -52,6 +52,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
         ("fe80::1", None),
         ("::1", None),
         ("0.0.0.0", None),
+        ("0.1.2.3", None),
+        ("100.1.2.3", "100.1.2.0/24"),
         ("testclient", None),
         ("", None),
     ],

@@ -33,7 +33,7 @@ from outagewatch.events import OtherEvent, ReportColumns
 from outagewatch.incidents.causes import IncidentView, explain, failing_providers
 from outagewatch.incidents.clusters import assign_clusters
 from outagewatch.incidents.lifecycle import Incident, State, Transition
-from outagewatch.incidents.severity import confirmed
+from outagewatch.incidents.severity import confirmed, public
 from outagewatch.pipeline.dedup import Dedup
 from outagewatch.pipeline.evidence import Evidence
 from outagewatch.pipeline.sources import SOURCES_CHUNK, Sources
@@ -638,12 +638,7 @@ class Pipeline:
         # A suspected fake flood is no evidence about other incidents (nor in a cluster),
         # unless probes or the official status confirm it.
         trusted = [v for inc, v in zip(live, views, strict=True) if self._trusted(inc)]
-        context = [
-            IncidentView.from_doc(d)
-            for _, d in sorted(self._recent.items())
-            if not d.get("suspected_abuse")
-            or confirmed(d.get("probe_confirmed"), d.get("official_status"))
-        ]
+        context = [IncidentView.from_doc(d) for _, d in sorted(self._recent.items()) if public(d)]
         everyone = trusted + context
         lo = min(v.start for v in views) // 60 - 15
         failing = failing_providers(self.catalog, self.evidence, int(lo), f)

@@ -96,7 +96,7 @@ def block_of(ip: str) -> str | None:
 # reported (documentation ranges are kept: they are what examples and the demo use).
 _PRIVATE_V4 = tuple(
     ipaddress.IPv4Network(n)
-    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+    for n in ("0.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
 )
 _PRIVATE_V6 = ipaddress.IPv6Network("fc00::/7")
 
@@ -115,8 +115,8 @@ def person_buckets(persons: Sequence[str | None]) -> NDArray[np.int64]:
     )
 
 
-# Addresses that need the careful path: IPv6, and IPv4 whose first octet may make them
-# loopback, private, link-local or CGNAT (see _block_bucket).
+# Addresses that need the careful path (`block_of`): IPv6, and IPv4 whose first octet may
+# make them loopback, private, link-local or CGNAT.
 _CAREFUL = ("0.", "10.", "127.", "100.", "169.", "172.", "192.")
 
 
@@ -311,28 +311,7 @@ class Sources:
             self.rows[svc] = rows
 
 
-_NOT_PEOPLE_FIRST = frozenset({"0", "10", "127"})
-_NOT_PEOPLE_SECOND = {
-    "172": frozenset(str(i) for i in range(16, 32)),
-    "100": frozenset(str(i) for i in range(64, 128)),
-    "169": frozenset({"254"}),
-    "192": frozenset({"168"}),
-}
-
-
 def _block_bucket(ip: str) -> int:
-    """The bucket of the address's block, -1 for none: `block_of`, with a fast path for
-    dotted IPv4 (ipaddress costs microseconds per new address; a serving flood brings a
-    new one with nearly every report)."""
-    if ":" not in ip:
-        i = ip.find(".")
-        cut = ip.rfind(".")
-        first = ip[:i]
-        if i <= 0 or ip.count(".") != 3 or first in _NOT_PEOPLE_FIRST:
-            return -1
-        second = _NOT_PEOPLE_SECOND.get(first)
-        if second is not None and ip[i + 1 : ip.find(".", i + 1)] in second:
-            return -1
-        return _bucket(ip[:cut] + ".0/24")
+    """The bucket of the address's block, -1 for none (`block_of`)."""
     block = block_of(ip)
     return -1 if block is None else _bucket(block)
