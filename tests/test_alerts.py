@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import email
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -32,6 +31,7 @@ from outagewatch.catalog import Catalog
 from outagewatch.incidents.lifecycle import State, Transition
 from outagewatch.settings import Settings
 from outagewatch.store.sqlite import SQLiteStore
+from webutil import free_port
 
 CATALOG = Catalog.from_toml(
     '[services.x]\nname = "X"\n'
@@ -396,12 +396,6 @@ class Inbox:
         if ok:
             self.logins.append(data.login.decode())
         return AuthResult(success=ok)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from outagewatch.catalog import Catalog
 from outagewatch.settings import Settings
 from outagewatch.simulate import ServiceTraffic, Surge, demo_traffic, outage_profile, simulate
 from outagewatch.web.app import Server, create_app
-from webutil import Clock, uvicorn_in_thread
+from webutil import Clock, free_port, uvicorn_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "out" / "screenshots"
@@ -43,13 +42,6 @@ def unavailable(why: str) -> None:
     if in_ci():
         pytest.fail(f"browser tests cannot run: {why} (CI=true: failing, not skipping)")
     pytest.skip(f"browser tests cannot run: {why}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # ---------------------------------------------------------------------------- the server

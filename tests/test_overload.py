@@ -27,8 +27,8 @@ from outagewatch.engine import Engine
 from outagewatch.settings import PipelineSettings
 from outagewatch.store import open_store
 from outagewatch.web.ingest import MAX_BODY_BYTES, Ingest, Limits
-from test_server_process import free_port, serve
-from webutil import CLIENT, Clock, report, running
+from test_server_process import serve
+from webutil import CLIENT, Clock, free_port, report, running
 
 MIB = 1 << 20
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,19 +29,13 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from outagewatch.alerts.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from services import fresh_pg_schema
-from webutil import wait_ready
+from webutil import free_port, wait_ready
 
 TOKEN = "tok-9f2c1e7a44-operator"
 SMTP_USER, SMTP_PASSWORD = "alerts", "smtp-pw-5b8d3a61"
 HOOK_SECRET = "whsec-4e1f0c9b2a7d6e35"
 SLACK_PATH = "/services/T0000/B0000/slacksecret8c2e51"
 DB_PASSWORD = "db-pw-73c1a0f9"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------------------- receivers

@@ -32,6 +32,7 @@ from outagewatch.store.postgres import Lease, LeaseLostError, PostgresStore
 from outagewatch.store.sqlite import SQLiteStore
 from outagewatch.worker import Worker, fair_share, partition_key
 from services import fresh_pg_schema, nats_url, unique_name
+from webutil import free_port
 
 START = dt.datetime(2025, 3, 3, tzinfo=dt.UTC).timestamp()
 PARTITIONS = 4
@@ -405,7 +406,7 @@ def _api_nodes(pg: str, url: str, stream: str, tmp: Path) -> Iterator[list[str]]
     procs, bases = [], []
     env = {**os.environ, "OUTAGEWATCH_TOKEN": API_TOKEN, "PYTHONUNBUFFERED": "1"}
     for n in range(2):
-        port = _free_port()
+        port = free_port()
         log = (tmp / f"api{n}.log").open("wb")
         cmd = [sys.executable, "-m", "outagewatch.cli", "--db", pg, "--nats-url", url]
         cmd += ["--stream", stream, "--partitions", str(PARTITIONS), "serve", "--port", str(port)]
@@ -432,15 +433,6 @@ def _api_nodes(pg: str, url: str, stream: str, tmp: Path) -> Iterator[list[str]]
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _post_with_two_nodes(bases: list[str], files: list[Path]) -> None:

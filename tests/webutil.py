@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import threading
 import time
@@ -153,3 +154,10 @@ def wait_ready(
         if proc.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"server did not start: {why()}")
         time.sleep(0.1)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
