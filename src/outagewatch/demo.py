@@ -37,6 +37,7 @@ import msgspec
 from outagewatch.bus.local import OverloadedError
 from outagewatch.catalog import Catalog
 from outagewatch.events import iso
+from outagewatch.scenarios import flood_events, to_lines
 from outagewatch.simulate import Bump, Surge, demo_traffic, outage_profile, simulate
 
 if TYPE_CHECKING:
@@ -238,21 +239,10 @@ class DemoFeed:
 
 
 def flood_lines(t: float) -> list[bytes]:
-    """One minute of a bot flood: 2,000 Netflix reports from 25 ids behind 4 addresses."""
-    return [
-        _ENCODE(
-            {
-                "type": "report",
-                "service": "netflix",
-                "ts": t + (i * 0.03) % 60,
-                "country": "US",
-                "problem": "streaming",
-                "reporter": f"bot-{i % 25}",
-                "ip": f"198.51.100.{10 + i % 4}",
-            }
-        )
-        for i in range(2_000)
-    ]
+    """One minute of a bot flood: 2,000 Netflix reports from 25 ids behind 4 addresses (the
+    bot of the `bot_flood` scenario, sending by a timer)."""
+    bot = flood_events("netflix", t, seed=0, ids=25, addresses=4, regular=True, minutes=1)
+    return to_lines(bot)
 
 
 async def load_history(server: Server, feed: DemoFeed) -> None:

@@ -496,15 +496,17 @@ def flood_events(
     regular: bool = False,
     country: str = "US",
     problem: str = "streaming",
+    minutes: int = FLOOD_MINUTES,
 ) -> list[Event]:
-    """A bot's reports: `ids` reporter ids (None: a fresh one each time) behind `addresses`
-    addresses (None: a fresh public one each time), at random times or by a timer."""
+    """A bot's reports, FLOOD_PER_MINUTE a minute for `minutes`: `ids` reporter ids (None: a
+    fresh one each time) behind `addresses` addresses (None: a fresh public one each time),
+    at random times or by a timer."""
     rng = np.random.default_rng([seed, 17])
-    n = FLOOD_MINUTES * FLOOD_PER_MINUTE
+    n = minutes * FLOOD_PER_MINUTE
     if regular:
         ts = onset + np.arange(n) * (60.0 / FLOOD_PER_MINUTE)
     else:
-        ts = np.sort(onset + rng.random(n) * FLOOD_MINUTES * 60)
+        ts = np.sort(onset + rng.random(n) * minutes * 60)
     out: list[Event] = []
     for i, t in enumerate(ts.tolist()):
         if addresses is None:
