@@ -172,23 +172,20 @@ class Sources:
         """Record a batch of accepted reports (`kept`: counted after deduplication).
         Pre-aggregated reports (`count` > 1) are not people and are left out."""
         single = counts == 1
-        if not single.all():
-            idx = np.flatnonzero(single)
-            svc, ts, kept = svc[idx], ts[idx], kept[idx]
-            persons = [persons[i] for i in idx.tolist()]
-            ips = [ips[i] for i in idx.tolist()]
-        if len(svc) == 0:
+        if not single.any():
             return
         minute = np.floor(ts / 60.0).astype(np.int64)
-        self.newest = max(self.newest, int(minute.max()))
-        fresh = minute > self.newest - RING
-        if not fresh.all():
-            idx = np.flatnonzero(fresh)
-            svc, ts, kept, minute = svc[idx], ts[idx], kept[idx], minute[idx]
-            persons = [persons[i] for i in idx.tolist()]
-            ips = [ips[i] for i in idx.tolist()]
-            if len(svc) == 0:
+        self.newest = max(self.newest, int(minute[single].max()))
+        # Reports older than the ring are of no use any more.
+        take = single & (minute > self.newest - RING)
+        if not take.all():
+            idx = np.flatnonzero(take)
+            if len(idx) == 0:
                 return
+            svc, ts, kept, minute = svc[idx], ts[idx], kept[idx], minute[idx]
+            at = idx.tolist()
+            persons = [persons[i] for i in at]
+            ips = [ips[i] for i in at]
         self._grow(int(svc.max()) + 1)
         slot = minute % RING
         # Slots that hold an older minute are cleared before this minute is written.
