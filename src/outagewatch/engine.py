@@ -10,6 +10,7 @@ HTTP handlers) take `lock` for the moment they look.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -152,6 +153,8 @@ class Engine:
         self.tick_seconds = 0.0
         self.recovered = 0
         self._last_ongoing: dict[str, dict[str, Any]] = {}
+        self._busy_at = -math.inf  # when a reader last found the writer busy (monotonic)
+        self._last_breakdown: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
         for seq, batch in store.journal_after(self.journal_seq):
             self.ingest(seq, batch.split(b"\n"))
             self.recovered += 1
@@ -223,9 +226,15 @@ class Engine:
     # Readers run on the event loop: they wait at most READ_WAIT_S for the writer (which
     # holds the lock while it ingests a group) and then answer from what they saw last, so
     # pages and /healthz keep answering while ingest is saturated.
+    # One wait per busy spell, not per read: a page makes several reads, and once one of
+    # them found the writer busy the others within READ_WAIT_S only try the lock, so a
+    # page waits about READ_WAIT_S in all, however many reads it makes.
     @contextlib.contextmanager
     def _reading(self) -> Iterator[bool]:
-        got = self.lock.acquire(timeout=READ_WAIT_S)
+        recently_busy = time.monotonic() - self._busy_at < READ_WAIT_S
+        got = self.lock.acquire(timeout=0 if recently_busy else READ_WAIT_S)
+        if not got:
+            self._busy_at = time.monotonic()
         try:
             yield got
         finally:
@@ -246,6 +255,31 @@ class Engine:
                 inc = self.pipeline.incidents.get(incident_id)
                 return None if inc is None else self.pipeline.incident_doc(inc)
         return next((d for d in self._last_ongoing.values() if d["id"] == incident_id), None)
+
+    def breakdown(self, service: str, span: int) -> tuple[dict[str, int], dict[str, int]]:
+        """Reports by country and by problem over the last `span` minutes the pipeline still
+        holds (at most its ring); while the writer is busy, what this service showed last."""
+        with self._reading() as got:
+            if not got:
+                return self._last_breakdown.get(service, ({}, {}))
+            countries: dict[str, int] = {}
+            problems: dict[str, int] = {}
+            p = self.pipeline
+            s = p.series
+            si = s.service_index.get(service)
+            if si is not None:
+                last = p.closed_until  # the current minute: already counting
+                first = max(last - span + 1, last - s.ring + 1)
+                rows = np.arange(first, last + 1) % s.ring
+                for i in s.service_series[si]:
+                    key = s.keys[i]
+                    if key.kind == "total":
+                        continue
+                    n = int(s.ring_count[rows, i].sum())
+                    if n > 0:
+                        (countries if key.kind == "country" else problems)[key.key] = n
+            self._last_breakdown[service] = (countries, problems)
+            return countries, problems
 
     def recent(
         self, service: str, m0: int, m1: int

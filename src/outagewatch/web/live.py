@@ -263,28 +263,11 @@ class Live:
 
     def breakdown(self, service: str, span: int = 120) -> tuple[dict[str, int], dict[str, int]]:
         """Reports by country and by problem over the last `span` minutes the engine still
-        holds in memory (at most its ring): the outage map when no incident is ongoing."""
-        countries: dict[str, int] = {}
-        problems: dict[str, int] = {}
+        holds in memory (at most its ring): the outage map when no incident is ongoing.
+        Never waits for the writer longer than any other read (Engine.breakdown)."""
         if self.engine is None:
-            return countries, problems
-        with self.engine.lock:
-            p = self.engine.pipeline
-            s = p.series
-            si = s.service_index.get(service)
-            if si is None:
-                return countries, problems
-            last = p.closed_until  # the current minute: already counting
-            first = max(last - span + 1, last - s.ring + 1)
-            rows = np.arange(first, last + 1) % s.ring
-            for i in s.service_series[si]:
-                key = s.keys[i]
-                if key.kind == "total":
-                    continue
-                n = int(s.ring_count[rows, i].sum())
-                if n > 0:
-                    (countries if key.kind == "country" else problems)[key.key] = n
-        return countries, problems
+            return {}, {}
+        return self.engine.breakdown(service, span)
 
 
 @functools.lru_cache(maxsize=8)
