@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo demo-replay test lint typecheck unit browser bench clean
+.PHONY: install demo demo-replay test check lint typecheck unit fast browser bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo-replay: $(STAMP)
 ## test: lint, typecheck and every test
 test: lint typecheck unit
 
+## check: the fast tier for the inner loop: lint, typecheck, the tests that start no server,
+## browser, PostgreSQL or NATS (tests/conftest.py says which)
+check: lint typecheck fast
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
@@ -34,6 +38,9 @@ typecheck: $(STAMP)
 
 unit: $(STAMP) browser
 	$(BIN)/pytest -n 2 -q
+
+fast: $(STAMP)
+	$(BIN)/pytest -n 2 -q -m "not integration"
 
 ## browser: Debian's chromium for the browser tests (installed when missing)
 browser:

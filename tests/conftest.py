@@ -1,0 +1,45 @@
+"""Test tiers. Every test runs under `make test`; `make check` runs the fast tier only:
+no server process, browser, PostgreSQL, NATS or benchmark (`-m "not integration"`).
+
+A test is in the integration tier when its module drives real servers, browsers or whole
+simulated weeks (listed here), when it starts a CLI process (listed here), or when it runs on
+the PostgreSQL store (the `postgresql` parameter)."""
+
+from __future__ import annotations
+
+import pytest
+
+INTEGRATION_MODULES = frozenset(
+    {
+        "test_benchmarks",
+        "test_browser",
+        "test_bus_nats",
+        "test_demo",
+        "test_e2e_seeds",
+        "test_escaping",
+        "test_overload",
+        "test_schemathesis",
+        "test_secrets_in_logs",
+        "test_server_process",
+        "test_worker",
+    }
+)
+
+INTEGRATION_TESTS = frozenset(
+    {
+        "test_causes.py::test_replay_cli_shows_causes_in_json_and_table",
+        "test_cli.py::test_subprocess_exit_code_and_one_line_stderr",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        test = item.nodeid.rsplit("/", 1)[-1].split("[", 1)[0]
+        if (
+            module in INTEGRATION_MODULES
+            or test in INTEGRATION_TESTS
+            or "postgresql" in item.nodeid
+        ):
+            item.add_marker(pytest.mark.integration)
