@@ -7,8 +7,8 @@ import asyncio
 import email
 import json
 import threading
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ from fastapi.testclient import TestClient
 
 from loopback import LoopbackServer, Reply, Request, client_tls, self_signed_cert, server_tls
 from outagewatch.alerts.alerter import Alerter, SubscriptionError
-from outagewatch.alerts.api import make_router
-from outagewatch.alerts.webhook import (
+from outagewatch.alerts.base import Message, Notifier
+from outagewatch.alerts.channels import REGISTRY, ChannelContext
+from outagewatch.alerts.channels.webhook import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -31,6 +32,7 @@ from outagewatch.catalog import Catalog
 from outagewatch.incidents.lifecycle import State, Transition
 from outagewatch.settings import Settings
 from outagewatch.store.sqlite import SQLiteStore
+from outagewatch.web.subscriptions import make_router
 from webutil import free_port
 
 CATALOG = Catalog.from_toml(
@@ -190,7 +192,7 @@ def test_signed_webhook_and_chat_channels(hooks: Hooks, tmp_path: Path) -> None:
 
 def test_tampered_signature_is_detected() -> None:
     body = b'{"kind": "opened"}'
-    from outagewatch.alerts.webhook import sign
+    from outagewatch.alerts.channels.webhook import sign
 
     good = sign(SECRET, "1700000000", body)
     assert verify_signature(SECRET, "1700000000", body, good, now=1700000010)
@@ -530,3 +532,58 @@ def test_one_subscriber_hears_of_one_incident_in_order(hooks: Hooks, tmp_path: P
     assert len(texts) == 10
     for k in range(0, 10, 2):
         assert "resolved" not in texts[k] and "resolved" in texts[k + 1], texts[k : k + 2]
+
+
+class _PagerNotifier:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    async def send(self, config: Mapping[str, Any], message: Message, key: str) -> None:
+        self.sent.append((str(config["number"]), message.subject))
+
+
+@dataclass
+class _PagerChannel:
+    """A channel that exists only in this test: one module's worth, one registry line."""
+
+    notifier_made: _PagerNotifier
+    name: str = "pager"
+    fields: tuple[str, ...] = ("number",)
+    help: str = "`number`, digits only."
+
+    def validate(self, body: Mapping[str, Any], ctx: ChannelContext) -> dict[str, Any]:
+        number = body.get("number")
+        if not isinstance(number, str) or not number.isdigit():
+            raise SubscriptionError("`number` must be digits")
+        return {"number": number}
+
+    def notifier(self, ctx: ChannelContext) -> Notifier:
+        return self.notifier_made
+
+
+def test_a_new_channel_is_one_registry_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The alerter knows channels only through the registry: a new one validates its own
+    fields, refuses the others' and receives its alerts, with nothing else changed."""
+    sent = _PagerNotifier()
+    monkeypatch.setitem(REGISTRY, "pager", _PagerChannel(sent))
+    alerter = new_alerter(tmp_path / "a.db")
+    with pytest.raises(SubscriptionError, match="`number` must be digits"):
+        asyncio.run(alerter.add_subscription({"channel": "pager", "number": "x"}))
+    with pytest.raises(SubscriptionError, match="`number` is only for the pager channel"):
+        asyncio.run(alerter.add_subscription({"channel": "slack", "number": "1"}))
+    with pytest.raises(SubscriptionError, match="`url` is only for"):
+        asyncio.run(
+            alerter.add_subscription({"channel": "pager", "number": "1", "url": "https://a.b/"})
+        )
+    made = asyncio.run(alerter.add_subscription({"channel": "pager", "number": "5550100"}))
+    assert made["channel"] == "pager"
+    d = doc("x", peak=812, baseline=4.1)
+    asyncio.run(run(alerter, [tr(d, "opened")], docs={d["id"]: d}))
+    assert [n for n, _ in sent.sent] == ["5550100"]
+    assert "X" in sent.sent[0][1]
+    app = FastAPI()
+    app.include_router(make_router(alerter, lambda: None))
+    described = app.openapi()["paths"]["/api/v1/subscriptions"]["post"]["description"]
+    assert "`number`, digits only." in described

@@ -27,7 +27,7 @@ import httpx
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from outagewatch.alerts.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from outagewatch.alerts.channels.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from services import fresh_pg_schema
 from webutil import free_port, wait_ready
 

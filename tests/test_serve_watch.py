@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from loopback import LoopbackServer, Reply, Request
-from outagewatch.alerts.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from outagewatch.alerts.channels.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from outagewatch.catalog import Catalog
 from outagewatch.probes.agent import ProbeAgent
 from outagewatch.store.sqlite import SQLiteStore

@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import secrets
 import ssl
 import time
 import uuid
@@ -32,30 +30,18 @@ from typing import Any
 import httpx
 
 from outagewatch.alerts.base import KINDS, Kind, Message, Notifier, NotifierError
-from outagewatch.alerts.chat import ChatNotifier
-from outagewatch.alerts.email import EmailNotifier
+from outagewatch.alerts.channels import REGISTRY, ChannelContext, SubscriptionError
 from outagewatch.alerts.messages import render, top_cause
-from outagewatch.alerts.webhook import WebhookNotifier
 from outagewatch.catalog import Catalog
-from outagewatch.errors import InputError
 from outagewatch.incidents.lifecycle import Transition
 from outagewatch.incidents.severity import SEVERITIES, Severity, at_least, public, severity
-from outagewatch.netguard import check_literal, guarded_client
+from outagewatch.netguard import guarded_client
 from outagewatch.settings import Settings
 from outagewatch.store.base import Store
 
 log = logging.getLogger("outagewatch.alerts")
 
-CHANNELS = ("webhook", "email", "slack", "discord", "teams")
-URL_CHANNELS = ("webhook", "slack", "discord", "teams")
-_EMAIL = re.compile(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+|[^@\s,<>]+@localhost")
-_FIELDS = {"service", "group", "min_severity", "channel", "url", "secret", "to"}
-
-
-class SubscriptionError(InputError):
-    """A subscription that cannot be created: the message names the field."""
-
-    code = "bad_subscription"
+_COMMON = ("service", "group", "min_severity", "channel")
 
 
 @dataclass(frozen=True)
@@ -136,8 +122,9 @@ class Alerter:
         self.backoff_max_s = backoff_max_s
         self.attempt_timeout_s = attempt_timeout_s
         self.clock = clock
-        self._smtp_ssl_context = smtp_ssl_context
         self._notifiers: dict[str, Notifier] = dict(notifiers or {})
+        self._smtp_ssl_context = smtp_ssl_context
+        self._injected = frozenset(self._notifiers)
         self._client: httpx.AsyncClient | None = None
         self._slots = asyncio.Semaphore(concurrency)
         self._subs: dict[str, Subscription] = {}
@@ -173,7 +160,7 @@ class Alerter:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-        self._notifiers = {k: v for k, v in self._notifiers.items() if k not in CHANNELS}
+        self._notifiers = {k: v for k, v in self._notifiers.items() if k not in REGISTRY}
 
     async def idle(self, timeout: float | None = None) -> None:
         """Wait until no delivery is in flight (for tests and clean shutdowns)."""
@@ -231,10 +218,11 @@ class Alerter:
     def _validate(self, body: Mapping[str, Any]) -> Subscription:
         if not isinstance(body, Mapping):
             raise SubscriptionError("the body must be a JSON object")
-        unknown = sorted(set(body) - _FIELDS)
+        fields = set(_COMMON).union(*(c.fields for c in REGISTRY.values()))
+        unknown = sorted(set(body) - fields)
         if unknown:
             raise SubscriptionError(
-                f"unknown field {unknown[0]!r}; expected some of {', '.join(sorted(_FIELDS))}"
+                f"unknown field {unknown[0]!r}; expected some of {', '.join(sorted(fields))}"
             )
         service = group = None
         if body.get("service") is not None and body.get("group") is not None:
@@ -255,46 +243,15 @@ class Alerter:
                 f"`min_severity` {min_sev!r}: expected one of {', '.join(SEVERITIES)}"
             )
         channel = body.get("channel")
-        if channel not in CHANNELS:
-            raise SubscriptionError(f"`channel` {channel!r}: expected one of {', '.join(CHANNELS)}")
-        config: dict[str, Any] = {}
-        if channel in URL_CHANNELS:
-            url = body.get("url")
-            if not isinstance(url, str) or not url:
-                raise SubscriptionError(f"`url` is required for the {channel} channel")
-            try:
-                check_literal(url, self.settings.allow_private_targets)
-            except InputError as exc:
-                raise SubscriptionError(f"`url`: {exc}") from None
-            config["url"] = url
-        elif body.get("url") is not None:
-            raise SubscriptionError("`url` is only for webhook, slack, discord and teams")
-        if channel == "webhook":
-            secret = body.get("secret")
-            if secret is None:
-                secret = secrets.token_urlsafe(32)
-            if not isinstance(secret, str) or len(secret) < 16:
-                raise SubscriptionError("`secret` must be a string of at least 16 characters")
-            config["secret"] = secret
-        elif body.get("secret") is not None:
-            raise SubscriptionError("`secret` is only for the webhook channel")
-        if channel == "email":
-            if not self.settings.smtp_host and "email" not in self._notifiers:
-                raise SubscriptionError(
-                    "email alerts are off: set OUTAGEWATCH_SMTP_HOST (--smtp-host)"
-                )
-            to = body.get("to")
-            addrs = [to] if isinstance(to, str) else to
-            if (
-                not isinstance(addrs, list)
-                or not addrs
-                or len(addrs) > 50
-                or not all(isinstance(a, str) and _EMAIL.fullmatch(a) for a in addrs)
-            ):
-                raise SubscriptionError("`to` must be an email address or a list of them")
-            config["to"] = addrs
-        elif body.get("to") is not None:
-            raise SubscriptionError("`to` is only for the email channel")
+        kind = REGISTRY.get(channel) if isinstance(channel, str) else None
+        if kind is None:
+            raise SubscriptionError(f"`channel` {channel!r}: expected one of {', '.join(REGISTRY)}")
+        for name in sorted(set(body) - set(_COMMON) - set(kind.fields)):
+            if body[name] is not None:
+                takers = [c.name for c in REGISTRY.values() if name in c.fields]
+                raise SubscriptionError(f"`{name}` is only for {_either(takers)}")
+        config = kind.validate(body, self._channels)
+        channel = kind.name
         return Subscription(
             uuid.uuid4().hex[:16], service, group, min_sev, channel, config, self.clock()
         )
@@ -395,37 +352,31 @@ class Alerter:
 
     def _notifier(self, channel: str) -> Notifier:
         found = self._notifiers.get(channel)
-        if found is not None:
-            return found
-        if channel == "email":
-            s = self.settings
-            if not s.smtp_host:
-                raise NotifierError(
-                    "email alerts are off: OUTAGEWATCH_SMTP_HOST is not set", permanent=True
-                )
-            notifier: Notifier = EmailNotifier(
-                s.smtp_host,
-                s.smtp_port,
-                sender=s.smtp_from,
-                user=s.smtp_user,
-                password=s.smtp_password,
-                starttls=s.smtp_starttls,
-                ssl_context=self._smtp_ssl_context,
-                timeout_s=self.attempt_timeout_s,
+        if found is None:
+            found = self._notifiers[channel] = REGISTRY[channel].notifier(self._channels)
+        return found
+
+    @property
+    def _channels(self) -> ChannelContext:
+        """What the channels see of the alerter (its settings as they are now)."""
+        return ChannelContext(
+            settings=self.settings,
+            clock=self.clock,
+            http=self._http,
+            attempt_timeout_s=self.attempt_timeout_s,
+            smtp_ssl_context=self._smtp_ssl_context,
+            injected=self._injected,
+        )
+
+    def _http(self) -> httpx.AsyncClient:
+        """The client of every HTTP channel: guarded against private targets, no redirects."""
+        if self._client is None:
+            self._client = guarded_client(
+                allow_private=self.settings.allow_private_targets,
+                timeout=self.attempt_timeout_s,
+                follow_redirects=False,
             )
-        else:
-            if self._client is None:
-                self._client = guarded_client(
-                    allow_private=self.settings.allow_private_targets,
-                    timeout=self.attempt_timeout_s,
-                    follow_redirects=False,
-                )
-            if channel == "webhook":
-                notifier = WebhookNotifier(self._client, self.clock)
-            else:
-                notifier = ChatNotifier(self._client, channel)
-        self._notifiers[channel] = notifier
-        return notifier
+        return self._client
 
     async def _deliver(self, row: dict[str, Any], after: asyncio.Task[None] | None) -> None:
         if after is not None:
@@ -492,6 +443,13 @@ class Alerter:
             last_error=error,
             sent_at=sent_at,
         )
+
+
+def _either(names: list[str]) -> str:
+    """'the webhook channel', 'webhook, slack and teams': the channels named."""
+    if len(names) == 1:
+        return f"the {names[0]} channel"
+    return f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 __all__ = ["KINDS", "Alerter", "Subscription", "SubscriptionError", "delivery_key"]

@@ -26,7 +26,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from outagewatch import __version__
 from outagewatch.alerts.alerter import Alerter
-from outagewatch.alerts.api import make_router
 from outagewatch.bus.base import Bus
 from outagewatch.bus.local import LocalBus, OverloadedError
 from outagewatch.catalog import Catalog
@@ -41,6 +40,7 @@ from outagewatch.web.ingest import ApiError, ASGIApp, Ingest
 from outagewatch.web.live import Live, StoredBaselines
 from outagewatch.web.metrics import Metrics
 from outagewatch.web.ratelimit import RateLimiter
+from outagewatch.web.subscriptions import make_router
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,7 +21,8 @@ from typing import Any
 import httpx
 import orjson
 
-from outagewatch.alerts.base import Message, post
+from outagewatch.alerts.base import Message, Notifier, post
+from outagewatch.alerts.channels.base import ChannelContext, SubscriptionError, valid_url
 
 SIGNATURE_HEADER = "X-Outagewatch-Signature"
 TIMESTAMP_HEADER = "X-Outagewatch-Timestamp"
@@ -79,3 +81,29 @@ class WebhookNotifier:
             DELIVERY_HEADER: key,
         }
         await post(self.client, str(config["url"]), body, headers)
+
+
+class WebhookChannel:
+    """`url` and `secret` (made when not given: the answer to the POST shows it once)."""
+
+    name = "webhook"
+    fields: tuple[str, ...] = ("url", "secret")
+    help = (
+        "`url`, and `secret` (at least 16 characters; generated when left out and shown once): "
+        "a signed JSON POST per alert."
+    )
+
+    def validate(self, body: Mapping[str, Any], ctx: ChannelContext) -> dict[str, Any]:
+        url = valid_url(body, self.name, ctx)
+        secret = body.get("secret")
+        if secret is None:
+            secret = secrets.token_urlsafe(32)
+        if not isinstance(secret, str) or len(secret) < 16:
+            raise SubscriptionError("`secret` must be a string of at least 16 characters")
+        return {"url": url, "secret": secret}
+
+    def notifier(self, ctx: ChannelContext) -> Notifier:
+        return WebhookNotifier(ctx.http(), ctx.clock)
+
+
+CHANNEL = WebhookChannel()

@@ -19,9 +19,24 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from outagewatch.alerts.alerter import Alerter, SubscriptionError
+from outagewatch.alerts.channels import REGISTRY
 from outagewatch.web.schemas import Error
 
 STATUSES = ("pending", "sent", "failed")
+
+
+def subscribe_doc() -> str:
+    """The POST's description: every registered channel with its own fields."""
+    return "\n".join(
+        [
+            "Subscribe a channel to a service, a group, or everything.",
+            "",
+            "Body: `channel`; `service` or `group` (or neither: everything); `min_severity` "
+            "(problems, outage; default problems); and the channel's own fields:",
+            "",
+            *(f"- `{c.name}`: {c.help}" for c in REGISTRY.values()),
+        ]
+    )
 
 
 def _error(status: int, code: str, message: str) -> HTTPException:
@@ -36,15 +51,9 @@ def make_router(alerter: Alerter, require_operator: Callable[..., Any]) -> APIRo
         responses={c: {"model": Error} for c in (400, 401, 403, 404, 422)},
     )
 
-    @router.post("/subscriptions", status_code=201)
+    @router.post("/subscriptions", status_code=201, description=subscribe_doc())
     async def create_subscription(request: Request) -> dict[str, Any]:
-        """Subscribe a channel to a service, a group, or everything.
-
-        Body: `channel` (webhook, email, slack, discord, teams); `service` or `group` (or
-        neither: everything); `min_severity` (problems, outage; default problems); `url`
-        (every channel but email); `secret` (webhook: at least 16 characters, generated
-        when left out); `to` (email: an address or a list).
-        """
+        """Subscribe a channel to a service, a group, or everything."""
         try:
             body = await request.json()
         except ValueError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import smtplib
 import ssl
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,11 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any
 
-from outagewatch.alerts.base import Message, NotifierError
+from outagewatch.alerts.base import Message, Notifier, NotifierError
+from outagewatch.alerts.channels.base import ChannelContext, SubscriptionError
+
+_EMAIL = re.compile(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+|[^@\s,<>]+@localhost")
+MAX_RECIPIENTS = 50
 
 
 class EmailNotifier:
@@ -108,3 +113,45 @@ class EmailNotifier:
             raise NotifierError(f"{where}: TLS failed: {exc}") from None
         except (smtplib.SMTPException, OSError) as exc:
             raise NotifierError(f"{where}: {type(exc).__name__}: {exc}") from None
+
+
+class EmailChannel:
+    """`to`: one address or a list of them; needs the SMTP settings."""
+
+    name = "email"
+    fields: tuple[str, ...] = ("to",)
+    help = "`to`, an address or a list of them (needs the SMTP settings)."
+
+    def validate(self, body: Mapping[str, Any], ctx: ChannelContext) -> dict[str, Any]:
+        if not ctx.settings.smtp_host and self.name not in ctx.injected:
+            raise SubscriptionError("email alerts are off: set OUTAGEWATCH_SMTP_HOST (--smtp-host)")
+        to = body.get("to")
+        addrs = [to] if isinstance(to, str) else to
+        if (
+            not isinstance(addrs, list)
+            or not addrs
+            or len(addrs) > MAX_RECIPIENTS
+            or not all(isinstance(a, str) and _EMAIL.fullmatch(a) for a in addrs)
+        ):
+            raise SubscriptionError("`to` must be an email address or a list of them")
+        return {"to": addrs}
+
+    def notifier(self, ctx: ChannelContext) -> Notifier:
+        s = ctx.settings
+        if not s.smtp_host:
+            raise NotifierError(
+                "email alerts are off: OUTAGEWATCH_SMTP_HOST is not set", permanent=True
+            )
+        return EmailNotifier(
+            s.smtp_host,
+            s.smtp_port,
+            sender=s.smtp_from,
+            user=s.smtp_user,
+            password=s.smtp_password,
+            starttls=s.smtp_starttls,
+            ssl_context=ctx.smtp_ssl_context,
+            timeout_s=ctx.attempt_timeout_s,
+        )
+
+
+CHANNEL = EmailChannel()
