@@ -289,3 +289,30 @@ def test_replay_cli_shows_causes_in_json_and_table(tmp_path: Path) -> None:
     head, row = table.splitlines()[:2]
     assert head.split()[-1] == "CAUSE"
     assert row.split()[-2:] == ["ddos", f"{docs[0]['causes'][0]['confidence']:.2f}"]
+
+
+def test_a_new_kind_of_cause_is_one_rule_in_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`explain` asks every rule in RULES, so a new rule's causes come out ranked with the
+    others; the API schema's kinds are the registry's."""
+    from outagewatch.incidents import causes
+    from outagewatch.incidents.causes.base import Cause, Context, FunctionRule
+    from outagewatch.web.schemas import Cause as CauseSchema
+
+    def solar_flare(ctx: Context) -> list[Cause]:
+        return [Cause("solar_flare", 0.7, (f"{ctx.inc.service}: the sun was busy",))]
+
+    inc = IncidentView("i", "x", 1_741_595_460.0, None, 100, (("US", 100),))
+    before = explain(inc, [], catalog=None, evidence=None, final_minute=29_026_600)
+    assert [c["kind"] for c in before.causes] == ["unknown"]
+    monkeypatch.setattr(
+        causes, "RULES", (*causes.RULES, FunctionRule(("solar_flare",), solar_flare))
+    )
+    after = explain(inc, [], catalog=None, evidence=None, final_minute=29_026_600)
+    assert after.causes[0] == {
+        "kind": "solar_flare",
+        "confidence": 0.7,
+        "evidence": ["x: the sun was busy"],
+    }
+    enum = CauseSchema.model_json_schema()["properties"]["kind"]["enum"]
+    assert enum == list(causes.KINDS)
+    assert set(causes.CLUSTER_CAUSE.values()) <= set(causes.KINDS)

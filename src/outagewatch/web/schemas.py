@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from outagewatch.events import MAX_COUNT
+from outagewatch.incidents.causes import KINDS as CAUSE_KINDS
 
 
 class ErrorBody(BaseModel):
@@ -66,9 +67,10 @@ class ProblemCount(BaseModel):
 
 class Cause(BaseModel):
     model_config = ConfigDict(extra="allow")
-    kind: Literal[
-        "capacity", "ddos", "failover", "upstream", "regional_network", "shared_platform", "unknown"
-    ]
+    kind: str = Field(
+        json_schema_extra={"enum": list(CAUSE_KINDS)},
+        description="One of the kinds of the cause rules (incidents.causes.KINDS).",
+    )
     confidence: float = Field(ge=0, le=1)
     evidence: list[str]
 
