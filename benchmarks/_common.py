@@ -29,8 +29,8 @@ from outagewatch import geo
 from outagewatch.detect.series import SeriesKey
 from outagewatch.pipeline.pipeline import Pipeline
 from outagewatch.settings import PipelineSettings
-from outagewatch.simulate import benchmark_traffic
-from outagewatch.simulate import main as simulate_main
+from outagewatch.sim.simulate import benchmark_traffic
+from outagewatch.sim.simulate import main as simulate_main
 
 KIB = 1024
 MIB = 1024 * 1024

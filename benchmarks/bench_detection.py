@@ -24,7 +24,7 @@ from _common import table_row
 from outagewatch.catalog import Catalog
 from outagewatch.events import EventDecoder
 from outagewatch.pipeline.pipeline import Pipeline
-from outagewatch.simulate import Surge, demo_traffic, simulate
+from outagewatch.sim.simulate import Surge, demo_traffic, simulate
 
 START = dt.datetime(2025, 6, 2, tzinfo=dt.UTC).timestamp()  # a Monday; includes Juneteenth
 

@@ -29,7 +29,7 @@ import psycopg
 
 from _common import generate_reports, table_row, write_catalog
 from outagewatch.catalog import Catalog
-from outagewatch.replay import replay
+from outagewatch.runtime.replay import replay
 from outagewatch.settings import PipelineSettings
 from outagewatch.store import Commit
 from outagewatch.store.postgres import PostgresStore

@@ -8,7 +8,7 @@ OUT=${OUTAGEWATCH_DEMO_DIR:-out/demo}
 mkdir -p "$OUT"
 rm -f "$OUT/demo.db" "$OUT/demo.db-wal" "$OUT/demo.db-shm"
 echo "== simulating a week of reports (13 services; outages modelled on the seed articles)"
-"$BIN/python" -m outagewatch.simulate demo --days 7 --out "$OUT/week.ndjson"
+"$BIN/python" -m outagewatch.sim.simulate demo --days 7 --out "$OUT/week.ndjson"
 echo "== outagewatch replay $OUT/week.ndjson"
 "$BIN/outagewatch" --db "$OUT/demo.db" replay --no-progress "$OUT/week.ndjson"
 echo

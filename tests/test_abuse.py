@@ -20,7 +20,7 @@ from outagewatch.incidents.severity import public
 from outagewatch.pipeline import sources as src
 from outagewatch.pipeline.pipeline import dump_state, load_state
 from outagewatch.pipeline.sources import Sources, block_of
-from outagewatch.scenarios import (
+from outagewatch.sim.scenarios import (
     SCENARIOS,
     flood_events,
     run,

@@ -379,7 +379,7 @@ async def test_a_publisher_that_went_away_does_not_stop_the_writer(tmp_path: Pat
     and the writer thread carries on with the next ones."""
     from concurrent.futures import Future
 
-    from outagewatch.bus.local import _Publish
+    from outagewatch.runtime.writer import _Publish
 
     async with running(tmp_path, Clock()) as (server, c):
         assert server.bus is not None

@@ -23,7 +23,7 @@ import pytest
 
 from outagewatch.catalog import Catalog
 from outagewatch.settings import Settings
-from outagewatch.simulate import ServiceTraffic, Surge, demo_traffic, outage_profile, simulate
+from outagewatch.sim.simulate import ServiceTraffic, Surge, demo_traffic, outage_profile, simulate
 from outagewatch.web.app import Server, create_app
 from webutil import Clock, free_port, uvicorn_in_thread
 

@@ -14,10 +14,10 @@ from outagewatch.catalog import Catalog
 from outagewatch.errors import OutagewatchError
 from outagewatch.events import EventDecoder, OtherEvent, iso
 from outagewatch.incidents.causes import IncidentView, explain
+from outagewatch.incidents.evidence import Evidence
 from outagewatch.incidents.lifecycle import TABLE, Incident, State
-from outagewatch.pipeline.evidence import Evidence
 from outagewatch.pipeline.pipeline import dump_state, load_state
-from outagewatch.scenarios import run, scenario, scenario_catalog, to_lines
+from outagewatch.sim.scenarios import run, scenario, scenario_catalog, to_lines
 
 START = 1_741_600_800.0  # 2025-03-10T10:00:00Z
 M0 = int(START // 60)

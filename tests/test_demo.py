@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from outagewatch.demo import CYCLE_MIN, FLOOD_START_MIN, DemoClock, DemoFeed, load_history
 from outagewatch.incidents.severity import public
+from outagewatch.runtime.demo import CYCLE_MIN, FLOOD_START_MIN, DemoClock, DemoFeed, load_history
 from outagewatch.settings import Settings
 from outagewatch.web.app import Server
 from webutil import Clock

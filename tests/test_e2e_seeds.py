@@ -19,7 +19,7 @@ from outagewatch.detect.series import Series
 from outagewatch.events import EventDecoder
 from outagewatch.pipeline.dedup import Dedup
 from outagewatch.pipeline.pipeline import Pipeline
-from outagewatch.simulate import Bump, ServiceTraffic, Surge, simulate
+from outagewatch.sim.simulate import Bump, ServiceTraffic, Surge, simulate
 
 CATALOG = Catalog.demo()
 DAY = 86_400

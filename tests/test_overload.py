@@ -21,9 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from outagewatch.bus.local import LocalBus, OverloadedError
 from outagewatch.catalog import Catalog
-from outagewatch.engine import Engine
+from outagewatch.errors import OverloadedError
+from outagewatch.runtime.engine import Engine
+from outagewatch.runtime.writer import LocalBus
 from outagewatch.settings import PipelineSettings
 from outagewatch.store import open_store
 from outagewatch.web.ingest import MAX_BODY_BYTES, Ingest, Limits

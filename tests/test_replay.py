@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from outagewatch.cli import main
-from outagewatch.simulate import ServiceTraffic, Surge, simulate
+from outagewatch.sim.simulate import ServiceTraffic, Surge, simulate
 from outagewatch.store.sqlite import SQLiteStore
 
 START = dt.datetime(2025, 3, 3, tzinfo=dt.UTC).timestamp()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from outagewatch.scenarios import (
+from outagewatch.sim.scenarios import (
     DEMO_SCENARIOS,
     SCENARIOS,
     run,

@@ -1,4 +1,4 @@
-"""Tests for the synthetic traffic generator (outagewatch.simulate)."""
+"""Tests for the synthetic traffic generator (outagewatch.sim.simulate)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 
 from outagewatch import geo
 from outagewatch.catalog import Catalog
-from outagewatch.simulate import (
+from outagewatch.sim.simulate import (
     Bump,
     ServiceTraffic,
     Simulation,

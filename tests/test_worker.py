@@ -25,12 +25,12 @@ import pytest
 
 from outagewatch.bus.nats import NatsBus, PartitionReader, connect, partition_of
 from outagewatch.catalog import Catalog
-from outagewatch.replay import replay
+from outagewatch.runtime.replay import replay
+from outagewatch.runtime.worker import Worker, fair_share, partition_key
 from outagewatch.settings import PipelineSettings
-from outagewatch.simulate import ServiceTraffic, Surge, simulate
+from outagewatch.sim.simulate import ServiceTraffic, Surge, simulate
 from outagewatch.store.postgres import Lease, LeaseLostError, PostgresStore
 from outagewatch.store.sqlite import SQLiteStore
-from outagewatch.worker import Worker, fair_share, partition_key
 from services import fresh_pg_schema, nats_url, unique_name
 from webutil import free_port
 

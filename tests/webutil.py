@@ -18,7 +18,7 @@ import uvicorn
 
 from outagewatch.catalog import Catalog
 from outagewatch.settings import Settings
-from outagewatch.simulate import Surge, demo_traffic, outage_profile, simulate
+from outagewatch.sim.simulate import Surge, demo_traffic, outage_profile, simulate
 from outagewatch.web.app import Server, create_app
 from outagewatch.web.ingest import ASGIApp
 

@@ -137,7 +137,7 @@ def load_catalog(settings: Settings, store: Store) -> Catalog:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from outagewatch.replay import replay
+    from outagewatch.runtime.replay import replay
 
     store = open_store(settings.db)
     try:
@@ -293,7 +293,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     import os
     import tempfile
 
-    from outagewatch.demo import DemoClock, DemoFeed, load_history, run_feed
+    from outagewatch.runtime.demo import DemoClock, DemoFeed, load_history, run_feed
     from outagewatch.web.app import Server, run
 
     if not 0.1 <= args.speed <= 1000:
@@ -335,7 +335,7 @@ COMMANDS["probe-agent"] = cmd_probe_agent
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from outagewatch.worker import run_worker
+    from outagewatch.runtime.worker import run_worker
 
     return run_worker(settings, load_catalog)
 

@@ -7,6 +7,7 @@
     │   └── EventError               one bad event line (line number, reason)
     ├── StoreError                   the database cannot be opened or is of an unknown version
     └── BusError                     accepted events could not be made durable
+        └── OverloadedError          the writer is full or behind: refuse now (503 + Retry-After)
 
 Every error carries a one-line message fit for stderr or a JSON error body.
 """
@@ -66,3 +67,13 @@ class BusError(OutagewatchError):
     """Accepted events could not be made durable on the bus (the API answers 503)."""
 
     code = "bus"
+
+
+class OverloadedError(BusError):
+    """The writer's queue is full or too far behind: refuse now rather than queue without bound."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds a client should wait before retrying

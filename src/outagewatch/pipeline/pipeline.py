@@ -32,10 +32,10 @@ from outagewatch.errors import StoreError
 from outagewatch.events import OtherEvent, ReportColumns
 from outagewatch.incidents.causes import IncidentView, explain, failing_providers
 from outagewatch.incidents.clusters import assign_clusters
+from outagewatch.incidents.evidence import Evidence
 from outagewatch.incidents.lifecycle import Incident, State, Transition
 from outagewatch.incidents.severity import confirmed, public
 from outagewatch.pipeline.dedup import Dedup
-from outagewatch.pipeline.evidence import Evidence
 from outagewatch.pipeline.sources import SOURCES_CHUNK, Sources
 from outagewatch.settings import PipelineSettings
 

@@ -27,11 +27,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from outagewatch import __version__
 from outagewatch.alerts.alerter import Alerter
 from outagewatch.bus.base import Bus
-from outagewatch.bus.local import LocalBus, OverloadedError
 from outagewatch.catalog import Catalog
-from outagewatch.engine import Committed, Engine
+from outagewatch.errors import OverloadedError
 from outagewatch.probes.scheduler import ProbeScheduler, catalog_probes
 from outagewatch.probes.statuspage import StatusPoller
+from outagewatch.runtime.engine import Committed, Engine
+from outagewatch.runtime.writer import LocalBus
 from outagewatch.settings import Settings
 from outagewatch.store import open_store
 from outagewatch.store.base import Store

@@ -29,9 +29,8 @@ from typing import Any
 
 import orjson
 
-from outagewatch.bus.local import OverloadedError
-from outagewatch.engine import parse_body
-from outagewatch.errors import BusError
+from outagewatch.errors import BusError, OverloadedError
+from outagewatch.runtime.engine import parse_body
 from outagewatch.web.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)

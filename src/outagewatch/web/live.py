@@ -23,10 +23,10 @@ from numpy.typing import NDArray
 
 from outagewatch.bus.base import Bus
 from outagewatch.catalog import Catalog, Service
-from outagewatch.engine import Committed, Engine, Prepared, prepare, typical
 from outagewatch.events import EventDecoder
 from outagewatch.incidents.severity import public
 from outagewatch.pipeline.pipeline import Pipeline, load_state
+from outagewatch.runtime.engine import Committed, Engine, Prepared, prepare, typical
 from outagewatch.settings import PipelineSettings
 from outagewatch.store.base import Store
 
@@ -89,7 +89,7 @@ class StoredBaselines:
 
     def __call__(self, service: str, m0: int, m1: int) -> NDArray[np.float64]:
         from outagewatch.bus.nats import partition_of
-        from outagewatch.worker import partition_key
+        from outagewatch.runtime.worker import partition_key
 
         part = partition_of(service, self.partitions)
         now = time.monotonic()

@@ -46,7 +46,7 @@ from outagewatch.incidents.causes.base import (
 )
 from outagewatch.incidents.causes.probes import failing_providers, own_status, probe_confirmed
 from outagewatch.incidents.causes.regional import REGIONAL_MIN_SERVICES, family, in_country
-from outagewatch.pipeline.evidence import Evidence
+from outagewatch.incidents.evidence import Evidence
 
 RULES: tuple[Rule, ...] = (
     telemetry.RULE,

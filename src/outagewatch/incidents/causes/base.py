@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from outagewatch.catalog import Catalog, Service
 from outagewatch.events import iso
-from outagewatch.pipeline.evidence import Evidence, MetricSeries
+from outagewatch.incidents.evidence import Evidence, MetricSeries
 
 CONCURRENT_S = 1200  # incidents starting within 20 minutes of each other are concurrent
 PRE_MINUTES = 15  # the evidence window starts this long before the incident

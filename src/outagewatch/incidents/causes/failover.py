@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from outagewatch.incidents.causes.base import DOWN_MINUTES, Cause, Context, FunctionRule, hm
 from outagewatch.incidents.causes.probes import site_text, sites
-from outagewatch.pipeline.evidence import PUBLIC_SITE
+from outagewatch.incidents.evidence import PUBLIC_SITE
 
 
 def _failover(ctx: Context) -> list[Cause]:

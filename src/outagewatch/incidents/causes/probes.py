@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from outagewatch.catalog import Catalog
 from outagewatch.incidents.causes.base import DOWN_MINUTES, PRE_MINUTES, Context, hm
-from outagewatch.pipeline.evidence import PUBLIC_SITE, Evidence
+from outagewatch.incidents.evidence import PUBLIC_SITE, Evidence
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from outagewatch.incidents.causes.base import Cause, Context, FunctionRule, hm, num, times
-from outagewatch.pipeline.evidence import MetricSeries
+from outagewatch.incidents.evidence import MetricSeries
 
 REFERENCE_MINUTES = 360  # normal levels: the median of the 6 hours before the window
 MIN_REFERENCE_POINTS = 10

@@ -7,7 +7,7 @@ import math
 
 from outagewatch.incidents.causes.base import DOWN_MINUTES, Cause, Context, FunctionRule, hm
 from outagewatch.incidents.causes.probes import bad_status, sites
-from outagewatch.pipeline.evidence import PUBLIC_SITE
+from outagewatch.incidents.evidence import PUBLIC_SITE
 
 
 def _upstream(ctx: Context) -> list[Cause]:

@@ -40,7 +40,7 @@ import nats.errors
 from outagewatch.bus.nats import PartitionReader, connect, ensure_stream
 from outagewatch.catalog import Catalog
 from outagewatch.errors import BusError, OutagewatchError, StoreError, UsageError
-from outagewatch.replay import Replayer, Summary
+from outagewatch.runtime.replay import Replayer, Summary
 from outagewatch.settings import PipelineSettings, Settings
 from outagewatch.store import is_postgres_url
 from outagewatch.store.postgres import Lease, LeaseLostError, PostgresStore

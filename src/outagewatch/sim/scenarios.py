@@ -55,7 +55,14 @@ from outagewatch.catalog import Catalog
 from outagewatch.events import EventDecoder, iso
 from outagewatch.pipeline.pipeline import Pipeline
 from outagewatch.settings import PipelineSettings
-from outagewatch.simulate import Bump, ServiceTraffic, Surge, demo_traffic, outage_profile, simulate
+from outagewatch.sim.simulate import (
+    Bump,
+    ServiceTraffic,
+    Surge,
+    demo_traffic,
+    outage_profile,
+    simulate,
+)
 
 __all__ = [
     "DEMO_SCENARIOS",

@@ -11,8 +11,8 @@ All randomness comes from a seeded numpy Generator, one independent stream per s
 per surge (keyed by name), so adding a surge or a service leaves the others' draws alone and
 `jitter_s`, `with_ip` and `aggregate` change only the presentation of the same reports.
 
-    python -m outagewatch.simulate benchmark --lines 2000000 --days 8 --services 120 --out F
-    python -m outagewatch.simulate demo --days 7 --out F
+    python -m outagewatch.sim.simulate benchmark --lines 2000000 --days 8 --services 120 --out F
+    python -m outagewatch.sim.simulate demo --days 7 --out F
 """
 
 from __future__ import annotations
@@ -955,7 +955,7 @@ def _truth_json(truth: dict[str, SurgeTruth]) -> bytes:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m outagewatch.simulate", description="Write synthetic report NDJSON."
+        prog="python -m outagewatch.sim.simulate", description="Write synthetic report NDJSON."
     )
     sub = ap.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("benchmark", help="many services, a target number of lines")

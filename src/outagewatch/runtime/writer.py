@@ -38,8 +38,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from outagewatch.engine import Committed, Engine
-from outagewatch.errors import BusError, OutagewatchError
+from outagewatch.errors import BusError, OutagewatchError, OverloadedError
+from outagewatch.runtime.engine import Committed, Engine
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +55,6 @@ MAX_WAIT_S = 1.0
 # Between minute closes, commit the pipeline once this many events wait in the journal
 # (bounds what a restart replays).
 COMMIT_EVENTS = 200_000
-
-
-class OverloadedError(BusError):
-    """The bus's queue is full or too far behind: refuse now rather than queue without bound."""
-
-    code = "overloaded"
-
-    def __init__(self, message: str, retry_after: int = 1) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after  # seconds a client should wait before retrying
 
 
 @dataclass

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from outagewatch.bus.local import OverloadedError
 from outagewatch.catalog import Catalog
+from outagewatch.errors import OverloadedError
 from outagewatch.events import iso
-from outagewatch.scenarios import flood_events, to_lines
-from outagewatch.simulate import Bump, Surge, demo_traffic, outage_profile, simulate
+from outagewatch.sim.scenarios import flood_events, to_lines
+from outagewatch.sim.simulate import Bump, Surge, demo_traffic, outage_profile, simulate
 
 if TYPE_CHECKING:
     from outagewatch.web.app import Server
