@@ -3,7 +3,8 @@ no server process, browser, PostgreSQL, NATS or benchmark (`-m "not integration"
 
 A test is in the integration tier when its module drives real servers, browsers or whole
 simulated weeks (listed here), when it starts a CLI process (listed here), or when it runs on
-the PostgreSQL store (the `postgresql` parameter)."""
+the PostgreSQL store or
+the NATS bus (the `postgresql` and `nats` parameters)."""
 
 from __future__ import annotations
 

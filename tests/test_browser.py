@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from outagewatch.bus.base import services_of
 from outagewatch.catalog import Catalog
 from outagewatch.settings import Settings
 from outagewatch.sim.simulate import ServiceTraffic, Surge, demo_traffic, outage_profile, simulate
@@ -84,7 +85,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         assert server.bus is not None
         lines = history(clock.t - 2 * 86_400, 2 * 1440)
         for i in range(0, len(lines), 5000):
-            await server.bus.publish(lines[i : i + 5000], [])
+            chunk = lines[i : i + 5000]
+            await server.bus.publish(chunk, services_of(chunk))
 
     server = Server(settings, Catalog.demo(), clock=clock, tick_interval_s=0.5, warmup=[warm])
     port = free_port()

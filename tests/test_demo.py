@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from outagewatch.bus.base import services_of
 from outagewatch.incidents.severity import public
 from outagewatch.runtime.demo import CYCLE_MIN, FLOOD_START_MIN, DemoClock, DemoFeed, load_history
 from outagewatch.settings import Settings
@@ -45,7 +46,8 @@ async def test_the_demo_shows_each_scenario(tmp_path: Path) -> None:
         t = feed.start
         end = feed.first + 4 * CYCLE_MIN * 60
         while t < end:
-            await server.bus.publish(feed.minute(t), [])
+            minute = feed.minute(t)
+            await server.bus.publish(minute, services_of(minute))
             t += 60
             clock.t = t
             await server.bus.tick()

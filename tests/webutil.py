@@ -16,6 +16,7 @@ import httpx
 import msgspec
 import uvicorn
 
+from outagewatch.bus.base import services_of
 from outagewatch.catalog import Catalog
 from outagewatch.settings import Settings
 from outagewatch.sim.simulate import Surge, demo_traffic, outage_profile, simulate
@@ -95,7 +96,8 @@ def outage_lines(service: str, start: float, countries: dict[str, float]) -> lis
 async def publish(server: Server, lines: list[bytes]) -> None:
     assert server.bus is not None
     for i in range(0, len(lines), 5000):
-        await server.bus.publish(lines[i : i + 5000], [])
+        chunk = lines[i : i + 5000]
+        await server.bus.publish(chunk, services_of(chunk))
 
 
 async def outage(

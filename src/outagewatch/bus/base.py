@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+import msgspec
+
 
 class Bus(Protocol):
     async def publish(self, lines: Sequence[bytes], services: Sequence[str]) -> None:
@@ -21,3 +23,16 @@ class Bus(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class _Routed(msgspec.Struct):
+    service: str
+
+
+_routed = msgspec.json.Decoder(_Routed)
+
+
+def services_of(lines: Sequence[bytes]) -> list[str]:
+    """The service of each normalised event line, for a producer that has only the lines
+    (the demo's feed, scripts): what `publish` needs beside them."""
+    return [_routed.decode(line).service for line in lines]

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from outagewatch.bus.base import services_of
 from outagewatch.catalog import Catalog
 from outagewatch.errors import OverloadedError
 from outagewatch.events import iso
@@ -250,7 +251,8 @@ async def load_history(server: Server, feed: DemoFeed) -> None:
     assert server.bus is not None
     lines = await asyncio.to_thread(feed.history)
     for i in range(0, len(lines), 5000):
-        await server.bus.publish(lines[i : i + 5000], [])
+        chunk = lines[i : i + 5000]
+        await server.bus.publish(chunk, services_of(chunk))
     log.warning("demo: imported %s lines of history (%d days)", f"{len(lines):,}", HISTORY_DAYS)
 
 
@@ -265,7 +267,7 @@ async def run_feed(server: Server, feed: DemoFeed) -> None:
             chunk = lines[i : i + 1000]
             while True:
                 try:
-                    await bus.publish(chunk, [])
+                    await bus.publish(chunk, services_of(chunk))
                     break
                 except OverloadedError as exc:  # the server sheds load: wait, try again
                     await asyncio.sleep(exc.retry_after)

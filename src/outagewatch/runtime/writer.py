@@ -209,6 +209,8 @@ class LocalBus:
 
     # ---------------------------------------------------------------- producers
     async def publish(self, lines: Sequence[bytes], services: Sequence[str]) -> None:
+        if len(lines) != len(services):
+            raise ValueError(f"{len(lines)} lines but {len(services)} services")
         if not lines:
             return
         batch = b"\n".join(lines)
