@@ -37,6 +37,7 @@ from outagewatch.incidents.severity import confirmed, public
 from outagewatch.pipeline.dedup import Dedup
 from outagewatch.pipeline.evidence import Evidence
 from outagewatch.pipeline.sources import SOURCES_CHUNK, Sources
+from outagewatch.pipeline.sources import WINDOW as SOURCES_WINDOW
 from outagewatch.settings import PipelineSettings
 
 SPAN_MINUTES = 30  # ingest adds in-order reports of up to this many minutes at once
@@ -230,7 +231,8 @@ class Pipeline:
                     e = int(np.searchsorted(wa, wa[s0] + SOURCES_CHUNK, side="left"))
                     chunk = a + s0 + np.flatnonzero(~late_src[a + s0 : a + e])
                     to_sources(chunk)
-                    sources_until = int(wa[s0]) + SOURCES_CHUNK - 1
+                    # The last watermark minute taken (a chunk stops at the span's end).
+                    sources_until = int(wa[e - 1])
                 self._close_until(int(wa[s0]))
                 if has_late:
                     sel = late_ish[a + s0 : a + s1]
@@ -474,7 +476,11 @@ class Pipeline:
         a fake-report flood? (See pipeline.sources.) Asked when it opens and at every
         minute its surge is hot. A change while ongoing is an `abuse` transition (`at`:
         None when the incident is opening: the `opened` row says it)."""
-        v = self.sources.assess(si, inc.started_min, m, was=inc.suspected_abuse)
+        s = self.series
+        lo = max(inc.started_min, m - SOURCES_WINDOW + 1)
+        mins = np.arange(lo, m + 1) % s.ring
+        expected = float(s.ring_expected[mins, s.total_of[si]].sum())
+        v = self.sources.assess(si, inc.started_min, m, was=inc.suspected_abuse, expected=expected)
         evidence = v.evidence or (inc.abuse_evidence if v.suspected else [])
         if v.suspected == inc.suspected_abuse and evidence == inc.abuse_evidence:
             return
