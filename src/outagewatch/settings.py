@@ -45,6 +45,10 @@ class PipelineSettings:
     """An incident resolves after this many minutes back near baseline."""
     backdate_max_minutes: int = 60
     """How far back the start of a surge is searched for when an incident opens."""
+    false_alarm_budget: float = 1.0
+    """False incidents per 1,000 service-days the sequential surge test (detect.cusum) may
+    open on ordinary traffic: sets its threshold. 0 turns the sequential test off (the
+    window test alone)."""
     max_catchup_minutes: int = 10_080
     """A clock jump larger than this (a gap in the data) skips ticks instead of running them."""
 
@@ -55,6 +59,8 @@ class PipelineSettings:
             raise UsageError("ring_minutes must cover backdate_max_minutes")
         if not 0 < self.alpha < 0.5:
             raise UsageError("alpha must be in (0, 0.5)")
+        if not 0 <= self.false_alarm_budget < 1e6:
+            raise UsageError("false_alarm_budget must be >= 0 (0: no sequential test)")
 
     @property
     def lateness_min(self) -> int:

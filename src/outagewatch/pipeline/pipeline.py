@@ -16,7 +16,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from outagewatch.catalog import Catalog
 from outagewatch.detect.baseline import Baseline
+from outagewatch.detect.cusum import SURGE_SIZES, cusum_step, threshold
 from outagewatch.detect.kernels import window_scan
 from outagewatch.detect.scorer import Scores, is_hot, score
 from outagewatch.detect.series import Series, SeriesKey
@@ -121,6 +122,9 @@ class Pipeline:
         self._wrange = np.arange(max(self.settings.windows))
         self._windows = np.asarray(self.settings.windows, np.int64)
         self._log_alpha = math.log(self.settings.alpha)
+        budget = self.settings.false_alarm_budget
+        self._cusum_h = None if budget <= 0 else threshold(budget)
+        self._ks = np.asarray(SURGE_SIZES, np.float64)
 
     # ================================================================ ingest
     def ingest(self, rep: ReportColumns) -> None:
@@ -387,6 +391,8 @@ class Pipeline:
         disp = disp32.astype(np.float64)
         x = s.ring_count[m % ring, :n]
         scores = score(sums, expected, x, mu, disp, eligible, cfg, candidate=candidate)
+        if self._cusum_h is not None:
+            scores = self._sequential(scores, n, x, mu, disp32, eligible)
         self._step_lifecycle(m, scores, disp)
         f = m - cfg.lateness_min
         if f >= self.final_until:
@@ -396,6 +402,28 @@ class Pipeline:
             self.evidence.finalise(f)
         if self.incidents:
             self._explain(m, f)
+
+    def _sequential(
+        self,
+        sc: Scores,
+        n: int,
+        x: NDArray[np.float32],
+        mu: NDArray[np.float64],
+        disp: NDArray[np.float32],
+        eligible: NDArray[np.bool_],
+    ) -> Scores:
+        """This minute of the sequential surge test (detect.cusum), beside the windows: a
+        series fires when either test does."""
+        assert self._cusum_h is not None
+        s = self.series
+        fired = sc.fired.copy()
+        ratio = sc.ratio.copy()
+        cfg = self.settings
+        cusum_step(
+            s.cusum, s.cusum_x, s.cusum_mu, n, x, mu, disp, eligible, self._ks,
+            self._cusum_h, cfg.min_ratio, cfg.min_excess, fired, ratio,
+        )  # fmt: skip
+        return replace(sc, fired=fired, ratio=ratio)
 
     def _window_rows(self, m: int) -> NDArray[np.int64]:
         return (m - self._wrange) % self.series.ring
