@@ -144,3 +144,14 @@ def test_the_cusum_state_survives_a_restart() -> None:
     q = load_state(dump_state(p), catalog=cat)
     for name in ("cusum", "cusum_x", "cusum_mu"):
         np.testing.assert_array_equal(q.series.view(name), p.series.view(name))
+
+
+def test_the_budget_is_a_setting() -> None:
+    from outagewatch.settings import Settings
+
+    got = Settings.resolve({"OUTAGEWATCH_FALSE_ALARM_BUDGET": "0.5"}, {})
+    assert got.pipeline.false_alarm_budget == 0.5
+    assert Settings.resolve({}, {}).pipeline.false_alarm_budget == 1.0
+    for bad in ("x", "-1", "nan", "1e9"):
+        with pytest.raises(UsageError, match="--false-alarm-budget"):
+            Settings.resolve({"OUTAGEWATCH_FALSE_ALARM_BUDGET": bad}, {})

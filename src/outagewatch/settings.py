@@ -8,6 +8,7 @@ strictly: a bad value is a `UsageError` that names the variable.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -94,6 +95,13 @@ SETTINGS: tuple[Setting, ...] = (
         "--lateness-s",
         "300",
         "seconds an event may arrive late and still count as on time",
+    ),
+    Setting(
+        "OUTAGEWATCH_FALSE_ALARM_BUDGET",
+        "--false-alarm-budget",
+        "1",
+        "false incidents per 1,000 service-days the sequential surge test may open on ordinary "
+        "traffic (sets its threshold; 0 turns it off, leaving the window test)",
     ),
     Setting(
         "OUTAGEWATCH_TOKEN",
@@ -248,6 +256,7 @@ class Settings:
         pipeline = PipelineSettings(
             dedup_window_s=_int(values, "OUTAGEWATCH_DEDUP_WINDOW_S", 0, 86_400),
             lateness_s=_int(values, "OUTAGEWATCH_LATENESS_S", 0, 3_600),
+            false_alarm_budget=_budget(values, "OUTAGEWATCH_FALSE_ALARM_BUDGET"),
         )
         return cls(
             db=values["OUTAGEWATCH_DB"] or "./outagewatch.db",
@@ -287,6 +296,18 @@ def shown_db(db: str) -> str:
     user = f"{parts.username}:***@" if parts.username is not None else ":***@"
     port = f":{parts.port}" if parts.port is not None else ""
     return urlunsplit(parts._replace(netloc=f"{user}{host}{port}"))
+
+
+def _budget(values: Mapping[str, str], name: str) -> float:
+    raw = values[name]
+    flag = next(s.flag for s in SETTINGS if s.env == name)
+    try:
+        v = float(raw)
+    except ValueError:
+        v = math.nan
+    if not 0 <= v <= 1_000:
+        raise UsageError(f"{flag} / {name} {raw!r}: expected a number from 0 to 1000")
+    return v
 
 
 def _int(values: Mapping[str, str], name: str, lo: int, hi: int) -> int:
