@@ -108,14 +108,24 @@ def cusum_step(
                 run_x[i, j] = 0.0
                 run_mu[i, j] = 0.0
             continue
+        xi = x[i]
+        if xi == 0.0:
+            idle = True
+            for j in range(nk):
+                if stat[i, j] != 0.0:
+                    idle = False
+                    break
+            if idle:
+                continue  # S stays 0 (a quiet minute only lowers it): the common case
         r = 1.0 / max(disp[i], 1e-9)
         m = max(mu[i], 1e-3)
-        xi = x[i]
+        log_base = math.log(m + r)
         alarm = False
         best = 0.0
         for j in range(nk):
             k = ks[j]
-            inc = xi * math.log(k * (m + r) / (k * m + r)) + r * math.log((m + r) / (k * m + r))
+            d = log_base - math.log(k * m + r)  # ln[(mu + r) / (k mu + r)]
+            inc = xi * (math.log(k) + d) + r * d
             s = stat[i, j] + inc
             if s <= 0.0:
                 stat[i, j] = 0.0
