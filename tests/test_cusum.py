@@ -155,3 +155,36 @@ def test_the_budget_is_a_setting() -> None:
     for bad in ("x", "-1", "nan", "1e9"):
         with pytest.raises(UsageError, match="--false-alarm-budget"):
             Settings.resolve({"OUTAGEWATCH_FALSE_ALARM_BUDGET": bad}, {})
+
+
+def test_the_cusum_is_held_while_the_service_has_an_open_incident() -> None:
+    """A run carried over from an outage must not open a second incident after it resolves
+    (the benchmark once saw 2 reports on a 0.1/min service do that 35 minutes after a 10x
+    outage): while an incident is open, its service's CUSUMs start each minute from 0."""
+    from outagewatch.incidents.lifecycle import Incident, State
+
+    traffic = [ServiceTraffic("netflix", 3.0, {"US": 1.0}, {"streaming": 1.0}, diurnal=0.0)]
+    sim = simulate(traffic, START, 1500, [], seed=2, aggregate=True)
+    cat = Catalog.demo()
+    results = []
+    for is_open in (False, True):
+        p = Pipeline(catalog=cat)
+        p.ingest(EventDecoder(cat).decode(sim.lines).reports)
+        m = p.closed_until
+        p.advance_to(m * 60.0)
+        rows = p.series.service_series[p.series.service_index["netflix"]]
+        p.series.cusum[rows, 0] = 10.0  # a run well on its way (k = 3)
+        p.series.cusum_x[rows, 0] = 40.0
+        p.series.cusum_mu[rows, 0] = 12.0
+        if is_open:
+            inc = Incident(id="netflix-x", service="netflix", started_min=m - 30,
+                           detected_at=(m - 20) * 60.0, baseline=3.0, peak_min=m - 20,
+                           last_hot_min=m - 1, acc_until=m - 30)  # fmt: skip
+            inc.move(State.ONGOING, (m - 20) * 60.0)
+            p.incidents[inc.id] = inc
+            p.open_by_service["netflix"] = inc
+        p.advance_to((m + 1) * 60.0)  # one minute (whatever its reports) is ticked
+        results.append(p.series.cusum[rows, 0].copy())
+    carried, held = results
+    assert (carried > 4.0).all()  # one minute of ~3 reports cannot take 10 to 0
+    assert (held < carried).all() and (held <= 6.0).all()  # one minute's evidence at most

@@ -413,9 +413,18 @@ class Pipeline:
         eligible: NDArray[np.bool_],
     ) -> Scores:
         """This minute of the sequential surge test (detect.cusum), beside the windows: a
-        series fires when either test does."""
+        series fires when either test does. While its service has an open incident a
+        series' CUSUM starts every minute from 0: the incident is confirmed already, and a
+        run carried over from the surge must not open a second one after it resolves."""
         assert self._cusum_h is not None
         s = self.series
+        if self.open_by_service:
+            busy = np.zeros(s.n_services, np.bool_)
+            busy[[s.service_index[sid] for sid in self.open_by_service]] = True
+            held = np.flatnonzero(busy[s.view("svc")])
+            s.cusum[held] = 0.0
+            s.cusum_x[held] = 0.0
+            s.cusum_mu[held] = 0.0
         fired = sc.fired.copy()
         ratio = sc.ratio.copy()
         cfg = self.settings
