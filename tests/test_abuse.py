@@ -29,7 +29,7 @@ from outagewatch.sim.scenarios import (
     to_lines,
 )
 from test_serve_watch import PRIVATE, Hooks, until
-from webutil import TOKEN, Clock, outage_lines, publish, running
+from webutil import CLIENT, TOKEN, Clock, outage_lines, publish, running
 
 START = 1_741_600_800.0 + 3 * 3600  # 2025-03-10T13:00:00Z
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -233,6 +233,56 @@ def test_bot_flood_beside_a_genuine_outage(seed: int) -> None:
         assert d["cluster"] is None
 
 
+@pytest.mark.parametrize(("minutes", "seed"), [(1, 0), (1, 2), (15, 2)])
+def test_the_bot_flood_is_suspected_whether_it_lasts_one_minute_or_fifteen(
+    minutes: int, seed: int
+) -> None:
+    """30,000 Netflix reports from 25 ids behind 4 addresses, in 1 minute or over 15, beside
+    YouTube's genuine outage: deduplication lets 25 through in the first seconds. The raw
+    reports behind them must reach the source sketches whatever the batch boundaries, and
+    after a one-minute flood a busy ordinary minute must not clear the suspicion (people
+    clear it only when they are a surge of their own)."""
+    events = scenario("bot_flood", START, seed=seed)
+    events = [e for e in events if not str(e.get("reporter", "")).startswith("bot-")]
+    flood = flood_events(
+        "netflix", START, seed=seed, ids=25, addresses=4, minutes=minutes,
+        per_minute=30_000 // minutes,
+    )  # fmt: skip
+    assert len(flood) == 30_000
+    merged = sorted([*events, *flood], key=lambda e: _epoch(e["ts"]))
+    docs = by_service(run(merged, scenario_catalog("bot_flood"))[1])
+    yt = docs.pop("youtube")
+    assert yt["suspected_abuse"] is False and public(yt)
+    assert set(docs) == {"netflix"}, "the flood's surge opens an incident"
+    assert docs["netflix"]["suspected_abuse"] is True and not public(docs["netflix"])
+
+
+def test_every_single_report_reaches_the_source_sketches() -> None:
+    """One batch of 3 reports a minute over 45 minutes: the sketches hold all of each of
+    the last minutes they keep (a batch is counted in spans of 30 minutes; the sketches
+    took theirs in chunks that once skipped the first minutes of the next span)."""
+    cat = scenario_catalog("bot_flood")
+    lines = [
+        orjson.dumps({"type": "report", "service": "netflix", "country": "US",
+                      "ts": START + 60 * m + 10 * k, "reporter": f"p{m}-{k}"})
+        for m in range(45) for k in range(3)
+    ]  # fmt: skip
+    p = run_lines(lines, cat)
+    base = int(START // 60)
+    rows = p.sources.window(0, base + 45 - src.WINDOW, base + 44)
+    assert len(rows) == src.WINDOW and (rows[:, src._RAW] == 3).all()
+    held = p.sources.window(0, base + 27, base + 33)
+    assert (held[:, src._RAW] == 3).all() and len(held) == 7
+
+
+def run_lines(lines: list[bytes], cat: Any) -> Any:
+    from outagewatch.pipeline.pipeline import Pipeline
+
+    p = Pipeline(catalog=cat)
+    p.ingest(EventDecoder(cat).decode(lines).reports)
+    return p
+
+
 @pytest.mark.parametrize(
     ("name", "why"),
     [
@@ -383,3 +433,54 @@ async def test_the_public_never_sees_the_flood_and_sees_the_outage(tmp_path: Pat
 
 def _line_ts(line: bytes) -> float:
     return _epoch(orjson.loads(line)["ts"])
+
+
+@pytest.mark.anyio
+async def test_the_bot_flood_through_post_reports_opens_nothing_public(tmp_path: Path) -> None:
+    """Through `POST /api/v1/reports` (behind a trusted proxy, rate limits lifted as if the
+    bot had got past them): 30,000 Netflix reports from 25 ids behind 4 addresses in one
+    minute, while X really fails for a crowd of people each posting from their own
+    address. Netflix shows nothing public; X's outage is public."""
+    flags = {
+        "OUTAGEWATCH_TRUSTED_PROXIES": CLIENT[0],
+        "OUTAGEWATCH_RATE_PER_IP": "0",
+        "OUTAGEWATCH_RATE_PER_BLOCK": "100000000",
+    }
+    clock = Clock()
+    t0 = clock.t
+    minutes = 1
+    async with running(tmp_path, clock, history=("x", "netflix"), flags=flags, fast=True) as (
+        server,
+        c,
+    ):
+        assert server.bus is not None
+        bot = flood_events(
+            "netflix", t0, seed=4, ids=25, addresses=4, minutes=minutes,
+            per_minute=30_000 // minutes,
+        )  # fmt: skip
+        genuine = [orjson.loads(line) for line in outage_lines("x", t0, {"US": 0.7, "GB": 0.3})]
+        genuine = [e for e in genuine if e.get("ip")][::4]  # ~75 people a minute: enough
+        posts: list[tuple[float, str, list[dict[str, Any]]]] = []
+        by_ip: dict[str, list[dict[str, Any]]] = {}
+        for e in bot:
+            by_ip.setdefault(e["ip"], []).append(e)
+        for ip, items in by_ip.items():
+            for k in range(0, len(items), 500):
+                part = items[k : k + 500]
+                posts.append((_epoch(part[0]["ts"]), ip, part))
+        posts += [(_epoch(e["ts"]), e["ip"], [e]) for e in genuine]
+        posts.sort(key=lambda p: p[0])
+        for at, ip, items in posts:
+            clock.t = max(clock.t, at + 1)
+            body = [{k: v for k, v in e.items() if k not in ("type", "ip")} for e in items]
+            r = await c.post("/api/v1/reports", json=body, headers={"X-Forwarded-For": ip})
+            assert r.status_code == 202, r.text
+        clock.t = t0 + (minutes + 20) * 60
+        await server.bus.tick(clock.t, commit=True)
+        incidents = {d["service"]: d for d in (await c.get("/api/v1/incidents")).json()}
+        assert incidents["x"]["suspected_abuse"] is False and public(incidents["x"])
+        nf = incidents.get("netflix")
+        assert nf is not None, "the flood's surge opens an incident"
+        assert nf["suspected_abuse"] is True and not public(nf)
+        nf_now = (await c.get("/api/v1/services/netflix")).json()
+        assert nf_now["status"] == "ok" and nf_now["incident"] is None

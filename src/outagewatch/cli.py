@@ -10,6 +10,7 @@ import datetime as dt
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import orjson
@@ -18,7 +19,7 @@ from outagewatch import __version__
 from outagewatch.catalog import Catalog
 from outagewatch.errors import OutagewatchError, UsageError
 from outagewatch.settings import SETTINGS, Settings, shown_db
-from outagewatch.store import Store, open_store
+from outagewatch.store import Store, is_postgres_url, open_store
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale-out: consume events from NATS JetStream for the partitions this worker "
         "owns, run the pipeline, write to the shared PostgreSQL store (stops cleanly on SIGTERM)",
     )
+    ev = sub.add_parser(
+        "evaluate",
+        parents=[common],
+        help="replay event files into a fresh temporary store and grade the incidents against "
+        "labelled true outages",
+    )
+    ev.add_argument("files", nargs="+", metavar="FILE", help="NDJSON event files; - reads stdin")
+    ev.add_argument("--labels", required=True, help="NDJSON: one {service, start, end} a line")
+    ev.add_argument("--format", choices=("table", "json"), default="table")
     return p
 
 
@@ -341,6 +351,41 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS["worker"] = cmd_worker
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from outagewatch.evaluate import format_table as grades_table
+    from outagewatch.evaluate import parse_labels, run_evaluate
+
+    try:
+        data = open_input_bytes(args.labels)
+    except OSError as exc:
+        raise UsageError(f"--labels {args.labels}: {exc.strerror or exc}") from None
+    if settings.catalog:
+        catalog = Catalog.load(settings.catalog)
+    elif not is_postgres_url(settings.db) and not Path(settings.db).exists():
+        catalog = Catalog.demo()  # evaluating must not create a database here
+    else:
+        store = open_store(settings.db)
+        try:
+            catalog = load_catalog(settings, store)
+        finally:
+            store.close()
+    labels = parse_labels(data, catalog, args.labels)
+    grades = run_evaluate(catalog, settings.pipeline, args.files, labels)
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(grades).decode() + "\n")
+    else:
+        sys.stdout.write(grades_table(grades))
+    return 0
+
+
+def open_input_bytes(name: str) -> bytes:
+    with open(name, "rb") as f:
+        return f.read()
+
+
+COMMANDS["evaluate"] = cmd_evaluate
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ strictly: a bad value is a `UsageError` that names the variable.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -45,6 +46,10 @@ class PipelineSettings:
     """An incident resolves after this many minutes back near baseline."""
     backdate_max_minutes: int = 60
     """How far back the start of a surge is searched for when an incident opens."""
+    false_alarm_budget: float = 1.0
+    """False incidents per 1,000 service-days the sequential surge test (detect.cusum) may
+    open on ordinary traffic: sets its threshold. 0 turns the sequential test off (the
+    window test alone)."""
     max_catchup_minutes: int = 10_080
     """A clock jump larger than this (a gap in the data) skips ticks instead of running them."""
 
@@ -55,6 +60,8 @@ class PipelineSettings:
             raise UsageError("ring_minutes must cover backdate_max_minutes")
         if not 0 < self.alpha < 0.5:
             raise UsageError("alpha must be in (0, 0.5)")
+        if not 0 <= self.false_alarm_budget < 1e6:
+            raise UsageError("false_alarm_budget must be >= 0 (0: no sequential test)")
 
     @property
     def lateness_min(self) -> int:
@@ -88,6 +95,13 @@ SETTINGS: tuple[Setting, ...] = (
         "--lateness-s",
         "300",
         "seconds an event may arrive late and still count as on time",
+    ),
+    Setting(
+        "OUTAGEWATCH_FALSE_ALARM_BUDGET",
+        "--false-alarm-budget",
+        "1",
+        "false incidents per 1,000 service-days the sequential surge test may open on ordinary "
+        "traffic (sets its threshold; 0 turns it off, leaving the window test)",
     ),
     Setting(
         "OUTAGEWATCH_TOKEN",
@@ -242,6 +256,7 @@ class Settings:
         pipeline = PipelineSettings(
             dedup_window_s=_int(values, "OUTAGEWATCH_DEDUP_WINDOW_S", 0, 86_400),
             lateness_s=_int(values, "OUTAGEWATCH_LATENESS_S", 0, 3_600),
+            false_alarm_budget=_budget(values, "OUTAGEWATCH_FALSE_ALARM_BUDGET"),
         )
         return cls(
             db=values["OUTAGEWATCH_DB"] or "./outagewatch.db",
@@ -281,6 +296,18 @@ def shown_db(db: str) -> str:
     user = f"{parts.username}:***@" if parts.username is not None else ":***@"
     port = f":{parts.port}" if parts.port is not None else ""
     return urlunsplit(parts._replace(netloc=f"{user}{host}{port}"))
+
+
+def _budget(values: Mapping[str, str], name: str) -> float:
+    raw = values[name]
+    flag = next(s.flag for s in SETTINGS if s.env == name)
+    try:
+        v = float(raw)
+    except ValueError:
+        v = math.nan
+    if not 0 <= v <= 1_000:
+        raise UsageError(f"{flag} / {name} {raw!r}: expected a number from 0 to 1000")
+    return v
 
 
 def _int(values: Mapping[str, str], name: str, lo: int, hi: int) -> int:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from outagewatch.detect.cusum import SURGE_SIZES
 from outagewatch.geo import utc_offset_s
 
 Kind = Literal["total", "country", "problem"]
@@ -49,6 +50,9 @@ class Series:
         "born",
         "ring_count",
         "ring_expected",
+        "cusum",
+        "cusum_x",
+        "cusum_mu",
     )
 
     TIME_MAJOR = frozenset({"ring_count", "ring_expected"})
@@ -83,6 +87,12 @@ class Series:
         # Recent minutes, time-major: row = minute % ring, column = series.
         self.ring_count: NDArray[np.float32] = np.zeros((self.ring, cap), np.float32)
         self.ring_expected: NDArray[np.float32] = np.zeros((self.ring, cap), np.float32)
+        # The sequential surge test (detect.cusum): per surge size, the statistic and the
+        # reports and expectation of its current run.
+        nk = len(SURGE_SIZES)
+        self.cusum: NDArray[np.float64] = np.zeros((cap, nk), np.float64)
+        self.cusum_x: NDArray[np.float64] = np.zeros((cap, nk), np.float64)
+        self.cusum_mu: NDArray[np.float64] = np.zeros((cap, nk), np.float64)
 
     def _grow(self, need: int) -> None:
         cap = len(self.svc)
@@ -168,6 +178,8 @@ class Series:
         for name in cls.ARRAYS:
             if name in ("svc", "kind", "offset_s"):
                 continue  # derived from the keys above
+            if name not in arrays:
+                continue  # a state from before this array (the CUSUM): it starts at 0
             if name in cls.TIME_MAJOR:
                 getattr(s, name)[:, :n] = arrays[name]
             else:

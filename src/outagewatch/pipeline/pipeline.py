@@ -16,7 +16,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from outagewatch.catalog import Catalog
 from outagewatch.detect.baseline import Baseline
+from outagewatch.detect.cusum import SURGE_SIZES, cusum_step, threshold
 from outagewatch.detect.kernels import window_scan
 from outagewatch.detect.scorer import Scores, is_hot, score
 from outagewatch.detect.series import Series, SeriesKey
@@ -37,6 +38,7 @@ from outagewatch.incidents.lifecycle import Incident, State, Transition
 from outagewatch.incidents.severity import confirmed, public
 from outagewatch.pipeline.dedup import Dedup
 from outagewatch.pipeline.sources import SOURCES_CHUNK, Sources
+from outagewatch.pipeline.sources import WINDOW as SOURCES_WINDOW
 from outagewatch.settings import PipelineSettings
 
 SPAN_MINUTES = 30  # ingest adds in-order reports of up to this many minutes at once
@@ -120,6 +122,9 @@ class Pipeline:
         self._wrange = np.arange(max(self.settings.windows))
         self._windows = np.asarray(self.settings.windows, np.int64)
         self._log_alpha = math.log(self.settings.alpha)
+        budget = self.settings.false_alarm_budget
+        self._cusum_h = None if budget <= 0 else threshold(budget)
+        self._ks = np.asarray(SURGE_SIZES, np.float64)
 
     # ================================================================ ingest
     def ingest(self, rep: ReportColumns) -> None:
@@ -230,7 +235,8 @@ class Pipeline:
                     e = int(np.searchsorted(wa, wa[s0] + SOURCES_CHUNK, side="left"))
                     chunk = a + s0 + np.flatnonzero(~late_src[a + s0 : a + e])
                     to_sources(chunk)
-                    sources_until = int(wa[s0]) + SOURCES_CHUNK - 1
+                    # The last watermark minute taken (a chunk stops at the span's end).
+                    sources_until = int(wa[e - 1])
                 self._close_until(int(wa[s0]))
                 if has_late:
                     sel = late_ish[a + s0 : a + s1]
@@ -385,6 +391,8 @@ class Pipeline:
         disp = disp32.astype(np.float64)
         x = s.ring_count[m % ring, :n]
         scores = score(sums, expected, x, mu, disp, eligible, cfg, candidate=candidate)
+        if self._cusum_h is not None:
+            scores = self._sequential(scores, n, x, mu, disp32, eligible)
         self._step_lifecycle(m, scores, disp)
         f = m - cfg.lateness_min
         if f >= self.final_until:
@@ -394,6 +402,37 @@ class Pipeline:
             self.evidence.finalise(f)
         if self.incidents:
             self._explain(m, f)
+
+    def _sequential(
+        self,
+        sc: Scores,
+        n: int,
+        x: NDArray[np.float32],
+        mu: NDArray[np.float64],
+        disp: NDArray[np.float32],
+        eligible: NDArray[np.bool_],
+    ) -> Scores:
+        """This minute of the sequential surge test (detect.cusum), beside the windows: a
+        series fires when either test does. While its service has an open incident a
+        series' CUSUM starts every minute from 0: the incident is confirmed already, and a
+        run carried over from the surge must not open a second one after it resolves."""
+        assert self._cusum_h is not None
+        s = self.series
+        if self.open_by_service:
+            busy = np.zeros(s.n_services, np.bool_)
+            busy[[s.service_index[sid] for sid in self.open_by_service]] = True
+            held = np.flatnonzero(busy[s.view("svc")])
+            s.cusum[held] = 0.0
+            s.cusum_x[held] = 0.0
+            s.cusum_mu[held] = 0.0
+        fired = sc.fired.copy()
+        ratio = sc.ratio.copy()
+        cfg = self.settings
+        cusum_step(
+            s.cusum, s.cusum_x, s.cusum_mu, n, x, mu, disp, eligible, self._ks,
+            self._cusum_h, cfg.min_ratio, cfg.min_excess, fired, ratio,
+        )  # fmt: skip
+        return replace(sc, fired=fired, ratio=ratio)
 
     def _window_rows(self, m: int) -> NDArray[np.int64]:
         return (m - self._wrange) % self.series.ring
@@ -474,7 +513,11 @@ class Pipeline:
         a fake-report flood? (See pipeline.sources.) Asked when it opens and at every
         minute its surge is hot. A change while ongoing is an `abuse` transition (`at`:
         None when the incident is opening: the `opened` row says it)."""
-        v = self.sources.assess(si, inc.started_min, m, was=inc.suspected_abuse)
+        s = self.series
+        lo = max(inc.started_min, m - SOURCES_WINDOW + 1)
+        mins = np.arange(lo, m + 1) % s.ring
+        expected = float(s.ring_expected[mins, s.total_of[si]].sum())
+        v = self.sources.assess(si, inc.started_min, m, was=inc.suspected_abuse, expected=expected)
         evidence = v.evidence or (inc.abuse_evidence if v.suspected else [])
         if v.suspected == inc.suspected_abuse and evidence == inc.abuse_evidence:
             return

@@ -65,6 +65,7 @@ MAX_DISPERSION = 0.25  # variance/mean of 5-second counts: ~1 for people, ~0 for
 CLEAR_EFFECTIVE_BLOCKS = 12.0
 CLEAR_HEAVY_SHARE = 0.3
 CLEAR_DISPERSION = 0.5
+CLEAR_RATIO = 2.0  # ...and the people's counted reports are a surge of their own
 
 
 @dataclass
@@ -223,9 +224,14 @@ class Sources:
         rows: NDArray[np.int64] = self.rows[svc][sel].astype(np.int64)
         return rows
 
-    def assess(self, svc: int, lo: int, hi: int, *, was: bool = False) -> Verdict:
+    def assess(
+        self, svc: int, lo: int, hi: int, *, was: bool = False, expected: float = 0.0
+    ) -> Verdict:
         """Does the service's traffic of minutes lo..hi look like a flood? `was`: it was
-        suspected before (a suspicion clears only on clear signs of people)."""
+        suspected before (a suspicion clears only on clear signs of people, and only when
+        those people are a surge of their own: at least `CLEAR_RATIO` times and
+        `MIN_REPORTS` more than the `expected` counted reports of the judged minutes; an
+        ordinary busy minute after a short flood says nothing about who sent the flood)."""
         rows = self.window(svc, max(lo, hi - WINDOW + 1), hi)
         if len(rows) == 0:
             return Verdict(was)
@@ -285,6 +291,8 @@ class Sources:
             return Verdict(True, evidence)
         if was and clear < judged:
             return Verdict(True)  # not yet clearly people: the earlier evidence stands
+        if was and (counted < CLEAR_RATIO * expected or counted - expected < MIN_REPORTS):
+            return Verdict(True)  # people, but no surge of theirs: the evidence stands
         return Verdict(False)
 
     # ---------------------------------------------------------------- persistence

@@ -504,14 +504,15 @@ def flood_events(
     country: str = "US",
     problem: str = "streaming",
     minutes: int = FLOOD_MINUTES,
+    per_minute: int = FLOOD_PER_MINUTE,
 ) -> list[Event]:
-    """A bot's reports, FLOOD_PER_MINUTE a minute for `minutes`: `ids` reporter ids (None: a
+    """A bot's reports, `per_minute` a minute for `minutes`: `ids` reporter ids (None: a
     fresh one each time) behind `addresses` addresses (None: a fresh public one each time),
     at random times or by a timer."""
     rng = np.random.default_rng([seed, 17])
-    n = minutes * FLOOD_PER_MINUTE
+    n = minutes * per_minute
     if regular:
-        ts = onset + np.arange(n) * (60.0 / FLOOD_PER_MINUTE)
+        ts = onset + np.arange(n) * (60.0 / per_minute)
     else:
         ts = np.sort(onset + rng.random(n) * minutes * 60)
     out: list[Event] = []

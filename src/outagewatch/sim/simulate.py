@@ -936,6 +936,25 @@ def _write(gen: _Generated, out: IO[bytes], limit: int | None) -> int:
     return n
 
 
+def surge_labels(surges: Sequence[Surge]) -> list[bytes]:
+    """The surges as labelled true outages for `evaluate` (contract §7, NDJSON lines without
+    newline): the service, the surge's first minute and the end of its last one."""
+
+    def iso(t: float) -> str:
+        return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    return [
+        orjson.dumps(
+            {
+                "service": s.service,
+                "start": iso(s.start),
+                "end": iso(s.start + MINUTE_S * max(len(s.per_minute), 1)),
+            }
+        )
+        for s in surges
+    ]
+
+
 def _truth_json(truth: dict[str, SurgeTruth]) -> bytes:
     def iso(t: float) -> str | None:
         if math.isnan(t):
@@ -975,6 +994,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--jitter", type=float, default=0.0, help="out-of-order seconds")
         p.add_argument("--with-ip", action="store_true")
         p.add_argument("--truth", default=None, help="also write surge truth as JSON here")
+        p.add_argument(
+            "--labels", default=None, help="also write the surges as labels for `evaluate` here"
+        )
     args = ap.parse_args(argv)
 
     began = time.perf_counter()
@@ -1023,6 +1045,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.truth:
         with open(args.truth, "wb") as fh:
             fh.write(_truth_json(gen.truth))
+    if args.labels:
+        with open(args.labels, "wb") as fh:
+            fh.writelines(line + b"\n" for line in surge_labels(surges))
     secs = time.perf_counter() - began
     day = dt.datetime.fromtimestamp(gen.t0, dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
     print(
