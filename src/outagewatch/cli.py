@@ -10,7 +10,7 @@ import datetime as dt
 import math
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
@@ -18,7 +18,16 @@ from outagewatch import __version__
 from outagewatch.catalog import Catalog
 from outagewatch.errors import OutagewatchError, UsageError
 from outagewatch.settings import SETTINGS, Settings, shown_db
-from outagewatch.store import Store, open_store
+
+if TYPE_CHECKING:
+    from outagewatch.store import Store
+
+
+def open_store(db: str) -> Store:
+    """The store `--db` names (imported here: `--help` and usage errors need none of it)."""
+    from outagewatch.store import open_store as open_named
+
+    return open_named(db)
 
 
 class _Parser(argparse.ArgumentParser):
