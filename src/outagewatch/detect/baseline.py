@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,6 +44,8 @@ class Baseline:
             tuple[int, int, int], tuple[NDArray[np.float64], NDArray[np.float64]]
         ] = {}
         self._daytypes: dict[tuple[int, int], tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
+        self._by_dates: dict[tuple[bytes, int], tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
+        self._half: NDArray[np.bool_] = np.zeros(0, np.bool_)
         self._slot_cache: dict[
             tuple[int, int], tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]
         ] = {}
@@ -65,6 +68,13 @@ class Baseline:
             return got
         t = minute * 60
         local_day = (t + series.view("offset_s").astype(np.int64)) // 86_400
+        # The same local dates give the same calendar: computed once per (series' dates),
+        # i.e. a few times a day (once per distinct offset), not every half hour.
+        same = (local_day.tobytes(), n)
+        got = self._by_dates.get(same)
+        if got is not None:
+            self._keep(self._daytypes, key, got, 4)
+            return got
         weekday = (local_day + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
         daytype = (weekday >= 5).astype(np.int64)
         # Holidays: one calendar look-up per (country, local day), not per series.
@@ -87,10 +97,15 @@ class Baseline:
             daytype[holiday] = 1
             weekday = weekday.copy()
             weekday[holiday] = 6
-        if len(self._daytypes) >= 4:
-            self._daytypes.pop(next(iter(self._daytypes)))
-        self._daytypes[key] = (daytype, weekday)
+        self._keep(self._daytypes, key, (daytype, weekday), 4)
+        self._keep(self._by_dates, same, (daytype, weekday), 16)
         return daytype, weekday
+
+    @staticmethod
+    def _keep(cache: dict[Any, Any], key: Any, value: Any, size: int) -> None:
+        if len(cache) >= size:
+            cache.pop(next(iter(cache)))
+        cache[key] = value
 
     def _slots(
         self, series: Series, minute: int
@@ -145,8 +160,9 @@ class Baseline:
 
     def half_hour_offsets(self, series: Series) -> NDArray[np.bool_]:
         """Which series live on a half-hour UTC offset (their slots are centred at :00)."""
-        got: NDArray[np.bool_] = series.view("offset_s") % 3600 != 0
-        return got
+        if len(self._half) != len(series):  # offsets never change: new series only
+            self._half = series.view("offset_s") % 3600 != 0
+        return self._half
 
     # ---------------------------------------------------------------- expectation
     def expected(self, series: Series, minute: int) -> NDArray[np.float64]:

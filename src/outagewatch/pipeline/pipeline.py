@@ -695,7 +695,7 @@ class Pipeline:
         s = self.series
         n = len(s)
         busy = np.zeros(s.n_services, np.bool_)
-        for f in minutes:
+        for f in minutes if self.incidents else ():
             busy |= self._in_incident(f)
         # Series not yet born at this tick (the tick closing minutes[-1] + lateness) wait.
         ok = ~busy[s.view("svc")] & (s.view("born") <= minutes[-1] + self.settings.lateness_min)
