@@ -59,6 +59,10 @@ def assert_same(fast: Pipeline, slow: Pipeline) -> None:
     for name in Series.ARRAYS:
         a, b = fast.series.view(name), slow.series.view(name)
         assert a.dtype == b.dtype and np.array_equal(a, b), name
+    # The flood sketches: the same after chunks joined late and several at once.
+    assert np.array_equal(fast.sources.rows, slow.sources.rows)
+    assert np.array_equal(fast.sources.minute, slow.sources.minute)
+    assert fast.sources.newest == slow.sources.newest
 
 
 def test_quiet_runs_equal_minute_by_minute_ticks_over_a_month() -> None:

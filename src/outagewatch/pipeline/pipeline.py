@@ -37,6 +37,7 @@ from outagewatch.incidents.lifecycle import Incident, State, Transition
 from outagewatch.incidents.severity import confirmed, public
 from outagewatch.pipeline.dedup import Dedup
 from outagewatch.pipeline.evidence import Evidence
+from outagewatch.pipeline.sources import RING as SOURCES_RING
 from outagewatch.pipeline.sources import SOURCES_CHUNK, Sources
 from outagewatch.settings import PipelineSettings
 
@@ -279,18 +280,41 @@ class Pipeline:
     ) -> int:
         """`_ingest_spans`' loop over watermark steps for in-order reports only: a chunk's
         reports join the source sketches, then the ticks up to its last watermark step run
-        (exactly the order of the step-by-step loop). Returns the new `sources_until`."""
+        (the order of the step-by-step loop).
+
+        Only ordinary ticks read the sketches (an incident opening or hot), so while the
+        minutes are quiet (`_quiet_run`) the chunks wait, and join in their order before
+        the next ordinary tick, several in one addition when their minutes fit in the
+        sketches' ring (the same sketches as one chunk after the other). Returns the new
+        `sources_until`."""
         seg = wa[starts[:-1]]
+        waiting: list[int] = []  # [first report, end, first minute] of chunks not yet added
+
+        def join() -> None:
+            if waiting:
+                to_sources(np.arange(waiting[0], waiting[1]))
+                waiting.clear()
+
         i = 0
         while i < len(seg):
             w = int(seg[i])
             if w > sources_until:
-                e = int(np.searchsorted(wa, w + SOURCES_CHUNK, side="left"))
-                to_sources(np.arange(a + int(starts[i]), a + e))
+                lo = a + int(starts[i])
+                e = a + int(np.searchsorted(wa, w + SOURCES_CHUNK, side="left"))
                 sources_until = w + SOURCES_CHUNK - 1
+                if waiting and sources_until - waiting[2] < SOURCES_RING:
+                    waiting[1] = e
+                else:
+                    join()
+                    waiting[:] = [lo, e, w]
             j = int(np.searchsorted(seg, sources_until, side="right"))
-            self._close(int(seg[j - 1]), zero_next=False)
+            target = int(seg[j - 1])
+            self._close(target, zero_next=False, quiet_only=True)
+            if self.closed_until < target:  # an ordinary tick is due: it may read them
+                join()
+                self._close(target, zero_next=False)
             i = j
+        join()
         return sources_until
 
     def _birth(self, ids: NDArray[np.int64], wm: NDArray[np.int64]) -> None:
@@ -407,10 +431,11 @@ class Pipeline:
         self._close(m_now, zero_next=True)
 
     # ================================================================ quiet runs
-    def _close(self, m_now: int, *, zero_next: bool) -> None:
+    def _close(self, m_now: int, *, zero_next: bool, quiet_only: bool = False) -> None:
         """Close every minute before `m_now`: quiet runs in one compiled step, the other
         minutes tick by tick. `zero_next`: each next minute's ring row is cleared after the
-        minute closes (when no report is added between ticks)."""
+        minute closes (when no report is added between ticks). `quiet_only`: stop at the
+        first minute that needs an ordinary tick."""
         ring = self.series.ring
         while self.closed_until < m_now:
             m = self.closed_until
@@ -418,6 +443,8 @@ class Pipeline:
                 m, need_tick = self._quiet_run(m, m_now, zero_next=zero_next)
                 if not need_tick:
                     continue
+            if quiet_only:
+                return
             self._tick(m)
             if zero_next:
                 self.series.ring_count[(m + 1) % ring] = 0
