@@ -82,6 +82,7 @@ class ReplayRun:
     resolved: int
     ongoing: int
     maxrss_bytes: int
+    cpu_s: float  # the child's user + system CPU time (steadier than wall on a busy machine)
     pinned: str
     output: str
 
@@ -210,6 +211,7 @@ def run_replay(inp: ReplayInput, db: Path, exe: str | None = None) -> ReplayRun:
         resolved=int(inc.group(2)),
         ongoing=int(inc.group(3)),
         maxrss_bytes=raw if sys.platform == "darwin" else raw * KIB,
+        cpu_s=usage.ru_utime + usage.ru_stime,
         pinned=pinned,
         output=stdout,
     )
@@ -218,7 +220,7 @@ def run_replay(inp: ReplayInput, db: Path, exe: str | None = None) -> ReplayRun:
 def describe(i: int, r: ReplayRun) -> str:
     return (
         f"run {i}: {r.wall_s:.2f} s wall, {r.events_per_s:,.0f} events/s "
-        f"(CLI: {r.cli_seconds:.2f} s, {r.cli_rate:,.0f} lines/s), "
+        f"(CLI: {r.cli_seconds:.2f} s, {r.cli_rate:,.0f} lines/s), CPU {r.cpu_s:.2f} s, "
         f"peak RSS {mib(r.maxrss_bytes)}, incidents {r.opened} opened / {r.resolved} resolved"
     )
 
@@ -288,7 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     figure = (
         f"{eps:,.0f} events/s ({inp.lines:,} lines / {best.wall_s:.2f} s wall, best of "
-        f"{len(runs)}, spread {_spread(runs)}; CLI {best.cli_rate:,.0f} lines/s), "
+        f"{len(runs)}, spread {_spread(runs)}; CLI {best.cli_rate:,.0f} lines/s; "
+        f"CPU {min(r.cpu_s for r in runs):.2f} s), "
         f"peak RSS {mib(best.maxrss_bytes)}, {best.opened} incidents"
     )
     if base_runs:
@@ -300,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         figure += (
             f"; before (alternated): {bb.events_per_s:,.0f} events/s "
-            f"(spread {_spread(base_runs)}), {bb.opened} incidents"
+            f"(spread {_spread(base_runs)}; CPU {min(r.cpu_s for r in base_runs):.2f} s), "
+            f"{bb.opened} incidents"
         )
     name = f"replay {case} {inp.lines:,} lines, {days:g} d, {services} services, 1 core"
     goal = f">= {target:,} events/s (not done < {not_done:,}); <= 1 GiB"
