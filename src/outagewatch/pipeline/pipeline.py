@@ -309,7 +309,8 @@ class Pipeline:
                     waiting[:] = [lo, e, w]
             j = int(np.searchsorted(seg, sources_until, side="right"))
             target = int(seg[j - 1])
-            self._close(target, zero_next=False, quiet_only=True)
+            # Quiet minutes up to the span's last step, past this chunk: they read no sketch.
+            self._close(int(seg[-1]), zero_next=False, quiet_only=True)
             if self.closed_until < target:  # an ordinary tick is due: it may read them
                 join()
                 self._close(target, zero_next=False)
