@@ -11,7 +11,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
@@ -19,7 +19,22 @@ from outagewatch import __version__
 from outagewatch.catalog import Catalog
 from outagewatch.errors import OutagewatchError, UsageError
 from outagewatch.settings import SETTINGS, Settings, shown_db
-from outagewatch.store import Store, is_postgres_url, open_store
+
+if TYPE_CHECKING:
+    from outagewatch.store import Store
+
+
+def open_store(db: str) -> Store:
+    """The store `--db` names (imported here: `--help` and usage errors need none of it)."""
+    from outagewatch.store import open_store as open_named
+
+    return open_named(db)
+
+
+def is_postgres_url(url: str) -> bool:
+    from outagewatch.store import is_postgres_url as named_postgres
+
+    return named_postgres(url)
 
 
 class _Parser(argparse.ArgumentParser):

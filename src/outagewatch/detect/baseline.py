@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,6 +44,8 @@ class Baseline:
             tuple[int, int, int], tuple[NDArray[np.float64], NDArray[np.float64]]
         ] = {}
         self._daytypes: dict[tuple[int, int], tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
+        self._by_dates: dict[tuple[bytes, int], tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
+        self._half: NDArray[np.bool_] = np.zeros(0, np.bool_)
         self._slot_cache: dict[
             tuple[int, int], tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]
         ] = {}
@@ -65,6 +68,13 @@ class Baseline:
             return got
         t = minute * 60
         local_day = (t + series.view("offset_s").astype(np.int64)) // 86_400
+        # The same local dates give the same calendar: computed once per (series' dates),
+        # i.e. a few times a day (once per distinct offset), not every half hour.
+        same = (local_day.tobytes(), n)
+        got = self._by_dates.get(same)
+        if got is not None:
+            self._keep(self._daytypes, key, got, 4)
+            return got
         weekday = (local_day + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
         daytype = (weekday >= 5).astype(np.int64)
         # Holidays: one calendar look-up per (country, local day), not per series.
@@ -87,10 +97,15 @@ class Baseline:
             daytype[holiday] = 1
             weekday = weekday.copy()
             weekday[holiday] = 6
-        if len(self._daytypes) >= 4:
-            self._daytypes.pop(next(iter(self._daytypes)))
-        self._daytypes[key] = (daytype, weekday)
+        self._keep(self._daytypes, key, (daytype, weekday), 4)
+        self._keep(self._by_dates, same, (daytype, weekday), 16)
         return daytype, weekday
+
+    @staticmethod
+    def _keep(cache: dict[Any, Any], key: Any, value: Any, size: int) -> None:
+        if len(cache) >= size:
+            cache.pop(next(iter(cache)))
+        cache[key] = value
 
     def _slots(
         self, series: Series, minute: int
@@ -119,12 +134,21 @@ class Baseline:
 
     def season_factor(self, series: Series, minute: int) -> NDArray[np.float64]:
         """Profile (day type x local hour, interpolated) times the weekday's level factor."""
-        s0, s1, frac = self._slots(series, minute)
-        # The gathered profile values only change when learning runs or the hour turns.
+        _, _, frac = self._slots(series, minute)
+        f0, f1 = self.factors(series, minute)
+        return np.maximum(f0 + (f1 - f0) * frac, 0.05)
+
+    def factors(
+        self, series: Series, minute: int
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The factors (profile x weekday level) of the two slots `minute` falls between:
+        the same for the whole half hour (UTC :00-:29 or :30-:59) until learning runs, and
+        gathered once for it. `season_factor` interpolates between them (`frac_of`)."""
         # Slots change only at :00 and :30 UTC (offsets are whole or half hours).
         key = (minute // 30, self._version, len(series))
         got = self._gathered.get(key)
         if got is None:
+            s0, s1, _ = self._slots(series, minute)
             season = series.view("season")
             rows = np.arange(len(series))
             day = series.view("dow")[rows, self.weekday(series, minute)].astype(np.float64)
@@ -132,8 +156,13 @@ class Baseline:
             if len(self._gathered) >= 4:
                 self._gathered.pop(next(iter(self._gathered)))
             self._gathered[key] = got
-        f0, f1 = got
-        return np.maximum(f0 + (f1 - f0) * frac, 0.05)
+        return got
+
+    def half_hour_offsets(self, series: Series) -> NDArray[np.bool_]:
+        """Which series live on a half-hour UTC offset (their slots are centred at :00)."""
+        if len(self._half) != len(series):  # offsets never change: new series only
+            self._half = series.view("offset_s") % 3600 != 0
+        return self._half
 
     # ---------------------------------------------------------------- expectation
     def expected(self, series: Series, minute: int) -> NDArray[np.float64]:
@@ -162,6 +191,29 @@ class Baseline:
         out: NDArray[np.float64] = float(series.level[i]) * shape
         return out
 
+    def _block_factors(self, series: Series, minutes: list[int]) -> NDArray[np.float64]:
+        """`season_factor` of each of `minutes` (n x len(minutes)), the slots gathered once
+        per half hour: the same numbers, without a pass over the calendar per minute."""
+        n = len(series)
+        out = np.empty((n, len(minutes)))
+        half = self.half_hour_offsets(series)[:, None]
+        j = 0
+        while j < len(minutes):
+            block = minutes[j] // 30
+            k = j
+            while k < len(minutes) and minutes[k] // 30 == block:
+                k += 1
+            f0, f1 = self.factors(series, minutes[j])
+            whole = [((m % 60) * 60 + 30) / 3600.0 - 0.5 for m in minutes[j:k]]
+            frac = np.where(
+                half,
+                np.asarray([(w + 0.5) % 1.0 for w in whole])[None, :],
+                np.asarray([w % 1.0 for w in whole])[None, :],
+            )
+            out[:, j:k] = np.maximum(f0[:, None] + (f1 - f0)[:, None] * frac, 0.05)
+            j = k
+        return out
+
     # ---------------------------------------------------------------- learning
     def learn(
         self, series: Series, minutes: list[int], x: NDArray[np.float64], ok: NDArray[np.bool_]
@@ -176,7 +228,7 @@ class Baseline:
         b = len(minutes)
         if n == 0 or b == 0:
             return
-        factor = np.stack([self.season_factor(series, m) for m in minutes], axis=1)
+        factor = self._block_factors(series, minutes)
         mid = minutes[b // 2]
         s0, s1, frac = self._slots(series, mid)
         learn_block(

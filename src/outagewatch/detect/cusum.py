@@ -151,3 +151,43 @@ def cusum_step(
                 run_x[i, j] = 0.0
                 run_mu[i, j] = 0.0
     return any_fired
+
+
+@njit(cache=True, nogil=True)
+def cusum_fires(
+    stat: NDArray[np.float64],
+    run_x: NDArray[np.float64],
+    run_mu: NDArray[np.float64],
+    n: int,
+    x: NDArray[np.float32],
+    mu: NDArray[np.float64],
+    disp: NDArray[np.float32],
+    eligible: NDArray[np.bool_],
+    ks: NDArray[np.float64],
+    h: float,
+    min_ratio: float,
+    min_excess: float,
+) -> bool:
+    """Whether `cusum_step` would fire for some series this minute (changes nothing): a
+    quiet run (detect.quiet) steps its minutes only while none would."""
+    nk = ks.shape[0]
+    for i in range(n):
+        if not eligible[i]:
+            continue
+        xi = x[i]
+        if xi == 0.0:
+            continue  # a minute without reports only lowers S: no alarm
+        r = 1.0 / max(disp[i], 1e-9)
+        m = max(mu[i], 1e-3)
+        log_base = math.log(m + r)
+        for j in range(nk):
+            k = ks[j]
+            d = log_base - math.log(k * m + r)
+            s = stat[i, j] + xi * (math.log(k) + d) + r * d
+            if s <= 0.0:
+                continue
+            rx = run_x[i, j] + xi
+            rm = run_mu[i, j] + m
+            if s > h and rx >= min_ratio * rm and rx - rm >= min_excess:
+                return True
+    return False

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import erf  # type: ignore[import-untyped, unused-ignore]
 
 _SIGMA_PER_MAD = math.sqrt(math.pi / 2.0)  # std dev / mean absolute deviation, Gaussian
 _LN2 = math.log(2.0)
@@ -121,6 +120,9 @@ class GenericScorer:
         _, pred, scale = self._forecast(t)
         ok = np.isfinite(obs) & (self.nobs >= self.warmup)
         z = np.where(ok, np.abs(obs - pred) / scale, 0.0)
+        # scipy is imported on first use: a replay of reports alone never needs it.
+        from scipy.special import erf  # type: ignore[import-untyped, unused-ignore]
+
         out = np.asarray(erf(z / math.sqrt(2.0)), dtype=np.float64)
         return np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0)
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import betainc
 
 from outagewatch.settings import PipelineSettings
 
@@ -58,6 +57,9 @@ def nb_upper_tail(
     out = np.ones_like(s, dtype=np.float64)
     pos = s > 0
     if pos.any():
+        # Imported on first use: most replays and every quiet minute never get here.
+        from scipy.special import betainc
+
         out[pos] = betainc(s[pos], r[pos], q[pos])
     return out
 

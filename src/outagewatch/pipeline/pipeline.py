@@ -17,7 +17,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import numpy as np
@@ -27,6 +27,7 @@ from outagewatch.catalog import Catalog
 from outagewatch.detect.baseline import Baseline
 from outagewatch.detect.cusum import SURGE_SIZES, cusum_step, threshold
 from outagewatch.detect.kernels import window_scan
+from outagewatch.detect.quiet import quiet_scan
 from outagewatch.detect.scorer import Scores, is_hot, score
 from outagewatch.detect.series import Series, SeriesKey
 from outagewatch.errors import StoreError
@@ -37,6 +38,7 @@ from outagewatch.incidents.evidence import Evidence
 from outagewatch.incidents.lifecycle import Incident, State, Transition
 from outagewatch.incidents.severity import confirmed, public
 from outagewatch.pipeline.dedup import Dedup
+from outagewatch.pipeline.sources import RING as SOURCES_RING
 from outagewatch.pipeline.sources import SOURCES_CHUNK, Sources
 from outagewatch.pipeline.sources import WINDOW as SOURCES_WINDOW
 from outagewatch.settings import PipelineSettings
@@ -46,13 +48,30 @@ LEARN_BLOCK = 15  # the baseline learns from final minutes in aligned blocks of 
 RECENT_MINUTES = 180  # finished incidents stay this long as context for causes and clusters
 
 
+class QuietRunHook(Protocol):
+    """Per-series state that a quiet run of minutes must also carry forward (see
+    `Pipeline._quiet_run`) besides the ring, the baseline and the sequential test (which
+    `detect.quiet.quiet_scan` steps itself)."""
+
+    def quiet_until(self, m0: int, m1: int) -> int:
+        """The first minute in [m0, m1) that needs an ordinary tick by this state (m1: none),
+        asked before the run is scanned (the minutes' counts are in the ring rows
+        `m % ring`). Changes nothing."""
+        ...
+
+    def skip(self, m0: int, m1: int) -> None:
+        """Carry the state over the quiet minutes [m0, m1), as their ticks would (their
+        expectations are in `Series.ring_expected` by then)."""
+        ...
+
+
 @dataclass
 class Stats:
     reports: int = 0  # accepted report events
     counted: int = 0  # reports that counted after deduplication (events, not weighted)
     duplicates: int = 0
     late: int = 0  # counted reports later than the allowed lateness
-    ticks: int = 0
+    ticks: int = 0  # minutes closed (quiet runs included)
     skipped_minutes: int = 0  # minutes jumped over in a gap of the data
 
     def as_dict(self) -> dict[str, int]:
@@ -90,6 +109,10 @@ class _Vocab:
 
 
 class Pipeline:
+    # Quiet runs of minutes in one compiled step (False: every minute an ordinary tick;
+    # the results are identical, see tests/test_quiet.py).
+    quiet_runs = True
+
     def __init__(
         self, settings: PipelineSettings | None = None, *, catalog: Catalog | None = None
     ) -> None:
@@ -125,6 +148,8 @@ class Pipeline:
         budget = self.settings.false_alarm_budget
         self._cusum_h = None if budget <= 0 else threshold(budget)
         self._ks = np.asarray(SURGE_SIZES, np.float64)
+        # Per-series state that quiet runs must carry forward besides the baseline's.
+        self.quiet_hooks: list[QuietRunHook] = []
 
     # ================================================================ ingest
     def ingest(self, rep: ReportColumns) -> None:
@@ -230,6 +255,11 @@ class Pipeline:
             wa = wm[a:b]
             starts = np.concatenate(([0], np.flatnonzero(np.diff(wa)) + 1, [b - a]))
             has_late = bool(late_ish[a:b].any())
+            if not has_late and not any_late_src:
+                # In order: the ticks between two source chunks run together.
+                sources_until = self._close_by_chunks(a, wa, starts, sources_until, to_sources)
+                a = b
+                continue
             for s0, s1 in itertools.pairwise(starts.tolist()):
                 if wa[s0] > sources_until:
                     e = int(np.searchsorted(wa, wa[s0] + SOURCES_CHUNK, side="left"))
@@ -247,6 +277,55 @@ class Pipeline:
                     to_sources(a + s0 + np.flatnonzero(late_src[a + s0 : a + s1]))
             a = b
 
+    def _close_by_chunks(
+        self,
+        a: int,
+        wa: NDArray[np.int64],
+        starts: NDArray[np.int64],
+        sources_until: int,
+        to_sources: Callable[[NDArray[np.int64]], None],
+    ) -> int:
+        """`_ingest_spans`' loop over watermark steps for in-order reports only: a chunk's
+        reports join the source sketches, then the ticks up to its last watermark step run
+        (the order of the step-by-step loop).
+
+        Only ordinary ticks read the sketches (an incident opening or hot), so while the
+        minutes are quiet (`_quiet_run`) the chunks wait, and join in their order before
+        the next ordinary tick, several in one addition when their minutes fit in the
+        sketches' ring (the same sketches as one chunk after the other). Returns the new
+        `sources_until`."""
+        seg = wa[starts[:-1]]
+        waiting: list[int] = []  # [first report, end, first minute] of chunks not yet added
+
+        def join() -> None:
+            if waiting:
+                to_sources(np.arange(waiting[0], waiting[1]))
+                waiting.clear()
+
+        i = 0
+        while i < len(seg):
+            w = int(seg[i])
+            if w > sources_until:
+                lo = a + int(starts[i])
+                e = a + int(np.searchsorted(wa, w + SOURCES_CHUNK, side="left"))
+                # The chunk ends with the span: it covers the steps up to its last report's.
+                sources_until = int(wa[e - a - 1])
+                if waiting and sources_until - waiting[2] < SOURCES_RING:
+                    waiting[1] = e
+                else:
+                    join()
+                    waiting[:] = [lo, e, w]
+            j = int(np.searchsorted(seg, sources_until, side="right"))
+            target = int(seg[j - 1])
+            # Quiet minutes up to the span's last step, past this chunk: they read no sketch.
+            self._close(int(seg[-1]), zero_next=False, quiet_only=True)
+            if self.closed_until < target:  # an ordinary tick is due: it may read them
+                join()
+                self._close(target, zero_next=False)
+            i = j
+        join()
+        return sources_until
+
     def _birth(self, ids: NDArray[np.int64], wm: NDArray[np.int64]) -> None:
         """New series take part in ticks from their first report's arrival on, as if the
         reports had come one by one (not from the start of the batch)."""
@@ -263,8 +342,7 @@ class Pipeline:
 
     def _close_until(self, m_now: int) -> None:
         """Tick every minute before `m_now` (the ring rows are already fresh)."""
-        for m in range(self.closed_until, m_now):
-            self._tick(m)
+        self._close(m_now, zero_next=False)
 
     def _new_combo(self, key: tuple[str, str, str]) -> int:
         """Register a (service, country, problem) combination: its series and codes."""
@@ -359,9 +437,78 @@ class Pipeline:
             return
         # Each minute's row is made fresh (it held minute - ring) just after the tick before
         # it, never earlier: rows of minutes before the jump stay readable by those ticks.
-        for m in range(self.closed_until, m_now):
+        self._close(m_now, zero_next=True)
+
+    # ================================================================ quiet runs
+    def _close(self, m_now: int, *, zero_next: bool, quiet_only: bool = False) -> None:
+        """Close every minute before `m_now`: quiet runs in one compiled step, the other
+        minutes tick by tick. `zero_next`: each next minute's ring row is cleared after the
+        minute closes (when no report is added between ticks). `quiet_only`: stop at the
+        first minute that needs an ordinary tick."""
+        ring = self.series.ring
+        while self.closed_until < m_now:
+            m = self.closed_until
+            if self.quiet_runs and not self.incidents and len(self.series):
+                m, need_tick = self._quiet_run(m, m_now, zero_next=zero_next)
+                if not need_tick:
+                    continue
+            if quiet_only:
+                return
             self._tick(m)
-            self.series.ring_count[(m + 1) % ring] = 0
+            if zero_next:
+                self.series.ring_count[(m + 1) % ring] = 0
+
+    def _quiet_run(self, m0: int, m_now: int, *, zero_next: bool) -> tuple[int, bool]:
+        """Close minutes from m0 on while they are quiet: no incident (open or recent) and no
+        surge candidate in any window, so their ticks would only write the expectation into
+        the ring and learn. A run stays inside one half hour and ends with a learning
+        minute (the baseline's factors are fixed within it). Returns (k, need_tick): minutes
+        < k are closed; minute k needs an ordinary tick when `need_tick`.
+
+        Every per-series state that ticks carry forward is carried here: the ring
+        (`detect.quiet.quiet_scan`), the baseline (learning, as `_finalise` does), the
+        evidence, and whatever `quiet_hooks` hold (one place to add more)."""
+        s = self.series
+        cfg = self.settings
+        n = len(s)
+        lat = cfg.lateness_min
+        learn_m = m0 + (lat - 1 - m0) % LEARN_BLOCK  # the next minute whose tick learns
+        # Rows cleared ahead are never read by a tick a hook may call for (backdating).
+        longest = max(1, s.ring - cfg.backdate_max_minutes - 2)
+        m1 = min(m_now, (m0 // 30 + 1) * 30, learn_m + 1, m0 + longest)
+        natural = m1
+        for hook in self.quiet_hooks:  # before the scan: it steps the CUSUMs in place
+            m1 = min(m1, hook.quiet_until(m0, m1))
+        f0, f1 = self.baseline.factors(s, m0)
+        k = int(
+            quiet_scan(
+                m0, m1, s.ring_count, s.ring_expected, n, self._windows, s.view("level"),
+                f0, f1, self.baseline.half_hour_offsets(s),
+                s.view("nobs") >= cfg.warmup_minutes, cfg.min_ratio, cfg.min_excess,
+                s.view("disp"), self._log_alpha, zero_next,
+                s.cusum, s.cusum_x, s.cusum_mu, self._ks,
+                0.0 if self._cusum_h is None else self._cusum_h,
+            )
+        )  # fmt: skip
+        need_tick = k < m1 or m1 < natural  # a candidate, or a hook wants the tick
+        for hook in self.quiet_hooks:
+            hook.skip(m0, k)
+        if k == m0:
+            return k, need_tick
+        # The tails of the ticks of minutes m0..k-1 (`_tick` after `_step_lifecycle`).
+        self.stats.ticks += k - m0
+        self.closed_until = k
+        for m in range(max(m0, self.final_until + lat), k):
+            f = m - lat
+            if (f + 1) % LEARN_BLOCK == 0:
+                self._finalise(f)  # no incident: only learning
+            self.final_until = f + 1
+        if self.evidence.active:
+            for f in range(m0 - lat, k - lat):
+                if not self.evidence.active:
+                    break
+                self.evidence.finalise(f)
+        return k, need_tick
 
     # ================================================================ tick
     def _tick(self, m: int) -> None:
@@ -622,7 +769,7 @@ class Pipeline:
         s = self.series
         n = len(s)
         busy = np.zeros(s.n_services, np.bool_)
-        for f in minutes:
+        for f in minutes if self.incidents else ():
             busy |= self._in_incident(f)
         # Series not yet born at this tick (the tick closing minutes[-1] + lateness) wait.
         ok = ~busy[s.view("svc")] & (s.view("born") <= minutes[-1] + self.settings.lateness_min)

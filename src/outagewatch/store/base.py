@@ -6,14 +6,16 @@ import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from outagewatch.events import OtherEvent
 from outagewatch.incidents.lifecycle import Transition
-from outagewatch.pipeline.pipeline import CountRows
+
+if TYPE_CHECKING:  # the store needs only its shape: no numba, no scipy to open a store
+    from outagewatch.pipeline.pipeline import CountRows
 
 CHUNK_DTYPE = np.dtype([("m", "<u2"), ("c", "S2"), ("p", "S32"), ("n", "<i8")])
 

@@ -1,0 +1,140 @@
+"""Quiet runs (`Pipeline._quiet_run`, detect.quiet) equal minute-by-minute ticks exactly."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from outagewatch.catalog import Catalog
+from outagewatch.detect.series import Series
+from outagewatch.events import EventDecoder
+from outagewatch.pipeline.pipeline import Pipeline
+from outagewatch.sim.simulate import ServiceTraffic, Surge, outage_profile, simulate
+
+CATALOG = Catalog.demo()
+START = dt.datetime(2025, 3, 3, tzinfo=dt.UTC).timestamp()
+
+
+def month(jitter_s: float) -> list[bytes]:
+    """A month of a few quiet services (one silent for hours at a time) with small outages."""
+    traffic = [
+        ServiceTraffic("gmail", 0.02, {"US": 1.0}, {"email": 1.0}),
+        ServiceTraffic("shopify", 0.3, {"US": 0.7, "CA": 0.3}, {"checkout": 0.6, "admin": 0.4}),
+        ServiceTraffic("discord", 1.5, {"US": 0.6, "GB": 0.2, "DE": 0.2}, {"app": 1.0}),
+    ]
+    surges = [
+        Surge("gmail", START + 9 * 86400 + 3 * 3600, [12.0] * 15, name="g"),
+        Surge("shopify", START + 16 * 86400 + 14 * 3600 + 600, outage_profile(20.0, 3, 15, 10)),
+        Surge("discord", START + 23 * 86400 + 20 * 3600, outage_profile(30.0, 3, 20, 10)),
+        Surge("discord", START + 27 * 86400 + 5 * 3600 + 1200, outage_profile(25.0, 3, 12, 10)),
+    ]
+    return simulate(traffic, START, 30 * 1440, surges, seed=15, jitter_s=jitter_s).lines
+
+
+def replay(lines: Sequence[bytes], *, quiet: bool) -> tuple[Pipeline, list[Any], list[Any]]:
+    p = Pipeline(catalog=CATALOG)
+    p.quiet_runs = quiet
+    dec = EventDecoder(CATALOG)
+    docs: dict[str, Any] = {}
+    for i in range(0, len(lines), 20_000):
+        d = dec.decode(lines[i : i + 20_000], i + 1)
+        assert not d.rejected
+        p.ingest(d.reports)
+        for doc in p.drain_incidents():
+            docs[doc["id"]] = doc
+    # The clock alone (a server's `advance_to`) closes the rest: quiet runs there too.
+    p.advance_to(START + 30 * 86400 + 6 * 3600)
+    for doc in p.drain_incidents():
+        docs[doc["id"]] = doc
+    return p, sorted(docs.values(), key=lambda d: d["id"]), p.drain_transitions()
+
+
+def assert_same(fast: Pipeline, slow: Pipeline) -> None:
+    assert fast.stats == slow.stats
+    assert fast.closed_until == slow.closed_until and fast.learn_until == slow.learn_until
+    assert fast.final_until == slow.final_until
+    for name in Series.ARRAYS:
+        a, b = fast.series.view(name), slow.series.view(name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    # The flood sketches: the same after chunks joined late and several at once.
+    assert np.array_equal(fast.sources.rows, slow.sources.rows)
+    assert np.array_equal(fast.sources.minute, slow.sources.minute)
+    assert fast.sources.newest == slow.sources.newest
+
+
+def test_quiet_runs_equal_minute_by_minute_ticks_over_a_month() -> None:
+    lines = month(0.0)
+    fast, fast_docs, fast_tr = replay(lines, quiet=True)
+    slow, slow_docs, slow_tr = replay(lines, quiet=False)
+    assert fast_docs == slow_docs
+    assert fast_tr == slow_tr
+    opened = sorted(t.incident for t in fast_tr if t.action == "opened")
+    assert opened == [
+        "discord-20250326T2000Z",
+        "discord-20250330T0521Z",
+        "gmail-20250312T0300Z",
+        "shopify-20250319T1410Z",
+    ]
+    assert_same(fast, slow)
+
+
+def test_quiet_runs_equal_ticks_with_out_of_order_reports() -> None:
+    lines = month(200.0)[:30_000]  # the first ~10 days: the gmail outage
+    fast, fast_docs, fast_tr = replay(lines, quiet=True)
+    slow, slow_docs, slow_tr = replay(lines, quiet=False)
+    assert fast_docs == slow_docs
+    assert fast_tr == slow_tr
+    assert [t.incident for t in fast_tr if t.action == "opened"] == ["gmail-20250312T0300Z"]
+    assert_same(fast, slow)
+
+
+class Recorder:
+    """A quiet-run hook that wants an ordinary tick at every minute divisible by 7."""
+
+    def __init__(self) -> None:
+        self.skipped: list[tuple[int, int]] = []
+
+    def quiet_until(self, m0: int, m1: int) -> int:
+        return next((m for m in range(m0, m1) if m % 7 == 0), m1)
+
+    def skip(self, m0: int, m1: int) -> None:
+        if m1 > m0:
+            self.skipped.append((m0, m1))
+
+
+def test_quiet_run_hooks_cover_every_quiet_minute_once_and_can_stop_a_run() -> None:
+    lines = month(0.0)[:8_000]  # three days
+    slow, _, _ = replay(lines, quiet=False)
+    p = Pipeline(catalog=CATALOG)
+    hook = Recorder()
+    p.quiet_hooks.append(hook)
+    p.ingest(EventDecoder(CATALOG).decode(lines).reports)
+    p.advance_to(START + 30 * 86400 + 6 * 3600)
+    covered = [m for a, b in hook.skipped for m in range(a, b)]
+    assert covered == sorted(set(covered))
+    assert not any(m % 7 == 0 for m in covered)
+    assert len(covered) > 0.5 * p.stats.ticks
+    assert_same(p, slow)
+
+
+def test_learning_factors_gathered_per_half_hour_equal_the_per_minute_ones() -> None:
+    from outagewatch.detect.baseline import Baseline
+    from outagewatch.detect.series import SeriesKey
+    from outagewatch.settings import PipelineSettings
+
+    b = Baseline(PipelineSettings())
+    s = Series(128)
+    rng = np.random.default_rng(1)
+    for c in ("US", "IN", "GB", "AU", "NP", "DE", "BR"):  # whole, half and 3/4-hour offsets
+        s.get(SeriesKey("x", "country", c))
+    n = len(s)
+    s.season[:n] = rng.uniform(0.02, 2.0, (n, 48))
+    s.dow[:n] = rng.uniform(0.5, 1.5, (n, 7))
+    for start in range(29_000_000, 29_000_000 + 1_500, 7):
+        minutes = list(range(start, start + 15))
+        got = b._block_factors(s, minutes)
+        want = np.stack([b.season_factor(s, m) for m in minutes], axis=1)
+        assert np.array_equal(got, want), start

@@ -1,0 +1,77 @@
+"""Start-up: a command imports only what it needs (`--help` no numpy, `replay` no scipy.special,
+pandas or web framework), in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from outagewatch.events import encode_report
+
+PROBE = """
+import json, sys
+from outagewatch.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+HEAVY = ("scipy.special", "pandas", "pyarrow", "fastapi", "starlette", "uvicorn", "httpx")
+
+
+def modules_after(*argv: str) -> tuple[int, set[str]]:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, *argv], check=False, capture_output=True, text=True
+    )
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    return int(doc["code"] or 0), set(doc["modules"])
+
+
+def test_help_imports_no_numeric_stack() -> None:
+    code, mods = modules_after("--help")
+    assert code == 0
+    assert not {"numpy", "numba", "scipy", *HEAVY} & mods
+
+
+def test_replay_imports_no_scipy_special_pandas_or_web(tmp_path: Path) -> None:
+    f = tmp_path / "r.ndjson"
+    f.write_bytes(encode_report("x", 1_741_000_000.0, "US") + b"\n")
+    code, mods = modules_after("--db", str(tmp_path / "o.db"), "replay", "--no-progress", str(f))
+    assert code == 0
+    assert "outagewatch.pipeline.pipeline" in mods
+    assert not set(HEAVY) & mods
+
+
+def test_a_fresh_replay_compiles_nothing_once_the_kernels_are_warm(tmp_path: Path) -> None:
+    """`make install` runs `python -m outagewatch.detect.warm`; after it, a replay in a fresh
+    process loads every kernel from numba's cache (with the types the pipeline uses)."""
+    env = {**os.environ, "NUMBA_DEBUG_CACHE": "1"}
+    cmd = [sys.executable, "-m", "outagewatch.detect.warm"]
+    warm = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
+    assert warm.returncode == 0, warm.stderr
+    f = tmp_path / "r.ndjson"
+    f.write_bytes(b"\n".join(warm_lines()) + b"\n")
+    cmd = [sys.executable, "-m", "outagewatch.cli", "--db", str(tmp_path / "o.db"), "replay"]
+    out = subprocess.run(
+        [*cmd, "--no-progress", str(f)], check=False, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "incidents: 1 opened" in out.stdout
+    loaded = {line for line in out.stdout.splitlines() if "data loaded" in line}
+    assert any("quiet_scan" in x for x in loaded) and any("window_scan" in x for x in loaded)
+    assert any("learn_block" in x for x in loaded)
+    assert "data saved" not in out.stdout + out.stderr  # nothing was compiled
+
+
+def warm_lines() -> list[bytes]:
+    from outagewatch.detect.warm import START
+    from outagewatch.sim.simulate import ServiceTraffic, Surge, simulate
+
+    traffic = [ServiceTraffic("x", 2.0, {"US": 0.7, "GB": 0.3}, {"app": 1.0})]
+    surge = Surge("x", START + 1560 * 60, [40.0] * 10, name="warm")
+    return simulate(traffic, START, 1620, [surge], seed=1).lines
