@@ -15,19 +15,19 @@ telemetry and 5-minute or hourly exports alike):
   level plus a time-of-day profile of `season_slots` slots (Holt-Winters, additive). Each
   keeps a robust scale (EWMA of |residual|, half-life `scale_half_life` rows). The model with
   the smaller scale is used, so seasonality counts only where the series has it.
-* point test: `r = |residual| / scale`; its tail probability under a Student-t with
-  `point_dof` degrees of freedom (heavy-tailed, so ordinary spiky noise is not "1e-10").
-* behaviour test (after Numenta's anomaly likelihood): the mean of `min(r, r_cap)` over the
-  last `short_window` rows against the long-run mean and spread of that same mean (EWMA,
-  half-life `long_half_life` rows); its upper Gaussian tail catches a change of behaviour
-  (a noisier or shifted series) that no single row shows. Rows already flagged learn with a
-  small weight, so an anomaly does not become the norm at once.
+* behaviour test (after Numenta's anomaly likelihood): `r = |residual| / scale`; the mean
+  of `min(r, r_cap)` over the last `short_window` rows is set against the long-run mean and
+  spread of that same mean (EWMA, half-life `long_half_life` rows); its upper Gaussian tail
+  is `p`. It catches a spike that dominates the window as well as a change of behaviour (a
+  noisier or shifted series) that no single row shows, while heavy-tailed noise only widens
+  the spread it is measured against. Rows already flagged learn with weight
+  `flagged_weight`, so an anomaly does not become the norm at once.
 * spatial rule: once `spatial_after` rows are seen, a value beyond the range seen so far by
   more than `spatial_tolerance` of that range is flagged at once (p = `P_FLOOR`).
 * refractory period: after a row scores >= `flag_level`, the next `refractory` rows are
-  scored `score * refractory_factor`, so an anomaly spikes once at its start.
+  scored `score * refractory_factor` (0 by default), so an anomaly spikes once at its start.
 
-`p` is the smallest of the three. Observations that are NaN (or infinite) mean "nothing
+Observations that are NaN (or infinite) mean "nothing
 observed for that series now": they score 0, are not learned and do not count as rows.
 Each series scores 0 until it has `warmup` observations. Scoring is causal: the score of a
 row depends on that row and the rows before it only.
@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import log_ndtr, stdtr  # type: ignore[import-untyped, unused-ignore]
+from scipy.special import log_ndtr  # type: ignore[import-untyped, unused-ignore]
 
 FloatArray = NDArray[np.float64]
 
@@ -52,7 +52,7 @@ _DAY_S = 86400.0
 
 def _alpha(half_life: float) -> float:
     """Per-row EWMA weight for a half-life in rows."""
-    return 1.0 - 0.5 ** (1.0 / half_life)
+    return float(1.0 - 0.5 ** (1.0 / half_life))
 
 
 def likelihood(log_p: FloatArray) -> FloatArray:
@@ -73,7 +73,7 @@ class GenericScorer:
         self,
         n_series: int,
         *,
-        level_half_life: float = 2.0,
+        level_half_life: float = 10.0,
         scale_half_life: float = 200.0,
         seasonal_level_half_life: float = 50.0,
         season_half_life: float = 3.0,
@@ -81,19 +81,17 @@ class GenericScorer:
         trend: bool = True,
         warmup: int = 10,
         clip: float = 3.0,
-        point_dof: float = 3.0,
         short_window: int = 10,
         r_cap: float = 8.0,
         long_half_life: float = 1000.0,
         spatial_tolerance: float = 0.05,
         spatial_after: int = 100,
-        flag_level: float = 0.5,
-        refractory: int = 0,
+        flag_level: float = 0.7,
+        refractory: int = 120,
         refractory_factor: float = 0.0,
         min_rel_scale: float = 1e-3,
         min_abs_scale: float = 1e-9,
-        _wp: float = 1.0,
-        _wb: float = 1.0,
+        flagged_weight: float = 0.5,
     ) -> None:
         if n_series < 0:
             raise ValueError(f"n_series must be >= 0, got {n_series}")
@@ -104,7 +102,6 @@ class GenericScorer:
             ("season_half_life", season_half_life),
             ("long_half_life", long_half_life),
             ("clip", clip),
-            ("point_dof", point_dof),
             ("r_cap", r_cap),
             ("min_abs_scale", min_abs_scale),
         ):
@@ -122,12 +119,10 @@ class GenericScorer:
         if short_window < 1 or season_slots < 1 or refractory < 0 or spatial_after < 0:
             raise ValueError("short_window and season_slots must be >= 1, refractory >= 0")
         self.n_series = n_series
-        self._wp = _wp
-        self._wb = _wb
+        self.flagged_weight = flagged_weight
         self.trend = trend
         self.warmup = warmup
         self.clip = clip
-        self.point_dof = point_dof
         self.short_window = short_window
         self.r_cap = r_cap
         self.spatial_tolerance = spatial_tolerance
@@ -185,7 +180,11 @@ class GenericScorer:
         n = self.nobs
         # (a) Brown's double exponential smoothing
         if self.trend:
-            pred_a = 2.0 * self.s1 - self.s2 + (self.s1 - self.s2) * (self._a_level / (1 - self._a_level))
+            pred_a = (
+                2.0 * self.s1
+                - self.s2
+                + (self.s1 - self.s2) * (self._a_level / (1 - self._a_level))
+            )
         else:
             pred_a = self.s1.copy()
         # (b) seasonal
@@ -204,10 +203,6 @@ class GenericScorer:
         scale = np.where(use_b, scale_b, scale_a)
         r = np.abs(resid) / scale
         warm = valid & (n >= self.warmup)
-        # point test: two-sided Student-t tail
-        dof = self.point_dof
-        tail = 2.0 * stdtr(dof, -r)
-        log_p_point = np.log(np.maximum(tail, 1e-300))
         # behaviour test: short-window mean of capped r against its long-run distribution
         rc = np.minimum(r, self.r_cap)
         w = self.short_window
@@ -223,8 +218,7 @@ class GenericScorer:
         span = self.vmax - self.vmin
         tol = self.spatial_tolerance * span
         out_of_range = (n >= self.spatial_after) & ((x > self.vmax + tol) | (x < self.vmin - tol))
-        log_p = np.minimum(log_p_point * self._wp, log_p_beh * self._wb)
-        log_p = np.where(out_of_range, _LOG_FLOOR, log_p)
+        log_p = np.where(out_of_range, _LOG_FLOOR, log_p_beh)
         raw = np.where(warm, likelihood(log_p), 0.0)
         score = np.where(self.quiet > 0, raw * self.refractory_factor, raw)
         res = {
@@ -234,6 +228,29 @@ class GenericScorer:
         }  # fmt: skip
         self._cache = (*key, res)
         return res
+
+    # ------------------------------------------------------------------ persistence
+    _STATE = (
+        "nobs", "t_last", "s1", "s2", "mad", "slevel", "season", "seen", "smad", "recent",
+        "long_mean", "long_var", "vmin", "vmax", "quiet",
+    )  # fmt: skip
+
+    def dump(self) -> dict[str, Any]:
+        """The learned state as plain lists (msgpack-able); settings are not included."""
+        d: dict[str, Any] = {name: getattr(self, name).tolist() for name in self._STATE}
+        d["t_prev"] = self._t_prev
+        return d
+
+    def load(self, d: dict[str, Any]) -> None:
+        """Restore a state from `dump()` of a scorer with the same settings and size."""
+        for name in self._STATE:
+            cur = getattr(self, name)
+            arr = np.asarray(d[name], dtype=cur.dtype)
+            if arr.shape != cur.shape:
+                raise ValueError(f"state {name!r} has shape {arr.shape}, expected {cur.shape}")
+            setattr(self, name, arr.copy())
+        self._t_prev = float(d["t_prev"])
+        self._cache = None
 
     # ------------------------------------------------------------------ API
     def score_one(self, t: float, x: ArrayLike) -> FloatArray:
@@ -295,7 +312,7 @@ class GenericScorer:
         w = self.short_window
         short = e["short"]
         weight = np.maximum(self._a_long, 1.0 / np.maximum(n - self.warmup + 1, 1))
-        weight = np.where(e["raw"] >= self.flag_level, weight * 0.1, weight)
+        weight = np.where(e["raw"] >= self.flag_level, weight * self.flagged_weight, weight)
         delta = short - self.long_mean
         long_mean = self.long_mean + weight * delta
         long_var = (1 - weight) * (self.long_var + weight * delta * delta)
