@@ -22,8 +22,12 @@ telemetry and 5-minute or hourly exports alike):
   noisier or shifted series) that no single row shows, while heavy-tailed noise only widens
   the spread it is measured against. Rows already flagged learn with weight
   `flagged_weight`, so an anomaly does not become the norm at once.
+* residual rule: a residual `r` more than `resid_factor` times the largest one seen lately
+  (a running maximum fading with half-life `resid_half_life` rows), and more than 4, gets
+  `p = P_FLOOR ** resid_level` at most: a spike far beyond anything the series did lately.
 * spatial rule: once `spatial_after` rows are seen, a value beyond the range seen so far by
-  more than `spatial_tolerance` of that range is flagged at once (p = `P_FLOOR`).
+  more than `spatial_tolerance` of that range (and more than the scale floor) is flagged at
+  once (p = `P_FLOOR`).
 * refractory period: after a row scores >= `flag_level`, the next `refractory` rows are
   scored `score * refractory_factor` (0 by default), so an anomaly spikes once at its start.
 
@@ -92,6 +96,9 @@ class GenericScorer:
         min_rel_scale: float = 1e-3,
         min_abs_scale: float = 1e-9,
         flagged_weight: float = 0.5,
+        resid_factor: float = 3.0,
+        resid_half_life: float = 1000.0,
+        resid_level: float = 0.8,
     ) -> None:
         if n_series < 0:
             raise ValueError(f"n_series must be >= 0, got {n_series}")
@@ -120,6 +127,9 @@ class GenericScorer:
             raise ValueError("short_window and season_slots must be >= 1, refractory >= 0")
         self.n_series = n_series
         self.flagged_weight = flagged_weight
+        self.resid_factor = resid_factor
+        self.resid_level = resid_level
+        self._d_rmax = 0.5 ** (1.0 / resid_half_life)
         self.trend = trend
         self.warmup = warmup
         self.clip = clip
@@ -152,6 +162,7 @@ class GenericScorer:
         self.recent: FloatArray = np.zeros((k, short_window))  # last min(r, r_cap), a ring
         self.long_mean: FloatArray = np.zeros(k)  # of the short-window mean
         self.long_var: FloatArray = np.zeros(k)
+        self.rmax: FloatArray = np.zeros(k)  # largest r seen, fading
         self.vmin: FloatArray = np.full(k, np.inf)
         self.vmax: FloatArray = np.full(k, -np.inf)
         self.quiet: NDArray[np.int64] = np.zeros(k, np.int64)  # refractory rows left
@@ -216,15 +227,19 @@ class GenericScorer:
         log_p_beh = np.where(long_ok, log_ndtr(-zb), 0.0)
         # spatial rule
         span = self.vmax - self.vmin
-        tol = self.spatial_tolerance * span
+        tol = np.maximum(self.spatial_tolerance * span, floor)
         out_of_range = (n >= self.spatial_after) & ((x > self.vmax + tol) | (x < self.vmin - tol))
-        log_p = np.where(out_of_range, _LOG_FLOOR, log_p_beh)
+        log_p = log_p_beh
+        if self.resid_factor > 0:
+            big = (n >= self.spatial_after) & (r > np.maximum(self.rmax * self.resid_factor, 4.0))
+            log_p = np.where(big, np.minimum(log_p, self.resid_level * _LOG_FLOOR), log_p)
+        log_p = np.where(out_of_range, _LOG_FLOOR, log_p)
         raw = np.where(warm, likelihood(log_p), 0.0)
         score = np.where(self.quiet > 0, raw * self.refractory_factor, raw)
         res = {
             "valid": valid, "x": x, "pred_a": pred_a, "resid_a": resid_a, "resid_b": resid_b,
             "scale_a": scale_a, "scale_b": scale_b, "slot": slot, "rc": rc, "short": short,
-            "raw": raw, "score": score, "warm": warm,
+            "raw": raw, "score": score, "warm": warm, "r": r,
         }  # fmt: skip
         self._cache = (*key, res)
         return res
@@ -232,7 +247,7 @@ class GenericScorer:
     # ------------------------------------------------------------------ persistence
     _STATE = (
         "nobs", "t_last", "s1", "s2", "mad", "slevel", "season", "seen", "smad", "recent",
-        "long_mean", "long_var", "vmin", "vmax", "quiet",
+        "long_mean", "long_var", "rmax", "vmin", "vmax", "quiet",
     )  # fmt: skip
 
     def dump(self) -> dict[str, Any]:
@@ -328,6 +343,9 @@ class GenericScorer:
         self.long_var = np.where(learn_long, long_var, self.long_var)
         ring = rows, n % w
         self.recent[ring] = np.where(valid, e["rc"], self.recent[ring])
+        self.rmax = np.where(
+            warmed & valid, np.maximum(self.rmax * self._d_rmax, e["r"]), self.rmax
+        )
         self.vmin = np.where(valid, np.minimum(self.vmin, x), self.vmin)
         self.vmax = np.where(valid, np.maximum(self.vmax, x), self.vmax)
         flagged = valid & (e["score"] >= self.flag_level) & (self.quiet == 0)
@@ -338,9 +356,7 @@ class GenericScorer:
         self.t_last = np.where(valid, t, self.t_last)
 
 
-def score_series(
-    timestamps_s: NDArray[np.float64], values: NDArray[np.float64], **kw: Any
-) -> FloatArray:
+def score_series(timestamps_s: ArrayLike, values: ArrayLike, **kw: Any) -> FloatArray:
     """Causal scores of one series: each row is scored, then learned. `kw` go to GenericScorer.
 
     Rows are taken in the order given, whatever their timestamps."""
@@ -359,7 +375,7 @@ def score_series(
     return out
 
 
-def score_matrix(timestamps_s: FloatArray, values: FloatArray, **kw: Any) -> FloatArray:
+def score_matrix(timestamps_s: ArrayLike, values: ArrayLike, **kw: Any) -> FloatArray:
     """Causal scores of K series of n rows each (arrays (n, K)), stepped together by row;
     each series keeps its own timestamps (non-decreasing per series). NaN: no observation."""
     ts = np.asarray(timestamps_s, dtype=np.float64)
