@@ -22,6 +22,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
         "bench_store.py",
         "bench_scaleout.py",
         "bench_soak.py",
+        "bench_nab.py",  # NAB's 2 shortest files; needs ../shared/nab (or $NAB_MIRROR)
     ],
 )
 def test_quick_run_prints_a_table_row(script: str) -> None:

@@ -1,7 +1,9 @@
 """`outagewatch score`: anomaly scores for one metric in a CSV file.
 
-Input: a header line and columns `timestamp,value` (other columns are ignored), rows in time
-order. Output: `timestamp,value,anomaly_score`, one row per input row, timestamp and value
+Input: a header line and columns `timestamp,value` (other columns are ignored). Rows are
+scored in file order: timestamps that step back, repeat or skip (a gap of more than twice the
+usual interval) are one warning line on stderr (how many, first line), not an error.
+Output: `timestamp,value,anomaly_score`, one row per input row, timestamp and value
 strings copied unchanged, scores in [0, 1] with 6 decimals. Blank lines are skipped. An empty
 (or `nan`/`NA`/`null`) value is "no observation": score 0, the value is copied as is.
 Timestamps are anything pandas parses; zoned ones are converted to UTC, naive ones are taken
@@ -11,7 +13,9 @@ as UTC. Scoring is causal (`outagewatch.detect.generic.score_series`).
 from __future__ import annotations
 
 import re
+import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +86,52 @@ def _to_values(raw: pd.Series[str]) -> tuple[NDArray[np.float64], NDArray[np.boo
     return np.where(missing, np.nan, num), bad
 
 
-def score_csv(input_path: str, output_path: str) -> int:
-    """Score the `timestamp,value` CSV `input_path` into `output_path`; return rows written."""
+def _stderr(msg: str) -> None:
+    print(f"outagewatch: {msg}", file=sys.stderr)
+
+
+def _interval(d: float) -> str:
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if d >= size:
+            return f"{d / size:g} {unit}"
+    return f"{d:g} s"
+
+
+def order_warning(secs: NDArray[np.float64], lines: NDArray[np.int64]) -> str:
+    """What is irregular about the timestamps (in seconds, file order; `lines` their line
+    numbers): rows that step back, repeat the row before, or skip (come more than twice the
+    usual interval after it). '' when there is nothing to say."""
+    if len(secs) < 2:
+        return ""
+    d = np.diff(secs)
+    parts = []
+    back = np.flatnonzero(d < 0)
+    if len(back):
+        parts.append(
+            f"rows stepping back in time: {len(back):,} (first at line {lines[back[0] + 1]})"
+        )
+    same = np.flatnonzero(d == 0)
+    if len(same):
+        parts.append(
+            f"rows repeating the timestamp before: {len(same):,} "
+            f"(first at line {lines[same[0] + 1]})"
+        )
+    pos = d[d > 0]
+    if len(pos):
+        usual = float(np.median(pos))
+        skip = np.flatnonzero(d > 2.0 * usual)
+        if len(skip):
+            parts.append(
+                f"gaps of more than twice the usual interval of {_interval(usual)}: "
+                f"{len(skip):,} (first at line {lines[skip[0] + 1]})"
+            )
+    return ", ".join(parts)
+
+
+def score_csv(input_path: str, output_path: str, warn: Callable[[str], None] | None = None) -> int:
+    """Score the `timestamp,value` CSV `input_path` into `output_path`; return rows written.
+
+    A note on irregular timestamps goes to `warn` (default: one line on stderr)."""
     df = _read(input_path)
     names = [str(c).strip() for c in df.columns]
     for col in ("timestamp", "value"):
@@ -117,20 +165,12 @@ def score_csv(input_path: str, output_path: str) -> int:
         problems.append(
             (int(lines[i]), f"column 'value': not a finite number: {val_raw.iloc[i]!r}")
         )
-    if not problems:
-        back = np.flatnonzero(secs[1:] < secs[:-1])
-        if len(back):
-            i = int(back[0]) + 1
-            problems.append(
-                (
-                    int(lines[i]),
-                    f"column 'timestamp': {ts_raw.iloc[i]!r} is earlier than the row before"
-                    f" (line {int(lines[i - 1])}); rows must be in time order",
-                )
-            )
     if problems:
         line, msg = min(problems)
         raise InputError(f"{input_path}: line {line}, {msg}")
+    note = order_warning(secs, lines)
+    if note:
+        (warn or _stderr)(f"{input_path}: warning: {note}; rows are scored in file order")
 
     scores = np.round(score_series(secs, values), 6)
     out = pd.DataFrame(

@@ -382,20 +382,25 @@ def _add_run(runs: list[StatusRun], ts: float, indicator: str, desc: str, incide
         runs.append(StatusRun(ts, ts, indicator, desc or None, incident or None))
 
 
-def _scorer_state(sc: GenericScorer) -> list[float]:
-    return [
-        float(sc.nobs[0]), float(sc.t_last[0]), float(sc.s1[0]), float(sc.s2[0]),
-        float(sc.mad[0]), float(sc._t_prev),
-    ]  # fmt: skip
+def _scorer_state(sc: GenericScorer) -> dict[str, Any]:
+    return sc.dump()
 
 
-def _scorer_from(state: list[float]) -> GenericScorer:
+def _scorer_from(state: dict[str, Any] | list[float]) -> GenericScorer:
     sc = GenericScorer(1)
+    if isinstance(state, dict):
+        sc.load(state)
+        return sc
+    # a snapshot from before the likelihood scorer: keep what it learned, the rest anew
     nobs, t_last, s1, s2, mad, t_prev = state
     sc.nobs = np.array([int(nobs)], np.int64)
     sc.t_last = np.array([t_last])
     sc.s1 = np.array([s1])
     sc.s2 = np.array([s2])
     sc.mad = np.array([mad])
+    sc.slevel = np.array([s1])
+    sc.smad = np.array([mad])
+    sc.long_mean = np.array([math.sqrt(2.0 / math.pi)])  # E|z| and the spread of its
+    sc.long_var = np.array([(1.0 - 2.0 / math.pi) / sc.short_window])  # short mean, Gaussian
     sc._t_prev = t_prev
     return sc
