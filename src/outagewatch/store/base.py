@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -14,6 +14,9 @@ from numpy.typing import NDArray
 from outagewatch.events import OtherEvent
 from outagewatch.incidents.lifecycle import Transition
 from outagewatch.pipeline.pipeline import CountRows
+
+if TYPE_CHECKING:
+    from outagewatch.history.rollup import Retention
 
 CHUNK_DTYPE = np.dtype([("m", "<u2"), ("c", "S2"), ("p", "S32"), ("n", "<i8")])
 
@@ -54,6 +57,17 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    # History (issue 20): compacted day blocks (history.rollup, history.codec).
+    def count_days(self, service: str, day0: int, day1: int) -> list[tuple[int, int, int, bytes]]:
+        """(day, res, total, data) of the service's day blocks of days day0..day1."""
+        ...
+
+    def day_totals(self, service: str, day0: int, day1: int) -> list[tuple[int, int]]: ...
+    def raw_hours(self, service: str, hour0: int, hour1: int) -> list[tuple[int, bytes]]: ...
+    def count_services(self) -> list[str]: ...
+    def count_bounds(self) -> tuple[int, int] | None: ...
+    def compact_step(self, now: float, retention: Retention, budget: int = 256) -> int: ...
 
     # The in-process bus's journal: accepted batches, durable before the API answers.
     def append_journal(self, batches: Sequence[bytes], received: float) -> list[int]:

@@ -1,0 +1,1 @@
+"""Long history: compact day blocks, rollups and retention, export and backup (issue 20)."""
