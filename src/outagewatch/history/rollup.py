@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from outagewatch.history import codec
-from outagewatch.store.base import merge_chunks, unpack
+from outagewatch.store.base import unpack
 
 DAY_S = 86_400
 HOUR_S = 3_600
@@ -76,7 +76,7 @@ def raw_rows_of_day(raw: Sequence[tuple[int, bytes]]) -> NDArray[np.void]:
         parts.append(chunk)
     if not parts:
         return codec.empty()
-    return merge_chunks(np.concatenate(parts), codec.empty())
+    return codec.summed(np.concatenate(parts))
 
 
 def fold(
