@@ -78,7 +78,7 @@ async def test_the_service_page_shows_a_90_day_bar(tmp_path: Path) -> None:
         )
         assert len(cells) == 90
         assert cells[-1][1] == "2025-10-09" and cells[-1][0].split()[0] in ("problems", "outage")
-        assert "1 incident" in bar
+        assert "1 incident, " in bar and "incidents on 1 day," in bar
 
 
 # ---------------------------------------------------------------------- backup

@@ -488,12 +488,10 @@ class Pages:
             "ok" if doc is None else next(s["status"] for s in live.services() if s["id"] == svc.id)
         )
         reported = request.query_params.get("reported")
-        history = live.history(svc.id, HISTORY_DAYS)
         return self.render(
             request,
             "service.html",
-            history=history,
-            history_summary=history_summary(history),
+            history_summary=history_summary(live.history(svc.id, HISTORY_DAYS)),
             visitor=visitor,
             svc=svc,
             status=status,
