@@ -236,3 +236,37 @@ def test_cli_export_and_backup_refuse_bad_input_with_one_line(tmp_path: Path) ->
     (tmp_path / "taken.db").write_bytes(b"")
     done = cli("--db", str(db), "backup", str(tmp_path / "taken.db"))
     assert done.returncode == 2 and "already exists" in done.stderr
+
+
+def test_replay_compacts_and_export_sums_to_what_it_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    import pandas as pd
+
+    from outagewatch.cli import main
+    from outagewatch.simulate import demo_traffic, simulate
+    from outagewatch.store.sqlite import SQLiteStore
+
+    traffic = [t for t in demo_traffic() if t.service == "x"]
+    sim = simulate(traffic, T0, 1440 + 240, seed=11)
+    events = tmp_path / "e.ndjson"
+    events.write_bytes(b"\n".join(sim.lines) + b"\n")
+    db = str(tmp_path / "r.db")
+    assert main(["--db", db, "replay", "--no-progress", str(events)]) == 0
+    found = re.search(r"reports counted after dedup: ([\d,]+)", capsys.readouterr().out)
+    assert found is not None
+    counted = int(found.group(1).replace(",", ""))
+    out = tmp_path / "c.csv"
+    assert (
+        main(["--db", db, "export", "--what", "counts", "--format", "csv", "--out", str(out)]) == 0
+    )
+    assert int(pd.read_csv(out)["reports"].sum()) == counted > 0
+    s = SQLiteStore(db)
+    try:
+        # The replay ends in hour 27 of D0: only the last replayed hour is still raw.
+        assert [h for h, _ in s.raw_hours("x", 0, 10**9)] == [D0 * 24 + 27]
+        assert [d for d, _, _, _ in s.count_days("x", D0, D0 + 3)] == [D0, D0 + 1]
+    finally:
+        s.close()
