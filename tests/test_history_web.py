@@ -58,7 +58,7 @@ async def test_history_has_a_row_per_day_with_reports_and_incidents(tmp_path: Pa
 async def test_history_refuses_a_bad_span(tmp_path: Path, days: str) -> None:
     async with running(tmp_path, Clock()) as (_, client):
         r = await client.get("/api/v1/services/x/history", params={"days": days})
-        assert "days" in assert_error(r, 422, "invalid_query")["message"]
+        assert "days" in assert_error(r, 422, "invalid_request")["message"]
 
 
 async def test_history_of_an_unknown_service_is_404(tmp_path: Path) -> None:

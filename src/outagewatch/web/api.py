@@ -115,26 +115,22 @@ def build_router(ingest: Ingest) -> APIRouter:
             raise ApiError(404, "not_found", f"no service {service_id!r} in the catalog")
         return json_response(live.service(svc))
 
-    @r.get("/api/v1/services/{service_id}/history", responses=err)
+    @r.get(
+        "/api/v1/services/{service_id}/history",
+        response_model=schemas.ServiceHistory,
+        responses=err,
+        summary="One row per UTC day: worst status, incidents, minutes of outage, reports",
+    )
     async def get_service_history(
         request: Request,
         service_id: str,
-        days: str = Query("90", description="days up to today, 1 to 400"),
+        days: int = Query(90, ge=1, le=MAX_HISTORY_DAYS, description="days up to today"),
     ) -> Response:
-        """One row per UTC day, oldest first: worst status, incidents, minutes of outage,
-        counted reports (contract §8)."""
         live = live_of(request)
         svc = live.service_or_none(service_id)
         if svc is None:
             raise ApiError(404, "not_found", f"no service {service_id!r} in the catalog")
-        n = int(days) if days.strip().isdigit() else 0
-        if not 1 <= n <= MAX_HISTORY_DAYS:
-            raise ApiError(
-                422,
-                "invalid_query",
-                f"days: {days!r} is not an integer from 1 to {MAX_HISTORY_DAYS}",
-            )
-        return json_response({"id": svc.id, "days": live.history(svc.id, n)})
+        return json_response({"id": svc.id, "days": live.history(svc.id, days)})
 
     @r.get("/api/v1/incidents", response_model=list[schemas.Incident], responses=err)
     async def get_incidents(
