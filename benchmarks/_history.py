@@ -24,7 +24,7 @@ import psycopg
 
 from _common import START_EPOCH, generate_reports, table_row, write_catalog
 from outagewatch.catalog import Catalog
-from outagewatch.history.compactor import compact
+from outagewatch.history.compactor import STEP_BUDGET
 from outagewatch.history.rollup import Retention
 from outagewatch.pipeline.pipeline import CountRows
 from outagewatch.replay import replay
@@ -131,10 +131,13 @@ def write_year(
     year_days: int,
     day0: int,
     retention: Retention,
+    steps: list[float] | None = None,
 ) -> tuple[float, float]:
     """Commit `year_days` days from `day0` (the sample, again and again), compacting after
-    each day as the background compactor would; (commit s, compaction s)."""
+    each day as the background compactor would; (commit s, compaction s). `steps` gets the
+    seconds of every compaction step (each one transaction: how long it holds the writer)."""
     commit_s = compact_s = 0.0
+    timed = [] if steps is None else steps
     n = len(week)
     for d in range(year_days):
         src = week[d % n]
@@ -152,7 +155,13 @@ def write_year(
         t0 = time.perf_counter()
         store.commit(Commit(b"", [], [], rows, state_key="bench-history"))
         t1 = time.perf_counter()
-        compact(store, (day0 + d + 1) * 86_400.0, retention)
+        now = (day0 + d + 1) * 86_400.0
+        while True:
+            ts = time.perf_counter()
+            n = store.compact_step(now, retention, STEP_BUDGET)
+            timed.append(time.perf_counter() - ts)
+            if not n:
+                break
         commit_s += t1 - t0
         compact_s += time.perf_counter() - t1
     return commit_s, compact_s
@@ -224,16 +233,19 @@ def bench_history(
         # SQLite
         year = work / "year.db"
         s = SQLiteStore(str(year))
+        steps: list[float] = []
         try:
-            commit_s, compact_s = write_year(s, week, year_days, day0, retention)
+            commit_s, compact_s = write_year(s, week, year_days, day0, retention, steps)
         finally:
             s.close()
         sq_used, sq_file = sqlite_bytes(year)
         _say(
             f"history: SQLite year written (commits {commit_s:.1f} s, compaction "
             f"{compact_s:.1f} s): {sq_used / months / KB:,.1f} KB per service-month in use, "
-            f"file {sq_file / months / KB:,.1f} KB"
+            f"file {sq_file / months / KB:,.1f} KB; {len(steps):,} compaction steps, p99 "
+            f"{np.percentile(steps, 99) * 1000:.1f} ms, max {max(steps) * 1000:.1f} ms"
         )
+        step_p99, step_max = np.percentile(steps, 99) * 1000, max(steps) * 1000
         # PostgreSQL
         url, schema, drop = pg_schema(pg)
         try:
@@ -258,7 +270,8 @@ def bench_history(
         f"before (raw minute chunks, {sample_days} d replayed): {before / KB:,.0f} KB; after "
         f"compaction, {year_days} d: SQLite {sq_used / months / KB:,.1f} KB, PostgreSQL "
         f"{pg_used / months / KB:,.1f} KB ({services} services, {per_hour} reports per "
-        f"service-hour)"
+        f"service-hour); SQLite compaction steps (one transaction each) p99 {step_p99:.0f} ms, "
+        f"max {step_max:.0f} ms"
     )
     speed = (
         f"service page p99 {views['page_p99']:.1f} ms (p50 {views['page_p50']:.1f}); history "

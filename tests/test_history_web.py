@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 import subprocess
@@ -52,6 +53,22 @@ async def test_history_has_a_row_per_day_with_reports_and_incidents(tmp_path: Pa
         # The default is 90 days, and an alias names the service too.
         r = await client.get("/api/v1/services/x/history")
         assert len(r.json()["days"]) == 90
+
+
+async def test_serve_compacts_history_in_the_background(tmp_path: Path) -> None:
+    clock = Clock()
+    async with running(tmp_path, clock, history=("x",)) as (server, _):
+        reader = server.reader
+        assert reader is not None
+        hour = int(clock.t // 3600)
+        for _ in range(200):  # the compactor's first round starts with the server
+            raw = [h for h, _ in reader.raw_hours("x", 0, 10**9)]
+            if raw and min(raw) >= hour - 1:
+                break
+            await asyncio.sleep(0.05)
+        assert raw and min(raw) >= hour - 1, "only the current and the previous hour stay raw"
+        days = [d for d, res, _, _ in reader.count_days("x", 0, 10**9) if res == 1]
+        assert days == [hour // 24 - 2, hour // 24 - 1, hour // 24]
 
 
 @pytest.mark.parametrize("days", ["0", "401", "abc", "-3", "1.5"])
