@@ -17,7 +17,7 @@ from outagewatch.history.rollup import Retention
 
 log = logging.getLogger("outagewatch.history")
 
-STEP_BUDGET = 128  # raw hours and blocks per step (a step takes a few milliseconds)
+STEP_BUDGET = 32  # raw hours and blocks per step: a step holds the writer for ~10-40 ms
 STEP_PAUSE_S = 0.05  # between steps in the background: the writer is free for ingest
 IDLE_S = 300.0  # between rounds once nothing is left (an hour completes every 60 minutes)
 
