@@ -116,12 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from _history import bench_history
 
         rows += bench_history(
-            services=args.services or (10 if args.quick else 100),
-            sample_days=args.sample_days or (2 if args.quick else 7),
-            year_days=args.year_days or (40 if args.quick else 365),
+            services=args.services or (4 if args.quick else 100),
+            sample_days=args.sample_days or (1 if args.quick else 7),
+            year_days=args.year_days or (35 if args.quick else 365),
             per_hour=args.per_hour,
             pg=args.pg,
-            requests=40 if args.quick else 300,
+            requests=20 if args.quick else 300,
         )
     if args.history_only:
         print("\n".join(rows))
