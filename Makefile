@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/python -m outagewatch.detect.warm  # numba's cache: no command compiles
+	$(BIN)/python -m outagewatch.runtime.warm  # numba's cache: no command compiles
 	touch $(STAMP)
 
 install: $(STAMP)

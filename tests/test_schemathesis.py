@@ -56,6 +56,7 @@ OPERATIONS = (
     "POST /api/v1/metrics",
     "GET /api/v1/services",
     "GET /api/v1/services/{service_id}",
+    "GET /api/v1/services/{service_id}/history",
     "GET /api/v1/incidents",
     "GET /api/v1/incidents/{incident_id}",
     "GET /healthz",

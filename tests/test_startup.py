@@ -48,10 +48,10 @@ def test_replay_imports_no_scipy_special_pandas_or_web(tmp_path: Path) -> None:
 
 
 def test_a_fresh_replay_compiles_nothing_once_the_kernels_are_warm(tmp_path: Path) -> None:
-    """`make install` runs `python -m outagewatch.detect.warm`; after it, a replay in a fresh
+    """`make install` runs `python -m outagewatch.runtime.warm`; after it, a replay in a fresh
     process loads every kernel from numba's cache (with the types the pipeline uses)."""
     env = {**os.environ, "NUMBA_DEBUG_CACHE": "1"}
-    cmd = [sys.executable, "-m", "outagewatch.detect.warm"]
+    cmd = [sys.executable, "-m", "outagewatch.runtime.warm"]
     warm = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
     assert warm.returncode == 0, warm.stderr
     f = tmp_path / "r.ndjson"
@@ -69,7 +69,7 @@ def test_a_fresh_replay_compiles_nothing_once_the_kernels_are_warm(tmp_path: Pat
 
 
 def warm_lines() -> list[bytes]:
-    from outagewatch.detect.warm import START
+    from outagewatch.runtime.warm import START
     from outagewatch.sim.simulate import ServiceTraffic, Surge, simulate
 
     traffic = [ServiceTraffic("x", 2.0, {"US": 0.7, "GB": 0.3}, {"app": 1.0})]

@@ -127,6 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("files", nargs="+", metavar="FILE", help="NDJSON event files; - reads stdin")
     ev.add_argument("--labels", required=True, help="NDJSON: one {service, start, end} a line")
     ev.add_argument("--format", choices=("table", "json"), default="table")
+
+    ex = sub.add_parser("export", parents=[common], help="stream stored history out")
+    ex.add_argument("--what", required=True, choices=("counts", "incidents"))
+    ex.add_argument("--service", help="only this service (id or alias)")
+    ex.add_argument("--since", help="from this time (RFC 3339 or epoch seconds)")
+    ex.add_argument("--until", help="up to this time (RFC 3339 or epoch seconds)")
+    ex.add_argument("--format", required=True, choices=("csv", "ndjson", "parquet"))
+    ex.add_argument("--out", required=True, metavar="FILE", help="file to write")
+    bk = sub.add_parser(
+        "backup",
+        parents=[common],
+        help="a consistent copy of a live SQLite store (PostgreSQL: use pg_dump)",
+    )
+    bk.add_argument("file", metavar="FILE", help="the new file to write the copy to")
     return p
 
 
@@ -169,6 +183,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         catalog = load_catalog(settings, store)
         show = sys.stderr.isatty() and not args.no_progress
         summary = replay(store, catalog, settings.pipeline, args.files, show_progress=show)
+        _compact_after_replay(store, settings)
     finally:
         store.close()
     print("\n".join(summary.lines_text()))
@@ -401,6 +416,52 @@ def open_input_bytes(name: str) -> bytes:
 
 
 COMMANDS["evaluate"] = cmd_evaluate
+
+
+def _compact_after_replay(store: Store, settings: Settings) -> None:
+    """Roll the replayed history up as if it were now the end of the replayed events."""
+    from outagewatch.history.compactor import compact
+    from outagewatch.store.rollup import Retention
+
+    bounds = store.count_bounds()
+    if bounds is not None:
+        compact(
+            store, (bounds[1] + 1) * 3600.0, Retention(settings.minute_days, settings.rollup_days)
+        )
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from outagewatch.history.export import export
+
+    since = None if args.since is None else parse_time(args.since, "--since")
+    until = None if args.until is None else parse_time(args.until, "--until")
+    store = open_store(settings.db)
+    try:
+        service = None
+        if args.service is not None:
+            svc = load_catalog(settings, store).resolve(args.service)
+            if svc is None and args.service not in store.count_services():
+                raise UsageError(f"--service {args.service!r}: no such service")
+            service = args.service if svc is None else svc.id
+        n = export(
+            store, args.what, args.format, args.out, service=service, since=since, until=until
+        )
+    finally:
+        store.close()
+    print(f"exported {n:,} {args.what} rows to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from outagewatch.history.backup import backup
+
+    size = backup(settings.db, args.file)
+    print(f"backed up {shown_db(settings.db)} to {args.file} ({size:,} bytes)", file=sys.stderr)
+    return 0
+
+
+COMMANDS["export"] = cmd_export
+COMMANDS["backup"] = cmd_backup
 
 
 def main(argv: Sequence[str] | None = None) -> int:

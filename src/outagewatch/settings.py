@@ -215,6 +215,20 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds before the first retry of an alert; each further retry waits twice as long "
         "(at most an hour)",
     ),
+    # History retention (issue 20).
+    Setting(
+        "OUTAGEWATCH_MINUTE_DAYS",
+        "--minute-days",
+        "30",
+        "days of report counts kept at minute detail; older days are kept in 15-minute buckets",
+    ),
+    Setting(
+        "OUTAGEWATCH_ROLLUP_DAYS",
+        "--rollup-days",
+        "395",
+        "days of report counts kept in 15-minute buckets (at least --minute-days); older "
+        "days are kept in hourly buckets, forever",
+    ),
 )
 
 
@@ -242,6 +256,8 @@ class Settings:
     smtp_starttls: bool = True
     alert_max_attempts: int = 8
     alert_backoff_s: int = 10
+    minute_days: int = 30
+    rollup_days: int = 395
 
     @classmethod
     def resolve(
@@ -258,6 +274,13 @@ class Settings:
             lateness_s=_int(values, "OUTAGEWATCH_LATENESS_S", 0, 3_600),
             false_alarm_budget=_budget(values, "OUTAGEWATCH_FALSE_ALARM_BUDGET"),
         )
+        minute_days = _int(values, "OUTAGEWATCH_MINUTE_DAYS", 1, 36_500)
+        rollup_days = _int(values, "OUTAGEWATCH_ROLLUP_DAYS", 1, 36_500)
+        if rollup_days < minute_days:
+            raise UsageError(
+                f"--rollup-days / OUTAGEWATCH_ROLLUP_DAYS {rollup_days}: expected at least "
+                f"--minute-days ({minute_days})"
+            )
         return cls(
             db=values["OUTAGEWATCH_DB"] or "./outagewatch.db",
             catalog=values["OUTAGEWATCH_CATALOG"] or None,
@@ -281,6 +304,8 @@ class Settings:
             smtp_starttls=_bool(values, "OUTAGEWATCH_SMTP_STARTTLS"),
             alert_max_attempts=_int(values, "OUTAGEWATCH_ALERT_MAX_ATTEMPTS", 1, 100),
             alert_backoff_s=_int(values, "OUTAGEWATCH_ALERT_BACKOFF_S", 1, 3_600),
+            minute_days=minute_days,
+            rollup_days=rollup_days,
         )
 
 

@@ -353,9 +353,17 @@ async def _main(settings: Settings, store: PostgresStore, catalog: Catalog) -> N
         f"worker {worker_id}: {settings.partitions} partitions of stream {settings.stream}, "
         f"lease {settings.lease_ttl_s} s"
     )
+    from outagewatch.history.compactor import run_compactor
+    from outagewatch.store.rollup import Retention
+
+    retention = Retention(settings.minute_days, settings.rollup_days)
+    compactor = asyncio.create_task(run_compactor(store, retention), name="compactor")
     try:
         await worker.main(stop)
     finally:
+        compactor.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await compactor
         with contextlib.suppress(Exception):
             await nc.drain()
     _stderr(f"worker {worker_id}: stopped cleanly")

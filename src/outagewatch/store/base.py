@@ -17,6 +17,9 @@ from outagewatch.incidents.lifecycle import Transition
 if TYPE_CHECKING:  # the store needs only its shape: no numba, no scipy to open a store
     from outagewatch.pipeline.pipeline import CountRows
 
+if TYPE_CHECKING:
+    from outagewatch.store.rollup import Retention
+
 CHUNK_DTYPE = np.dtype([("m", "<u2"), ("c", "S2"), ("p", "S32"), ("n", "<i8")])
 
 
@@ -56,6 +59,17 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    # History (issue 20): compacted day blocks (history.rollup, history.codec).
+    def count_days(self, service: str, day0: int, day1: int) -> list[tuple[int, int, int, bytes]]:
+        """(day, res, total, data) of the service's day blocks of days day0..day1."""
+        ...
+
+    def day_totals(self, service: str, day0: int, day1: int) -> list[tuple[int, int]]: ...
+    def raw_hours(self, service: str, hour0: int, hour1: int) -> list[tuple[int, bytes]]: ...
+    def count_services(self) -> list[str]: ...
+    def count_bounds(self) -> tuple[int, int] | None: ...
+    def compact_step(self, now: float, retention: Retention, budget: int = 256) -> int: ...
 
     # The in-process bus's journal: accepted batches, durable before the API answers.
     def append_journal(self, batches: Sequence[bytes], received: float) -> list[int]:

@@ -33,9 +33,12 @@ from outagewatch.store.base import (
     migrations,
     unpack,
 )
+from outagewatch.store.counts import Block, add_day_blocks
+from outagewatch.store.rollup import DayRow, Retention, fold
 
 MIGRATIONS = "migrations_pg"
 _MIGRATION_LOCK = 0x6F77_6D69  # pg_advisory_xact_lock key: one migrator at a time
+_COMPACT_LOCK = 0x6F77_636F  # pg_try_advisory_xact_lock key: one compaction step at a time
 POOL_MAX = 4
 CONNECT_TIMEOUT_S = 10
 
@@ -337,7 +340,104 @@ class PostgresStore:
             minute = int(hour) * 60 + chunk["m"].astype(np.int64)
             sel = (minute >= m0) & (minute < m1)
             np.add.at(out, minute[sel] - m0, chunk["n"][sel])
+        add_day_blocks(out, m0, self.count_days(service, m0 // 1440, (m1 - 1) // 1440))
         return out
+
+    # ---------------------------------------------------------------- history (issue 20)
+    def count_days(self, service: str, day0: int, day1: int) -> list[Block]:
+        """(day, res, total, data) of the service's day blocks of days day0..day1."""
+        with self._conn("read") as con:
+            rows = con.execute(
+                "SELECT day, res, total, data FROM count_days WHERE service = %s "
+                "AND day BETWEEN %s AND %s ORDER BY day",
+                (service, day0, day1),
+            ).fetchall()
+        return [(int(d), int(r), int(t), bytes(b)) for d, r, t, b in rows]
+
+    def day_totals(self, service: str, day0: int, day1: int) -> list[tuple[int, int]]:
+        with self._conn("read") as con:
+            rows = con.execute(
+                "SELECT day, total FROM count_days WHERE service = %s AND day BETWEEN %s AND %s",
+                (service, day0, day1),
+            ).fetchall()
+        return [(int(d), int(t)) for d, t in rows]
+
+    def raw_hours(self, service: str, hour0: int, hour1: int) -> list[tuple[int, bytes]]:
+        """(hour, packed chunk) of the raw (not yet compacted) hours hour0..hour1."""
+        with self._conn("read") as con:
+            rows = con.execute(
+                "SELECT hour, data FROM minute_counts WHERE service = %s "
+                "AND hour BETWEEN %s AND %s ORDER BY hour",
+                (service, hour0, hour1),
+            ).fetchall()
+        return [(int(h), bytes(b)) for h, b in rows]
+
+    def count_services(self) -> list[str]:
+        with self._conn("read") as con:
+            rows = con.execute(
+                'SELECT service COLLATE "C" AS s FROM count_days UNION '
+                "SELECT service FROM minute_counts ORDER BY s"
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def compact_step(self, now: float, retention: Retention, budget: int = 256) -> int:
+        """One bounded step of compaction (history.rollup) in one short transaction; the
+        number of raw hours and blocks it handled (0: nothing left, or another process is
+        compacting). Raw rows a commit holds are skipped (the next step takes them)."""
+        d15, d60 = retention.coarse_limits(now)
+        with self._conn("compaction") as con:
+            got = con.execute("SELECT pg_try_advisory_xact_lock(%s)", (_COMPACT_LOCK,)).fetchone()
+            if got is None or not got[0]:
+                return 0
+            raw = [
+                (str(s), int(h), bytes(b))
+                for s, h, b in con.execute(
+                    "SELECT service, hour, data FROM minute_counts WHERE hour < %s "
+                    'ORDER BY service COLLATE "C", hour LIMIT %s FOR UPDATE SKIP LOCKED',
+                    (retention.raw_limit(now), budget),
+                ).fetchall()
+            ]
+            keys = sorted({(s, h // 24) for s, h, _ in raw})
+            blocks: dict[tuple[str, int], DayRow] = {}
+            for row in con.execute(
+                "SELECT c.service, c.day, c.res, c.total, c.data FROM count_days c "
+                "JOIN unnest(%s::text[], %s::int[]) AS k(service, day) "
+                "ON c.service = k.service AND c.day = k.day",
+                ([k[0] for k in keys], [k[1] for k in keys]),
+            ).fetchall():
+                blocks[(row[0], row[1])] = (row[0], row[1], row[2], row[3], bytes(row[4]))
+            due = con.execute(
+                "SELECT service, day, res, total, data FROM count_days "
+                "WHERE (res = 1 AND day < %s) OR (res = 15 AND day < %s) LIMIT %s",
+                (d15, d60, budget),
+            ).fetchall()
+            for row in due:
+                blocks[(row[0], row[1])] = (row[0], row[1], row[2], row[3], bytes(row[4]))
+            if not raw and not due:
+                return 0
+            out = fold(raw, list(blocks.values()), now, retention)
+            con.execute(
+                "INSERT INTO count_days(service, day, res, total, data) "
+                "SELECT * FROM unnest(%s::text[], %s::int[], %s::int[], %s::bigint[], "
+                "%s::bytea[]) ON CONFLICT (service, day) DO UPDATE SET "
+                "res = excluded.res, total = excluded.total, data = excluded.data",
+                tuple(list(col) for col in zip(*out, strict=True)),
+            )
+            con.execute(
+                "DELETE FROM minute_counts m USING unnest(%s::text[], %s::bigint[]) "
+                "AS k(service, hour) WHERE m.service = k.service AND m.hour = k.hour",
+                ([s for s, _, _ in raw], [h for _, h, _ in raw]),
+            )
+        return len(raw) + len(due)
+
+    def count_bounds(self) -> tuple[int, int] | None:
+        """(first hour, last hour) with stored counts, raw or compacted; None when none."""
+        row = self._one(
+            "SELECT min(h0), max(h1) FROM (SELECT min(hour) AS h0, max(hour) AS h1 "
+            "FROM minute_counts UNION ALL SELECT min(day)::bigint * 24, "
+            "max(day)::bigint * 24 + 23 FROM count_days) AS b"
+        )
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
 
     def incident(self, incident_id: str) -> dict[str, Any] | None:
         row = self._one("SELECT doc::text FROM incidents WHERE id = %s", (incident_id,))

@@ -22,6 +22,8 @@ from outagewatch.store.base import (
     migrations,
     unpack,
 )
+from outagewatch.store.counts import Block, add_day_blocks
+from outagewatch.store.rollup import DayRow, Retention, fold
 
 _STATE_KEY = "pipeline"
 
@@ -238,7 +240,102 @@ class SQLiteStore:
             minute = int(hour) * 60 + chunk["m"].astype(np.int64)
             sel = (minute >= m0) & (minute < m1)
             np.add.at(out, minute[sel] - m0, chunk["n"][sel])
+        if m1 > m0:
+            add_day_blocks(out, m0, self.count_days(service, m0 // 1440, (m1 - 1) // 1440))
         return out
+
+    # ---------------------------------------------------------------- history (issue 20)
+    def count_days(self, service: str, day0: int, day1: int) -> list[Block]:
+        """(day, res, total, data) of the service's day blocks of days day0..day1."""
+        rows = self.db.execute(
+            "SELECT day, res, total, data FROM count_days WHERE service = ? "
+            "AND day BETWEEN ? AND ? ORDER BY day",
+            (service, day0, day1),
+        )
+        return [(int(d), int(r), int(t), bytes(b)) for d, r, t, b in rows]
+
+    def day_totals(self, service: str, day0: int, day1: int) -> list[tuple[int, int]]:
+        rows = self.db.execute(
+            "SELECT day, total FROM count_days WHERE service = ? AND day BETWEEN ? AND ?",
+            (service, day0, day1),
+        )
+        return [(int(d), int(t)) for d, t in rows]
+
+    def raw_hours(self, service: str, hour0: int, hour1: int) -> list[tuple[int, bytes]]:
+        """(hour, packed chunk) of the raw (not yet compacted) hours hour0..hour1."""
+        rows = self.db.execute(
+            "SELECT hour, data FROM minute_counts WHERE service = ? AND hour BETWEEN ? AND ? "
+            "ORDER BY hour",
+            (service, hour0, hour1),
+        )
+        return [(int(h), bytes(b)) for h, b in rows]
+
+    def count_services(self) -> list[str]:
+        rows = self.db.execute(
+            "SELECT service FROM count_days UNION SELECT service FROM minute_counts ORDER BY 1"
+        )
+        return [str(r[0]) for r in rows]
+
+    def compact_step(self, now: float, retention: Retention, budget: int = 256) -> int:
+        """One bounded step of compaction (history.rollup) in one short transaction; the
+        number of raw hours and blocks it handled (0: nothing left to do)."""
+        db = self.db
+        d15, d60 = retention.coarse_limits(now)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                raw = [
+                    (str(s), int(h), bytes(b))
+                    for s, h, b in db.execute(
+                        "SELECT service, hour, data FROM minute_counts WHERE hour < ? "
+                        "ORDER BY service, hour LIMIT ?",
+                        (retention.raw_limit(now), budget),
+                    )
+                ]
+                blocks: dict[tuple[str, int], DayRow] = {}
+                for sid, day in sorted({(s, h // 24) for s, h, _ in raw}):
+                    for row in db.execute(
+                        "SELECT service, day, res, total, data FROM count_days "
+                        "WHERE service = ? AND day = ?",
+                        (sid, day),
+                    ):
+                        blocks[(sid, day)] = (row[0], row[1], row[2], row[3], bytes(row[4]))
+                due = db.execute(
+                    "SELECT service, day, res, total, data FROM count_days "
+                    "WHERE (res = 1 AND day < ?) OR (res = 15 AND day < ?) LIMIT ?",
+                    (d15, d60, budget),
+                ).fetchall()
+                for row in due:
+                    blocks[(row[0], row[1])] = (row[0], row[1], row[2], row[3], bytes(row[4]))
+                if not raw and not due:
+                    db.execute("COMMIT")
+                    return 0
+                db.executemany(
+                    "INSERT INTO count_days(service, day, res, total, data) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(service, day) DO UPDATE SET "
+                    "res = excluded.res, total = excluded.total, data = excluded.data",
+                    fold(raw, list(blocks.values()), now, retention),
+                )
+                db.executemany(
+                    "DELETE FROM minute_counts WHERE service = ? AND hour = ?",
+                    [(s, h) for s, h, _ in raw],
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: compaction failed: {exc}") from None
+        return len(raw) + len(due)
+
+    def count_bounds(self) -> tuple[int, int] | None:
+        """(first hour, last hour) with stored counts, raw or compacted; None when none."""
+        row = self.db.execute(
+            "SELECT min(h0), max(h1) FROM (SELECT min(hour) AS h0, max(hour) AS h1 "
+            "FROM minute_counts UNION ALL SELECT min(day) * 24, max(day) * 24 + 23 "
+            "FROM count_days)"
+        ).fetchone()
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
 
     def incident(self, incident_id: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT doc FROM incidents WHERE id = ?", (incident_id,)).fetchone()

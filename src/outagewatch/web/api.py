@@ -18,6 +18,7 @@ from outagewatch.web.ingest import ApiError, Ingest, client_address, require_ope
 from outagewatch.web.live import Live
 
 JSON = "application/json"
+MAX_HISTORY_DAYS = 400  # GET /services/{id}/history?days=N (contract §8)
 
 
 def error_response(
@@ -113,6 +114,23 @@ def build_router(ingest: Ingest) -> APIRouter:
         if svc is None:
             raise ApiError(404, "not_found", f"no service {service_id!r} in the catalog")
         return json_response(live.service(svc))
+
+    @r.get(
+        "/api/v1/services/{service_id}/history",
+        response_model=schemas.ServiceHistory,
+        responses=err,
+        summary="One row per UTC day: worst status, incidents, minutes of outage, reports",
+    )
+    async def get_service_history(
+        request: Request,
+        service_id: str,
+        days: int = Query(90, ge=1, le=MAX_HISTORY_DAYS, description="days up to today"),
+    ) -> Response:
+        live = live_of(request)
+        svc = live.service_or_none(service_id)
+        if svc is None:
+            raise ApiError(404, "not_found", f"no service {service_id!r} in the catalog")
+        return json_response({"id": svc.id, "days": live.history(svc.id, days)})
 
     @r.get("/api/v1/incidents", response_model=list[schemas.Incident], responses=err)
     async def get_incidents(

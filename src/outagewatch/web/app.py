@@ -114,6 +114,7 @@ class Server:
         gc.collect()
         gc.freeze()
         self._running.append(asyncio.create_task(self._ticker(), name="ticker"))
+        self._running.append(asyncio.create_task(self._compactor(), name="compactor"))
         if self.watch:
             await self._start_watching(live)
         self._start_tasks()
@@ -202,6 +203,17 @@ class Server:
             if done is None and self.engine.journal_seq != seen:
                 await self.live.changes.bump()
             seen = self.engine.journal_seq
+
+    async def _compactor(self) -> None:
+        """History rollups and retention in the background, on a store of its own
+        (history.compactor: short steps, so ingest commits go in between)."""
+        from outagewatch.history.compactor import run_compactor
+        from outagewatch.store.rollup import Retention
+
+        store = await asyncio.to_thread(open_store, self.settings.db)
+        self._stores.append(store)
+        st = self.settings
+        await run_compactor(store, Retention(st.minute_days, st.rollup_days), self.clock)
 
     async def stop(self) -> None:
         for watcher in (self.probes, self.poller):

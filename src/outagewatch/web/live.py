@@ -261,6 +261,19 @@ class Live:
         with self._read_lock:
             return self.reader.transitions(incident_id)
 
+    def history(self, service: str, days: int) -> list[dict[str, Any]]:
+        """The last `days` UTC days up to today, oldest first (history.view.days_view)."""
+        from outagewatch.history.view import days_view
+        from outagewatch.store.counts import daily_reports
+
+        now = self.clock()
+        day1 = int(now // 86_400) + 1
+        day0 = day1 - days
+        with self._read_lock:
+            reports = daily_reports(self.reader, service, day0, day1)
+        docs = self.incidents(service, since=day0 * 86_400.0)
+        return days_view(docs, reports, day0, now)
+
     def breakdown(self, service: str, span: int = 120) -> tuple[dict[str, int], dict[str, int]]:
         """Reports by country and by problem over the last `span` minutes the engine still
         holds in memory (at most its ring): the outage map when no incident is ongoing.

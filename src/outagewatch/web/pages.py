@@ -31,6 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from outagewatch import __version__
 from outagewatch.errors import BusError
 from outagewatch.geo import COUNTRIES
+from outagewatch.history.view import history_summary
 from outagewatch.incidents.severity import public
 from outagewatch.web.api import client_ip
 from outagewatch.web.live import Live
@@ -44,6 +45,7 @@ TEMPLATES = HERE / "templates"
 VISITOR_COOKIE = "ow_visitor"
 SPARK_MINUTES = 180
 CHART_MINUTES = 1440
+HISTORY_DAYS = 90  # the service page's bar of days
 MAP_RECENT_MINUTES = 120
 HEARTBEAT_S = 15.0
 MAX_FORM_BYTES = 4096
@@ -489,6 +491,7 @@ class Pages:
         return self.render(
             request,
             "service.html",
+            history_summary=history_summary(live.history(svc.id, HISTORY_DAYS)),
             visitor=visitor,
             svc=svc,
             status=status,

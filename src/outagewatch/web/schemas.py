@@ -55,6 +55,21 @@ class ServiceDetail(BaseModel):
     minutes: list[Minute]
 
 
+class HistoryDay(BaseModel):
+    date: str = Field(description="the UTC day, YYYY-MM-DD")
+    status: Literal["ok", "problems", "outage"] = Field(
+        description="the worst severity of the day's public incidents"
+    )
+    incidents: int = Field(description="public incidents going on that day")
+    outage_minutes: int = Field(description="minutes of the day inside one of them")
+    reports: int = Field(description="reports counted that day, after deduplication")
+
+
+class ServiceHistory(BaseModel):
+    id: str
+    days: list[HistoryDay] = Field(description="oldest first, the last one is today")
+
+
 class CountryCount(BaseModel):
     country: str
     reports: int

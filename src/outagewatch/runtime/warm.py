@@ -6,7 +6,7 @@ directory when the package directory is read-only) and loaded by every later pro
 runs the pipeline on a small simulated stream (a warm-up day, then a surge) so that every
 kernel is compiled with exactly the argument types the pipeline uses. `make install` runs it.
 
-    python -m outagewatch.detect.warm
+    python -m outagewatch.runtime.warm
 """
 
 from __future__ import annotations
