@@ -147,7 +147,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         store.close()
     print("\n".join(summary.lines_text()))
-    return 0
+    return 130 if summary.interrupted else 0
 
 
 def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
