@@ -117,11 +117,13 @@ def test_an_edited_file_is_another_input(
 
 
 def test_sigterm_after_a_commit_then_a_rerun_equals_one_clean_replay(
-    stream: Path, clean: tuple[np.ndarray, list[tuple[str, int]]], tmp_path: Path
-) -> None:
+    stream: Path, clean: tuple[np.ndarray, list[tuple[str, int]]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
     """A real process: it replays the first half (a file: committed with its ledger mark),
     then reads stdin, where a few more lines come; SIGTERM. It commits what it fed, prints its
-    summary and exits 130; replaying the whole file then counts the rest once."""
+    summary and exits 130; the same command again, now with the rest on stdin, counts the
+    rest once."""
     data = stream.read_bytes()
     cut = data.index(b"\n", len(data) // 2) + 1
     first = tmp_path / "first.ndjson"
@@ -159,7 +161,12 @@ def test_sigterm_after_a_commit_then_a_rerun_equals_one_clean_replay(
     assert b"interrupted by SIGTERM" in out
     assert b"replayed 2 file(s)" in out
     assert b"Traceback" not in err
-    assert main(["--db", str(db), "replay", str(stream)]) == 0
+    rest = io.BufferedReader(io.BytesIO(data[cut:]))
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=rest))
+    assert main(["--db", str(db), "replay", str(first), "-"]) == 0
+    fed = int(out.split(b" lines in ")[0].split(b", ")[-1].replace(b",", b""))
+    assert fed > data[:cut].count(b"\n")  # some stdin lines were fed before the signal
+    assert f"counted by an earlier run: {fed:,} lines" in capsys.readouterr().out
     counts, incs = totals(db)
     assert (counts == clean[0]).all()
     assert incs == clean[1]

@@ -99,6 +99,7 @@ class ReportColumns:
     person: list[str | None] = field(default_factory=list)  # reporter, else ip (non-empty)
     ip: list[str | None] = field(default_factory=list)  # the client's address, if known
     count: list[int] = field(default_factory=list)
+    line: list[int] = field(default_factory=list)  # line numbers, when decoded from lines
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -346,7 +347,9 @@ class EventDecoder:
             evs = [evs[i] for i in good]
             keys = [keys[i] for i in good]
             ts = [ts[i] for i in good]
+            nos = [nos[i] for i in good]
         rep = out.reports
+        rep.line.extend(nos)
         rep.keys.extend(keys)  # type: ignore[arg-type]
         rep.ts.extend(ts)  # type: ignore[arg-type]
         rep.person.extend([e.reporter or e.ip or None for e in evs])

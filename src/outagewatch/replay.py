@@ -49,6 +49,7 @@ class Summary:
     ongoing: int = 0
     seconds: float = 0.0
     skipped: int = 0  # lines already replayed before (the ledger), not counted again
+    held: int = 0  # reports ahead of the stream's time at the end (counted once it gets there)
     interrupted: str | None = None  # the signal that stopped it
 
     MAX_LISTED = 20
@@ -81,6 +82,11 @@ class Summary:
             out.append(f"  {name}:{r.line}: {r.reason}: {r.detail}")
         if n_rej > len(self.rejected):
             out.append(f"  ... and {n_rej - len(self.rejected):,} more")
+        if self.held:
+            out.append(
+                f"held: {self.held:,} reports ahead of the stream's time (counted once the "
+                "stream gets there)"
+            )
         out.append(
             f"incidents: {self.opened} opened, {self.resolved} resolved, "
             f"{self.ongoing} ongoing at the end"
@@ -193,7 +199,9 @@ class Replayer:
         # Others first: they wait for their minute to become final, which the reports'
         # ticks decide, so a batch gives what event-by-event feeding gives.
         self.pipeline.ingest_others(d.others)
-        self.pipeline.ingest(d.reports)
+        for r in self.pipeline.ingest(d.reports):  # too far ahead of the stream
+            summary.accepted["report"] -= 1
+            summary.reject(name, r)
         self._since_commit += d.lines
 
     def take_commit(self, summary: Summary) -> Commit:
@@ -311,5 +319,6 @@ def _replay(
     summary.duplicates = stats["duplicates"] - stats0["duplicates"]
     summary.late = stats["late"] - stats0["late"]
     summary.ongoing = len(rp.pipeline.open_by_service)
+    summary.held = len(rp.pipeline.clock.held)
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -47,6 +47,13 @@ class PipelineSettings:
     """How far back the start of a surge is searched for when an incident opens."""
     max_catchup_minutes: int = 10_080
     """A clock jump larger than this (a gap in the data) skips ticks instead of running them."""
+    max_ahead_s: int = 900
+    """A report more than this far ahead of the stream's time is rejected (pipeline.clock)."""
+    clock_agree: int = 3
+    """The stream's time reaches t once this many consecutive reports have reached it."""
+    clock_skew_s: int = 3600
+    """Live (serve): events may be this far ahead of the server's clock, and the pipeline's
+    time never runs further ahead of it (read by the engine, not the core)."""
 
     def __post_init__(self) -> None:
         if self.ring_minutes < max(self.windows) + self.lateness_s // 60 + 2:
@@ -88,6 +95,20 @@ SETTINGS: tuple[Setting, ...] = (
         "--lateness-s",
         "300",
         "seconds an event may arrive late and still count as on time",
+    ),
+    Setting(
+        "OUTAGEWATCH_MAX_AHEAD_S",
+        "--max-ahead-s",
+        "900",
+        "seconds a report may be ahead of the stream's time (what the other reports say); "
+        "further ahead it is rejected, and nearer it waits for the stream to get there",
+    ),
+    Setting(
+        "OUTAGEWATCH_CLOCK_SKEW_S",
+        "--clock-skew-s",
+        "3600",
+        "seconds an event's time may be ahead of the server's clock (serve, worker); the "
+        "server's time never runs further ahead of its clock than this either",
     ),
     Setting(
         "OUTAGEWATCH_TOKEN",
@@ -242,6 +263,8 @@ class Settings:
         pipeline = PipelineSettings(
             dedup_window_s=_int(values, "OUTAGEWATCH_DEDUP_WINDOW_S", 0, 86_400),
             lateness_s=_int(values, "OUTAGEWATCH_LATENESS_S", 0, 3_600),
+            max_ahead_s=_int(values, "OUTAGEWATCH_MAX_AHEAD_S", 60, 7 * 86_400),
+            clock_skew_s=_int(values, "OUTAGEWATCH_CLOCK_SKEW_S", 0, 86_400),
         )
         return cls(
             db=values["OUTAGEWATCH_DB"] or "./outagewatch.db",
