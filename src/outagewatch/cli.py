@@ -10,7 +10,7 @@ import datetime as dt
 import math
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
@@ -19,6 +19,9 @@ from outagewatch.catalog import Catalog
 from outagewatch.errors import OutagewatchError, UsageError
 from outagewatch.settings import SETTINGS, Settings, shown_db
 from outagewatch.store import Store, open_store
+
+if TYPE_CHECKING:
+    from outagewatch.store.lock import WriterLock
 
 
 class _Parser(argparse.ArgumentParser):
@@ -139,15 +142,23 @@ def load_catalog(settings: Settings, store: Store) -> Catalog:
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from outagewatch.replay import replay
 
-    store = open_store(settings.db)
-    try:
-        catalog = load_catalog(settings, store)
-        show = sys.stderr.isatty() and not args.no_progress
-        summary = replay(store, catalog, settings.pipeline, args.files, show_progress=show)
-    finally:
-        store.close()
+    with _writer(settings, "replay"):
+        store = open_store(settings.db)
+        try:
+            catalog = load_catalog(settings, store)
+            show = sys.stderr.isatty() and not args.no_progress
+            summary = replay(store, catalog, settings.pipeline, args.files, show_progress=show)
+        finally:
+            store.close()
     print("\n".join(summary.lines_text()))
     return 130 if summary.interrupted else 0
+
+
+def _writer(settings: Settings, command: str) -> WriterLock:
+    """The store's writer lock (store/lock.py): one writing process per database."""
+    from outagewatch.store.lock import WriterLock
+
+    return WriterLock.acquire(settings.db, command, shown_db(settings.db))
 
 
 def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
@@ -274,17 +285,23 @@ def _port(value: int) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from outagewatch.web.app import Server, run
 
-    store = open_store(settings.db)
-    try:
-        catalog = load_catalog(settings, store)
-    finally:
-        store.close()
     port = _port(args.port)
-    print(
-        f"outagewatch: serving on http://{args.host}:{port}/ (db {shown_db(settings.db)})",
-        file=sys.stderr,
-    )
-    run(Server(settings, catalog), args.host, port)
+    # With a bus (NATS), this process is an API node: the workers write the pipeline state.
+    lock = _writer(settings, "serve") if not settings.nats_url else None
+    try:
+        store = open_store(settings.db)
+        try:
+            catalog = load_catalog(settings, store)
+        finally:
+            store.close()
+        print(
+            f"outagewatch: serving on http://{args.host}:{port}/ (db {shown_db(settings.db)})",
+            file=sys.stderr,
+        )
+        run(Server(settings, catalog), args.host, port)
+    finally:
+        if lock is not None:
+            lock.release()
     return 0
 
 
@@ -314,13 +331,17 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         await run_feed(server, feed)
 
     server = Server(settings, catalog, clock=clock, warmup=[history], tasks=[live_feed])
+    lock = _writer(settings, "demo")
     print(
         f"outagewatch demo: open http://{args.host}:{port}/ — simulated time runs "
         f"{args.speed:g}x; the first outage starts in about {180 / args.speed:.0f} s "
         f"(db {shown_db(settings.db)})",
         file=sys.stderr,
     )
-    run(server, args.host, port)
+    try:
+        run(server, args.host, port)
+    finally:
+        lock.release()
     return 0
 
 
