@@ -54,6 +54,8 @@ def write_events(path: Path, lines: list[bytes]) -> Path:
 
 GOOD = encode_report("x", T0, "US", reporter="alice")
 GOOD2 = encode_report("twitter", T0 + 60, "gb", problem="login")
+# Two later reports: three reports in a row reach a time before the stream's time does.
+TAIL = [encode_report("netflix", T0 + 150, "US", reporter=p) for p in ("bob", "carol")]
 METRIC = b'{"type":"metric","service":"x","ts":1741595460,"name":"error_rate","value":0.1}'
 
 
@@ -212,12 +214,13 @@ def test_replay_with_bad_lines_exits_0_and_lists_them(
             b'{"type":"report","service":"x","ts":"2025-03-10T08:31:00","country":"US"}',  # 7
             METRIC,  # 8
             encode_report("x", T0 + 90, "US", reporter="alice"),  # 9: a duplicate
+            *TAIL,  # 10, 11: the stream's time passes the lines before (pipeline.clock)
         ],
     )
     assert run("--db", "r.db", "replay", str(events)) == 0
     out, err = capsys.readouterr()
     assert "Traceback" not in err
-    assert "accepted: 4 (report 3, probe 0, status 0, metric 1)" in out
+    assert "accepted: 6 (report 5, probe 0, status 0, metric 1)" in out
     assert "duplicates: 1" in out
     assert "rejected: 4" in out
     for reason in ("not JSON", "unknown service", "bad country", "bad time"):
@@ -257,7 +260,7 @@ def test_replay_twice_resumes_and_dedups_across_calls(
 ) -> None:
     first = write_events(tmp_path / "1.ndjson", [GOOD])
     second = write_events(
-        tmp_path / "2.ndjson", [encode_report("x", T0 + 60, "US", reporter="alice")]
+        tmp_path / "2.ndjson", [encode_report("x", T0 + 60, "US", reporter="alice"), *TAIL]
     )
     assert run("--db", "r.db", "replay", str(first)) == 0
     assert run("--db", "r.db", "replay", str(second)) == 0

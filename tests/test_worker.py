@@ -25,6 +25,7 @@ import pytest
 
 from outagewatch.bus.nats import NatsBus, PartitionReader, connect, partition_of
 from outagewatch.catalog import Catalog
+from outagewatch.events import encode_report
 from outagewatch.runtime.replay import replay
 from outagewatch.runtime.worker import Worker, fair_share, partition_key
 from outagewatch.settings import PipelineSettings
@@ -68,7 +69,17 @@ def _scenario(tmp: Path) -> Scenario:
     ]
     minutes = int(2.5 * 1440)
     sim = simulate(traffic, START, minutes, surges, seed=7)
-    lines = sim.lines
+    # After the span, three reports per service: every partition's stream time passes the
+    # span's end (pipeline.clock holds a stream's last reports until three agree).
+    tail = START + minutes * 60 + 600
+    lines = [
+        *sim.lines,
+        *(
+            encode_report(t.service, tail + i, "US", reporter=f"end{i}")
+            for t in traffic
+            for i in range(3)
+        ),
+    ]
     path = tmp / "events.ndjson"
     path.write_bytes(b"\n".join(lines) + b"\n")
     db = SQLiteStore(str(tmp / "reference.db"))

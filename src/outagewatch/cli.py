@@ -37,6 +37,10 @@ def is_postgres_url(url: str) -> bool:
     return named_postgres(url)
 
 
+if TYPE_CHECKING:
+    from outagewatch.store.lock import WriterLock
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"outagewatch: {message} (see --help)\n")
@@ -178,16 +182,25 @@ def load_catalog(settings: Settings, store: Store) -> Catalog:
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from outagewatch.runtime.replay import replay
 
-    store = open_store(settings.db)
-    try:
-        catalog = load_catalog(settings, store)
-        show = sys.stderr.isatty() and not args.no_progress
-        summary = replay(store, catalog, settings.pipeline, args.files, show_progress=show)
-        _compact_after_replay(store, settings)
-    finally:
-        store.close()
+    with _writer(settings, "replay"):
+        store = open_store(settings.db)
+        try:
+            catalog = load_catalog(settings, store)
+            show = sys.stderr.isatty() and not args.no_progress
+            summary = replay(store, catalog, settings.pipeline, args.files, show_progress=show)
+            if not summary.interrupted:  # SIGTERM: commit and go, compact next time
+                _compact_after_replay(store, settings)
+        finally:
+            store.close()
     print("\n".join(summary.lines_text()))
-    return 0
+    return 130 if summary.interrupted else 0
+
+
+def _writer(settings: Settings, command: str) -> WriterLock:
+    """The store's writer lock (store/lock.py): one writing process per database."""
+    from outagewatch.store.lock import WriterLock
+
+    return WriterLock.acquire(settings.db, command, shown_db(settings.db))
 
 
 def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
@@ -314,17 +327,23 @@ def _port(value: int) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from outagewatch.web.app import Server, run
 
-    store = open_store(settings.db)
-    try:
-        catalog = load_catalog(settings, store)
-    finally:
-        store.close()
     port = _port(args.port)
-    print(
-        f"outagewatch: serving on http://{args.host}:{port}/ (db {shown_db(settings.db)})",
-        file=sys.stderr,
-    )
-    run(Server(settings, catalog), args.host, port)
+    # With a bus (NATS), this process is an API node: the workers write the pipeline state.
+    lock = _writer(settings, "serve") if not settings.nats_url else None
+    try:
+        store = open_store(settings.db)
+        try:
+            catalog = load_catalog(settings, store)
+        finally:
+            store.close()
+        print(
+            f"outagewatch: serving on http://{args.host}:{port}/ (db {shown_db(settings.db)})",
+            file=sys.stderr,
+        )
+        run(Server(settings, catalog), args.host, port)
+    finally:
+        if lock is not None:
+            lock.release()
     return 0
 
 
@@ -354,13 +373,17 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         await run_feed(server, feed)
 
     server = Server(settings, catalog, clock=clock, warmup=[history], tasks=[live_feed])
+    lock = _writer(settings, "demo")
     print(
         f"outagewatch demo: open http://{args.host}:{port}/ — simulated time runs "
         f"{args.speed:g}x; the first outage starts in about {180 / args.speed:.0f} s "
         f"(db {shown_db(settings.db)})",
         file=sys.stderr,
     )
-    run(server, args.host, port)
+    try:
+        run(server, args.host, port)
+    finally:
+        lock.release()
     return 0
 
 

@@ -8,6 +8,7 @@ and reason). A bad line never stops the lines around it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -98,6 +99,7 @@ class ReportColumns:
     person: list[str | None] = field(default_factory=list)  # reporter, else ip (non-empty)
     ip: list[str | None] = field(default_factory=list)  # the client's address, if known
     count: list[int] = field(default_factory=list)
+    line: list[int] = field(default_factory=list)  # line numbers, when decoded from lines
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -185,9 +187,11 @@ class _MinuteCache(dict[str, float | None]):
 class EventDecoder:
     """Decodes NDJSON lines against one catalog. Keeps small caches across calls."""
 
-    def __init__(self, catalog: Catalog, *, max_ts: float = MAX_TS) -> None:
+    def __init__(self, catalog: Catalog, *, max_ts: float = MAX_TS, max_ts_means: str = "") -> None:
         self.catalog = catalog
         self.max_ts = max_ts
+        # What `max_ts` stands for, in a rejection: e.g. "a day ahead of this machine's clock".
+        self.max_ts_means = max_ts_means
         self._names = dict(catalog.names)
         self._countries: dict[str, str | None] = {}
         self._problems: dict[tuple[str, str | None], str] = {}
@@ -245,6 +249,21 @@ class EventDecoder:
         if not (MIN_TS <= ts <= self.max_ts) or math.isnan(ts):
             return None
         return ts
+
+    def why_not(self, value: str | float) -> str:
+        """Why `_ts` refused `value`: a bad format, too old, or too far ahead (naming the limit)."""
+        shown = f"`ts` {_shown(value)}"
+        ts = parse_ts(value) if isinstance(value, str) else float(value)
+        if ts is None or math.isnan(ts):
+            return (
+                f"{shown} is not a time: expected RFC 3339 with `Z` or an offset "
+                "(2025-03-10T08:45:00Z) or epoch seconds as a number"
+            )
+        if ts < MIN_TS:
+            return f"{shown} is too old: times before {iso(MIN_TS)} are taken for mistakes"
+        means = f" ({self.max_ts_means})" if self.max_ts_means else ""
+        limit = iso(self.max_ts) if self.max_ts < MAX_TS else iso(MAX_TS)
+        return f"{shown} is too far ahead: after {limit}, the latest time accepted{means}"
 
     def decode(self, lines: Iterable[bytes], first_line: int = 1) -> Decoded:
         out = Decoded()
@@ -322,15 +341,15 @@ class EventDecoder:
                     continue
                 keys[i] = key
                 if ts[i] is None:
-                    out.rejected.append(
-                        Rejection(nos[i], "bad time", f"`ts` {_shown(e.ts)} is no valid time")
-                    )
+                    out.rejected.append(Rejection(nos[i], "bad time", self.why_not(e.ts)))
                     continue
                 good.append(i)
             evs = [evs[i] for i in good]
             keys = [keys[i] for i in good]
             ts = [ts[i] for i in good]
+            nos = [nos[i] for i in good]
         rep = out.reports
+        rep.line.extend(nos)
         rep.keys.extend(keys)  # type: ignore[arg-type]
         rep.ts.extend(ts)  # type: ignore[arg-type]
         rep.person.extend([e.reporter or e.ip or None for e in evs])
@@ -367,7 +386,7 @@ class EventDecoder:
             return
         ts = self._ts(ev.ts)
         if ts is None:
-            out.rejected.append(Rejection(n, "bad time", f"`ts` {_shown(ev.ts)} is no valid time"))
+            out.rejected.append(Rejection(n, "bad time", self.why_not(ev.ts)))
             return
         out.others.append(self._other(ev, sid, ts))
 
@@ -377,10 +396,22 @@ class EventDecoder:
         return OtherEvent(kind, sid, ts, _ENCODER.encode(body))
 
 
+# RFC 3339 date-time (section 5.6): a full date, `T` (or a space, or `t`), a full time with
+# optional fraction, and `Z` or a numeric offset with a colon. Python's `fromisoformat` also
+# takes other ISO 8601 forms (basic `20250310T084500Z`, week dates, minutes without seconds,
+# no offset): those are refused here, so every entry point accepts the same times.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
+)
+
+
 def parse_ts(value: str) -> float | None:
-    """Epoch seconds of an RFC 3339 time with `Z` or an offset; None if invalid or naive."""
+    """Epoch seconds of an RFC 3339 time with `Z` or an offset; None if invalid, naive or
+    another ISO 8601 form (basic format, week or ordinal dates, no seconds)."""
+    if _RFC3339.fullmatch(value) is None:
+        return None
     try:
-        t = datetime.fromisoformat(value)
+        t = datetime.fromisoformat(value.upper())
     except ValueError:
         return None
     if t.tzinfo is None:

@@ -52,6 +52,13 @@ class PipelineSettings:
     window test alone)."""
     max_catchup_minutes: int = 10_080
     """A clock jump larger than this (a gap in the data) skips ticks instead of running them."""
+    max_ahead_s: int = 900
+    """A report more than this far ahead of the stream's time is rejected (pipeline.clock)."""
+    clock_agree: int = 3
+    """The stream's time reaches t once this many consecutive reports have reached it."""
+    clock_skew_s: int = 3600
+    """Live (serve): events may be this far ahead of the server's clock, and the pipeline's
+    time never runs further ahead of it (read by the engine, not the core)."""
 
     def __post_init__(self) -> None:
         if self.ring_minutes < max(self.windows) + self.lateness_s // 60 + 2:
@@ -102,6 +109,20 @@ SETTINGS: tuple[Setting, ...] = (
         "1",
         "false incidents per 1,000 service-days the sequential surge test may open on ordinary "
         "traffic (sets its threshold; 0 turns it off, leaving the window test)",
+    ),
+    Setting(
+        "OUTAGEWATCH_MAX_AHEAD_S",
+        "--max-ahead-s",
+        "900",
+        "seconds a report may be ahead of the stream's time (what the other reports say); "
+        "further ahead it is rejected, and nearer it waits for the stream to get there",
+    ),
+    Setting(
+        "OUTAGEWATCH_CLOCK_SKEW_S",
+        "--clock-skew-s",
+        "3600",
+        "seconds an event's time may be ahead of the server's clock (serve, worker); the "
+        "server's time never runs further ahead of its clock than this either",
     ),
     Setting(
         "OUTAGEWATCH_TOKEN",
@@ -273,6 +294,8 @@ class Settings:
             dedup_window_s=_int(values, "OUTAGEWATCH_DEDUP_WINDOW_S", 0, 86_400),
             lateness_s=_int(values, "OUTAGEWATCH_LATENESS_S", 0, 3_600),
             false_alarm_budget=_budget(values, "OUTAGEWATCH_FALSE_ALARM_BUDGET"),
+            max_ahead_s=_int(values, "OUTAGEWATCH_MAX_AHEAD_S", 60, 7 * 86_400),
+            clock_skew_s=_int(values, "OUTAGEWATCH_CLOCK_SKEW_S", 0, 86_400),
         )
         minute_days = _int(values, "OUTAGEWATCH_MINUTE_DAYS", 1, 36_500)
         rollup_days = _int(values, "OUTAGEWATCH_ROLLUP_DAYS", 1, 36_500)

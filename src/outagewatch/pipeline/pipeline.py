@@ -31,12 +31,13 @@ from outagewatch.detect.quiet import quiet_scan
 from outagewatch.detect.scorer import Scores, is_hot, score
 from outagewatch.detect.series import Series, SeriesKey
 from outagewatch.errors import StoreError
-from outagewatch.events import OtherEvent, ReportColumns
+from outagewatch.events import OtherEvent, Rejection, ReportColumns
 from outagewatch.incidents.causes import IncidentView, explain, failing_providers
 from outagewatch.incidents.clusters import assign_clusters
 from outagewatch.incidents.evidence import Evidence
 from outagewatch.incidents.lifecycle import Incident, State, Transition
 from outagewatch.incidents.severity import confirmed, public
+from outagewatch.pipeline.clock import StreamClock
 from outagewatch.pipeline.dedup import Dedup
 from outagewatch.pipeline.sources import RING as SOURCES_RING
 from outagewatch.pipeline.sources import SOURCES_CHUNK, Sources
@@ -128,6 +129,10 @@ class Pipeline:
         self.sources = Sources()
         self.stats = Stats()
         self.watermark: float | None = None
+        # Decides when a report's time has come (one bad clock cannot move the time).
+        self.clock = StreamClock(
+            agree=self.settings.clock_agree, max_ahead_s=self.settings.max_ahead_s
+        )
         self.closed_until = 0  # minutes < closed_until have been scored
         self.final_until = 0  # minutes < final_until have been folded into incidents
         self.learn_until = 0  # minutes < learn_until have been learned by the baseline
@@ -152,7 +157,15 @@ class Pipeline:
         self.quiet_hooks: list[QuietRunHook] = []
 
     # ================================================================ ingest
-    def ingest(self, rep: ReportColumns) -> None:
+    def ingest(self, rep: ReportColumns) -> list[Rejection]:
+        """Take a batch of accepted reports (arrival order) through the stream clock
+        (pipeline.clock): those whose time the stream has reached are counted, the others
+        held; returns the ones rejected as too far ahead of the stream."""
+        ready, refused = self.clock.admit(rep)
+        self._ingest(ready)
+        return refused
+
+    def _ingest(self, rep: ReportColumns) -> None:
         """Count a batch of accepted reports (arrival order) and run the ticks they cause.
 
         Deduplication follows the watermark report by report; the batch is then cut where
@@ -412,10 +425,25 @@ class Pipeline:
     # ================================================================ time
     def advance_to(self, t: float) -> None:
         """The time is now `t` (epoch seconds): close every minute that ended by then."""
+        self._ingest(self.clock.advance(t))  # held reports the time has reached
         if self.watermark is None:
             self._start(int(t // 60))
         self._advance_minute(int(t // 60))
         self.watermark = max(float(self.watermark or 0.0), t)
+
+    def rewind(self, t: float) -> None:
+        """The time was ahead of `t` (a server restarted after its clock ran ahead): go back,
+        as after a gap in the data (the ring's minutes are dropped, none is ticked twice)."""
+        if self.watermark is None or self.watermark <= t:
+            return
+        m = int(t // 60)
+        self.series.ring_count[:] = 0
+        self.series.ring_expected[:] = 0
+        self.watermark = t
+        self.closed_until = m
+        self.final_until = m - self.settings.lateness_min
+        self.learn_until = min(self.learn_until, self.final_until)
+        self.clock.rewind(t)
 
     def _advance_minute(self, m_now: int) -> None:
         """Minutes before `m_now` close; the ring slots up to `m_now` are made fresh."""
@@ -985,6 +1013,7 @@ def dump_state(p: Pipeline) -> bytes:
         "evidence": p.evidence.dump(),
         "sources": p.sources.dump(),
         "recent": p._recent,
+        "clock": p.clock.dump(),
     }
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # type: ignore[arg-type]
@@ -1021,6 +1050,10 @@ def load_state(
     if "sources" in meta:
         p.sources.load(meta["sources"])
     p._recent = dict(meta["recent"])
+    if "clock" in meta:
+        p.clock.load(meta["clock"])
+    elif p.watermark is not None:  # a state from before the stream clock
+        p.clock.wm = p.watermark
     for d in meta["incidents"]:
         inc = Incident.from_state(d)
         p.incidents[inc.id] = inc

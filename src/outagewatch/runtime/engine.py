@@ -28,7 +28,7 @@ from outagewatch.pipeline.pipeline import Pipeline, dump_state, load_state
 from outagewatch.settings import PipelineSettings
 from outagewatch.store.base import Commit, Store
 
-FUTURE_SKEW_S = 300.0  # a live event may be this far ahead of the server's clock
+FUTURE_SKEW_S = 3600.0  # a live event may be this far ahead of the server's clock (default)
 READ_WAIT_S = 0.05  # a reader waits at most this long for the writer, then uses what it has
 _ENCODE = msgspec.json.Encoder().encode
 _DECODE_BODY = msgspec.json.Decoder().decode
@@ -107,6 +107,11 @@ def _services_in_order(decoded: Decoded, n: int, bad: set[int]) -> list[str]:
     return out
 
 
+def skew_means(skew_s: float) -> str:
+    """What the latest accepted time stands for, in a rejection."""
+    return f"{skew_s:g} s ahead of the server's clock, --clock-skew-s"
+
+
 def typical(p: Pipeline, service: str, m0: int, m1: int) -> NDArray[np.float64]:
     """The typical reports per minute of `service` over [m0, m1) (nan when not learned)."""
     s = p.series
@@ -144,7 +149,16 @@ class Engine:
             if state is None
             else load_state(state, settings, catalog=catalog)
         )
-        self.decoder = EventDecoder(catalog, max_ts=now + FUTURE_SKEW_S)
+        # The server's clock bounds the time: events at most `skew_s` ahead of it are taken
+        # (a server whose clock is behind still takes its clients' true times), and a time
+        # that ran further ahead (a server restarted after its clock was wrong) goes back.
+        self.skew_s = float(settings.clock_skew_s)
+        self.decoder = EventDecoder(
+            catalog, max_ts=now + self.skew_s, max_ts_means=skew_means(self.skew_s)
+        )
+        self.pipeline.clock.cap = now + self.skew_s
+        if (self.pipeline.watermark or 0.0) > now + self.skew_s:
+            self.pipeline.rewind(now)
         self.journal_seq = store.journal_seq()
         self._others: list[OtherEvent] = []
         self._dirty = False
@@ -179,7 +193,8 @@ class Engine:
         """Close the minutes that ended by `now`. True when a minute closed since the last
         commit — here or while ingesting, as events move the clock too."""
         with self.lock:
-            self.decoder.max_ts = max(self.decoder.max_ts, now + FUTURE_SKEW_S)
+            self.decoder.max_ts = max(self.decoder.max_ts, now + self.skew_s)
+            self.pipeline.clock.cap = now + self.skew_s
             before = self.pipeline.closed_until
             t0 = time.perf_counter()
             self.pipeline.advance_to(now)

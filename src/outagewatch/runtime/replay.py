@@ -2,13 +2,19 @@
 
 An adapter around the pure core: it reads files, decodes, hands batches to the pipeline and
 commits what the pipeline produced to the store. It resumes from the stored state, so two
-calls on two halves of a file give the same incidents as one call on the whole.
+calls on two halves of a file give the same incidents as one call on the whole; and it keeps
+a ledger of how far it committed each input (replay_inputs), so the same file again, or a run
+resumed after an interruption, counts each line once. SIGTERM or Ctrl-C stops it after the
+batch it is in: what was fed is committed and the summary printed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,10 +26,11 @@ from outagewatch.catalog import Catalog
 from outagewatch.errors import InputError
 from outagewatch.events import Decoded, EventDecoder, OtherEvent, Rejection
 from outagewatch.pipeline.pipeline import Pipeline, dump_state, load_state
+from outagewatch.replay_inputs import Batch, InputReader, Ledger, StopFlag, StopRequestedError
 from outagewatch.settings import PipelineSettings
 from outagewatch.store import Commit, Store
+from outagewatch.store.base import InputMark
 
-BATCH_BYTES = 4 << 20  # read about this much per batch
 COMMIT_LINES = 1_000_000  # commit at least this often
 
 
@@ -41,6 +48,9 @@ class Summary:
     resolved: int = 0
     ongoing: int = 0
     seconds: float = 0.0
+    skipped: int = 0  # lines already replayed before (the ledger), not counted again
+    held: int = 0  # reports ahead of the stream's time at the end (counted once it gets there)
+    interrupted: str | None = None  # the signal that stopped it
 
     MAX_LISTED = 20
 
@@ -63,6 +73,7 @@ class Summary:
             + ")",
             f"reports counted after dedup: {self.counted:,}; duplicates: {self.duplicates:,}; "
             f"late: {self.late:,}",
+            f"skipped, counted by an earlier run: {self.skipped:,} lines",
             f"rejected: {n_rej:,}",
         ]
         for reason, n in sorted(self.rejected_count.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -71,10 +82,20 @@ class Summary:
             out.append(f"  {name}:{r.line}: {r.reason}: {r.detail}")
         if n_rej > len(self.rejected):
             out.append(f"  ... and {n_rej - len(self.rejected):,} more")
+        if self.held:
+            out.append(
+                f"held: {self.held:,} reports ahead of the stream's time (counted once the "
+                "stream gets there)"
+            )
         out.append(
             f"incidents: {self.opened} opened, {self.resolved} resolved, "
             f"{self.ongoing} ongoing at the end"
         )
+        if self.interrupted:
+            out.append(
+                f"interrupted by {self.interrupted}: what was read is committed; the same "
+                "command goes on from there"
+            )
         return out
 
 
@@ -87,13 +108,9 @@ def open_input(name: str) -> BinaryIO:
         raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from None
 
 
-def _batches(f: BinaryIO, name: str) -> Iterator[list[bytes]]:
+def _batches(reader: InputReader, name: str) -> Iterator[Batch]:
     try:
-        while True:
-            lines = f.readlines(BATCH_BYTES)
-            if not lines:
-                return
-            yield lines
+        yield from reader.batches()
     except OSError as exc:
         raise InputError(f"{name}: read failed: {exc.strerror or exc}") from None
 
@@ -120,22 +137,55 @@ class Replayer:
             else load_state(state, settings, catalog=catalog)
         )
         # An event from more than a day in the future is a mistake, not a clock skew.
-        self.decoder = EventDecoder(catalog, max_ts=now() + 86_400)
+        self.decoder = EventDecoder(
+            catalog, max_ts=now() + 86_400, max_ts_means="a day ahead of this machine's clock"
+        )
         self._others: list[OtherEvent] = []
         self._since_commit = 0
+        self.ledger = Ledger(store.replay_inputs(state_key))
+        self._reading: tuple[InputMark, InputReader, str] | None = None
+        self._moved: dict[str, InputMark] = {}  # ledger marks to commit
 
     def feed(
-        self, f: BinaryIO, name: str, summary: Summary, progress: Callable[[int], None] | None
-    ) -> None:
-        line_no = 1
-        for lines in _batches(f, name):
-            d = self.decoder.decode(lines, line_no)
-            line_no += len(lines)
-            self.ingest(d, name, summary)
-            if self._since_commit >= COMMIT_LINES:
-                self.commit(summary)
-            if progress is not None:
-                progress(sum(len(x) for x in lines))
+        self,
+        f: BinaryIO,
+        name: str,
+        summary: Summary,
+        progress: Callable[[int], None] | None,
+        stop: StopFlag | None = None,
+    ) -> bool:
+        """Feed the part of `f` the ledger has not seen; False when `stop` cut it short."""
+        stop = stop or StopFlag()
+        reader, mark = self.ledger.open(f, name, stop)
+        summary.skipped += mark.lines
+        self._reading = (mark, reader, name)
+        try:
+            for b in _batches(reader, name):
+                for r in b.rejected:  # over-long lines (left empty in b.lines)
+                    summary.reject(name, r)
+                d = self.decoder.decode(b.lines, b.first_line)
+                self.ingest(d, name, summary)
+                if self._since_commit >= COMMIT_LINES:
+                    self.commit(summary)
+                if progress is not None:
+                    progress(b.nbytes)
+                if stop.requested:
+                    return False
+        except StopRequestedError:
+            return False
+        finally:
+            self._note_read()
+            self._reading = None
+        return True
+
+    def _note_read(self) -> None:
+        """The ledger mark of the input being read moves to what was fed of it."""
+        if self._reading is not None:
+            mark, reader, name = self._reading
+            new = self.ledger.record(mark, reader, name)
+            if new is not mark:
+                self._moved[new.id] = new
+                self._reading = (new, reader, name)
 
     def ingest(self, d: Decoded, name: str, summary: Summary) -> None:
         """Count one decoded batch of `name` (its rejected lines go to the summary)."""
@@ -149,7 +199,9 @@ class Replayer:
         # Others first: they wait for their minute to become final, which the reports'
         # ticks decide, so a batch gives what event-by-event feeding gives.
         self.pipeline.ingest_others(d.others)
-        self.pipeline.ingest(d.reports)
+        for r in self.pipeline.ingest(d.reports):  # too far ahead of the stream
+            summary.accepted["report"] -= 1
+            summary.reject(name, r)
         self._since_commit += d.lines
 
     def take_commit(self, summary: Summary) -> Commit:
@@ -168,13 +220,40 @@ class Replayer:
             counts=p.drain_counts(),
             others=self._others,
             state_key=self.state_key,
+            inputs=self._take_marks(),
         )
         self._others = []
         self._since_commit = 0
         return c
 
+    def _take_marks(self) -> list[InputMark]:
+        self._note_read()
+        out = list(self._moved.values())
+        self._moved.clear()
+        return out
+
     def commit(self, summary: Summary) -> None:
         self.store.commit(self.take_commit(summary))
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: StopFlag) -> Iterator[None]:
+    """SIGTERM and SIGINT (Ctrl-C) ask replay to stop after its batch (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        stop.requested = signal.Signals(signum).name
+        if stop.in_read:  # blocked reading (a pipe): nothing of this batch was handed out
+            raise StopRequestedError
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def replay(
@@ -192,8 +271,10 @@ def replay(
     # mid-run: the cyclic collector only costs time here (about 4%).
     gc_was_enabled = gc.isenabled()
     gc.disable()
+    stop = StopFlag()
     try:
-        return _replay(store, catalog, settings, names, show_progress, summary, t0)
+        with _stop_on_signals(stop):
+            return _replay(store, catalog, settings, names, show_progress, summary, t0, stop)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -207,10 +288,11 @@ def _replay(
     show_progress: bool,
     summary: Summary,
     t0: float,
+    stop: StopFlag,
 ) -> Summary:
     rp = Replayer(store, catalog, settings)
     stats0 = rp.pipeline.stats.as_dict()
-    for name in names:
+    for i, name in enumerate(names):
         f = open_input(name)
         bar = None
         if show_progress and name != "-":
@@ -219,18 +301,24 @@ def _replay(
             size = Path(name).stat().st_size
             bar = tqdm(total=size, unit="B", unit_scale=True, desc=name, file=sys.stderr)
         try:
-            rp.feed(f, name, summary, None if bar is None else bar.update)
+            done = rp.feed(f, name, summary, None if bar is None else bar.update, stop)
         finally:
             if bar is not None:
                 bar.close()
             if f is not sys.stdin.buffer:
                 f.close()
         summary.files += 1
+        if not done or stop.requested:
+            summary.interrupted = stop.requested or "a signal"
+            break
+        if i < len(names) - 1:
+            rp.commit(summary)  # each finished input is committed with its ledger mark
     rp.commit(summary)
     stats = rp.pipeline.stats.as_dict()
     summary.counted = stats["counted"] - stats0["counted"]
     summary.duplicates = stats["duplicates"] - stats0["duplicates"]
     summary.late = stats["late"] - stats0["late"]
     summary.ongoing = len(rp.pipeline.open_by_service)
+    summary.held = len(rp.pipeline.clock.held)
     summary.seconds = time.perf_counter() - t0
     return summary

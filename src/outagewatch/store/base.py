@@ -24,6 +24,19 @@ CHUNK_DTYPE = np.dtype([("m", "<u2"), ("c", "S2"), ("p", "S32"), ("n", "<i8")])
 
 
 @dataclass(frozen=True)
+class InputMark:
+    """How much of one replayed input is committed (the replay ledger, see replay_inputs)."""
+
+    id: str
+    name: str  # the name it was last read under (`-`: stdin)
+    head: bytes  # digest of its first min(offset, 4096) bytes: the quick pre-filter
+    offset: int  # bytes committed
+    lines: int  # lines committed (a last line without a newline is not finished)
+    digest: bytes  # digest of the first `offset` bytes
+    updated_at: float
+
+
+@dataclass(frozen=True)
 class Commit:
     """Everything one step of the pipeline produced, written in one transaction."""
 
@@ -37,6 +50,8 @@ class Commit:
     journal_seq: int | None = None
     # Whose state this is: "pipeline" (one process) or "partition/N" (a worker's partition).
     state_key: str = "pipeline"
+    # The replay ledger's marks that moved since the last commit (stored under `state_key`).
+    inputs: Sequence[InputMark] = ()
 
 
 class Store(Protocol):
@@ -44,6 +59,10 @@ class Store(Protocol):
     def save_catalog(self, text: str) -> None: ...
     def load_state(self, key: str = "pipeline") -> bytes | None: ...
     def commit(self, c: Commit) -> None: ...
+    def replay_inputs(self, state_key: str = "pipeline") -> list[InputMark]:
+        """The replay ledger of `state_key`'s state (see replay_inputs)."""
+        ...
+
     def incidents(
         self,
         service: str | None = None,
@@ -112,6 +131,31 @@ class Store(Protocol):
         status: str | None = None,
         limit: int = 100,
     ) -> list[dict[str, Any]]: ...
+
+
+# The replay ledger's SQL, shared by both backends (`%s`: the placeholder, `?` for SQLite).
+UPSERT_INPUT = (
+    "INSERT INTO replay_inputs(state_key, id, name, head, byte_offset, lines, digest, "
+    "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (state_key, id) DO UPDATE "
+    "SET name = excluded.name, head = excluded.head, byte_offset = excluded.byte_offset, "
+    "lines = excluded.lines, digest = excluded.digest, updated_at = excluded.updated_at"
+)
+SELECT_INPUTS = (
+    "SELECT id, name, head, byte_offset, lines, digest, updated_at FROM replay_inputs "
+    "WHERE state_key = %s ORDER BY id"
+)
+
+
+def input_rows(c: Commit) -> list[tuple[Any, ...]]:
+    return [
+        (c.state_key, m.id, m.name, m.head, m.offset, m.lines, m.digest, m.updated_at)
+        for m in c.inputs
+    ]
+
+
+def input_mark(row: Sequence[Any]) -> InputMark:
+    i, name, head, offset, lines, digest, at = row
+    return InputMark(str(i), str(name), bytes(head), int(offset), int(lines), bytes(digest), at)
 
 
 def equal_filters(filters: Mapping[str, Any], mark: str) -> tuple[str, list[Any]]:

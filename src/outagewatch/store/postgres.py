@@ -25,10 +25,15 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from outagewatch.errors import StoreError
 from outagewatch.store.base import (
+    SELECT_INPUTS,
+    UPSERT_INPUT,
     Commit,
+    InputMark,
     chunks,
     equal_filters,
     incidents_where,
+    input_mark,
+    input_rows,
     merge_chunks,
     migrations,
     unpack,
@@ -156,6 +161,10 @@ class PostgresStore:
         row = self._one("SELECT value FROM state WHERE key = %s", (key,))
         return None if row is None else bytes(row[0])
 
+    def replay_inputs(self, state_key: str = "pipeline") -> list[InputMark]:
+        with self._conn("read") as con:
+            return [input_mark(r) for r in con.execute(SELECT_INPUTS, (state_key,))]
+
     def load_position(self, key: str) -> int:
         """The bus position committed with `key`'s state (0 when none)."""
         row = self._one("SELECT position FROM state WHERE key = %s", (key,))
@@ -196,6 +205,9 @@ class PostgresStore:
                     "position = coalesce(excluded.position, state.position)",
                     (c.state_key, c.state, position),
                 )
+                if c.inputs:
+                    with con.cursor() as cur:
+                        cur.executemany(UPSERT_INPUT, input_rows(c))
                 if c.journal_seq is not None:
                     con.execute(
                         "INSERT INTO meta(key, value) VALUES ('journal_seq', %s) "

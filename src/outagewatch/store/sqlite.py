@@ -14,10 +14,15 @@ from numpy.typing import NDArray
 
 from outagewatch.errors import StoreError
 from outagewatch.store.base import (
+    SELECT_INPUTS,
+    UPSERT_INPUT,
     Commit,
+    InputMark,
     chunks,
     equal_filters,
     incidents_where,
+    input_mark,
+    input_rows,
     merge_chunks,
     migrations,
     unpack,
@@ -93,6 +98,10 @@ class SQLiteStore:
         row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def replay_inputs(self, state_key: str = _STATE_KEY) -> list[InputMark]:
+        rows = self.db.execute(SELECT_INPUTS.replace("%s", "?"), (state_key,)).fetchall()
+        return [input_mark(r) for r in rows]
+
     # ---------------------------------------------------------------- writes
     def commit(self, c: Commit) -> None:
         """Write one pipeline step atomically."""
@@ -112,6 +121,8 @@ class SQLiteStore:
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     (c.state_key, c.state),
                 )
+                if c.inputs:
+                    db.executemany(UPSERT_INPUT.replace("%s", "?"), input_rows(c))
                 if c.journal_seq is not None:
                     db.execute(
                         "INSERT INTO meta(key, value) VALUES ('journal_seq', ?) "

@@ -26,7 +26,15 @@ from outagewatch.catalog import Catalog, Service
 from outagewatch.events import EventDecoder
 from outagewatch.incidents.severity import public
 from outagewatch.pipeline.pipeline import Pipeline, load_state
-from outagewatch.runtime.engine import Committed, Engine, Prepared, prepare, typical
+from outagewatch.runtime.engine import (
+    FUTURE_SKEW_S,
+    Committed,
+    Engine,
+    Prepared,
+    prepare,
+    skew_means,
+    typical,
+)
 from outagewatch.settings import PipelineSettings
 from outagewatch.store.base import Store
 
@@ -123,12 +131,15 @@ class Live:
         self.counters = Counters()
         self.changes = Changes()
         self._read_lock = threading.Lock()
-        self._checker = EventDecoder(catalog, max_ts=clock() + 300)
+        self._skew = FUTURE_SKEW_S if engine is None else engine.skew_s
+        self._checker = EventDecoder(
+            catalog, max_ts=clock() + self._skew, max_ts_means=skew_means(self._skew)
+        )
 
     # ---------------------------------------------------------------- writes
     async def submit(self, kind: str, items: list[Any], ip: str | None) -> Prepared:
         now = self.clock()
-        self._checker.max_ts = max(self._checker.max_ts, now + 300)
+        self._checker.max_ts = max(self._checker.max_ts, now + self._skew)
         prep = prepare(self._checker, kind, items, now, ip)
         for r in prep.rejected:
             reason = str(r["reason"]).split(":", 1)[0]
