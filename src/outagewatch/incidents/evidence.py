@@ -65,11 +65,17 @@ class StatusRun:
         }
 
 
+def _new_scorer() -> GenericScorer:
+    # causes look for the first anomalous minute of each metric in a window: no refractory
+    # period, so an earlier small flag does not hide the rise that matters
+    return GenericScorer(1, refractory=0)
+
+
 @dataclass
 class MetricSeries:
     service: str
     name: str
-    scorer: GenericScorer = field(default_factory=lambda: GenericScorer(1))
+    scorer: GenericScorer = field(default_factory=_new_scorer)
     minutes: deque[int] = field(default_factory=deque)
     values: deque[float] = field(default_factory=deque)
     scores: deque[float] = field(default_factory=deque)
@@ -387,7 +393,7 @@ def _scorer_state(sc: GenericScorer) -> dict[str, Any]:
 
 
 def _scorer_from(state: dict[str, Any] | list[float]) -> GenericScorer:
-    sc = GenericScorer(1)
+    sc = _new_scorer()
     if isinstance(state, dict):
         sc.load(state)
         return sc
