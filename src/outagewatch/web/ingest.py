@@ -216,6 +216,20 @@ class BodyDeadline:
             self._sweeping = False
 
 
+def check_json(content_type: str | None) -> None:
+    """Only `application/json` (with parameters such as charset) is JSON here: anything
+    else is 415, so that no web page can make its visitors' browsers post reports (a form
+    or a CORS "simple" request cannot send this type without the server's consent)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        shown = repr(content_type[:60]) if content_type else "none"
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type {shown}: the body must be sent as application/json",
+        )
+
+
 def items_of(body: bytes) -> list[Any]:
     if not body:
         raise ApiError(422, "invalid_body", "the body is empty: send a JSON object or a list")
@@ -278,6 +292,7 @@ class Ingest:
         operator = is_operator(headers.get("authorization"), self.token)
         if kind != "report" and not operator:
             require_operator(headers.get("authorization"), self.token)
+        check_json(headers.get("content-type"))
         items = items_of(await self.deadline.read(headers.get("content-length"), chunks))
         ip = None
         extra: dict[str, str] = {}
@@ -286,6 +301,14 @@ class Ingest:
             # its own says nothing of who reported (nor is it one person to deduplicate).
             ip = client_address(peer, headers.get("x-forwarded-for"), self.trusted)
             if self.limiter is not None and ip is not None:
+                most = self.limiter.most
+                if len(items) > most:  # refused by the buckets however long it waited
+                    raise ApiError(
+                        413,
+                        "too_large",
+                        f"a public batch holds at most {most} reports (this server's rate "
+                        f"limit per address and block); this one has {len(items)}",
+                    )
                 wait, extra = self.limiter.check(ip, len(items))
                 if wait:
                     raise ApiError(
@@ -297,7 +320,7 @@ class Ingest:
                     )
         live = self.live_of()
         try:
-            prep = await live.submit(kind, items, ip)
+            prep = await live.submit(kind, items, ip, public=kind == "report" and not operator)
         except BusError as exc:
             retry = exc.retry_after if isinstance(exc, OverloadedError) else 1
             if isinstance(exc, OverloadedError):

@@ -549,7 +549,7 @@ class Pages:
                 resp.headers["Retry-After"] = headers.get("Retry-After", "60")
                 return resp
         try:
-            prep = await live.submit("report", [item], ip)
+            prep = await live.submit("report", [item], ip, public=True)
         except BusError:
             resp = self.error(
                 request, 503, "Busy", "The server is very busy right now; please try again."
