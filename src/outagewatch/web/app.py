@@ -36,6 +36,7 @@ from outagewatch.probes.statuspage import StatusPoller
 from outagewatch.settings import Settings
 from outagewatch.store import open_store
 from outagewatch.store.base import Store
+from outagewatch.web.admission import KEEP_ALIVE_S, MAX_CONNECTIONS, GuardedHttp
 from outagewatch.web.api import build_router, error_response, operator_check
 from outagewatch.web.ingest import ApiError, ASGIApp, Ingest
 from outagewatch.web.live import Live, StoredBaselines
@@ -307,12 +308,12 @@ def install_errors(app: FastAPI) -> None:
         return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}")
 
 
-# uvicorn's own limit is only an outer bound: past MAX_CONNECTIONS open connections (or
-# requests) it answers a bare 503 without Retry-After, so it sits well above the admission
-# limits of ingest.py (256 ingest + 256 other requests + 1,000 live-page streams), which
-# answer first, with room for idle keep-alive connections. BACKLOG bounds the connections
-# the kernel holds before they are accepted.
-MAX_CONNECTIONS = 4096
+# Connections: past MAX_CONNECTIONS open ones, the longest idle is closed to make room
+# (web/admission.py: GuardedHttp, which also closes a connection whose request head does not
+# arrive in time); uvicorn's own limit_concurrency is off, as it answers a bare 503 to every
+# request while that many connections are open, idle or not. The admission limits of
+# ingest.py (256 ingest + 256 other + 64 body requests + 1,000 live-page streams) bound the
+# busy ones. BACKLOG bounds the connections the kernel holds before they are accepted.
 BACKLOG = 2048
 
 
@@ -341,12 +342,12 @@ def run(server: Server, host: str, port: int) -> None:
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=GuardedHttp,
         log_level="warning",
         access_log=False,
         lifespan="on",
-        limit_concurrency=MAX_CONNECTIONS,
         backlog=BACKLOG,
+        timeout_keep_alive=int(KEEP_ALIVE_S),
     )
 
     class _Server(uvicorn.Server):
