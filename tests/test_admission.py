@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -130,10 +130,8 @@ def trickle(socks: list[socket.socket], stop: threading.Event) -> None:
     """One byte a second on each socket until `stop`."""
     while not stop.wait(1.0):
         for s in socks:
-            try:
+            with suppress(OSError):
                 s.sendall(b" ")
-            except OSError:
-                pass
 
 
 def test_two_slow_bodies_do_not_stop_ingest(tmp_path: Path) -> None:
