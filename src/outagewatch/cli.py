@@ -280,11 +280,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         store.close()
     port = _port(args.port)
-    print(
-        f"outagewatch: serving on http://{args.host}:{port}/ (db {shown_db(settings.db)})",
-        file=sys.stderr,
-    )
-    run(Server(settings, catalog), args.host, port)
+    banner = f"outagewatch: serving on http://{args.host}:{port}/ (db {shown_db(settings.db)})"
+    run(Server(settings, catalog), args.host, port, banner)
     return 0
 
 
