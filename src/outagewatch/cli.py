@@ -311,13 +311,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         await run_feed(server, feed)
 
     server = Server(settings, catalog, clock=clock, warmup=[history], tasks=[live_feed])
-    print(
+    banner = (
         f"outagewatch demo: open http://{args.host}:{port}/ — simulated time runs "
         f"{args.speed:g}x; the first outage starts in about {180 / args.speed:.0f} s "
-        f"(db {shown_db(settings.db)})",
-        file=sys.stderr,
+        f"(db {shown_db(settings.db)})"
     )
-    run(server, args.host, port)
+    run(server, args.host, port, banner)
     return 0
 
 
