@@ -98,6 +98,42 @@ async def test_one_address_may_have_only_a_few_bodies_in_progress(tmp_path: Path
         assert (await c.post("/api/v1/reports", json=ITEM)).status_code == 202
 
 
+class Chunks:
+    """A body sent in the given chunks, then held until released."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+        self.started.set()
+        await self.release.wait()
+
+
+@pytest.mark.anyio
+async def test_one_address_may_hold_only_a_quarter_of_the_ingest_bytes(tmp_path: Path) -> None:
+    async with served(tmp_path) as (ingest, c):
+        quarter = ingest.limits.ingest_bytes // 4
+        first = Chunks([b"[" + b" " * (quarter - 1000)])
+        held = asyncio.ensure_future(c.post("/api/v1/reports", content=first(), headers=JSON))
+        await first.started.wait()
+        r = await c.post("/api/v1/reports", content=b" " * 2000 + b"{}", headers=JSON)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_bodies"
+        assert r.headers["connection"] == "close"
+        # Small bodies still fit beside it; the operator is not counted.
+        assert (await c.post("/api/v1/reports", json=ITEM)).status_code == 202
+        big = b"[" + b",".join([b'{"service":"x","country":"US"}'] * 1000) + b"]"
+        assert len(big) > 1000
+        r = await c.post("/api/v1/reports", content=big, headers=AUTH)
+        assert r.status_code == 202
+        first.release.set()
+        held.cancel()
+        await asyncio.gather(held, return_exceptions=True)
+
+
 @pytest.mark.anyio
 async def test_a_form_body_that_does_not_arrive_is_answered_408(tmp_path: Path) -> None:
     async with served(tmp_path) as (ingest, c):

@@ -5,7 +5,9 @@ Three guards, each against a way a few sockets could stop a server (issue 14):
 - `Bodies` counts the request bodies each client address has in progress (headers in,
   body not complete). Past `MAX_BODIES_PER_ADDRESS` the next request with a body is
   answered 429 at once: two, or two hundred, connections trickling bodies from one address
-  hold no more than that many slots. Requests with the operator token are not counted.
+  hold no more than that many slots. It also counts the ingest body bytes each address
+  holds: one address may hold at most a quarter of the ingest budget (ingest.py), so one
+  fast sender cannot fill it either. Requests with the operator token are not counted.
 - `deadline_receive` gives a request body (the HTML report form, the operator's JSON
   endpoints: any body outside the ingest POSTs, which have `BodyDeadline`) a deadline: a
   body not complete by then is answered 408 with `Connection: close` and the application is
@@ -45,7 +47,21 @@ class Bodies:
     def __init__(self, per_address: int = MAX_BODIES_PER_ADDRESS) -> None:
         self.per_address = per_address
         self._n: dict[str, int] = {}
+        self._bytes: dict[str, int] = {}  # ingest body bytes held per address
         self.refused = 0
+
+    def charge(self, address: str, n: int, most: int | None = None) -> bool:
+        """Charge `n` body bytes to `address` (negative: give back); False (nothing
+        charged) when that would make it hold more than `most`."""
+        held = self._bytes.get(address, 0) + n
+        if most is not None and n > 0 and held > most:
+            self.refused += 1
+            return False
+        if held > 0:
+            self._bytes[address] = held
+        else:
+            self._bytes.pop(address, None)
+        return True
 
     def enter(self, address: str | None) -> bool:
         """Count one more body from `address`; False (nothing counted) past its limit."""

@@ -423,6 +423,18 @@ class Ingest:
                                 "the server is over capacity; retry shortly",
                                 {"Retry-After": "1", "Connection": "close"},
                             )
+                        if who is not None and not self.bodies.charge(
+                            who, len(chunk), limits.ingest_bytes // 4
+                        ):
+                            body_done()
+                            self._note_shed("bodies")
+                            raise ApiError(
+                                429,
+                                "too_many_bodies",
+                                f"{who} is already sending {limits.ingest_bytes // 4} bytes of "
+                                "request bodies at once; retry once they are done",
+                                {"Retry-After": "1", "Connection": "close"},
+                            )
                         charged += len(chunk)
                         self.ingest_bytes += len(chunk)
                     more = msg.get("more_body", False)
@@ -439,6 +451,8 @@ class Ingest:
                 body_done()
                 self.ingest_inflight -= 1
                 self.ingest_bytes -= charged
+                if who is not None and charged:
+                    self.bodies.charge(who, -charged)
             if reading or status in (408, 413):  # the rest of the body may still be on the way
                 extra = {**extra, "Connection": "close"}
             await _answer(send, status, body, extra)
