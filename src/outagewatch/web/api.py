@@ -68,7 +68,7 @@ def build_router(ingest: Ingest) -> APIRouter:
     r = APIRouter()
     operator = Depends(operator_check(ingest.token))
     err: dict[int | str, dict[str, Any]] = {
-        c: {"model": schemas.Error} for c in (401, 403, 404, 413, 422, 429, 503)
+        c: {"model": schemas.Error} for c in (401, 403, 404, 408, 413, 415, 422, 429, 503)
     }
 
     @r.post(
