@@ -42,6 +42,7 @@ DEFAULT_NATS = "nats://127.0.0.1:4222"
 PARTITIONS = 8
 BATCH = 1000
 TOKEN = "bench-token"
+JSON_TYPE = {"Content-Type": "application/json"}
 
 
 async def publish(url: str, stream: str, path: Path) -> tuple[int, dict[str, int]]:
@@ -108,7 +109,7 @@ async def post_http(base: str, nats: str, stream: str, path: Path) -> tuple[int,
         auth = {"Authorization": f"Bearer {TOKEN}"}
         async with httpx.AsyncClient(base_url=base, headers=auth, timeout=60) as c:
             for b in batches:
-                r = await c.post("/api/v1/reports", content=orjson.dumps(b))
+                r = await c.post("/api/v1/reports", content=orjson.dumps(b), headers=JSON_TYPE)
                 if r.status_code != 202:
                     raise RuntimeError(f"API node answered {r.status_code}: {r.text[:200]}")
 

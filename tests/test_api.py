@@ -344,7 +344,11 @@ async def test_the_fast_ingest_path_answers_exactly_like_the_routes(tmp_path: Pa
                 got.append((r.status_code, r.content))
             r = await c.post("/api/v1/probes", json={"service": "x", "target": "u", "ok": True})
             got.append((r.status_code, r.content))
-            r = await c.post("/api/v1/reports", content=b"x" * (1 << 20 + 1))
+            r = await c.post(
+                "/api/v1/reports",
+                content=b"x" * (1 << 20 + 1),
+                headers={"Content-Type": "application/json"},
+            )
             got.append((r.status_code, r.content))
             answers[fast] = got
     assert answers[True] == answers[False]
@@ -414,8 +418,9 @@ async def test_minutes_closed_by_the_events_themselves_are_committed(tmp_path: P
 
 
 async def test_reports_too_late_for_the_engine_still_show_on_the_chart(tmp_path: Path) -> None:
-    """A report older than the allowed lateness is not in the engine's minutes, but it is
-    counted and stored: the chart shows it once committed."""
+    """A report older than the allowed lateness (forwarded by a partner: a public `ts` is
+    the arrival time) is not in the engine's minutes, but it is counted and stored: the
+    chart shows it once committed."""
     clock = Clock()
     async with running(tmp_path, clock) as (server, c):
         assert server.bus is not None
@@ -424,7 +429,7 @@ async def test_reports_too_late_for_the_engine_still_show_on_the_chart(tmp_path:
         await server.bus.tick()
         late = clock.t - 15 * 60  # 15 minutes ago: beyond the 5-minute lateness
         item = {"service": "x", "country": "US", "reporter": "b", "ts": late}
-        assert (await c.post("/api/v1/reports", json=item)).status_code == 202
+        assert (await c.post("/api/v1/reports", json=item, headers=AUTH)).status_code == 202
         await server.bus.tick(commit=True)
         minutes = (await c.get("/api/v1/services/x")).json()["minutes"]
         assert minutes[-21]["reports"] == 1  # the on-time one, 20 minutes ago

@@ -32,6 +32,7 @@ from test_server_process import serve
 from webutil import CLIENT, Clock, free_port, report, running
 
 MIB = 1 << 20
+JSON_TYPE = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -132,7 +133,7 @@ async def test_ingest_past_its_budget_is_refused_while_pages_and_health_answer(
     async with served(tmp_path) as (ingest, c):
         ingest.limits = Limits(ingest_requests=1, ingest_bytes=MAX_BODY_BYTES)
         held = HeldBody()
-        auth = {"Authorization": "Bearer operator-secret"}
+        auth = {"Authorization": "Bearer operator-secret", "Content-Type": "application/json"}
         first = asyncio.ensure_future(c.post("/api/v1/reports", content=held(), headers=auth))
         await held.started.wait()
         assert ingest.ingest_inflight == 1
@@ -164,7 +165,7 @@ async def test_a_bus_that_is_behind_refuses_before_the_body_is_read(tmp_path: Pa
     async with served(tmp_path) as (ingest, c):
         ingest.pressure = lambda: OverloadedError("the server is 3.2 s behind", 4)
         body = HeldBody()  # never released: refused without reading it
-        r = await c.post("/api/v1/reports", content=body())
+        r = await c.post("/api/v1/reports", content=body(), headers=JSON_TYPE)
         assert_refusal(r)
         assert r.headers["retry-after"] == "4" and "behind" in r.json()["error"]["message"]
         assert not body.release.is_set() and ingest.shed["bus"] == 1
@@ -175,7 +176,7 @@ async def test_a_body_that_does_not_arrive_is_answered_408(tmp_path: Path) -> No
     async with served(tmp_path) as (ingest, c):
         ingest.deadline.timeout_s = 0.2
         held = HeldBody()
-        r = await c.post("/api/v1/reports", content=held())
+        r = await c.post("/api/v1/reports", content=held(), headers=JSON_TYPE)
         assert r.status_code == 408 and r.json()["error"]["code"] == "timeout"
         assert ingest.ingest_inflight == 0
         r = await c.post("/api/v1/reports", json={"service": "x", "country": "US"})

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from outagewatch.catalog import Catalog
-from outagewatch.web.pages import band, build_chart, map_view, share_step, world_map
+from outagewatch.web.pages import PAGE_SIZE, band, build_chart, map_view, share_step, world_map
 from webutil import Clock, outage, running
 
 pytestmark = pytest.mark.anyio
@@ -353,3 +353,45 @@ async def test_report_form_shares_the_rate_limit_of_the_api(tmp_path: Path) -> N
         assert int(r.headers["retry-after"]) >= 1
         doc = (await c.get("/api/v1/services/netflix")).json()
         assert doc["minutes"][-1]["reports"] == 0
+
+
+# ---------------------------------------------------------------------------- large catalogs
+def big_catalog(n: int) -> Catalog:
+    text = "\n".join(
+        f'[services.s{i}]\nname = "Service {i}"\nproblems = ["app", "login"]\n' for i in range(n)
+    )
+    return Catalog.from_toml(text, "big.toml")
+
+
+async def test_a_10000_service_catalog_keeps_health_fast_while_home_reloads(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+    import time
+
+    async with running(tmp_path, Clock(), catalog=big_catalog(10_000), fast=True) as (_, c):
+        html = html_ok(await c.get("/"))
+        assert len(html) < 300_000
+        assert html.count("data-service=") == PAGE_SIZE
+        assert 'rel="next" href="/?page=2"' in html and "of 10000" in html
+        found = html_ok(await c.get("/", params={"q": "service 9999"}))
+        assert re.findall(r'data-service="([a-z0-9-]+)"', found) == ["s9999"]
+        last = html_ok(await c.get("/", params={"page": "167"}))
+        assert last.count("data-service=") == 10_000 - 166 * PAGE_SIZE
+        stop = time.monotonic() + 3.0
+        health_s: list[float] = []
+
+        async def reload(k: int) -> None:
+            while time.monotonic() < stop:
+                r = await c.get("/", params={"page": str(1 + k)})
+                assert r.status_code == 200
+
+        async def health() -> None:
+            while time.monotonic() < stop:
+                t0 = time.perf_counter()
+                assert (await c.get("/healthz")).status_code == 200
+                health_s.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(reload(k) for k in range(4)), health())
+        assert len(health_s) >= 10 and max(health_s) < 0.5, max(health_s)

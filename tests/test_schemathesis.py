@@ -198,6 +198,10 @@ def test_a_deeply_nested_body_is_a_clear_422(served: Served) -> None:
         b"[" * 10_000 + b"]" * 10_000,
         b'{"service": "x", "z": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
     ):
-        r = httpx.post(f"{served.base}/api/v1/reports", content=body, headers=AUTH)
+        r = httpx.post(
+            f"{served.base}/api/v1/reports",
+            content=body,
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
         assert r.status_code == 422, r.text
         assert r.json()["error"]["code"] == "invalid_body"

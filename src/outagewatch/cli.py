@@ -336,11 +336,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             catalog = load_catalog(settings, store)
         finally:
             store.close()
-        print(
-            f"outagewatch: serving on http://{args.host}:{port}/ (db {shown_db(settings.db)})",
-            file=sys.stderr,
-        )
-        run(Server(settings, catalog), args.host, port)
+        banner = f"outagewatch: serving on http://{args.host}:{port}/ (db {shown_db(settings.db)})"
+        run(Server(settings, catalog), args.host, port, banner)
     finally:
         if lock is not None:
             lock.release()
@@ -374,14 +371,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     server = Server(settings, catalog, clock=clock, warmup=[history], tasks=[live_feed])
     lock = _writer(settings, "demo")
-    print(
+    banner = (
         f"outagewatch demo: open http://{args.host}:{port}/ — simulated time runs "
         f"{args.speed:g}x; the first outage starts in about {180 / args.speed:.0f} s "
-        f"(db {shown_db(settings.db)})",
-        file=sys.stderr,
+        f"(db {shown_db(settings.db)})"
     )
     try:
-        run(server, args.host, port)
+        run(server, args.host, port, banner)
     finally:
         lock.release()
     return 0

@@ -7,6 +7,7 @@ and reason). A bad line never stops the lines around it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -28,6 +29,10 @@ PositiveCount = Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]
 Indicator = Literal["none", "minor", "major", "critical", "maintenance"]
 
 _SECONDS_Z = {f"{i:02d}Z": float(i) for i in range(60)}  # the "SSZ" end of a time
+# Client strings kept in caches and state are bounded: a raw value longer than this is
+# resolved without being cached, and a longer person id is kept as its digest.
+MAX_CACHED_CHARS = 64
+MAX_PERSON_CHARS = 64
 MIN_TS = 946_684_800.0  # 2000-01-01: earlier is surely a mistake (e.g. milliseconds/1000 twice)
 MAX_TS = 7_258_118_400.0  # 2200-01-01
 
@@ -203,7 +208,7 @@ class EventDecoder:
         sid = self._names.get(name)
         if sid is None:
             sid = self._names.get(name.lower())
-            if sid is not None:
+            if sid is not None and len(self._names) < 100_000:
                 self._names[name] = sid
         return sid
 
@@ -212,7 +217,7 @@ class EventDecoder:
             return self._countries[raw]
         except KeyError:
             code = normalise_country(raw)
-            if len(self._countries) < 10_000:
+            if len(self._countries) < 10_000 and len(raw) <= MAX_CACHED_CHARS:
                 self._countries[raw] = code
             return code
 
@@ -224,7 +229,7 @@ class EventDecoder:
             svc = self.catalog.services[sid]
             known = {q.lower(): q for q in svc.problems}
             value = known.get(raw.lower(), OTHER_PROBLEM) if raw is not None else OTHER_PROBLEM
-            if len(self._problems) < 100_000:
+            if len(self._problems) < 100_000 and (raw is None or len(raw) <= MAX_CACHED_CHARS):
                 self._problems[key] = value
             return value
 
@@ -352,7 +357,10 @@ class EventDecoder:
         rep.line.extend(nos)
         rep.keys.extend(keys)  # type: ignore[arg-type]
         rep.ts.extend(ts)  # type: ignore[arg-type]
-        rep.person.extend([e.reporter or e.ip or None for e in evs])
+        persons = [e.reporter or e.ip or None for e in evs]
+        if any(p is not None and len(p) > MAX_PERSON_CHARS for p in persons):
+            persons = [_person(p) for p in persons]
+        rep.person.extend(persons)
         rep.ip.extend([e.ip for e in evs])
         rep.count.extend([e.count for e in evs])
 
@@ -373,7 +381,7 @@ class EventDecoder:
             )
             return None
         key = (sid, code, self._problem(sid, e.problem))
-        if len(self._keys) < 200_000:
+        if len(self._keys) < 200_000 and _short(e.service, e.country, e.problem):
             self._keys[(e.service, e.country, e.problem)] = key
         return key
 
@@ -403,6 +411,19 @@ class EventDecoder:
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
 )
+
+
+def _short(*raw: str | None) -> bool:
+    return all(r is None or len(r) <= MAX_CACHED_CHARS for r in raw)
+
+
+def _person(p: str | None) -> str | None:
+    """A person id as kept for deduplication: a long one (a client may send megabytes) is
+    its 128-bit digest, so state holds bounded values."""
+    if p is None or len(p) <= MAX_PERSON_CHARS:
+        return p
+    digest = hashlib.blake2b(p.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return f"#{digest}"
 
 
 def parse_ts(value: str) -> float | None:

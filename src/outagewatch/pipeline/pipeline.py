@@ -431,6 +431,11 @@ class Pipeline:
         self._advance_minute(int(t // 60))
         self.watermark = max(float(self.watermark or 0.0), t)
 
+    def release_until(self, t: float) -> None:
+        """A clock the caller trusts says it is `t` (the server's): count the held reports
+        it has reached, without closing minutes (that is `advance_to`'s)."""
+        self._ingest(self.clock.advance(t))
+
     def rewind(self, t: float) -> None:
         """The time was ahead of `t` (a server restarted after its clock ran ahead): go back,
         as after a gap in the data (the ring's minutes are dropped, none is ticked twice)."""

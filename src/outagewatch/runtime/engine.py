@@ -174,8 +174,12 @@ class Engine:
             self.recovered += 1
 
     # ---------------------------------------------------------------- writer side
-    def ingest(self, seq: int, lines: Sequence[bytes]) -> Decoded:
-        """Count one journaled batch (already checked when it was accepted)."""
+    def ingest(self, seq: int, lines: Sequence[bytes], now: float | None = None) -> Decoded:
+        """Count one journaled batch (already checked when it was accepted). `now`: the
+        server's clock when it is counted (None while recovering the journal at start-up).
+        The live time is the server's clock: reports it has reached are counted at once,
+        not held until the stream of reports reaches them (pipeline/clock.py); the minutes
+        are still closed by the ticks (`advance`)."""
         with self.lock:
             d = self.decoder.decode(list(lines), 1)
             if d.others:
@@ -184,6 +188,8 @@ class Engine:
                 self._others.extend(d.others)
                 self.pipeline.ingest_others(d.others)
             self.pipeline.ingest(d.reports)
+            if now is not None:
+                self.pipeline.release_until(now)
             self.journal_seq = max(self.journal_seq, seq)
             self.uncommitted += len(lines)
             self._dirty = True

@@ -291,7 +291,7 @@ class LocalBus:
         self.batches += len(group)
         # One ingest for the whole group: the pipeline's cost per call is mostly fixed.
         try:
-            self.engine.ingest(seq, batch.split(b"\n"))
+            self.engine.ingest(seq, batch.split(b"\n"), self.clock())
         except Exception as exc:  # durable already: it will be replayed on restart
             log.exception("ingest of journal batch %d failed", seq)
             return BusError(f"accepted but not yet counted: {exc}")

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from outagewatch.events import parse_ts
 from outagewatch.incidents.severity import public
 from outagewatch.web import schemas
+from outagewatch.web.health import StoreHealth
 from outagewatch.web.ingest import ApiError, Ingest, client_address, require_operator
 from outagewatch.web.live import Live
 
@@ -65,7 +69,7 @@ def build_router(ingest: Ingest) -> APIRouter:
     r = APIRouter()
     operator = Depends(operator_check(ingest.token))
     err: dict[int | str, dict[str, Any]] = {
-        c: {"model": schemas.Error} for c in (401, 403, 404, 413, 422, 429, 503)
+        c: {"model": schemas.Error} for c in (401, 403, 404, 408, 413, 415, 422, 429, 503)
     }
 
     @r.post(
@@ -105,7 +109,10 @@ def build_router(ingest: Ingest) -> APIRouter:
 
     @r.get("/api/v1/services", response_model=list[schemas.ServiceSummary], responses=err)
     async def get_services(request: Request) -> Response:
-        return json_response(live_of(request).services())
+        # Every service (a large catalog: ~1 MB of JSON), built off the event loop.
+        live = live_of(request)
+        body = await run_in_threadpool(lambda: orjson.dumps(live.services()))
+        return Response(body, media_type=JSON)
 
     @r.get("/api/v1/services/{service_id}", response_model=schemas.ServiceDetail, responses=err)
     async def get_service(request: Request, service_id: str) -> Response:
@@ -165,6 +172,10 @@ def build_router(ingest: Ingest) -> APIRouter:
     @r.get("/healthz", response_model=schemas.Health)
     async def healthz(request: Request) -> Response:
         live = live_of(request)
+        health: StoreHealth | None = getattr(request.app.state, "store_health", None)
+        problem = await health.problem() if health is not None else None
+        if problem is not None:  # acknowledging reports now would be a lie
+            return error_response(503, "store_unwritable", problem, {"Retry-After": "30"})
         depth = getattr(live.bus, "depth", 0)
         wm = live.engine.clock_label() if live.engine is not None else None
         return json_response({"status": "ok", "watermark": wm, "queue": depth})
@@ -173,10 +184,7 @@ def build_router(ingest: Ingest) -> APIRouter:
     async def feed(request: Request) -> Response:
         live = live_of(request)
         docs = [d for d in live.incidents(limit=50) if public(d)]
-        return Response(
-            atom_feed(docs, str(request.base_url).rstrip("/"), live.catalog.services),
-            media_type="application/atom+xml",
-        )
+        return Response(atom_feed(docs, live.catalog.services), media_type="application/atom+xml")
 
     return r
 
@@ -195,32 +203,46 @@ def _time(value: str | None, name: str) -> float | None:
     return ts
 
 
-def atom_feed(docs: list[dict[str, Any]], base: str, services: Any) -> bytes:
+# Characters XML 1.0 cannot carry at all (escaping does not help): C0 controls but tab, LF
+# and CR, lone surrogates, U+FFFE and U+FFFF. Removed from every text the feed holds.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(value: object) -> str:
+    """`value` as text an XML document can hold (ElementTree escapes <, & and quotes)."""
+    return _NOT_XML.sub("", str(value))
+
+
+def atom_feed(docs: list[dict[str, Any]], services: Any) -> bytes:
+    """The incidents' Atom feed. Links are relative to the server's root (readers resolve
+    them against the feed's own address), never built from the request's Host header,
+    which any client chooses; ids are URNs, the same whatever address the feed came from."""
     ns = "http://www.w3.org/2005/Atom"
     ET.register_namespace("", ns)
     feed = ET.Element(f"{{{ns}}}feed")
     ET.SubElement(feed, f"{{{ns}}}title").text = "outagewatch: incidents"
-    ET.SubElement(feed, f"{{{ns}}}id").text = f"{base}/feeds/incidents.atom"
-    ET.SubElement(feed, f"{{{ns}}}link", rel="self", href=f"{base}/feeds/incidents.atom")
+    ET.SubElement(feed, f"{{{ns}}}id").text = "urn:outagewatch:feeds:incidents"
+    ET.SubElement(feed, f"{{{ns}}}link", rel="self", href="/feeds/incidents.atom")
     updated = max((_updated(d) for d in docs), default="1970-01-01T00:00:00Z")
     ET.SubElement(feed, f"{{{ns}}}updated").text = updated
     author = ET.SubElement(feed, f"{{{ns}}}author")
     ET.SubElement(author, f"{{{ns}}}name").text = "outagewatch"
     for d in docs:
         svc = services.get(d["service"])
-        name = svc.name if svc is not None else d["service"]
+        name = xml_text(svc.name if svc is not None else d["service"])
+        iid = xml_text(d["id"])
         e = ET.SubElement(feed, f"{{{ns}}}entry")
         state = "ongoing" if d["status"] == "ongoing" else "resolved"
         ET.SubElement(
             e, f"{{{ns}}}title"
         ).text = f"{name}: problems since {d['started_at'][11:16]} UTC ({state})"
-        ET.SubElement(e, f"{{{ns}}}id").text = f"{base}/incidents/{d['id']}"
-        ET.SubElement(e, f"{{{ns}}}link", href=f"{base}/incidents/{d['id']}")
+        ET.SubElement(e, f"{{{ns}}}id").text = f"urn:outagewatch:incidents:{quote(iid)}"
+        ET.SubElement(e, f"{{{ns}}}link", href=f"/incidents/{quote(iid, safe='')}")
         ET.SubElement(e, f"{{{ns}}}updated").text = _updated(d)
         ET.SubElement(e, f"{{{ns}}}published").text = d["detected_at"]
         countries = ", ".join(c["country"] for c in d["countries"][:5]) or "-"
         cause = d["causes"][0]["kind"] if d.get("causes") else "not known yet"
-        ET.SubElement(e, f"{{{ns}}}summary").text = (
+        ET.SubElement(e, f"{{{ns}}}summary").text = xml_text(
             f"{d['total_reports']:,} reports, peak {d['peak_reports_per_minute']}/min "
             f"(usual {d['baseline_reports_per_minute']}/min); countries: {countries}; "
             f"likely cause: {cause}"

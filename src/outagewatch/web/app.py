@@ -12,6 +12,8 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
@@ -28,15 +30,17 @@ from outagewatch import __version__
 from outagewatch.alerts.alerter import Alerter
 from outagewatch.bus.base import Bus
 from outagewatch.catalog import Catalog
-from outagewatch.errors import OverloadedError
+from outagewatch.errors import OverloadedError, StoreError, UsageError
 from outagewatch.probes.scheduler import ProbeScheduler, catalog_probes
 from outagewatch.probes.statuspage import StatusPoller
 from outagewatch.runtime.engine import Committed, Engine
 from outagewatch.runtime.writer import LocalBus
 from outagewatch.settings import Settings
-from outagewatch.store import open_store
+from outagewatch.store import is_postgres_url, open_store
 from outagewatch.store.base import Store
+from outagewatch.web.admission import KEEP_ALIVE_S, MAX_CONNECTIONS, GuardedHttp
 from outagewatch.web.api import build_router, error_response, operator_check
+from outagewatch.web.health import StoreHealth, probe_write
 from outagewatch.web.ingest import ApiError, ASGIApp, Ingest
 from outagewatch.web.live import Live, StoredBaselines
 from outagewatch.web.metrics import Metrics
@@ -243,6 +247,7 @@ def create_app(server: Server) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.live = await server.start()
+        app.state.store_health.remember()  # the files as the server opened them
         try:
             yield
         finally:
@@ -255,6 +260,7 @@ def create_app(server: Server) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.server = server
+    app.state.store_health = StoreHealth(server.settings.db)
     install_errors(app)
     st = server.settings
     limiter = RateLimiter(st.rate_per_ip, st.rate_per_block) if st.rate_per_ip > 0 else None
@@ -320,12 +326,12 @@ def install_errors(app: FastAPI) -> None:
         return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}")
 
 
-# uvicorn's own limit is only an outer bound: past MAX_CONNECTIONS open connections (or
-# requests) it answers a bare 503 without Retry-After, so it sits well above the admission
-# limits of ingest.py (256 ingest + 256 other requests + 1,000 live-page streams), which
-# answer first, with room for idle keep-alive connections. BACKLOG bounds the connections
-# the kernel holds before they are accepted.
-MAX_CONNECTIONS = 4096
+# Connections: past MAX_CONNECTIONS open ones, the longest idle is closed to make room
+# (web/admission.py: GuardedHttp, which also closes a connection whose request head does not
+# arrive in time); uvicorn's own limit_concurrency is off, as it answers a bare 503 to every
+# request while that many connections are open, idle or not. The admission limits of
+# ingest.py (256 ingest + 256 other + 64 body requests + 1,000 live-page streams) bound the
+# busy ones. BACKLOG bounds the connections the kernel holds before they are accepted.
 BACKLOG = 2048
 
 
@@ -344,22 +350,52 @@ def _allow_open_files(n: int) -> None:
         log.warning("could not raise the open-file limit from %d to %d: %s", soft, want, exc)
 
 
-def run(server: Server, host: str, port: int) -> None:
-    """Serve until interrupted (uvicorn with uvloop and httptools)."""
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything starts: a busy port or a bad address is
+    a one-line error (exit 2), not a traceback after start-up."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"cannot listen on {host}:{port}: {why}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def preflight(settings: Settings) -> None:
+    """Refuse to start on a store that cannot take writes (one line, exit 2)."""
+    if is_postgres_url(settings.db):
+        return
+    problem = probe_write(settings.db)
+    if problem is not None:
+        raise StoreError(f"{settings.db}: {problem}")
+
+
+def run(server: Server, host: str, port: int, banner: str | None = None) -> None:
+    """Serve until interrupted (uvicorn with uvloop and httptools). `banner` is printed to
+    stderr once the port is bound."""
     import uvicorn
 
+    preflight(server.settings)
+    sock = listen(host, port)
+    if banner:
+        print(banner, file=sys.stderr)
     _allow_open_files(MAX_CONNECTIONS + 256)
     config = uvicorn.Config(
         asgi_app(server),
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=GuardedHttp,
         log_level="warning",
         access_log=False,
         lifespan="on",
-        limit_concurrency=MAX_CONNECTIONS,
         backlog=BACKLOG,
+        timeout_keep_alive=int(KEEP_ALIVE_S),
     )
 
     class _Server(uvicorn.Server):
@@ -371,4 +407,4 @@ def run(server: Server, host: str, port: int) -> None:
                 signal.signal(sig, self.handle_exit)
             yield
 
-    _Server(config).run()
+    _Server(config).run(sockets=[sock])

@@ -9,10 +9,11 @@ the work itself (profiled with py-spy at ~1,000 single-report requests/s).
 
 The same layer sheds load (`Limits`): past a bounded amount of work in flight, a request is
 answered 503 with `Retry-After` at once, before its body is read. Ingest POSTs have their
-own budget (by count and by body bytes, which is what they cost the event loop and memory),
+own budget (by count and by body bytes received, which is what they cost the event loop and
+memory), a client address may have only a few bodies in progress at once (admission.py),
 so pages, API reads and `/healthz` keep answering while ingest is saturated; a bus that has
-fallen behind (`LocalBus.overloaded`) refuses new POSTs the same way. uvicorn's own
-`limit_concurrency` (web/app.py) is only an outer bound above these.
+fallen behind (`LocalBus.overloaded`) refuses new POSTs the same way. Open connections are
+bounded by closing idle ones (admission.py: GuardedHttp).
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from starlette.requests import ClientDisconnect
 
 from outagewatch.errors import BusError, OverloadedError
 from outagewatch.runtime.engine import parse_body
+from outagewatch.web.admission import FORM_BODY_TIMEOUT_S, Bodies, BodyGuard
 from outagewatch.web.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,7 @@ MAX_BODY_BYTES = MIB
 MAX_ITEMS = 1000
 BODY_TIMEOUT_S = 30.0  # a body that has not arrived after this long is answered 408
 PATHS = {"/api/v1/reports": "report", "/api/v1/probes": "probe", "/api/v1/metrics": "metric"}
+BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})  # methods answered without reading a body
 HEALTH_PATH = "/healthz"  # never refused: it is what says the process is alive
 STREAM_PATHS = frozenset({"/events"})  # long-lived server-sent events (live pages)
 
@@ -48,8 +52,9 @@ STREAM_PATHS = frozenset({"/events"})  # long-lived server-sent events (live pag
 class Limits:
     """How much HTTP work is taken on at once; past it, 503 + Retry-After at once.
 
-    `ingest_bytes` bounds the body bytes of the ingest POSTs being answered (a body without
-    Content-Length counts as `MAX_BODY_BYTES`), and so the work still ahead of the server
+    `ingest_bytes` bounds the body bytes of the ingest POSTs being answered, charged as they
+    arrive (a declared Content-Length costs nothing until its bytes come: a client that
+    trickles its body holds only what it sent), and so the work still ahead of the server
     and the memory those requests hold. A 1,000-report batch (~66 KB) costs the event loop
     ~2 ms and the writer ~11 ms on the 2-core machine: 2 MiB is ~30 of them, ~0.3 s of
     work, so an admitted batch is answered well within the bus's 1 s and a refused one in
@@ -64,9 +69,10 @@ class Limits:
     ingest_bytes: int = 2 * MIB
     other_requests: int = 256
     streams: int = 1000
+    body_requests: int = 64  # other requests with a body: the report form, operator JSON
 
     def __post_init__(self) -> None:
-        if min(self.ingest_requests, self.other_requests, self.streams) < 1:
+        if min(self.ingest_requests, self.other_requests, self.streams, self.body_requests) < 1:
             raise ValueError("every limit must be at least 1")
         if self.ingest_bytes < MAX_BODY_BYTES:
             raise ValueError(f"ingest_bytes must be at least MAX_BODY_BYTES ({MAX_BODY_BYTES})")
@@ -215,6 +221,20 @@ class BodyDeadline:
             self._sweeping = False
 
 
+def check_json(content_type: str | None) -> None:
+    """Only `application/json` (with parameters such as charset) is JSON here: anything
+    else is 415, so that no web page can make its visitors' browsers post reports (a form
+    or a CORS "simple" request cannot send this type without the server's consent)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        shown = repr(content_type[:60]) if content_type else "none"
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type {shown}: the body must be sent as application/json",
+        )
+
+
 def items_of(body: bytes) -> list[Any]:
     if not body:
         raise ApiError(422, "invalid_body", "the body is empty: send a JSON object or a list")
@@ -244,11 +264,14 @@ class Ingest:
         self.limiter = limiter
         self.limits = limits or Limits()
         self.deadline = BodyDeadline()
+        self.form_timeout_s = FORM_BODY_TIMEOUT_S  # bodies outside the ingest POSTs
+        self.bodies = Bodies()  # bodies in progress per client address (admission.py)
         # The bus's refusal, asked before a body is read (set by `asgi_app` for LocalBus).
         self.pressure: Callable[[], OverloadedError | None] | None = None
         self.ingest_inflight = 0  # ingest POSTs being answered
         self.ingest_bytes = 0  # their bodies' bytes (as counted by `Limits`)
         self.other_inflight = 0
+        self.body_inflight = 0  # other requests with a body (forms, operator JSON)
         self.streams = 0
         self.shed: Counter[str] = Counter()  # requests refused as overloaded, by reason
         self._shed_logged = (0.0, 0)  # (when, shed total then): at most a warning a minute
@@ -277,6 +300,7 @@ class Ingest:
         operator = is_operator(headers.get("authorization"), self.token)
         if kind != "report" and not operator:
             require_operator(headers.get("authorization"), self.token)
+        check_json(headers.get("content-type"))
         items = items_of(await self.deadline.read(headers.get("content-length"), chunks))
         ip = None
         extra: dict[str, str] = {}
@@ -285,6 +309,14 @@ class Ingest:
             # its own says nothing of who reported (nor is it one person to deduplicate).
             ip = client_address(peer, headers.get("x-forwarded-for"), self.trusted)
             if self.limiter is not None and ip is not None:
+                most = self.limiter.most
+                if len(items) > most:  # refused by the buckets however long it waited
+                    raise ApiError(
+                        413,
+                        "too_large",
+                        f"a public batch holds at most {most} reports (this server's rate "
+                        f"limit per address and block); this one has {len(items)}",
+                    )
                 wait, extra = self.limiter.check(ip, len(items))
                 if wait:
                     raise ApiError(
@@ -296,7 +328,7 @@ class Ingest:
                     )
         live = self.live_of()
         try:
-            prep = await live.submit(kind, items, ip)
+            prep = await live.submit(kind, items, ip, public=kind == "report" and not operator)
         except BusError as exc:
             retry = exc.retry_after if isinstance(exc, OverloadedError) else 1
             if isinstance(exc, OverloadedError):
@@ -310,6 +342,13 @@ class Ingest:
             )
         doc = {"accepted": len(prep.lines), "rejected": prep.rejected}
         return 202, orjson.dumps(doc), extra
+
+    def _body_owner(self, headers: Mapping[str, str], peer: str | None) -> str | None:
+        """Whose body this is, for the per-address limit (None: not limited — the
+        operator token, or no known address)."""
+        if is_operator(headers.get("authorization"), self.token):
+            return None
+        return client_address(peer, headers.get("x-forwarded-for"), self.trusted)
 
     def _note_shed(self, reason: str) -> None:
         self.shed[reason] += 1
@@ -335,16 +374,11 @@ class Ingest:
 
         async def ingest(kind: str, scope: Scope, receive: Receive, send: Send) -> None:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            length = headers.get("content-length")
-            # What the body will cost (more than the limit is refused with 413 unread).
-            cost = (
-                min(int(length), MAX_BODY_BYTES + 1)
-                if length is not None and length.isdigit()
-                else MAX_BODY_BYTES
-            )
             limits = self.limits
+            # Bodies are charged as their bytes arrive, never as declared: a client that
+            # declares a megabyte and sends a byte a second holds a byte of the budget.
             if self.ingest_inflight >= limits.ingest_requests or (
-                self.ingest_inflight and self.ingest_bytes + cost > limits.ingest_bytes
+                self.ingest_inflight and self.ingest_bytes >= limits.ingest_bytes
             ):
                 await refuse(send, "ingest", "the server is over capacity; retry shortly")
                 return
@@ -353,26 +387,107 @@ class Ingest:
                 await refuse(send, "bus", str(refusal), refusal.retry_after)
                 return
             client = scope.get("client")
+            peer = client[0] if client else None
+            who = self._body_owner(headers, peer)
+            if not self.bodies.enter(who):
+                await too_many_bodies(send, who)
+                return
+            charged = 0
+            reading = True
+
+            def body_done() -> None:
+                nonlocal reading
+                if reading:
+                    reading = False
+                    self.bodies.leave(who)
 
             async def chunks() -> AsyncIterator[bytes]:
+                nonlocal charged
                 while True:
                     msg = await receive()
                     if msg["type"] == "http.disconnect":
+                        body_done()
                         return
-                    yield msg.get("body", b"")
-                    if not msg.get("more_body", False):
+                    chunk: bytes = msg.get("body", b"")
+                    if chunk:
+                        if (
+                            self.ingest_bytes + len(chunk) > limits.ingest_bytes
+                            and self.ingest_bytes > charged  # others hold some of it
+                        ):
+                            body_done()
+                            self._note_shed("ingest")
+                            raise ApiError(
+                                503,
+                                "overloaded",
+                                "the server is over capacity; retry shortly",
+                                {"Retry-After": "1", "Connection": "close"},
+                            )
+                        if who is not None and not self.bodies.charge(
+                            who, len(chunk), limits.ingest_bytes // 4, own=charged
+                        ):
+                            body_done()
+                            self._note_shed("bodies")
+                            raise ApiError(
+                                429,
+                                "too_many_bodies",
+                                f"{who} is already sending {limits.ingest_bytes // 4} bytes of "
+                                "request bodies at once; retry once they are done",
+                                {"Retry-After": "1", "Connection": "close"},
+                            )
+                        charged += len(chunk)
+                        self.ingest_bytes += len(chunk)
+                    more = msg.get("more_body", False)
+                    if not more:
+                        body_done()
+                    yield chunk
+                    if not more:
                         return
 
             self.ingest_inflight += 1
-            self.ingest_bytes += cost
             try:
-                status, body, extra = await self.handle(
-                    kind, headers, client[0] if client else None, chunks()
-                )
+                status, body, extra = await self.handle(kind, headers, peer, chunks())
             finally:
+                body_done()
                 self.ingest_inflight -= 1
-                self.ingest_bytes -= cost
+                self.ingest_bytes -= charged
+                if who is not None and charged:
+                    self.bodies.charge(who, -charged)
+            if reading or status in (408, 413):  # the rest of the body may still be on the way
+                extra = {**extra, "Connection": "close"}
             await _answer(send, status, body, extra)
+
+        async def too_many_bodies(send: Send, who: str | None) -> None:
+            self._note_shed("bodies")
+            err = ApiError(
+                429,
+                "too_many_bodies",
+                f"{who} is already sending {self.bodies.per_address} request bodies at once; "
+                "retry once they are done",
+                {"Retry-After": "1"},
+            )
+            await _answer(send, err.status, err.body(), err.headers)
+
+        async def with_body(scope: Scope, receive: Receive, send: Send) -> None:
+            """A request with a body outside the ingest POSTs (the report form, the
+            operator's JSON endpoints): a budget, a per-address limit and a deadline."""
+            if self.body_inflight >= self.limits.body_requests:
+                await refuse(send, "bodies", "the server is over capacity; retry shortly")
+                return
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            client = scope.get("client")
+            who = self._body_owner(headers, client[0] if client else None)
+            if not self.bodies.enter(who):
+                await too_many_bodies(send, who)
+                return
+            guard = BodyGuard(receive, send, self.form_timeout_s)
+            self.body_inflight += 1
+            try:
+                await app(scope, guard.receive, guard.send)
+            except ClientDisconnect:
+                pass  # the client went away or its body came too late: nobody to answer
+            finally:
+                self.body_inflight -= 1
+                self.bodies.leave(who)
 
         async def fast(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
@@ -382,6 +497,8 @@ class Ingest:
             kind = PATHS.get(path)
             if kind is not None and scope["method"] == "POST":
                 await ingest(kind, scope, receive, send)
+            elif scope["method"] not in BODILESS and path not in STREAM_PATHS:
+                await with_body(scope, receive, send)
             elif path == HEALTH_PATH:
                 await app(scope, receive, send)
             elif path in STREAM_PATHS:

@@ -37,6 +37,7 @@ from outagewatch.runtime.engine import (
 )
 from outagewatch.settings import PipelineSettings
 from outagewatch.store.base import Store
+from outagewatch.web.public import restrict_public
 
 DAY_MIN = 1440
 log = logging.getLogger(__name__)
@@ -137,10 +138,21 @@ class Live:
         )
 
     # ---------------------------------------------------------------- writes
-    async def submit(self, kind: str, items: list[Any], ip: str | None) -> Prepared:
+    async def submit(
+        self, kind: str, items: list[Any], ip: str | None, *, public: bool = False
+    ) -> Prepared:
+        """Check and publish posted items. `public`: reports from anyone (no operator
+        token), held to one person, now (web/public.py)."""
         now = self.clock()
         self._checker.max_ts = max(self._checker.max_ts, now + self._skew)
-        prep = prepare(self._checker, kind, items, now, ip)
+        if public and kind == "report":
+            kept, refused = restrict_public(items, now)
+            prep = prepare(self._checker, kind, [items[i] for i in kept], now, ip)
+            for r in prep.rejected:
+                r["index"] = kept[r["index"]]
+            prep.rejected = sorted(prep.rejected + refused, key=lambda r: int(r["index"]))
+        else:
+            prep = prepare(self._checker, kind, items, now, ip)
         for r in prep.rejected:
             reason = str(r["reason"]).split(":", 1)[0]
             self.counters.rejected[reason] = self.counters.rejected.get(reason, 0) + 1

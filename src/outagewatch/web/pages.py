@@ -15,6 +15,8 @@ import hmac
 import json
 import math
 import secrets
+import threading
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,12 +29,13 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from outagewatch import __version__
 from outagewatch.errors import BusError
 from outagewatch.geo import COUNTRIES
 from outagewatch.history.view import history_summary
-from outagewatch.incidents.severity import public
+from outagewatch.incidents.severity import public, severity
 from outagewatch.web.api import client_ip
 from outagewatch.web.live import Live
 
@@ -49,6 +52,9 @@ HISTORY_DAYS = 90  # the service page's bar of days
 MAP_RECENT_MINUTES = 120
 HEARTBEAT_S = 15.0
 MAX_FORM_BYTES = 4096
+PAGE_SIZE = 60  # services a home page shows; more are on the next pages (or searched)
+HOME_CACHE_S = 2.0  # a rendered home page is reused this long (same query, page, incidents)
+HOME_CACHE_ENTRIES = 256
 STATUS_ORDER = {"outage": 0, "problems": 1, "ok": 2}
 STATUS_LABEL = {"ok": "No problems", "problems": "Problems", "outage": "Outage"}
 
@@ -380,6 +386,8 @@ class Pages:
         self.env = environment()
         self.secret = secrets.token_bytes(32)
         self.static_version = _static_version()
+        self._home_cache: dict[tuple[str, int, str], tuple[float, str]] = {}
+        self._home_lock = threading.Lock()
 
     # ------------------------------------------------------------ rendering
     def render(
@@ -391,14 +399,21 @@ class Pages:
         visitor: str | None = None,
         **ctx: Any,
     ) -> HTMLResponse:
-        live = live_of(request)
+        html = self.render_html(live_of(request), template, **ctx)
+        return self.respond(request, html, code, visitor=visitor)
+
+    def render_html(self, live: Live, template: str, **ctx: Any) -> str:
         ctx.setdefault("live_page", False)
         ctx.setdefault("q", "")
-        html = self.env.get_template(template).render(
+        return self.env.get_template(template).render(
             now=when(live.clock()),
             static_version=self.static_version,
             **ctx,
         )
+
+    def respond(
+        self, request: Request, html: str, code: int = 200, *, visitor: str | None = None
+    ) -> HTMLResponse:
         resp = HTMLResponse(html, status_code=code)
         resp.headers["Cache-Control"] = "no-store"
         resp.headers["X-Content-Type-Options"] = "nosniff"
@@ -424,16 +439,44 @@ class Pages:
 
     # ------------------------------------------------------------ home
     def home(self, request: Request) -> HTMLResponse:
+        """The home page: ongoing incidents, then the services, `PAGE_SIZE` a page (the most
+        troubled first), searched by `q` over every service. Rendered in a worker thread
+        (build_pages) and kept `HOME_CACHE_S` seconds per (query, page, ongoing incidents),
+        so that a large catalog costs neither the event loop nor each reload."""
         live = live_of(request)
         q = request.query_params.get("q", "").strip()[:100]
+        page = _page_number(request.query_params.get("page"))
+        ongoing = live.public_ongoing()
+        key = (q, page, ongoing_fingerprint(ongoing))
+        now = time.monotonic()
+        with self._home_lock:
+            hit = self._home_cache.get(key)
+        if hit is not None and now - hit[0] < HOME_CACHE_S:
+            return self.respond(request, hit[1])
+        html = self._home_html(live, q, page, ongoing)
+        with self._home_lock:
+            if len(self._home_cache) >= HOME_CACHE_ENTRIES:
+                self._home_cache.clear()
+            self._home_cache[key] = (now, html)
+        return self.respond(request, html)
+
+    def _home_html(self, live: Live, q: str, page: int, ongoing: dict[str, dict[str, Any]]) -> str:
         # Up to the last whole minute: the current one is still filling and would dip.
         m1 = int(live.clock() // 60)
         services = live.services()
-        ongoing = live.public_ongoing()
-        cards = []
+        needle = q.lower()
+        matched = []
         for s in services:
-            counts, baseline = live.series(s["id"], m1 - SPARK_MINUTES, m1)
             search = " ".join([s["id"], s["name"], *s["aliases"]]).lower()
+            if not needle or needle in search:
+                matched.append((STATUS_ORDER.get(s["status"], 3), s["name"].lower(), search, s))
+        matched.sort(key=lambda m: (m[0], m[1]))
+        pages = max(1, math.ceil(len(matched) / PAGE_SIZE))
+        page = min(page, pages)
+        first = (page - 1) * PAGE_SIZE
+        cards = []
+        for _, _, search, s in matched[first : first + PAGE_SIZE]:
+            counts, baseline = live.series(s["id"], m1 - SPARK_MINUTES, m1)
             cards.append(
                 {
                     **s,
@@ -442,16 +485,19 @@ class Pages:
                     "doc": ongoing.get(s["id"]),
                 }
             )
-        cards.sort(key=lambda c: (STATUS_ORDER.get(c["status"], 3), c["name"].lower()))
-        shown = [c for c in cards if not q or q.lower() in c["search"]]
         incidents = sorted(ongoing.values(), key=lambda d: d["started_at"], reverse=True)
-        names = {sid: svc.name for sid, svc in live.catalog.services.items()}
-        return self.render(
-            request,
+        names = {d["service"]: live.catalog.services[d["service"]].name for d in incidents}
+        return self.render_html(
+            live,
             "home.html",
             q=q,
-            cards=shown,
-            total=len(cards),
+            cards=cards,
+            total=len(services),
+            matched=len(matched),
+            page=page,
+            pages=pages,
+            first=first,
+            everything=len(cards) == len(services),
             ongoing=incidents,
             names=names,
             live_page=bool(incidents),
@@ -484,9 +530,7 @@ class Pages:
             countries = by_country
             problems = rows_of(by_problem, "problem")
             basis = f"reports of the last {MAP_RECENT_MINUTES // 60} hours"
-        status = (
-            "ok" if doc is None else next(s["status"] for s in live.services() if s["id"] == svc.id)
-        )
+        status = "ok" if doc is None else severity(doc)
         reported = request.query_params.get("reported")
         return self.render(
             request,
@@ -552,7 +596,7 @@ class Pages:
                 resp.headers["Retry-After"] = headers.get("Retry-After", "60")
                 return resp
         try:
-            prep = await live.submit("report", [item], ip)
+            prep = await live.submit("report", [item], ip, public=True)
         except BusError:
             resp = self.error(
                 request, 503, "Busy", "The server is very busy right now; please try again."
@@ -648,10 +692,23 @@ class Pages:
 
 def ongoing_key(live: Live) -> str:
     """A short fingerprint of which incidents are ongoing and how severe they are."""
-    parts = sorted(f"{d['id']}:{d['status']}" for d in live.public_ongoing().values())
-    statuses = sorted(f"{s['id']}={s['status']}" for s in live.services() if s["status"] != "ok")
+    return ongoing_fingerprint(live.public_ongoing())
+
+
+def ongoing_fingerprint(ongoing: Mapping[str, Mapping[str, Any]]) -> str:
+    """`ongoing_key` of these public ongoing incidents (by service): a service is not `ok`
+    exactly when it has one, so their severities are the statuses that are not `ok`."""
+    parts = sorted(f"{d['id']}:{d['status']}" for d in ongoing.values())
+    statuses = sorted(f"{sid}={severity(d)}" for sid, d in ongoing.items())
     raw = "|".join(parts + statuses).encode()
     return hashlib.sha256(raw).hexdigest()[:12] if raw else "none"
+
+
+def _page_number(raw: str | None) -> int:
+    try:
+        return max(1, min(int(raw or 1), 100_000))
+    except ValueError:
+        return 1
 
 
 def live_of(request: Request) -> Live:
@@ -692,13 +749,15 @@ def build_pages(app: FastAPI, server: Server) -> None:
     app.state.pages = pages
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
+    # The pages render in worker threads: a large catalog or a long history must not hold
+    # the event loop (and with it /healthz and ingest).
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def home(request: Request) -> Response:
-        return pages.home(request)
+        return await run_in_threadpool(pages.home, request)
 
     @app.get("/services/{name}", response_class=HTMLResponse, include_in_schema=False)
     async def service(request: Request, name: str) -> Response:
-        return pages.service(request, name)
+        return await run_in_threadpool(pages.service, request, name)
 
     @app.post("/services/{name}/report", include_in_schema=False)
     async def report(request: Request, name: str) -> Response:
@@ -706,7 +765,7 @@ def build_pages(app: FastAPI, server: Server) -> None:
 
     @app.get("/incidents/{incident_id}", response_class=HTMLResponse, include_in_schema=False)
     async def incident(request: Request, incident_id: str) -> Response:
-        return pages.incident(request, incident_id)
+        return await run_in_threadpool(pages.incident, request, incident_id)
 
     @app.get("/events", include_in_schema=False)
     async def events(request: Request) -> Response:

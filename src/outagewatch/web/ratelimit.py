@@ -79,6 +79,11 @@ class RateLimiter:
         self.per_ip = Buckets(per_ip, clock)
         self.per_block = Buckets(per_block, clock)
 
+    @property
+    def most(self) -> int:
+        """The largest batch that can ever pass (a full bucket of the address and block)."""
+        return int(min(self.per_ip.capacity, self.per_block.capacity))
+
     def check(self, ip: str, cost: int) -> tuple[float, dict[str, str]]:
         """(seconds to wait, 0 if allowed; headers describing the address's limit)."""
         block = block_of(ip)

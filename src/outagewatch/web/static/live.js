@@ -43,7 +43,9 @@
     });
     var form = input.form;
     if (form) form.addEventListener("submit", function (e) {
-      if (document.getElementById("services")) { e.preventDefault(); filter(); }
+      // Filter in place only when the page holds every service; else ask the server.
+      var list = document.getElementById("services");
+      if (list && list.getAttribute("data-all") === "1") { e.preventDefault(); filter(); }
     });
   }
 
