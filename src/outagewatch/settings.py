@@ -47,6 +47,13 @@ class PipelineSettings:
     """How far back the start of a surge is searched for when an incident opens."""
     max_catchup_minutes: int = 10_080
     """A clock jump larger than this (a gap in the data) skips ticks instead of running them."""
+    probe_quorum: int = 2
+    """Vantages whose public probes must fail for a probe-only incident (one suffices only
+    when it is the only one reporting)."""
+    probe_quorum_fraction: float = 0.5
+    """...and at least this fraction of the vantages that reported in the last 3 intervals."""
+    probe_fail_checks: int = 2
+    """Consecutive failed (then good) checks each of those vantages must see."""
 
     def __post_init__(self) -> None:
         if self.ring_minutes < max(self.windows) + self.lateness_s // 60 + 2:

@@ -19,7 +19,11 @@ OUTAGE_MIN_PEAK = 30  # ...and at least this many reports a minute
 
 
 def severity(doc: Mapping[str, Any]) -> Severity:
-    """`outage` when the peak is far above normal and large in absolute terms, else `problems`."""
+    """`outage` when public probes fail from the quorum of vantages or the service's own
+    status page says major or critical (`detected_by`), or when the peak of reports is far
+    above normal and large in absolute terms; else `problems`."""
+    if {"probes", "status_page"} & set(doc.get("detected_by") or ()):
+        return "outage"
     peak = float(doc.get("peak_reports_per_minute") or 0)
     base = float(doc.get("baseline_reports_per_minute") or 0)
     if peak >= OUTAGE_MIN_PEAK and peak >= OUTAGE_RATIO * max(base, 1.0):

@@ -34,6 +34,7 @@ from outagewatch.incidents.causes import IncidentView, explain, failing_provider
 from outagewatch.incidents.clusters import assign_clusters
 from outagewatch.incidents.lifecycle import Incident, State, Transition
 from outagewatch.incidents.severity import confirmed, public
+from outagewatch.incidents.verdicts import Verdicts
 from outagewatch.pipeline.dedup import Dedup
 from outagewatch.pipeline.evidence import Evidence
 from outagewatch.pipeline.sources import SOURCES_CHUNK, Sources
@@ -96,6 +97,9 @@ class Pipeline:
         # rest on reports and probes only).
         self.catalog = catalog
         self.evidence = Evidence(catalog)
+        cfg = self.settings
+        # Probe and status-page verdicts (incidents.verdicts): stepped on final minutes.
+        self.verdicts = Verdicts(cfg.probe_quorum, cfg.probe_quorum_fraction, cfg.probe_fail_checks)
         self._recent: dict[str, dict[str, Any]] = {}  # finished incidents' docs, for context
         self.series = Series(self.settings.ring_minutes)
         self.baseline = Baseline(self.settings)
@@ -369,6 +373,7 @@ class Pipeline:
             self.final_until = m + 1 - cfg.lateness_min
             if self.evidence.active:
                 self.evidence.finalise(m - cfg.lateness_min)
+                self.verdicts.step(self, m, m - cfg.lateness_min)
             return
         mu = self.baseline.expected(s, m)
         rows = self._window_rows(m)  # the newest minute first
@@ -392,6 +397,7 @@ class Pipeline:
             self.final_until = f + 1
         if self.evidence.active:
             self.evidence.finalise(f)
+            self.verdicts.step(self, m, f)
         if self.incidents:
             self._explain(m, f)
 
@@ -423,8 +429,9 @@ class Pipeline:
                 self._judge_sources(inc, si, m, at)
             inc.quiet_run = 0 if busy else inc.quiet_run + 1
             self._changed.add(inc.id)
-            if inc.quiet_run >= self.settings.quiet_minutes:
-                inc.ended_min = max(inc.last_hot_min + 1, inc.started_min + 1)
+            if inc.quiet_run >= self.settings.quiet_minutes and not self.verdicts.holds(sid):
+                end = self.verdicts.end_min(sid)  # probes or the status page saw it longer
+                inc.ended_min = max(inc.last_hot_min + 1, inc.started_min + 1, end)
                 self._unfold_after_end(inc)
                 self._transitions.append(inc.move(State.RESOLVED, at, ended_at=inc.ended_min * 60))
                 del self.open_by_service[sid]
@@ -795,6 +802,7 @@ def dump_state(p: Pipeline) -> bytes:
         "evidence": p.evidence.dump(),
         "sources": p.sources.dump(),
         "recent": p._recent,
+        "verdicts": p.verdicts.dump(),
     }
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # type: ignore[arg-type]
@@ -831,6 +839,8 @@ def load_state(
     if "sources" in meta:
         p.sources.load(meta["sources"])
     p._recent = dict(meta["recent"])
+    if "verdicts" in meta:
+        p.verdicts.load(meta["verdicts"])
     for d in meta["incidents"]:
         inc = Incident.from_state(d)
         p.incidents[inc.id] = inc

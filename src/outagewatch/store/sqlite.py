@@ -240,6 +240,15 @@ class SQLiteStore:
             np.add.at(out, minute[sel] - m0, chunk["n"][sel])
         return out
 
+    def events(self, kind: str, service: str, start: float, end: float) -> list[dict[str, Any]]:
+        """Stored events of one type and service with `start <= ts < end`, oldest first."""
+        rows = self.db.execute(
+            "SELECT body FROM events WHERE service = ? AND ts >= ? AND ts < ? AND type = ? "
+            "ORDER BY ts, seq",
+            (service, float(start), float(end), kind),
+        )
+        return [orjson.loads(r[0]) for r in rows]
+
     def incident(self, incident_id: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT doc FROM incidents WHERE id = ?", (incident_id,)).fetchone()
         return None if row is None else dict(orjson.loads(row[0]))
