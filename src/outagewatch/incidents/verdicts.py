@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from outagewatch.catalog import Service
 from outagewatch.incidents.lifecycle import Incident, State
 from outagewatch.pipeline.evidence import PUBLIC_SITE
 
@@ -336,3 +337,72 @@ def _sentence(failing: list[str], fine: list[str]) -> str:
         n = len(failing)
         return f"failing from {failing[0]}" if n == 1 else f"failing from all {n} vantages"
     return f"failing from {', '.join(failing)} only; fine from {', '.join(fine)}"
+
+
+# ---------------------------------------------------------------------- reading (live)
+@dataclass(frozen=True)
+class ServiceVerdict:
+    """What the signals say of one service now, besides its incident."""
+
+    partial: bool  # public probes fail from fewer vantages than the quorum
+    silent: bool  # every configured source silent for SILENT_INTERVALS, and no reports
+    detail: str | None  # "failing from eu-west only; fine from us-east"
+
+
+def service_verdict(p: Pipeline, svc: Service, now: float) -> ServiceVerdict:
+    v = p.verdicts
+    return ServiceVerdict(svc.id in v.partial, silent(p, svc, now), v.detail.get(svc.id))
+
+
+def silent(p: Pipeline, svc: Service, now: float) -> bool:
+    """Every configured source of `svc` (probes, status page) said nothing for
+    SILENT_INTERVALS of its intervals, and it got no reports in as long: nothing says it
+    is fine. A service with no configured source is never silent (reports alone)."""
+    intervals = [pr.interval_s for pr in svc.probes]
+    if svc.status_page is not None:
+        intervals.append(svc.status_page.interval_s)
+    if not intervals:
+        return False
+    for probe in svc.probes:
+        last = _last_probe(p, svc.id, probe.url)
+        if last is not None and now - last < SILENT_INTERVALS * probe.interval_s:
+            return False
+    if svc.status_page is not None:
+        last = _last_status(p, svc.id)
+        if last is not None and now - last < SILENT_INTERVALS * svc.status_page.interval_s:
+            return False
+    s = p.series
+    si = s.service_index.get(svc.id)
+    if si is not None:
+        window = min(math.ceil(SILENT_INTERVALS * max(intervals) / 60), s.ring - 1)
+        rows = [m % s.ring for m in range(p.closed_until - window, p.closed_until + 1)]
+        if float(s.ring_count[rows, s.total_of[si]].sum()) > 0:
+            return False
+    return True
+
+
+def _last_probe(p: Pipeline, service: str, target: str) -> float | None:
+    """The end of the last minute with a result of `target` (final or pending)."""
+    ev = p.evidence
+    last: int | None = None
+    for key in ev.probe_keys(service):
+        ps = ev.probes[key]
+        if key[1] == target and ps.minutes:
+            last = max(last if last is not None else ps.minutes[-1], ps.minutes[-1])
+    for minute, acc in ev.pending.items():
+        if (last is None or minute > last) and any(
+            k[0] == service and k[1] == target for k in acc.probes
+        ):
+            last = minute
+    return None if last is None else (last + 1) * 60.0
+
+
+def _last_status(p: Pipeline, service: str) -> float | None:
+    ev = p.evidence
+    runs = ev.status.get(service)
+    last = runs[-1].last if runs else None
+    for acc in ev.pending.values():
+        for st in acc.status:
+            if st[0] == service and (last is None or st[1] > last):
+                last = st[1]
+    return last

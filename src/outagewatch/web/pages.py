@@ -34,6 +34,7 @@ from outagewatch.geo import COUNTRIES
 from outagewatch.incidents.severity import public
 from outagewatch.web.api import client_ip
 from outagewatch.web.live import Live
+from outagewatch.web.probeviews import vantage_rows
 
 if TYPE_CHECKING:
     from outagewatch.web.app import Server
@@ -47,8 +48,13 @@ CHART_MINUTES = 1440
 MAP_RECENT_MINUTES = 120
 HEARTBEAT_S = 15.0
 MAX_FORM_BYTES = 4096
-STATUS_ORDER = {"outage": 0, "problems": 1, "ok": 2}
-STATUS_LABEL = {"ok": "No problems", "problems": "Problems", "outage": "Outage"}
+STATUS_ORDER = {"outage": 0, "problems": 1, "unknown": 2, "ok": 3}
+STATUS_LABEL = {
+    "ok": "No problems",
+    "problems": "Problems",
+    "outage": "Outage",
+    "unknown": "Unknown",
+}
 
 
 # ---------------------------------------------------------------------------- map data
@@ -482,9 +488,8 @@ class Pages:
             countries = by_country
             problems = rows_of(by_problem, "problem")
             basis = f"reports of the last {MAP_RECENT_MINUTES // 60} hours"
-        status = (
-            "ok" if doc is None else next(s["status"] for s in live.services() if s["id"] == svc.id)
-        )
+        status, status_detail = live.states([svc], live.public_ongoing())[svc.id]
+        latest, history = live.probe_results(svc.id)
         reported = request.query_params.get("reported")
         return self.render(
             request,
@@ -492,6 +497,9 @@ class Pages:
             visitor=visitor,
             svc=svc,
             status=status,
+            status_detail=status_detail,
+            vantages=vantage_rows(latest, history, now),
+            official=live.official_status(svc.id) if svc.status_page is not None else None,
             doc=doc,
             chart=chart,
             map=map_view(countries, basis),

@@ -57,6 +57,16 @@ class ProbeResult(BaseModel):
     at: str = Field(description="when the check ran, RFC 3339 UTC")
 
 
+class ProbeConfig(BaseModel):
+    service: str
+    url: str
+    site: str
+    interval_s: int
+    expect_status: int | None = None
+    keyword: str | None = None
+    timeout_s: float = 10.0
+
+
 class ServiceDetail(BaseModel):
     id: str
     name: str
@@ -110,6 +120,13 @@ class OfficialStatus(BaseModel):
     incident: str | None
 
 
+Signal = Literal["reports", "probes", "status_page"]
+
+
+def _by_reports() -> list[Signal]:
+    return ["reports"]
+
+
 class Incident(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
@@ -138,8 +155,8 @@ class Incident(BaseModel):
     official_status: OfficialStatus | None = Field(
         None, description="what the service's own status page says (latest), when it has one"
     )
-    detected_by: list[Literal["reports", "probes", "status_page"]] = Field(
-        default_factory=lambda: ["reports"],
+    detected_by: list[Signal] = Field(
+        default_factory=_by_reports,
         description="what confirmed the incident: a crowd surge, public probes failing from "
         "the quorum of vantages, the service's own status page saying major or critical",
     )
