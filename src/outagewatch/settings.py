@@ -169,6 +169,26 @@ SETTINGS: tuple[Setting, ...] = (
         "probes (and status page polls) that may run at the same time",
     ),
     Setting(
+        "OUTAGEWATCH_PROBE_QUORUM",
+        "--probe-quorum",
+        "2",
+        "vantages whose public probes must fail for an incident without reports (a lone "
+        "vantage suffices only when it is the only one reporting)",
+    ),
+    Setting(
+        "OUTAGEWATCH_PROBE_QUORUM_PERCENT",
+        "--probe-quorum-percent",
+        "50",
+        "...and at least this percentage of the vantages that reported in the last 3 intervals",
+    ),
+    Setting(
+        "OUTAGEWATCH_PROBE_FAIL_CHECKS",
+        "--probe-fail-checks",
+        "2",
+        "consecutive failed checks from each of those vantages that open the incident (as many "
+        "good ones resolve it)",
+    ),
+    Setting(
         "OUTAGEWATCH_SMTP_HOST",
         "--smtp-host",
         "",
@@ -249,6 +269,9 @@ class Settings:
         pipeline = PipelineSettings(
             dedup_window_s=_int(values, "OUTAGEWATCH_DEDUP_WINDOW_S", 0, 86_400),
             lateness_s=_int(values, "OUTAGEWATCH_LATENESS_S", 0, 3_600),
+            probe_quorum=_int(values, "OUTAGEWATCH_PROBE_QUORUM", 1, 100),
+            probe_quorum_fraction=_int(values, "OUTAGEWATCH_PROBE_QUORUM_PERCENT", 1, 100) / 100,
+            probe_fail_checks=_int(values, "OUTAGEWATCH_PROBE_FAIL_CHECKS", 1, 100),
         )
         return cls(
             db=values["OUTAGEWATCH_DB"] or "./outagewatch.db",
