@@ -8,6 +8,9 @@ server (GET /api/v1/probes/config) and post through the same in-process app.
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +80,24 @@ async def shop(c: httpx.AsyncClient) -> dict[str, Any]:
     return doc
 
 
+async def until(what: str, cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 async def test_quorum_outage_partial_problems_and_recovery(tmp_path: Path) -> None:
     target = Target()
-    with target.server:
+    alerts: list[dict[str, Any]] = []
+
+    def hook(req: Request) -> Reply:
+        alerts.append(json.loads(req.body))
+        return Reply(200, b"ok")
+
+    hooks = LoopbackServer(hook)
+    with target.server, hooks:
         url = f"{target.server.url}/health"
         clock = Clock()
         async with running(tmp_path, clock, catalog=catalog(url), flags=FLAGS) as (server, c):
@@ -90,6 +108,11 @@ async def test_quorum_outage_partial_problems_and_recovery(tmp_path: Path) -> No
             assert config[0]["service"] == "shop" and config[0]["url"] == url
             assert config[0]["interval_s"] == 60
             assert (await c.get("/api/v1/probes/config")).status_code == 401
+            sub = {"channel": "webhook", "service": "shop", "url": f"{hooks.url}/hook",
+                   "min_severity": "outage"}  # fmt: skip
+            assert (
+                await c.post("/api/v1/subscriptions", json=sub, headers=AUTH)
+            ).status_code == 201
             for _ in range(2):
                 await check_round(server, c, clock)
             doc = await shop(c)
@@ -113,12 +136,19 @@ async def test_quorum_outage_partial_problems_and_recovery(tmp_path: Path) -> No
             assert inc["detected_at"] == _iso(failed_at + 120)  # the end of the 2nd check's minute
             html = (await c.get("/services/shop")).text
             assert "eu-west" in html and "failing from eu-west, us-east only" in html
+            html = (await c.get(f"/incidents/{inc['id']}")).text
+            assert 'data-detected-by="probes"' in html
+            # A probe-only incident alerts like any other (it is an outage).
+            await until("the opened alert", lambda: [a["kind"] for a in alerts] == ["opened"])
             # Back for everyone: two good checks resolve it.
             target.failing = set()
             for _ in range(2):
                 await check_round(server, c, clock)
             (inc,) = (await c.get("/api/v1/incidents")).json()
             assert inc["status"] == "resolved"
+            await until("the resolved alert", lambda: len(alerts) == 2)
+            assert [a["kind"] for a in alerts] == ["opened", "resolved"]
+            assert all(a["service"] == "shop" for a in alerts)
             assert (await shop(c))["status"] == "ok"
             # One vantage of three fails: problems, with the sentence; never an outage.
             target.failing = {"eu-west"}

@@ -315,6 +315,8 @@ class Live:
             docs = self.reader.incidents(
                 service=service, since=since, until=until, status=status, limit=limit
             )
+        for d in docs:  # stored before incidents said what detected them: the crowd
+            d.setdefault("detected_by", ["reports"])
         if self.engine is None:
             return docs[:limit] if limit else docs
         # The engine's view of an incident is newer than the last commit's.
@@ -333,7 +335,10 @@ class Live:
             if doc is not None:
                 return doc
         with self._read_lock:
-            return self.reader.incident(incident_id)
+            doc = self.reader.incident(incident_id)
+        if doc is not None:
+            doc.setdefault("detected_by", ["reports"])
+        return doc
 
     def transitions(self, incident_id: str) -> list[dict[str, Any]]:
         with self._read_lock:
