@@ -201,3 +201,14 @@ def test_probes_join_a_crowd_incident_and_keep_it_open() -> None:
     for m in range(M0 + 40, M0 + 42):
         r.minute(m, {"a": False, "b": False})
     assert "site" not in r.p.open_by_service and inc.ended_min == M0 + 40
+
+
+def test_an_incident_probes_or_the_status_page_detected_is_public_even_if_flooded() -> None:
+    from outagewatch.incidents.severity import public
+
+    doc: dict[str, Any] = {"suspected_abuse": True, "probe_confirmed": None}
+    assert not public(doc)
+    assert not public({**doc, "detected_by": ["reports"]})
+    assert public({**doc, "detected_by": ["reports", "probes"]})
+    assert public({**doc, "detected_by": ["status_page"]})
+    assert severity({"detected_by": ["reports"], "peak_reports_per_minute": 5}) == "problems"

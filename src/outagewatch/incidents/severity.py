@@ -43,10 +43,13 @@ def confirmed(probe_confirmed: bool | None, official: Mapping[str, Any] | None) 
 
 def public(doc: Mapping[str, Any]) -> bool:
     """Shown on the public status, pages, feed and alerts: not a suspected fake-report
-    flood, or confirmed by probes or official status regardless of that suspicion."""
-    return not doc.get("suspected_abuse") or confirmed(
-        doc.get("probe_confirmed"), doc.get("official_status")
-    )
+    flood, or confirmed (or detected) by probes or official status regardless of that
+    suspicion."""
+    if not doc.get("suspected_abuse") or {"probes", "status_page"} & set(
+        doc.get("detected_by") or ()
+    ):
+        return True
+    return confirmed(doc.get("probe_confirmed"), doc.get("official_status"))
 
 
 def at_least(sev: Severity, minimum: Severity) -> bool:

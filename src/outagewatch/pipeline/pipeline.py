@@ -685,8 +685,9 @@ class Pipeline:
 
     def _trusted(self, inc: Incident) -> bool:
         """Not a suspected flood, or confirmed by probes or by what the status page said
-        during the incident (final minutes only: the same for any batching)."""
-        if not inc.suspected_abuse:
+        during the incident (final minutes only: the same for any batching), or detected by
+        them in the first place (incidents.verdicts)."""
+        if not inc.suspected_abuse or set(inc.detected_by) - {"reports"}:
             return True
         end = self.final_until if inc.ended_min is None else min(inc.ended_min, self.final_until)
         official = self.evidence.official_during(inc.service, inc.started_min * 60.0, end * 60.0)
