@@ -109,8 +109,11 @@ class Verdicts:
     def target_verdicts(self, p: Pipeline, service: str, f: int) -> list[TargetVerdict]:
         """Per public target of `service`: who fails, who is fine, as of final minute f."""
         targets: dict[str, list[tuple[str, Unit]]] = {}
+        windows: dict[str, int] = {}
         for (target, vantage), u in self.units.get(service, {}).items():
-            window = _window_min(p, service, target)
+            window = windows.get(target)
+            if window is None:
+                window = windows[target] = _window_min(p, service, target)
             if u.last >= f - window + 1:
                 targets.setdefault(target, []).append((vantage, u))
         out = []
@@ -133,7 +136,10 @@ class Verdicts:
         touched: set[str] = set()
         for key in _public_keys(p):
             service, target, _site, vantage = key
-            rows = ev.probes[key].counts(lo, f)
+            ps = ev.probes[key]
+            if not ps.minutes or ps.minutes[-1] < lo:
+                continue  # nothing new
+            rows = ps.counts(lo, f)
             if not rows:
                 continue
             mine = self.units.setdefault(service, {})
@@ -147,6 +153,13 @@ class Verdicts:
         services = sorted(touched | {s for s, sig in self.probes.items() if sig.holds})
         services += [s for s in sorted(self.detail) if s not in services]
         for service in services:
+            sig = self.probes.get(service)
+            if (
+                (sig is None or not sig.holds)
+                and service not in self.detail
+                and all(u.fail_run == 0 for u in self.units.get(service, {}).values())
+            ):
+                continue  # every check passed: nothing to say
             self._probe_signal(p, service, f, at)
         for service in sorted(set(ev.status) | {s for s, g in self.status.items() if g.holds}):
             self._status_signal(p, service, f, at)
