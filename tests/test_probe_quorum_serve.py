@@ -196,6 +196,21 @@ async def test_silent_sources_show_unknown_and_so_does_a_stale_tracker(tmp_path:
             assert doc["status"] == "ok"
             html = (await c.get("/services/shop")).text
             assert 'id="official-status" data-indicator="none"' in html
+            # The page says major: an outage detected by the status page alone.
+            page.handler = lambda r: Reply(200, b'{"status": {"indicator": "major"}}')
+            clock.t += 10  # later in the minute of the last poll
+            await server.poller.poll("shop", status_page)
+            await check_round(server, c, clock)
+            doc = await shop(c)
+            assert doc["status"] == "outage"
+            assert doc["status_detail"] == "its own status page says major"
+            (inc,) = (await c.get("/api/v1/incidents")).json()
+            assert inc["detected_by"] == ["status_page"]
+            page.handler = lambda r: Reply(200, b'{"status": {"indicator": "none"}}')
+            await server.poller.poll("shop", status_page)
+            await check_round(server, c, clock)
+            (inc,) = (await c.get("/api/v1/incidents")).json()
+            assert inc["status"] == "resolved"
             # Nothing from any source for three intervals (the server keeps ticking).
             for _ in range(4):
                 clock.t += 60

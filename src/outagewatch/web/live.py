@@ -228,6 +228,9 @@ class Live:
             if stale is not None:
                 out[svc.id] = ("unknown", f"no fresh data since {_hm(stale)} UTC")
             elif doc is not None:
+                official = doc.get("official_status") or {}
+                if detail is None and "status_page" in (doc.get("detected_by") or ()):
+                    detail = f"its own status page says {official.get('indicator', 'major')}"
                 out[svc.id] = (_status(doc), detail)
             elif v is not None and v.partial:
                 out[svc.id] = ("problems", detail)
