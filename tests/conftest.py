@@ -14,6 +14,11 @@ INTEGRATION_MODULES = frozenset(
     {
         "test_benchmarks",
         "test_browser",
+        "test_browser_probes",
+        "test_client_memory",
+        "test_serve_hardening",
+        "test_startup",
+        "test_writer_lock",
         "test_bus_nats",
         "test_demo",
         "test_e2e_seeds",

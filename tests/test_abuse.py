@@ -307,12 +307,12 @@ def test_failing_probes_confirm_a_suspected_flood() -> None:
 
 
 def test_official_status_confirms_a_suspected_flood() -> None:
-    """The status page says "major" from 10 minutes into the flood: the incident opens
+    """The status page says "major" from 10 to 30 minutes into the flood: the incident opens
     hidden, then an `abuse` transition makes it public (which is what alerts act on)."""
     events = scenario("rotating_ids", START)
     events += [
         {"type": "status", "service": "netflix", "ts": START + k * 300 + 7,
-         "indicator": "major" if k >= 2 else "none"}
+         "indicator": "major" if 2 <= k < 6 else "none"}
         for k in range(-2, 12)
     ]  # fmt: skip
     events.sort(key=lambda e: _epoch(e["ts"]))
@@ -333,7 +333,7 @@ def test_verdicts_do_not_depend_on_batching() -> None:
     events = scenario("flood_confirmed", START, seed=2)
     events += [
         {"type": "status", "service": "netflix", "ts": START + k * 300 + 7,
-         "indicator": "major" if k >= 2 else "none"}
+         "indicator": "major" if 2 <= k < 6 else "none"}
         for k in range(-2, 12)
     ]  # fmt: skip
     events.sort(key=lambda e: _epoch(e["ts"]))

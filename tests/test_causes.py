@@ -220,7 +220,13 @@ def test_down_from_one_vantage_only_is_said() -> None:
 
 # ---------------------------------------------------------------- lifecycle rows
 def test_cause_and_cluster_changes_are_transitions_of_the_table() -> None:
-    assert TABLE[(State.ONGOING, State.ONGOING)] == ("peak", "cause", "cluster", "abuse")
+    assert TABLE[(State.ONGOING, State.ONGOING)] == (
+        "peak",
+        "cause",
+        "cluster",
+        "abuse",
+        "detected",
+    )
     inc = Incident("a-1", "a", M0, START, 1.0, state=State.ONGOING)
     tr = inc.move(State.ONGOING, START + 60, action="cause", causes=[["ddos", 0.9]])
     assert (tr.action, tr.from_state, tr.to_state) == ("cause", State.ONGOING, State.ONGOING)

@@ -62,6 +62,7 @@ OPERATIONS = (
     "GET /healthz",
     "GET /feeds/incidents.atom",
     "GET /metrics",
+    "GET /api/v1/probes/config",
     "POST /api/v1/subscriptions",
     "GET /api/v1/subscriptions",
     "GET /api/v1/subscriptions/{sub_id}",

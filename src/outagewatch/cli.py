@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser(
         "probe-agent",
         parents=[common],
-        help="run the catalog's probes from another place and post the results to a server",
+        help="run the server's probes from another place and post the results to it (the "
+        "probe list is fetched from the server unless --catalog is given)",
     )
     a.add_argument("--server", required=True, help="base URL of the outagewatch server")
     a.add_argument("--vantage", required=True, help="name of this place, e.g. eu-west")
@@ -294,20 +295,11 @@ def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_probe_agent(args: argparse.Namespace, settings: Settings) -> int:
-    import os
-
     from outagewatch.probes.agent import ProbeAgent, run_agent
 
-    if settings.catalog:
-        catalog = Catalog.load(settings.catalog)
-    elif os.path.exists(settings.db) or settings.db.startswith(("postgresql:", "postgres:")):
-        store = open_store(settings.db)
-        try:
-            catalog = load_catalog(settings, store)
-        finally:
-            store.close()
-    else:
-        raise UsageError("probe-agent needs a catalog: set --catalog or OUTAGEWATCH_CATALOG")
+    # The probe list comes from the server (GET /api/v1/probes/config) unless a catalog
+    # file is given here.
+    catalog = Catalog.load(settings.catalog) if settings.catalog else None
     agent = ProbeAgent(
         catalog,
         server=args.server,

@@ -59,6 +59,13 @@ class PipelineSettings:
     clock_skew_s: int = 3600
     """Live (serve): events may be this far ahead of the server's clock, and the pipeline's
     time never runs further ahead of it (read by the engine, not the core)."""
+    probe_quorum: int = 2
+    """Vantages whose public probes must fail for a probe-only incident (one suffices only
+    when it is the only one reporting)."""
+    probe_quorum_fraction: float = 0.5
+    """...and at least this fraction of the vantages that reported in the last 3 intervals."""
+    probe_fail_checks: int = 2
+    """Consecutive failed (then good) checks each of those vantages must see."""
 
     def __post_init__(self) -> None:
         if self.ring_minutes < max(self.windows) + self.lateness_s // 60 + 2:
@@ -197,6 +204,26 @@ SETTINGS: tuple[Setting, ...] = (
         "probes (and status page polls) that may run at the same time",
     ),
     Setting(
+        "OUTAGEWATCH_PROBE_QUORUM",
+        "--probe-quorum",
+        "2",
+        "vantages whose public probes must fail for an incident without reports (a lone "
+        "vantage suffices only when it is the only one reporting)",
+    ),
+    Setting(
+        "OUTAGEWATCH_PROBE_QUORUM_PERCENT",
+        "--probe-quorum-percent",
+        "50",
+        "...and at least this percentage of the vantages that reported in the last 3 intervals",
+    ),
+    Setting(
+        "OUTAGEWATCH_PROBE_FAIL_CHECKS",
+        "--probe-fail-checks",
+        "2",
+        "consecutive failed checks from each of those vantages that open the incident (as many "
+        "good ones resolve it)",
+    ),
+    Setting(
         "OUTAGEWATCH_SMTP_HOST",
         "--smtp-host",
         "",
@@ -296,6 +323,9 @@ class Settings:
             false_alarm_budget=_budget(values, "OUTAGEWATCH_FALSE_ALARM_BUDGET"),
             max_ahead_s=_int(values, "OUTAGEWATCH_MAX_AHEAD_S", 60, 7 * 86_400),
             clock_skew_s=_int(values, "OUTAGEWATCH_CLOCK_SKEW_S", 0, 86_400),
+            probe_quorum=_int(values, "OUTAGEWATCH_PROBE_QUORUM", 1, 100),
+            probe_quorum_fraction=_int(values, "OUTAGEWATCH_PROBE_QUORUM_PERCENT", 1, 100) / 100,
+            probe_fail_checks=_int(values, "OUTAGEWATCH_PROBE_FAIL_CHECKS", 1, 100),
         )
         minute_days = _int(values, "OUTAGEWATCH_MINUTE_DAYS", 1, 36_500)
         rollup_days = _int(values, "OUTAGEWATCH_ROLLUP_DAYS", 1, 36_500)

@@ -30,7 +30,7 @@ class State(StrEnum):
 # (from, to) -> the actions allowed for that change; the first is the default.
 TABLE: dict[tuple[State, State], tuple[str, ...]] = {
     (State.QUIET, State.ONGOING): ("opened",),
-    (State.ONGOING, State.ONGOING): ("peak", "cause", "cluster", "abuse"),
+    (State.ONGOING, State.ONGOING): ("peak", "cause", "cluster", "abuse", "detected"),
     (State.ONGOING, State.RESOLVED): ("resolved",),
     (State.RESOLVED, State.RESOLVED): ("cause", "cluster"),
 }
@@ -74,6 +74,8 @@ class Incident:
     suspected_abuse: bool = False
     abuse_evidence: list[str] = field(default_factory=list)
     shown: bool = True  # the public sees it (incidents.severity.public), as last judged
+    # What confirmed it (incidents.verdicts): "reports", "probes", "status_page".
+    detected_by: list[str] = field(default_factory=lambda: ["reports"])
 
     @staticmethod
     def make_id(service: str, started_min: int) -> str:
@@ -152,6 +154,7 @@ class Incident:
             "abuse_evidence": list(self.abuse_evidence),
             "causes": [dict(c, evidence=list(c["evidence"])) for c in self.causes],
             "cluster": None if self.cluster is None else dict(self.cluster),
+            "detected_by": list(self.detected_by),
         }
 
 

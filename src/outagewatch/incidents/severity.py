@@ -19,7 +19,11 @@ OUTAGE_MIN_PEAK = 30  # ...and at least this many reports a minute
 
 
 def severity(doc: Mapping[str, Any]) -> Severity:
-    """`outage` when the peak is far above normal and large in absolute terms, else `problems`."""
+    """`outage` when public probes fail from the quorum of vantages or the service's own
+    status page says major or critical (`detected_by`), or when the peak of reports is far
+    above normal and large in absolute terms; else `problems`."""
+    if {"probes", "status_page"} & set(doc.get("detected_by") or ()):
+        return "outage"
     peak = float(doc.get("peak_reports_per_minute") or 0)
     base = float(doc.get("baseline_reports_per_minute") or 0)
     if peak >= OUTAGE_MIN_PEAK and peak >= OUTAGE_RATIO * max(base, 1.0):
@@ -39,10 +43,13 @@ def confirmed(probe_confirmed: bool | None, official: Mapping[str, Any] | None) 
 
 def public(doc: Mapping[str, Any]) -> bool:
     """Shown on the public status, pages, feed and alerts: not a suspected fake-report
-    flood, or confirmed by probes or official status regardless of that suspicion."""
-    return not doc.get("suspected_abuse") or confirmed(
-        doc.get("probe_confirmed"), doc.get("official_status")
-    )
+    flood, or confirmed (or detected) by probes or official status regardless of that
+    suspicion."""
+    if not doc.get("suspected_abuse") or {"probes", "status_page"} & set(
+        doc.get("detected_by") or ()
+    ):
+        return True
+    return confirmed(doc.get("probe_confirmed"), doc.get("official_status"))
 
 
 def at_least(sev: Severity, minimum: Severity) -> bool:

@@ -37,6 +37,7 @@ from outagewatch.incidents.clusters import assign_clusters
 from outagewatch.incidents.evidence import Evidence
 from outagewatch.incidents.lifecycle import Incident, State, Transition
 from outagewatch.incidents.severity import confirmed, public
+from outagewatch.incidents.verdicts import Verdicts
 from outagewatch.pipeline.clock import StreamClock
 from outagewatch.pipeline.dedup import Dedup
 from outagewatch.pipeline.sources import RING as SOURCES_RING
@@ -122,6 +123,9 @@ class Pipeline:
         # rest on reports and probes only).
         self.catalog = catalog
         self.evidence = Evidence(catalog)
+        cfg = self.settings
+        # Probe and status-page verdicts (incidents.verdicts): stepped on final minutes.
+        self.verdicts = Verdicts(cfg.probe_quorum, cfg.probe_quorum_fraction, cfg.probe_fail_checks)
         self._recent: dict[str, dict[str, Any]] = {}  # finished incidents' docs, for context
         self.series = Series(self.settings.ring_minutes)
         self.baseline = Baseline(self.settings)
@@ -481,7 +485,14 @@ class Pipeline:
         ring = self.series.ring
         while self.closed_until < m_now:
             m = self.closed_until
-            if self.quiet_runs and not self.incidents and len(self.series):
+            # Probe, status or metric evidence is finalised minute by minute and its verdicts
+            # may open an incident in any of them (incidents.verdicts): ordinary ticks then.
+            if (
+                self.quiet_runs
+                and not self.incidents
+                and len(self.series)
+                and not self.evidence.active
+            ):
                 m, need_tick = self._quiet_run(m, m_now, zero_next=zero_next)
                 if not need_tick:
                     continue
@@ -498,9 +509,10 @@ class Pipeline:
         minute (the baseline's factors are fixed within it). Returns (k, need_tick): minutes
         < k are closed; minute k needs an ordinary tick when `need_tick`.
 
-        Every per-series state that ticks carry forward is carried here: the ring
-        (`detect.quiet.quiet_scan`), the baseline (learning, as `_finalise` does), the
-        evidence, and whatever `quiet_hooks` hold (one place to add more)."""
+        Every per-series state that ticks carry forward is carried here: the ring and the
+        sequential test (`detect.quiet.quiet_scan`), the baseline (learning, as `_finalise`
+        does), and whatever `quiet_hooks` hold (one place to add more). Runs are taken only
+        while no probe, status or metric evidence is active (see `_close`)."""
         s = self.series
         cfg = self.settings
         n = len(s)
@@ -536,11 +548,6 @@ class Pipeline:
             if (f + 1) % LEARN_BLOCK == 0:
                 self._finalise(f)  # no incident: only learning
             self.final_until = f + 1
-        if self.evidence.active:
-            for f in range(m0 - lat, k - lat):
-                if not self.evidence.active:
-                    break
-                self.evidence.finalise(f)
         return k, need_tick
 
     # ================================================================ tick
@@ -555,6 +562,7 @@ class Pipeline:
             self.final_until = m + 1 - cfg.lateness_min
             if self.evidence.active:
                 self.evidence.finalise(m - cfg.lateness_min)
+                self.verdicts.step(self, m, m - cfg.lateness_min)
             return
         mu = self.baseline.expected(s, m)
         rows = self._window_rows(m)  # the newest minute first
@@ -580,6 +588,7 @@ class Pipeline:
             self.final_until = f + 1
         if self.evidence.active:
             self.evidence.finalise(f)
+            self.verdicts.step(self, m, f)
         if self.incidents:
             self._explain(m, f)
 
@@ -642,8 +651,9 @@ class Pipeline:
                 self._judge_sources(inc, si, m, at)
             inc.quiet_run = 0 if busy else inc.quiet_run + 1
             self._changed.add(inc.id)
-            if inc.quiet_run >= self.settings.quiet_minutes:
-                inc.ended_min = max(inc.last_hot_min + 1, inc.started_min + 1)
+            if inc.quiet_run >= self.settings.quiet_minutes and not self.verdicts.holds(sid):
+                end = self.verdicts.end_min(sid)  # probes or the status page saw it longer
+                inc.ended_min = max(inc.last_hot_min + 1, inc.started_min + 1, end)
                 self._unfold_after_end(inc)
                 self._transitions.append(inc.move(State.RESOLVED, at, ended_at=inc.ended_min * 60))
                 del self.open_by_service[sid]
@@ -901,8 +911,9 @@ class Pipeline:
 
     def _trusted(self, inc: Incident) -> bool:
         """Not a suspected flood, or confirmed by probes or by what the status page said
-        during the incident (final minutes only: the same for any batching)."""
-        if not inc.suspected_abuse:
+        during the incident (final minutes only: the same for any batching), or detected by
+        them in the first place (incidents.verdicts)."""
+        if not inc.suspected_abuse or set(inc.detected_by) - {"reports"}:
             return True
         end = self.final_until if inc.ended_min is None else min(inc.ended_min, self.final_until)
         official = self.evidence.official_during(inc.service, inc.started_min * 60.0, end * 60.0)
@@ -1019,6 +1030,7 @@ def dump_state(p: Pipeline) -> bytes:
         "sources": p.sources.dump(),
         "recent": p._recent,
         "clock": p.clock.dump(),
+        "verdicts": p.verdicts.dump(),
     }
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # type: ignore[arg-type]
@@ -1059,6 +1071,8 @@ def load_state(
         p.clock.load(meta["clock"])
     elif p.watermark is not None:  # a state from before the stream clock
         p.clock.wm = p.watermark
+    if "verdicts" in meta:
+        p.verdicts.load(meta["verdicts"])
     for d in meta["incidents"]:
         inc = Incident.from_state(d)
         p.incidents[inc.id] = inc

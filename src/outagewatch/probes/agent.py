@@ -1,5 +1,11 @@
 """`outagewatch probe-agent --server URL --vantage NAME`: the catalog's probes, run elsewhere.
 
+The agent needs only the server's URL and a token: it fetches the probe list from
+`GET {server}/api/v1/probes/config` and fetches it again every `config_every_s` (60 s), so it
+follows the catalog as the operator changes it (a failed fetch keeps the list it has: the
+agent goes on probing while the server is away). A catalog given to the constructor (the
+CLI's `--catalog`) is used instead of the server's list.
+
 The agent runs the same `ProbeScheduler` as the server, tags every result with its vantage,
 and posts the results in batches to `POST {server}/api/v1/probes` with the operator token.
 While the server is down or overloaded, results wait in a bounded buffer (the oldest are
@@ -23,11 +29,13 @@ from typing import Any
 import httpx
 
 from outagewatch import __version__
-from outagewatch.catalog import Catalog
+from outagewatch.catalog import Catalog, Probe
 from outagewatch.errors import InputError, UsageError
 from outagewatch.netguard import Resolver, check_url_syntax, system_resolve
-from outagewatch.probes.checks import Event
-from outagewatch.probes.scheduler import ProbeScheduler
+from outagewatch.probes.checks import Clock, Event
+from outagewatch.probes.scheduler import ProbeScheduler, catalog_probes
+
+Probes = list[tuple[str, Probe]]
 
 log = logging.getLogger("outagewatch.probe_agent")
 
@@ -59,7 +67,7 @@ def check_server(url: str) -> str:
 class ProbeAgent:
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: Catalog | None,
         *,
         server: str,
         vantage: str,
@@ -74,6 +82,8 @@ class ProbeAgent:
         verify: ssl.SSLContext | bool = True,
         resolve: Resolver = system_resolve,
         poster: httpx.AsyncClient | None = None,
+        config_every_s: float = 60.0,
+        clock: Clock = time.time,
     ) -> None:
         if not token:
             raise UsageError(
@@ -82,6 +92,9 @@ class ProbeAgent:
         self.server = check_server(server)
         self.vantage = check_vantage(vantage)
         self.endpoint = f"{self.server}/api/v1/probes"
+        self.config_url = f"{self.server}/api/v1/probes/config"
+        self.config_every_s = config_every_s
+        self.fixed = catalog is not None  # a local catalog: no fetching
         self.token = token
         self.batch_max = batch_max
         self.backoff_s = backoff_s
@@ -89,16 +102,18 @@ class ProbeAgent:
         self._buffer: collections.deque[Event] = collections.deque(maxlen=buffer_max)
         self._ready = asyncio.Event()
         self._rng = random.Random()
-        self.scheduler = ProbeScheduler(
-            catalog,
-            self._enqueue,
-            allow_private=allow_private,
-            vantage=self.vantage,
-            concurrency=concurrency,
-            verify=verify,
-            resolve=resolve,
-            headers={"User-Agent": f"outagewatch-probe/{__version__} (vantage {self.vantage})"},
-        )
+        self._scheduler_args: dict[str, Any] = {
+            "allow_private": allow_private,
+            "vantage": self.vantage,
+            "concurrency": concurrency,
+            "verify": verify,
+            "resolve": resolve,
+            "clock": clock,
+            "headers": {"User-Agent": f"outagewatch-probe/{__version__} (vantage {self.vantage})"},
+        }
+        self.probes: Probes = catalog_probes(catalog) if catalog is not None else []
+        self.scheduler = self._scheduler(self.probes)
+        self.config_fetches = 0  # successful fetches of the probe list
         self._own_poster = poster is None
         # The server is the operator's own: it may well be on a private network, so the
         # poster is a plain client (probe targets go through the guarded one).
@@ -107,6 +122,81 @@ class ProbeAgent:
         self.rejected = 0  # events the server rejected (logged)
         self.dropped = 0  # events dropped because the buffer was full
         self.failures = 0  # failed post attempts
+
+    def _scheduler(self, probes: Probes) -> ProbeScheduler:
+        return ProbeScheduler(probes, self._enqueue, **self._scheduler_args)
+
+    async def fetch_config(self) -> Probes:
+        """The server's probe list (GET /api/v1/probes/config); bad items are logged and
+        skipped. Raises AgentRefusedError for a refused token, httpx.HTTPError or
+        _RetryError while the server is unreachable or overloaded."""
+        try:
+            resp = await self._poster.get(
+                self.config_url, headers={"Authorization": f"Bearer {self.token}"}
+            )
+        except httpx.HTTPError:
+            self.failures += 1
+            raise
+        if resp.status_code in (401, 403):
+            raise AgentRefusedError(
+                f"{self.config_url}: the server refused the token ({resp.status_code}); "
+                "check --token / OUTAGEWATCH_TOKEN"
+            )
+        if resp.status_code != 200:
+            self.failures += 1
+            raise _RetryError(f"status {resp.status_code}", _retry_after(resp))
+        try:
+            items = resp.json()
+        except ValueError:
+            raise _RetryError("the probe list is not JSON", None) from None
+        if not isinstance(items, list):
+            raise _RetryError("the probe list is not a JSON array", None)
+        out: Probes = []
+        for i, item in enumerate(items):
+            try:
+                out.append(probe_of(item))
+            except ValueError as exc:
+                log.warning("probe list item %d skipped: %s", i, exc)
+        self.config_fetches += 1
+        return out
+
+    async def _use(self, probes: Probes) -> None:
+        """Probe `probes` from now on (a changed list restarts the scheduler)."""
+        if probes == self.probes and self.scheduler.running:
+            return
+        if probes != self.probes:
+            log.info("probe list: %d probes (was %d)", len(probes), len(self.probes))
+        await self.scheduler.stop()
+        self.probes = probes
+        self.scheduler = self._scheduler(probes)
+        await self.scheduler.start()
+
+    async def _config_loop(self, stop: asyncio.Event) -> None:
+        """Fetch the probe list until it is had, then again every config_every_s."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                probes = await self.fetch_config()
+            except (httpx.HTTPError, _RetryError) as exc:
+                failures += 1
+                delay = self._delay(failures, exc)
+                if self.scheduler.running:
+                    delay = max(delay, min(self.config_every_s, self.backoff_max_s))
+                log.warning(
+                    "probe list from %s unavailable (%s); %s, retrying in %.1f s",
+                    self.server,
+                    exc,
+                    f"probing the {len(self.probes)} known"
+                    if self.scheduler.running
+                    else "nothing to probe yet",
+                    delay,
+                )
+            else:
+                failures = 0
+                await self._use(probes)
+                delay = self.config_every_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
 
     async def _enqueue(self, events: list[dict[str, Any]]) -> None:
         for ev in events:
@@ -117,18 +207,23 @@ class ProbeAgent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Probe and post until `stop` is set; then post what is buffered (one attempt)."""
-        await self.scheduler.start()
+        if self.fixed:
+            await self.scheduler.start()
         try:
             sender = asyncio.create_task(self._send_loop(stop))
+            workers = {sender}
+            if not self.fixed:
+                workers.add(asyncio.create_task(self._config_loop(stop)))
             stopper = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait({sender, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({*workers, stopper}, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
-            if sender in done:
-                sender.result()  # a fatal error (AgentRefusedError) surfaces here
-            else:
-                sender.cancel()
+            for w in workers:
+                if w in done:
+                    w.result()  # a fatal error (AgentRefusedError) surfaces here
+            for w in workers:
+                w.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await sender
+                    await w
         finally:
             await self.scheduler.stop()
             if self._buffer:
@@ -142,6 +237,20 @@ class ProbeAgent:
         Returns the number of results still unsent (0 on success).
         """
         try:
+            if not self.fixed:
+                failures = 0
+                while True:
+                    try:
+                        self.probes = await self.fetch_config()
+                        break
+                    except (httpx.HTTPError, _RetryError) as exc:
+                        failures += 1
+                        if failures >= attempts:
+                            log.error("no probe list after %d attempts: %s", failures, exc)
+                            return -1
+                        await asyncio.sleep(self._delay(failures, exc))
+                await self.scheduler.stop()
+                self.scheduler = self._scheduler(self.probes)
             await self.scheduler.run_once()
             await self.scheduler.stop()
             failures = 0
@@ -257,6 +366,53 @@ def _rejected(resp: httpx.Response) -> list[Any]:
         return []
     items = doc.get("rejected") if isinstance(doc, dict) else None
     return items if isinstance(items, list) else []
+
+
+def probe_of(item: Any) -> tuple[str, Probe]:
+    """One item of GET /api/v1/probes/config as (service, Probe); ValueError when bad."""
+    if not isinstance(item, dict):
+        raise ValueError("not an object")
+    service, url = item.get("service"), item.get("url")
+    if not isinstance(service, str) or not service:
+        raise ValueError("service: expected a service id")
+    if not isinstance(url, str):
+        raise ValueError("url: expected a URL")
+    try:
+        check_url_syntax(url)
+    except InputError as exc:
+        raise ValueError(f"url: {exc}") from None
+    site = item.get("site", "public")
+    interval = item.get("interval_s", 60)
+    expect = item.get("expect_status")
+    keyword = item.get("keyword")
+    timeout = item.get("timeout_s", 10.0)
+    if not isinstance(site, str) or not site:
+        raise ValueError("site: expected a name")
+    if isinstance(interval, bool) or not isinstance(interval, int) or not 5 <= interval <= 86_400:
+        raise ValueError("interval_s: expected an integer from 5 to 86400")
+    if expect is not None and (isinstance(expect, bool) or not isinstance(expect, int)):
+        raise ValueError("expect_status: expected an HTTP status code")
+    if keyword is not None and not isinstance(keyword, str):
+        raise ValueError("keyword: expected a string")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 120:
+        raise ValueError("timeout_s: expected seconds from 0 to 120")
+    return service, Probe(url, site, interval, expect, keyword, float(timeout))
+
+
+def probe_config(catalog: Catalog) -> list[dict[str, Any]]:
+    """What GET /api/v1/probes/config answers: every catalog probe (contract §8)."""
+    return [
+        {
+            "service": sid,
+            "url": p.url,
+            "site": p.site,
+            "interval_s": p.interval_s,
+            "expect_status": p.expect_status,
+            "keyword": p.keyword,
+            "timeout_s": p.timeout_s,
+        }
+        for sid, p in catalog_probes(catalog)
+    ]
 
 
 def run_agent(agent: ProbeAgent, *, once: bool) -> int:

@@ -21,9 +21,10 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from outagewatch.catalog import Catalog
+from outagewatch.catalog import Catalog, Service
 from outagewatch.events import Decoded, EventDecoder, OtherEvent, iso
 from outagewatch.incidents.lifecycle import Transition
+from outagewatch.incidents.verdicts import ServiceVerdict, service_verdict
 from outagewatch.pipeline.pipeline import Pipeline, dump_state, load_state
 from outagewatch.settings import PipelineSettings
 from outagewatch.store.base import Commit, Store
@@ -169,6 +170,7 @@ class Engine:
         self._last_ongoing: dict[str, dict[str, Any]] = {}
         self._busy_at = -math.inf  # when a reader last found the writer busy (monotonic)
         self._last_breakdown: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
+        self._last_verdicts: dict[str, ServiceVerdict] = {}
         for seq, batch in store.journal_after(self.journal_seq):
             self.ingest(seq, batch.split(b"\n"))
             self.recovered += 1
@@ -327,6 +329,19 @@ class Engine:
             valid = minutes <= p.closed_until
             counts = np.where(valid, s.ring_count[rows, i], 0.0).astype(np.float64)
             return first, counts, typical(p, service, m0, m1)
+
+    def verdicts(self, services: Sequence[Service], now: float) -> dict[str, ServiceVerdict]:
+        """Partial probe failures, silence and the probe sentence of each service
+        (incidents.verdicts); while the writer is busy, what was seen last."""
+        with self._reading() as got:
+            if got:
+                for svc in services:
+                    self._last_verdicts[svc.id] = service_verdict(self.pipeline, svc, now)
+        return {svc.id: v for svc in services if (v := self._last_verdicts.get(svc.id))}
+
+    def official_status(self, service: str) -> dict[str, Any] | None:
+        with self._reading() as got:
+            return self.pipeline.official_status(service) if got else None
 
     def clock_label(self) -> str:
         wm = self.pipeline.watermark  # one attribute read: no lock needed

@@ -451,6 +451,16 @@ class PostgresStore:
         )
         return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
 
+    def events(self, kind: str, service: str, start: float, end: float) -> list[dict[str, Any]]:
+        """Stored events of one type and service with `start <= ts < end`, oldest first."""
+        with self._conn("read") as con:
+            rows = con.execute(
+                "SELECT body FROM events WHERE service = %s AND ts >= %s AND ts < %s "
+                "AND type = %s ORDER BY ts, seq",
+                (service, float(start), float(end), kind),
+            ).fetchall()
+        return [orjson.loads(bytes(r[0])) for r in rows]
+
     def incident(self, incident_id: str) -> dict[str, Any] | None:
         row = self._one("SELECT doc::text FROM incidents WHERE id = %s", (incident_id,))
         return None if row is None else dict(orjson.loads(row[0]))

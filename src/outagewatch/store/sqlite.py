@@ -348,6 +348,15 @@ class SQLiteStore:
         ).fetchone()
         return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
 
+    def events(self, kind: str, service: str, start: float, end: float) -> list[dict[str, Any]]:
+        """Stored events of one type and service with `start <= ts < end`, oldest first."""
+        rows = self.db.execute(
+            "SELECT body FROM events WHERE service = ? AND ts >= ? AND ts < ? AND type = ? "
+            "ORDER BY ts, seq",
+            (service, float(start), float(end), kind),
+        )
+        return [orjson.loads(r[0]) for r in rows]
+
     def incident(self, incident_id: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT doc FROM incidents WHERE id = ?", (incident_id,)).fetchone()
         return None if row is None else dict(orjson.loads(row[0]))

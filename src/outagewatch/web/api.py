@@ -107,6 +107,18 @@ def build_router(ingest: Ingest) -> APIRouter:
     async def post_metrics(request: Request) -> Response:
         return await _post(ingest, "metric", request)
 
+    @r.get(
+        "/api/v1/probes/config",
+        response_model=list[schemas.ProbeConfig],
+        responses=err,
+        dependencies=[operator],
+        summary="The probes remote agents run (operator token)",
+    )
+    async def get_probe_config(request: Request) -> Response:
+        from outagewatch.probes.agent import probe_config
+
+        return json_response(probe_config(live_of(request).catalog))
+
     @r.get("/api/v1/services", response_model=list[schemas.ServiceSummary], responses=err)
     async def get_services(request: Request) -> Response:
         # Every service (a large catalog: ~1 MB of JSON), built off the event loop.

@@ -149,6 +149,9 @@ class Server:
                 live.submit_events,
                 allow_private=st.allow_private_targets,
                 clock=self.clock,
+                # Every successful poll says what the page says: a page that stops
+                # answering shows as silent (incidents.verdicts.silent), not as fine.
+                refresh_s=0.0,
             )
             await self.poller.start()
 

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from outagewatch.bus.base import Bus
 from outagewatch.catalog import Catalog, Service
-from outagewatch.events import EventDecoder
+from outagewatch.events import EventDecoder, iso, parse_ts
 from outagewatch.incidents.severity import public
 from outagewatch.pipeline.pipeline import Pipeline, load_state
 from outagewatch.runtime.engine import (
@@ -40,6 +40,8 @@ from outagewatch.store.base import Store
 from outagewatch.web.public import restrict_public
 
 DAY_MIN = 1440
+TRACKER_STALE_S = 180.0  # the pipeline's clock this far behind: the tracker has no fresh data
+LOCAL_VANTAGE = "local"  # probes the server runs itself carry no vantage
 log = logging.getLogger(__name__)
 
 
@@ -196,13 +198,14 @@ class Live:
 
     def services(self) -> list[dict[str, Any]]:
         ongoing = self.public_ongoing()
+        states = self.states(list(self.catalog.services.values()), ongoing)
         return [
             {
                 "id": sid,
                 "name": svc.name,
                 "aliases": list(svc.aliases),
                 "group": svc.group,
-                "status": _status(ongoing.get(sid)),
+                "status": states[sid][0],
             }
             for sid, svc in self.catalog.services.items()
         ]
@@ -210,13 +213,91 @@ class Live:
     def service(self, svc: Service) -> dict[str, Any]:
         ongoing = self.public_ongoing()
         doc = ongoing.get(svc.id)
+        status, detail = self.states([svc], ongoing)[svc.id]
         return {
             "id": svc.id,
             "name": svc.name,
-            "status": _status(doc),
+            "status": status,
             "incident": None if doc is None else doc["id"],
             "minutes": self.minutes(svc.id),
+            "probes": self.probe_results(svc.id)[0],
+            "status_detail": detail,
         }
+
+    def stale_since(self) -> float | None:
+        """When the tracker last had fresh data, if that is over TRACKER_STALE_S ago (its
+        pipeline stopped moving: the monitor's own outage is not "all green"); else None."""
+        if self.engine is None:
+            return None
+        wm = self.engine.pipeline.watermark  # one attribute read: no lock needed
+        if wm is not None and self.clock() - wm > TRACKER_STALE_S:
+            return wm
+        return None
+
+    def states(
+        self, services: list[Service], ongoing: dict[str, dict[str, Any]]
+    ) -> dict[str, tuple[str, str | None]]:
+        """(status, status_detail) of each service: its public incident's severity; else
+        `problems` when public probes fail from fewer vantages than the quorum; `unknown`
+        when every source of it is silent, or the tracker itself has no fresh data."""
+        stale = self.stale_since()
+        now = self.clock()
+        verdicts = self.engine.verdicts(services, now) if self.engine is not None else {}
+        out: dict[str, tuple[str, str | None]] = {}
+        for svc in services:
+            v = verdicts.get(svc.id)
+            detail = v.detail if v is not None else None
+            doc = ongoing.get(svc.id)
+            if stale is not None:
+                out[svc.id] = ("unknown", f"no fresh data since {_hm(stale)} UTC")
+            elif doc is not None:
+                official = doc.get("official_status") or {}
+                if detail is None and "status_page" in (doc.get("detected_by") or ()):
+                    detail = f"its own status page says {official.get('indicator', 'major')}"
+                out[svc.id] = (_status(doc), detail)
+            elif v is not None and v.partial:
+                out[svc.id] = ("problems", detail)
+            elif v is not None and v.silent:
+                out[svc.id] = ("unknown", "no fresh data from its probes or status page")
+            else:
+                out[svc.id] = ("ok", None)
+        return out
+
+    def official_status(self, service: str) -> dict[str, Any] | None:
+        """What the service's own status page says now (None: nothing yet)."""
+        if self.engine is None:
+            return None
+        return self.engine.official_status(service)
+
+    def probe_results(
+        self, service: str, span_s: float = DAY_MIN * 60.0
+    ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], list[tuple[float, float | None]]]]:
+        """The latest stored probe result per (target, vantage) of the last `span_s`, and per
+        (target, vantage) the (time, latency in ms or None when failed) of every check."""
+        now = self.clock()
+        with self._read_lock:
+            events = self.reader.events("probe", service, now - span_s, now + 300)
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        history: dict[tuple[str, str], list[tuple[float, float | None]]] = {}
+        for ev in events:
+            key = (str(ev.get("target", "")), str(ev.get("vantage") or LOCAL_VANTAGE))
+            ts = _ts(ev.get("ts"))
+            if ts is None:
+                continue
+            ok = bool(ev.get("ok"))
+            latency = ev.get("latency_ms")
+            lat = float(latency) if isinstance(latency, int | float) else None
+            history.setdefault(key, []).append((ts, lat if ok else None))
+            latest[key] = {
+                "target": key[0],
+                "site": str(ev.get("site") or "public"),
+                "vantage": key[1],
+                "ok": ok,
+                "status": ev.get("status"),
+                "latency_ms": lat,
+                "at": iso(ts),
+            }
+        return [latest[k] for k in sorted(latest)], history
 
     def minutes(self, service: str, span: int = DAY_MIN) -> list[dict[str, Any]]:
         """The last `span` minutes up to the current one: reports and the typical level."""
@@ -260,6 +341,8 @@ class Live:
             docs = self.reader.incidents(
                 service=service, since=since, until=until, status=status, limit=limit
             )
+        for d in docs:  # stored before incidents said what detected them: the crowd
+            d.setdefault("detected_by", ["reports"])
         if self.engine is None:
             return docs[:limit] if limit else docs
         # The engine's view of an incident is newer than the last commit's.
@@ -278,7 +361,10 @@ class Live:
             if doc is not None:
                 return doc
         with self._read_lock:
-            return self.reader.incident(incident_id)
+            doc = self.reader.incident(incident_id)
+        if doc is not None:
+            doc.setdefault("detected_by", ["reports"])
+        return doc
 
     def transitions(self, incident_id: str) -> list[dict[str, Any]]:
         with self._read_lock:
@@ -312,6 +398,16 @@ def _minute_labels(m0: int, span: int) -> tuple[str, ...]:
     asks for the same ones)."""
     t = np.arange(m0, m0 + span, dtype=np.int64).astype("datetime64[m]")
     return tuple(f"{s}:00Z" for s in np.datetime_as_string(t, unit="m"))
+
+
+def _ts(value: Any) -> float | None:
+    if isinstance(value, int | float):
+        return float(value)
+    return parse_ts(value) if isinstance(value, str) else None
+
+
+def _hm(ts: float) -> str:
+    return iso(ts)[11:16]
 
 
 def _status(doc: dict[str, Any] | None) -> str:

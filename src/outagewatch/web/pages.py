@@ -38,6 +38,7 @@ from outagewatch.history.view import history_summary
 from outagewatch.incidents.severity import public, severity
 from outagewatch.web.api import client_ip
 from outagewatch.web.live import Live
+from outagewatch.web.probeviews import vantage_rows
 
 if TYPE_CHECKING:
     from outagewatch.web.app import Server
@@ -55,8 +56,13 @@ MAX_FORM_BYTES = 4096
 PAGE_SIZE = 60  # services a home page shows; more are on the next pages (or searched)
 HOME_CACHE_S = 2.0  # a rendered home page is reused this long (same query, page, incidents)
 HOME_CACHE_ENTRIES = 256
-STATUS_ORDER = {"outage": 0, "problems": 1, "ok": 2}
-STATUS_LABEL = {"ok": "No problems", "problems": "Problems", "outage": "Outage"}
+STATUS_ORDER = {"outage": 0, "problems": 1, "unknown": 2, "ok": 3}
+STATUS_LABEL = {
+    "ok": "No problems",
+    "problems": "Problems",
+    "outage": "Outage",
+    "unknown": "Unknown",
+}
 
 
 # ---------------------------------------------------------------------------- map data
@@ -530,7 +536,8 @@ class Pages:
             countries = by_country
             problems = rows_of(by_problem, "problem")
             basis = f"reports of the last {MAP_RECENT_MINUTES // 60} hours"
-        status = "ok" if doc is None else severity(doc)
+        status, status_detail = live.states([svc], live.public_ongoing())[svc.id]
+        latest, history = live.probe_results(svc.id)
         reported = request.query_params.get("reported")
         return self.render(
             request,
@@ -539,6 +546,9 @@ class Pages:
             visitor=visitor,
             svc=svc,
             status=status,
+            status_detail=status_detail,
+            vantages=vantage_rows(latest, history, now),
+            official=live.official_status(svc.id) if svc.status_page is not None else None,
             doc=doc,
             chart=chart,
             map=map_view(countries, basis),

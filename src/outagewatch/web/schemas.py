@@ -38,7 +38,7 @@ class ServiceSummary(BaseModel):
     name: str
     aliases: list[str]
     group: str | None
-    status: Literal["ok", "problems", "outage"]
+    status: Literal["ok", "problems", "outage", "unknown"]
 
 
 class Minute(BaseModel):
@@ -47,12 +47,40 @@ class Minute(BaseModel):
     baseline: float | None = Field(description="typical reports per minute (null: not learned)")
 
 
+class ProbeResult(BaseModel):
+    target: str
+    site: str
+    vantage: str = Field(description="where the probe ran (`local`: the server itself)")
+    ok: bool
+    status: int | None
+    latency_ms: float | None
+    at: str = Field(description="when the check ran, RFC 3339 UTC")
+
+
+class ProbeConfig(BaseModel):
+    service: str
+    url: str
+    site: str
+    interval_s: int
+    expect_status: int | None = None
+    keyword: str | None = None
+    timeout_s: float = 10.0
+
+
 class ServiceDetail(BaseModel):
     id: str
     name: str
-    status: Literal["ok", "problems", "outage"]
+    status: Literal["ok", "problems", "outage", "unknown"]
     incident: str | None
     minutes: list[Minute]
+    probes: list[ProbeResult] = Field(
+        default_factory=list, description="the latest result per (target, vantage), last 24 h"
+    )
+    status_detail: str | None = Field(
+        None,
+        description='one sentence, e.g. "failing from eu-west only; fine from us-east" '
+        "(null when there is nothing to add)",
+    )
 
 
 class HistoryDay(BaseModel):
@@ -107,6 +135,13 @@ class OfficialStatus(BaseModel):
     incident: str | None
 
 
+Signal = Literal["reports", "probes", "status_page"]
+
+
+def _by_reports() -> list[Signal]:
+    return ["reports"]
+
+
 class Incident(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
@@ -134,6 +169,11 @@ class Incident(BaseModel):
     cluster: Cluster | None
     official_status: OfficialStatus | None = Field(
         None, description="what the service's own status page says (latest), when it has one"
+    )
+    detected_by: list[Signal] = Field(
+        default_factory=_by_reports,
+        description="what confirmed the incident: a crowd surge, public probes failing from "
+        "the quorum of vantages, the service's own status page saying major or critical",
     )
 
 
