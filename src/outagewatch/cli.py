@@ -19,6 +19,7 @@ from outagewatch.catalog import Catalog
 from outagewatch.errors import OutagewatchError, UsageError
 from outagewatch.settings import SETTINGS, Settings, shown_db
 from outagewatch.store import Store, open_store
+from outagewatch.store.base import with_updates
 
 
 class _Parser(argparse.ArgumentParser):
@@ -162,7 +163,7 @@ def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
             if svc is None:
                 raise UsageError(f"--service {args.service!r}: no such service in the catalog")
             service = svc.id
-        docs = store.incidents(service=service, since=since, until=until)
+        docs = with_updates(store, store.incidents(service=service, since=since, until=until))
     finally:
         store.close()
     if args.format == "json":

@@ -188,6 +188,11 @@ class Engine:
                 self._dirty = True
             return self.pipeline.closed_until > self._committed_until
 
+    def set_maintenance(self, windows: Sequence[tuple[str, float, float]]) -> None:
+        """Hand the pipeline the maintenance windows (service or group, start, end)."""
+        with self.lock:
+            self.pipeline.set_maintenance(windows)
+
     @property
     def ticks(self) -> int:
         """Minutes closed and scored (a fresh pipeline's first jump to now is none)."""

@@ -74,6 +74,7 @@ class Incident:
     suspected_abuse: bool = False
     abuse_evidence: list[str] = field(default_factory=list)
     shown: bool = True  # the public sees it (incidents.severity.public), as last judged
+    maintenance: bool = False  # opened inside a maintenance window of its service
 
     @staticmethod
     def make_id(service: str, started_min: int) -> str:
@@ -152,6 +153,8 @@ class Incident:
             "abuse_evidence": list(self.abuse_evidence),
             "causes": [dict(c, evidence=list(c["evidence"])) for c in self.causes],
             "cluster": None if self.cluster is None else dict(self.cluster),
+            "maintenance": self.maintenance,
+            "updates": [],  # the operator's posts, stored apart (Store.updates) and added on read
         }
 
 

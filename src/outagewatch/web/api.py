@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from outagewatch.events import parse_ts
 from outagewatch.incidents.severity import public
 from outagewatch.web import schemas
-from outagewatch.web.ingest import ApiError, Ingest, client_address, require_operator
+from outagewatch.web.ingest import ApiError, Ingest, client_address
 from outagewatch.web.live import Live
 
 JSON = "application/json"
@@ -43,15 +43,6 @@ def client_ip(request: Request, trusted: Sequence[str]) -> str | None:
     return client_address(peer, request.headers.get("x-forwarded-for"), trusted)
 
 
-def operator_check(token: str) -> Callable[[Request], None]:
-    """A dependency: the request must carry `Authorization: Bearer <token>`."""
-
-    def check(request: Request) -> None:
-        require_operator(request.headers.get("authorization"), token)
-
-    return check
-
-
 async def _post(ingest: Ingest, kind: str, request: Request) -> Response:
     peer = request.client.host if request.client else None
     status, body, headers = await ingest.handle(kind, request.headers, peer, request.stream())
@@ -62,7 +53,7 @@ async def _post(ingest: Ingest, kind: str, request: Request) -> Response:
 def build_router(ingest: Ingest) -> APIRouter:
     """The JSON API. The ingest POSTs are answered by `ingest` (also its fast path)."""
     r = APIRouter()
-    operator = Depends(operator_check(ingest.token))
+    operator = Depends(ingest.auth.dependency("ingest"))
     err: dict[int | str, dict[str, Any]] = {
         c: {"model": schemas.Error} for c in (401, 403, 404, 413, 422, 429, 503)
     }
@@ -85,7 +76,7 @@ def build_router(ingest: Ingest) -> APIRouter:
         responses=err,
         openapi_extra=schemas.body_schema(schemas.PROBE_ITEM),
         dependencies=[operator],
-        summary="Post probe results (operator token)",
+        summary="Post probe results (a token with the ingest scope)",
     )
     async def post_probes(request: Request) -> Response:
         return await _post(ingest, "probe", request)
@@ -97,7 +88,7 @@ def build_router(ingest: Ingest) -> APIRouter:
         responses=err,
         openapi_extra=schemas.body_schema(schemas.METRIC_ITEM),
         dependencies=[operator],
-        summary="Post operator telemetry (operator token)",
+        summary="Post operator telemetry (a token with the ingest scope)",
     )
     async def post_metrics(request: Request) -> Response:
         return await _post(ingest, "metric", request)
@@ -207,12 +198,22 @@ def atom_feed(docs: list[dict[str, Any]], base: str, services: Any) -> bytes:
             f"(usual {d['baseline_reports_per_minute']}/min); countries: {countries}; "
             f"likely cause: {cause}"
         )
+        for u in d.get("updates") or ():  # the operator's updates, oldest first
+            e = ET.SubElement(feed, f"{{{ns}}}entry")
+            ET.SubElement(e, f"{{{ns}}}title").text = f"{name}: {u['status']} (update)"
+            ET.SubElement(e, f"{{{ns}}}id").text = f"{base}/incidents/{d['id']}#update-{u['at']}"
+            ET.SubElement(e, f"{{{ns}}}link", href=f"{base}/incidents/{d['id']}")
+            ET.SubElement(e, f"{{{ns}}}updated").text = u["at"]
+            ET.SubElement(e, f"{{{ns}}}published").text = u["at"]
+            ET.SubElement(e, f"{{{ns}}}summary").text = u["text"]
     out: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=True)
     return out
 
 
 def _updated(d: dict[str, Any]) -> str:
-    return str(d["ended_at"] or d["peak_at"] or d["detected_at"])
+    times = [str(d["ended_at"] or d["peak_at"] or d["detected_at"])]
+    times += [str(u["at"]) for u in d.get("updates") or ()]
+    return max(times)
 
 
-__all__ = ["build_router", "client_ip", "error_response", "operator_check"]
+__all__ = ["build_router", "client_ip", "error_response"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -35,11 +35,14 @@ from outagewatch.probes.statuspage import StatusPoller
 from outagewatch.settings import Settings
 from outagewatch.store import open_store
 from outagewatch.store.base import Store
-from outagewatch.web.api import build_router, error_response, operator_check
+from outagewatch.web.api import build_router, error_response
+from outagewatch.web.auth import Auth, document_scopes
 from outagewatch.web.ingest import ApiError, ASGIApp, Ingest
 from outagewatch.web.live import Live, StoredBaselines
 from outagewatch.web.metrics import Metrics
+from outagewatch.web.operations import build_router as build_operations
 from outagewatch.web.ratelimit import RateLimiter
+from outagewatch.web.schemas import Error
 from outagewatch.web.subscriptions import make_router
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,7 @@ class Server:
         bus.on_commit = self._committed
         bus.start()
         self.engine, self.bus, self.live = engine, bus, live
+        await self.maintenance_changed()
         await self.alerter.start()
         for job in self.warmup:
             await job(self)
@@ -117,6 +121,19 @@ class Server:
             await self._start_watching(live)
         self._start_tasks()
         return live
+
+    async def maintenance_changed(self) -> None:
+        """Read the maintenance windows again and hand them to the pages and the pipeline
+        (at start and after each change through the API)."""
+        if self.reader is None:
+            return
+        rows = await asyncio.to_thread(self.reader.maintenance, None)
+        if self.live is not None:
+            self.live.windows = rows
+            await self.live.changes.bump()
+        if self.engine is not None:
+            windows = [(w["service"], w["starts_at"], w["ends_at"]) for w in rows]
+            await asyncio.to_thread(self.engine.set_maintenance, windows)
 
     def _start_tasks(self) -> None:
         for task in self.tasks:
@@ -183,6 +200,7 @@ class Server:
         assert self._loop is not None
         live.changes.bind(self._loop)
         self.live = live
+        await self.maintenance_changed()
         self._start_tasks()
         return live
 
@@ -245,12 +263,17 @@ def create_app(server: Server) -> FastAPI:
     install_errors(app)
     st = server.settings
     limiter = RateLimiter(st.rate_per_ip, st.rate_per_block) if st.rate_per_ip > 0 else None
-    ingest = Ingest(lambda: app.state.live, st.token, st.trusted_proxies, limiter)
+    auth = Auth(st.token, lambda: server.reader)
+    app.state.auth = auth
+    ingest = Ingest(lambda: app.state.live, auth, st.trusted_proxies, limiter)
     app.state.ingest = ingest
     app.include_router(build_router(ingest))
     server.open()
     assert server.alerter is not None
-    app.include_router(make_router(server.alerter, operator_check(st.token)))
+    app.include_router(
+        make_router(server.alerter, auth.dependency("admin"), auth.dependency("read"))
+    )
+    app.include_router(build_operations(server, auth))
     metrics = Metrics(server, ingest)
     app.add_api_route(
         "/metrics",
@@ -258,11 +281,14 @@ def create_app(server: Server) -> FastAPI:
         methods=["GET"],
         include_in_schema=True,
         response_class=PlainTextResponse,
+        dependencies=[Depends(auth.dependency("read"))],
+        responses={c: {"model": Error} for c in (401, 403)},
         summary="Prometheus metrics (text exposition format)",
     )
     from outagewatch.web.pages import build_pages
 
     build_pages(app, server)
+    document_scopes(app)
     return app
 
 

@@ -28,7 +28,7 @@ from outagewatch.events import EventDecoder
 from outagewatch.incidents.severity import public
 from outagewatch.pipeline.pipeline import Pipeline, load_state
 from outagewatch.settings import PipelineSettings
-from outagewatch.store.base import Store
+from outagewatch.store.base import Store, with_updates
 
 DAY_MIN = 1440
 log = logging.getLogger(__name__)
@@ -124,6 +124,8 @@ class Live:
         self.changes = Changes()
         self._read_lock = threading.Lock()
         self._checker = EventDecoder(catalog, max_ts=clock() + 300)
+        # Maintenance windows (store rows, epoch seconds), set by the server on each change.
+        self.windows: list[dict[str, Any]] = []
 
     # ---------------------------------------------------------------- writes
     async def submit(self, kind: str, items: list[Any], ip: str | None) -> Prepared:
@@ -179,10 +181,31 @@ class Live:
                 "name": svc.name,
                 "aliases": list(svc.aliases),
                 "group": svc.group,
-                "status": _status(ongoing.get(sid)),
+                "status": self.status(svc, ongoing.get(sid)),
             }
             for sid, svc in self.catalog.services.items()
         ]
+
+    def window(self, svc: Service, now: float | None = None) -> dict[str, Any] | None:
+        """The maintenance window `svc` (or its group) is in at `now`, if any."""
+        now = self.clock() if now is None else now
+        for w in self.windows:
+            if w["service"] in (svc.id, svc.group) and w["starts_at"] <= now < w["ends_at"]:
+                return w
+        return None
+
+    def upcoming(self, svc: Service | None = None) -> list[dict[str, Any]]:
+        """Windows going on or to come (of `svc` and its group, or all), soonest first."""
+        now = self.clock()
+        return [
+            w
+            for w in self.windows
+            if w["ends_at"] > now and (svc is None or w["service"] in (svc.id, svc.group))
+        ]
+
+    def status(self, svc: Service, doc: dict[str, Any] | None) -> str:
+        """`maintenance` inside a window, else what the ongoing incident says."""
+        return "maintenance" if self.window(svc) is not None else _status(doc)
 
     def service(self, svc: Service) -> dict[str, Any]:
         ongoing = self.public_ongoing()
@@ -190,7 +213,7 @@ class Live:
         return {
             "id": svc.id,
             "name": svc.name,
-            "status": _status(doc),
+            "status": self.status(svc, doc),
             "incident": None if doc is None else doc["id"],
             "minutes": self.minutes(svc.id),
         }
@@ -238,7 +261,7 @@ class Live:
                 service=service, since=since, until=until, status=status, limit=limit
             )
         if self.engine is None:
-            return docs[:limit] if limit else docs
+            return self.with_updates(docs[:limit] if limit else docs)
         # The engine's view of an incident is newer than the last commit's.
         live = {d["id"]: d for d in self.engine.ongoing().values()}
         out = [live.pop(d["id"], d) for d in docs]
@@ -247,15 +270,19 @@ class Live:
                 out.append(d)
         out.sort(key=lambda d: (d["started_at"], d["id"]), reverse=True)
         out = [d for d in out if _matches(d, service, since, until, status)]
-        return out[:limit] if limit else out
+        return self.with_updates(out[:limit] if limit else out)
 
     def incident(self, incident_id: str) -> dict[str, Any] | None:
-        if self.engine is not None:
-            doc = self.engine.live_doc(incident_id)
-            if doc is not None:
-                return doc
+        doc = self.engine.live_doc(incident_id) if self.engine is not None else None
+        if doc is None:
+            with self._read_lock:
+                doc = self.reader.incident(incident_id)
+        return None if doc is None else self.with_updates([doc])[0]
+
+    def with_updates(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The docs with the operator's `updates` (contract §4), oldest first."""
         with self._read_lock:
-            return self.reader.incident(incident_id)
+            return with_updates(self.reader, docs)
 
     def transitions(self, incident_id: str) -> list[dict[str, Any]]:
         with self._read_lock:

@@ -47,8 +47,13 @@ CHART_MINUTES = 1440
 MAP_RECENT_MINUTES = 120
 HEARTBEAT_S = 15.0
 MAX_FORM_BYTES = 4096
-STATUS_ORDER = {"outage": 0, "problems": 1, "ok": 2}
-STATUS_LABEL = {"ok": "No problems", "problems": "Problems", "outage": "Outage"}
+STATUS_ORDER = {"outage": 0, "problems": 1, "maintenance": 2, "ok": 3}
+STATUS_LABEL = {
+    "ok": "No problems",
+    "problems": "Problems",
+    "outage": "Outage",
+    "maintenance": "Maintenance",
+}
 
 
 # ---------------------------------------------------------------------------- map data
@@ -455,6 +460,7 @@ class Pages:
             live_page=bool(incidents),
             clock=live.clock(),
             duration=duration,
+            windows=live.upcoming(),
         )
 
     # ------------------------------------------------------------ service
@@ -482,9 +488,7 @@ class Pages:
             countries = by_country
             problems = rows_of(by_problem, "problem")
             basis = f"reports of the last {MAP_RECENT_MINUTES // 60} hours"
-        status = (
-            "ok" if doc is None else next(s["status"] for s in live.services() if s["id"] == svc.id)
-        )
+        status = live.status(svc, doc)
         reported = request.query_params.get("reported")
         return self.render(
             request,
@@ -506,6 +510,7 @@ class Pages:
             live_page=doc is not None,
             clock=now,
             duration=duration,
+            windows=live.upcoming(svc),
         )
 
     async def report(self, request: Request, name: str) -> Response:
