@@ -42,7 +42,6 @@ from outagewatch.web.live import Live, StoredBaselines
 from outagewatch.web.metrics import Metrics
 from outagewatch.web.operations import build_router as build_operations
 from outagewatch.web.ratelimit import RateLimiter
-from outagewatch.web.schemas import Error
 from outagewatch.web.subscriptions import make_router
 
 log = logging.getLogger(__name__)
@@ -282,7 +281,13 @@ def create_app(server: Server) -> FastAPI:
         include_in_schema=True,
         response_class=PlainTextResponse,
         dependencies=[Depends(auth.dependency("read"))],
-        responses={c: {"model": Error} for c in (401, 403)},
+        responses={
+            c: {
+                "description": "no token, or a token without the `read` scope",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+            for c in (401, 403)
+        },
         summary="Prometheus metrics (text exposition format)",
     )
     from outagewatch.web.pages import build_pages
