@@ -289,3 +289,58 @@ async def test_maintenance_errors(tmp_path: Path) -> None:
             assert field in err["message"], (change, err)
         assert_error(await c.delete("/api/v1/maintenance/nope", headers=ADMIN), 404, "not_found")
         assert (await c.get("/api/v1/maintenance")).json() == []
+
+
+# ---------------------------------------------------------------------------- follow
+async def test_a_service_feed_has_its_incidents_and_updates_only(tmp_path: Path) -> None:
+    clock = Clock()
+    async with running(tmp_path, clock, history=("x", "facebook")) as (server, c):
+        doc = await incident_of(server, c, clock)
+        await outage(server, clock, "facebook")
+        path = f"/api/v1/incidents/{doc['id']}/updates"
+        body = {"status": "monitoring", "text": "A fix is rolling out & <looks> good."}
+        assert (await c.post(path, json=body, headers=ADMIN)).status_code == 201
+        r = await c.get("/feeds/services/twitter.atom")  # an alias
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("application/atom+xml")
+        root = ET.fromstring(r.content)
+        ns = {"a": "http://www.w3.org/2005/Atom"}
+        assert root.findtext("a:title", namespaces=ns) == "outagewatch: X"
+        assert root.find("a:link", ns).get("href").endswith("/feeds/services/x.atom")  # type: ignore[union-attr]
+        titles = [e.findtext("a:title", namespaces=ns) or "" for e in root.findall("a:entry", ns)]
+        assert len(titles) == 2 and all(t.startswith("X: ") for t in titles)
+        assert "X: monitoring (update)" in titles
+        summaries = [e.findtext("a:summary", namespaces=ns) for e in root.findall("a:entry", ns)]
+        assert body["text"] in summaries
+        everything = ET.fromstring((await c.get("/feeds/incidents.atom")).content)
+        assert len(everything.findall("a:entry", ns)) == 3
+        assert_error(await c.get("/feeds/services/nope.atom"), 404, "not_found")
+
+
+async def test_a_badge_names_the_service_and_colours_its_status(tmp_path: Path) -> None:
+    from outagewatch.catalog import Catalog
+    from test_serve_watch import DEMO
+
+    catalog = Catalog.from_toml(DEMO + '\n[services.amp]\nname = "A & <B>"\nproblems = ["app"]\n')
+    clock = Clock()
+    async with running(tmp_path, clock, catalog=catalog, history=("x",)) as (server, c):
+        r = await c.get("/badges/x.svg")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+        assert "max-age=" in r.headers["cache-control"] and r.headers["etag"]
+        svg = ET.fromstring(r.content)
+        assert svg.findtext("{http://www.w3.org/2000/svg}title") == "X: ok"
+        assert 'fill="#1f9d55"' in r.text
+        again = await c.get("/badges/x.svg", headers={"If-None-Match": r.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+        await outage(server, clock)
+        r = await c.get("/badges/x.svg")
+        title = ET.fromstring(r.content).findtext("{http://www.w3.org/2000/svg}title")
+        assert title in ("X: outage", "X: problems")
+        assert 'fill="#1f9d55"' not in r.text
+        amp = await c.get("/badges/amp.svg")
+        assert "A &amp; &lt;B&gt;" in amp.text and "<B>" not in amp.text
+        assert (
+            ET.fromstring(amp.content).findtext("{http://www.w3.org/2000/svg}title")
+            == "A & <B>: ok"
+        )
+        assert_error(await c.get("/badges/nope.svg"), 404, "not_found")

@@ -73,6 +73,8 @@ OPERATIONS = (
     "POST /api/v1/maintenance",
     "GET /api/v1/maintenance",
     "DELETE /api/v1/maintenance/{window_id}",
+    "GET /feeds/services/{service_id}.atom",
+    "GET /badges/{service_id}.svg",
 )
 
 

@@ -168,13 +168,20 @@ def _time(value: str | None, name: str) -> float | None:
     return ts
 
 
-def atom_feed(docs: list[dict[str, Any]], base: str, services: Any) -> bytes:
+def atom_feed(
+    docs: list[dict[str, Any]],
+    base: str,
+    services: Any,
+    *,
+    title: str = "outagewatch: incidents",
+    path: str = "/feeds/incidents.atom",
+) -> bytes:
     ns = "http://www.w3.org/2005/Atom"
     ET.register_namespace("", ns)
     feed = ET.Element(f"{{{ns}}}feed")
-    ET.SubElement(feed, f"{{{ns}}}title").text = "outagewatch: incidents"
-    ET.SubElement(feed, f"{{{ns}}}id").text = f"{base}/feeds/incidents.atom"
-    ET.SubElement(feed, f"{{{ns}}}link", rel="self", href=f"{base}/feeds/incidents.atom")
+    ET.SubElement(feed, f"{{{ns}}}title").text = title
+    ET.SubElement(feed, f"{{{ns}}}id").text = f"{base}{path}"
+    ET.SubElement(feed, f"{{{ns}}}link", rel="self", href=f"{base}{path}")
     updated = max((_updated(d) for d in docs), default="1970-01-01T00:00:00Z")
     ET.SubElement(feed, f"{{{ns}}}updated").text = updated
     author = ET.SubElement(feed, f"{{{ns}}}author")

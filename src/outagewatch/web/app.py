@@ -37,6 +37,7 @@ from outagewatch.store import open_store
 from outagewatch.store.base import Store
 from outagewatch.web.api import build_router, error_response
 from outagewatch.web.auth import Auth, document_scopes
+from outagewatch.web.follow import build_router as build_follow
 from outagewatch.web.ingest import ApiError, ASGIApp, Ingest
 from outagewatch.web.live import Live, StoredBaselines
 from outagewatch.web.metrics import Metrics
@@ -273,6 +274,7 @@ def create_app(server: Server) -> FastAPI:
         make_router(server.alerter, auth.dependency("admin"), auth.dependency("read"))
     )
     app.include_router(build_operations(server, auth))
+    app.include_router(build_follow())
     metrics = Metrics(server, ingest)
     app.add_api_route(
         "/metrics",
