@@ -568,3 +568,39 @@ def test_two_nodes_two_workers_equal_a_single_replay(
                 proc.kill()
                 proc.wait()
         store.close()
+
+
+def test_workers_hand_their_pipelines_the_maintenance_windows(pg: str, stream: str) -> None:
+    """Windows scheduled on any API node (the shared store) reach every partition's pipeline,
+    those made after the worker started too."""
+    url = nats_url()
+    now = time.time()
+    setup = PostgresStore(pg)
+    w1 = {"id": "w1", "service": "meta", "starts_at": now, "ends_at": now + 600,
+          "title": "t", "created_at": now}  # fmt: skip
+    setup.add_maintenance(w1)
+
+    async def run() -> None:
+        workers, stops, tasks, stores = await _run_workers(pg, url, stream, ["wm"])
+        try:
+            (w,) = workers
+            await _wait_async("the partitions", lambda: len(w.runs) == PARTITIONS, 30)
+            for r in w.runs.values():
+                assert r.rp.pipeline.maintenance == (("meta", now, now + 600),)
+            setup.add_maintenance({**w1, "id": "w2", "service": "x", "starts_at": now + 60})
+            await _wait_async(
+                "the new window",
+                lambda: all(len(r.rp.pipeline.maintenance) == 2 for r in w.runs.values()),
+                10,
+            )
+        finally:
+            for s in stops:
+                s.set()
+            await asyncio.gather(*tasks)
+            for st in stores:
+                st.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        setup.close()

@@ -53,6 +53,7 @@ IDLE_ADVANCE_S = 60.0  # a partition idle this long follows the wall clock
 ADVANCE_CHECK_S = 5.0
 FUTURE_S = 86_400.0  # events further in the future than this are mistakes
 LEASE_MARGIN_S = 1.0  # stop working a partition this long before its lease may expire
+WINDOWS_KEPT_S = 7 * 86_400.0  # maintenance windows that ended longer ago are of no use
 
 
 def default_worker_id() -> str:
@@ -126,6 +127,8 @@ class Worker:
         self.log = log or _stderr
         self.runs: dict[str, _Run] = {}
         self.names = [partition_key(p) for p in range(partitions)]
+        # Maintenance windows (service or group, start, end), re-read every lease round.
+        self.windows: list[tuple[str, float, float]] = []
 
     # ================================================================ ownership
     async def main(self, stop: asyncio.Event) -> None:
@@ -134,6 +137,7 @@ class Worker:
         try:
             while not stop.is_set():
                 try:
+                    await self.refresh_maintenance()
                     await self.balance()
                 except (StoreError, BusError, nats.errors.Error) as exc:
                     self.log(f"worker {self.id}: lease round failed: {exc}")
@@ -141,6 +145,14 @@ class Worker:
                     await asyncio.wait_for(stop.wait(), self.ttl / 3)
         finally:
             await self.shutdown()
+
+    async def refresh_maintenance(self) -> None:
+        """Hand every partition's pipeline the maintenance windows in the shared store (those
+        that ended within the last week), as the single-process server does."""
+        rows = await asyncio.to_thread(self.store.maintenance, self.clock() - WINDOWS_KEPT_S)
+        self.windows = [(w["service"], w["starts_at"], w["ends_at"]) for w in rows]
+        for run in self.runs.values():
+            run.rp.pipeline.set_maintenance(self.windows)
 
     async def balance(self) -> None:
         """One round: heartbeat, renew, drop what is lost, hand back or take partitions."""
@@ -182,6 +194,7 @@ class Worker:
         rp = await asyncio.to_thread(
             Replayer, self.store, self.catalog, self.settings, now=self.clock, state_key=lease.name
         )
+        rp.pipeline.set_maintenance(self.windows)
         position = await asyncio.to_thread(self.store.load_position, lease.name)
         reader = await PartitionReader.start(self.js, self.stream, partition, position)
         run = _Run(

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 
 Task = Callable[["Server"], Coroutine[Any, Any, None]]
+WINDOWS_REFRESH_S = 5.0  # how often maintenance windows are re-read from the store
 
 
 @dataclass
@@ -127,15 +128,29 @@ class Server:
         (at start and after each change through the API)."""
         if self.reader is None:
             return
-        rows = await asyncio.to_thread(self.reader.maintenance, None)
+        rows = await asyncio.to_thread(self.reader.maintenance, self.clock() - 7 * 86_400)
         if self.live is not None:
+            if rows == self.live.windows:
+                return
             self.live.windows = rows
             await self.live.changes.bump()
         if self.engine is not None:
             windows = [(w["service"], w["starts_at"], w["ends_at"]) for w in rows]
             await asyncio.to_thread(self.engine.set_maintenance, windows)
 
+    async def _follow_maintenance(self) -> None:
+        """Windows scheduled through another API node (the shared store) show here too."""
+        while True:
+            await asyncio.sleep(WINDOWS_REFRESH_S)
+            try:
+                await self.maintenance_changed()
+            except Exception:
+                log.exception("reading the maintenance windows failed")
+
     def _start_tasks(self) -> None:
+        self._running.append(
+            asyncio.create_task(self._follow_maintenance(), name="maintenance windows")
+        )
         for task in self.tasks:
             self._running.append(
                 asyncio.create_task(task(self), name=getattr(task, "__name__", ""))
