@@ -344,3 +344,75 @@ async def test_a_badge_names_the_service_and_colours_its_status(tmp_path: Path) 
             == "A & <B>: ok"
         )
         assert_error(await c.get("/badges/nope.svg"), 404, "not_found")
+
+
+# ---------------------------------------------------------------------------- the catalog
+async def test_a_service_put_over_http_takes_reports_at_once_and_can_go(tmp_path: Path) -> None:
+    import tomllib
+
+    clock = Clock()
+    async with running(tmp_path, clock) as (server, c):
+        body = {
+            "name": "Mastodon",
+            "aliases": ["toots"],
+            "group": "fediverse",
+            "problems": ["app", "login"],
+            "metrics": {"error_rate": "errors"},
+        }
+        r = await c.put("/api/v1/services/mastodon", json=body, headers=ADMIN)
+        assert r.status_code == 201, r.text
+        assert r.json() == {"id": "mastodon", **body}
+        # At once: reports for it (by alias too), its page, its JSON, the list.
+        item = {"service": "toots", "country": "DE", "problem": "login"}
+        r = await c.post("/api/v1/reports", json=item)
+        assert r.status_code == 202 and r.json()["accepted"] == 1, r.text
+        assert (await c.get("/services/mastodon")).status_code == 200
+        ids = [s["id"] for s in (await c.get("/api/v1/services")).json()]
+        assert "mastodon" in ids
+        assert server.bus is not None
+        clock.t += 120
+        await server.bus.tick(commit=True)
+        doc = (await c.get("/api/v1/services/mastodon")).json()
+        assert sum(m["reports"] for m in doc["minutes"]) == 1
+        # Replaced: 200; the catalog as TOML has it; the store keeps it for the next start.
+        r = await c.put("/api/v1/services/mastodon", json={**body, "name": "Mastodon.social"},
+                        headers=ADMIN)  # fmt: skip
+        assert r.status_code == 200 and r.json()["name"] == "Mastodon.social"
+        toml = await c.get("/api/v1/catalog", headers=ADMIN)
+        assert toml.headers["content-type"].startswith("application/toml")
+        parsed = tomllib.loads(toml.text)
+        assert parsed["services"]["mastodon"]["name"] == "Mastodon.social"
+        assert parsed["services"]["x"]["name"] == "X"
+        assert server.reader is not None and server.reader.load_catalog() == toml.text
+        # Removed: reports for it are refused, its history stays in the store.
+        assert (await c.delete("/api/v1/services/mastodon", headers=ADMIN)).status_code == 204
+        r = await c.post("/api/v1/reports", json=item)
+        assert_error(r, 422, "no_valid_item")
+        assert (await c.get("/services/mastodon")).status_code == 404
+        assert_error(await c.delete("/api/v1/services/mastodon", headers=ADMIN), 404)
+        counts = server.reader.minute_counts("mastodon", clock.t - 3600, clock.t)
+        assert int(counts.sum()) == 1
+
+
+async def test_a_bad_service_is_the_loaders_error_as_422(tmp_path: Path) -> None:
+    async with running(tmp_path, Clock()) as (server, c):
+        before = server.catalog.source
+        for sid, body, words in (
+            ("m", {"name": "M", "colour": "red"}, ["service 'm'", "key 'colour'", "unknown key"]),
+            ("m", {"name": "M", "depends_on": ["nope"]}, ["service 'm'", "depends_on"]),
+            ("m", {"name": "M", "metrics": {"e": "speed"}}, ["service 'm'", "metrics"]),
+            ("m", {"name": "M", "probes": [{"url": "x", "interval_s": 0}]}, ["probes"]),
+            ("m", {"name": "M", "group": None}, ["group", "null"]),
+            ("m", ["M"], ["service 'm'"]),
+            ("Bad_Id", {"name": "M"}, ["Bad_Id"]),
+        ):
+            r = await c.put(f"/api/v1/services/{sid}", json=body, headers=ADMIN)
+            err = assert_error(r, 422)
+            assert all(w in err["message"] for w in words), (body, err["message"])
+        assert_error(await c.put("/api/v1/services/m", json={"name": "M"}), 401, "unauthorized")
+        # Removing a service that others name in depends_on is the loader's error too.
+        deps = [s for s in server.catalog.services.values() if s.depends_on]
+        if deps:
+            r = await c.delete(f"/api/v1/services/{deps[0].depends_on[0]}", headers=ADMIN)
+            assert deps[0].id in assert_error(r, 422, "invalid_catalog")["message"]
+        assert server.catalog.source == before

@@ -91,3 +91,27 @@ def test_tokens_updates_maintenance_and_badges_on_the_server_process(tmp_path: P
         assert w["service"] == "meta" and w["title"] == "Planned database upgrade"
         statuses = {s["id"]: s["status"] for s in c.get("/api/v1/services").json()}
         assert statuses["whatsapp"] == "maintenance"
+
+
+def test_a_service_added_over_http_takes_reports_the_same_second(tmp_path: Path) -> None:
+    db = tmp_path / "cat.db"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    body = {"name": "Bluesky", "aliases": ["bsky"], "problems": ["app", "feed"]}
+    with serve(db, port) as proc, httpx.Client(base_url=base, timeout=10) as c:
+        t0 = time.monotonic()
+        r = c.put("/api/v1/services/bluesky", json=body, headers=ADMIN)
+        assert r.status_code == 201, r.text
+        r = c.post("/api/v1/reports", json={"service": "bsky", "country": "US", "problem": "feed"})
+        assert r.status_code == 202 and r.json()["accepted"] == 1, r.text
+        assert time.monotonic() - t0 < 1.0
+        doc = c.get("/api/v1/services/bluesky").json()
+        assert doc["minutes"][-1]["reports"] + doc["minutes"][-2]["reports"] == 1
+        assert "Bluesky" in c.get("/").text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    # The next start without --catalog serves the stored catalog, the new service in it.
+    with serve(db, port), httpx.Client(base_url=base, timeout=10) as c:
+        doc = c.get("/api/v1/services/bsky").json()
+        assert doc["id"] == "bluesky" and sum(m["reports"] for m in doc["minutes"]) == 1
+        assert "[services.bluesky]" in c.get("/api/v1/catalog", headers=ADMIN).text

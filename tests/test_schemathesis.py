@@ -75,6 +75,10 @@ OPERATIONS = (
     "DELETE /api/v1/maintenance/{window_id}",
     "GET /feeds/services/{service_id}.atom",
     "GET /badges/{service_id}.svg",
+    # Last: these change the catalog the operations above draw real names from.
+    "GET /api/v1/catalog",
+    "PUT /api/v1/services/{service_id}",
+    "DELETE /api/v1/services/{service_id}",
 )
 
 

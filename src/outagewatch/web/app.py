@@ -37,6 +37,7 @@ from outagewatch.store import open_store
 from outagewatch.store.base import Store
 from outagewatch.web.api import build_router, error_response
 from outagewatch.web.auth import Auth, document_scopes
+from outagewatch.web.catalog_api import build_router as build_catalog_api
 from outagewatch.web.follow import build_router as build_follow
 from outagewatch.web.ingest import ApiError, ASGIApp, Ingest
 from outagewatch.web.live import Live, StoredBaselines
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 
 Task = Callable[["Server"], Coroutine[Any, Any, None]]
-WINDOWS_REFRESH_S = 5.0  # how often maintenance windows are re-read from the store
+WINDOWS_REFRESH_S = 5.0  # how often the catalog and maintenance windows are re-read
 
 
 @dataclass
@@ -138,10 +139,40 @@ class Server:
             windows = [(w["service"], w["starts_at"], w["ends_at"]) for w in rows]
             await asyncio.to_thread(self.engine.set_maintenance, windows)
 
-    async def _follow_maintenance(self) -> None:
-        """Windows scheduled through another API node (the shared store) show here too."""
+    async def set_catalog(self, catalog: Catalog, *, save: bool = True) -> None:
+        """Take a changed catalog without a restart: the pipeline decodes and explains with
+        it, the API accepts its services, alerts and pages name them, and the probes and
+        status polls are restarted on it (single process). `save`: store it (false when it
+        was read from the store, changed through another node)."""
+        live = self.live
+        if live is None:
+            raise RuntimeError("the server has not started")
+        if self.engine is not None:  # first: the writer must know what the API accepts
+            await asyncio.to_thread(self.engine.set_catalog, catalog)
+        await asyncio.to_thread(live.set_catalog, catalog, save=save)
+        if self.alerter is not None:
+            self.alerter.set_catalog(catalog)
+        self.catalog = catalog
+        if self.watch and self.engine is not None:
+            for watcher in (self.probes, self.poller):
+                if watcher is not None:
+                    await watcher.stop()
+            self.probes = self.poller = None
+            await self._start_watching(live)
+        await live.changes.bump()
+
+    async def _follow_store(self) -> None:
+        """What was changed through another API node (the shared store) takes effect here:
+        the catalog and the maintenance windows, every WINDOWS_REFRESH_S."""
+        assert self.reader is not None
         while True:
             await asyncio.sleep(WINDOWS_REFRESH_S)
+            try:
+                text = await asyncio.to_thread(self.reader.load_catalog)
+                if text is not None and text != self.catalog.source:
+                    await self.set_catalog(Catalog.from_toml(text, "<stored catalog>"), save=False)
+            except Exception:
+                log.exception("reading the stored catalog failed")
             try:
                 await self.maintenance_changed()
             except Exception:
@@ -149,7 +180,7 @@ class Server:
 
     def _start_tasks(self) -> None:
         self._running.append(
-            asyncio.create_task(self._follow_maintenance(), name="maintenance windows")
+            asyncio.create_task(self._follow_store(), name="catalog and maintenance windows")
         )
         for task in self.tasks:
             self._running.append(
@@ -290,6 +321,7 @@ def create_app(server: Server) -> FastAPI:
     )
     app.include_router(build_operations(server, auth))
     app.include_router(build_follow())
+    app.include_router(build_catalog_api(server, auth))
     metrics = Metrics(server, ingest)
     app.add_api_route(
         "/metrics",

@@ -128,6 +128,15 @@ class Live:
         self.windows: list[dict[str, Any]] = []
 
     # ---------------------------------------------------------------- writes
+    def set_catalog(self, catalog: Catalog, *, save: bool = True) -> None:
+        """Store a changed catalog (unless `save` is false: read from the store) and check
+        and show with it from now on."""
+        with self._read_lock:
+            if save:
+                self.reader.save_catalog(catalog.source)
+            self.catalog = catalog
+            self._checker = EventDecoder(catalog, max_ts=self._checker.max_ts)
+
     async def submit(self, kind: str, items: list[Any], ip: str | None) -> Prepared:
         now = self.clock()
         self._checker.max_ts = max(self._checker.max_ts, now + 300)
