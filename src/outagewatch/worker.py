@@ -39,7 +39,8 @@ import nats.errors
 
 from outagewatch.bus.nats import PartitionReader, connect, ensure_stream
 from outagewatch.catalog import Catalog
-from outagewatch.errors import BusError, OutagewatchError, StoreError, UsageError
+from outagewatch.errors import BusError, CatalogError, OutagewatchError, StoreError, UsageError
+from outagewatch.events import EventDecoder
 from outagewatch.replay import Replayer, Summary
 from outagewatch.settings import PipelineSettings, Settings
 from outagewatch.store import is_postgres_url
@@ -137,6 +138,7 @@ class Worker:
         try:
             while not stop.is_set():
                 try:
+                    self.reload_catalog(await asyncio.to_thread(self.store.load_catalog))
                     await self.refresh_maintenance()
                     await self.balance()
                 except (StoreError, BusError, nats.errors.Error) as exc:
@@ -145,6 +147,28 @@ class Worker:
                     await asyncio.wait_for(stop.wait(), self.ttl / 3)
         finally:
             await self.shutdown()
+
+    def reload_catalog(self, text: str | None = None) -> bool:
+        """Take the catalog stored by the API (PUT/DELETE /api/v1/services) if it changed
+        (`text`: as already read from the store): every partition's pipeline decodes and
+        explains with it. True when it changed. Runs on the event loop, as `_fold` does."""
+        if text is None:
+            text = self.store.load_catalog()
+        if text is None or text == self.catalog.source:
+            return False
+        try:
+            catalog = Catalog.from_toml(text, "<stored catalog>")
+        except CatalogError as exc:
+            self.log(f"worker {self.id}: the stored catalog is not valid, kept mine: {exc}")
+            return False
+        self.catalog = catalog
+        for run in self.runs.values():
+            rp = run.rp
+            rp.catalog = catalog
+            rp.pipeline.set_catalog(catalog)
+            rp.decoder = EventDecoder(catalog, max_ts=rp.decoder.max_ts)
+        self.log(f"worker {self.id}: took the changed catalog ({len(catalog)} services)")
+        return True
 
     async def refresh_maintenance(self) -> None:
         """Hand every partition's pipeline the maintenance windows in the shared store (those
@@ -280,6 +304,10 @@ class Worker:
         if not lines:
             return
         d = run.rp.decoder.decode(lines, 1)
+        if any(r.reason == "unknown service" for r in d.rejected) and self.reload_catalog():
+            # An API node accepted them against a newer catalog (PUT /api/v1/services): the
+            # shared store has it; decode again with it.
+            d = run.rp.decoder.decode(lines, 1)
         run.rp.ingest(d, run.lease.name, run.summary)
         run.lines_since_commit += len(lines)
         run.dirty = True

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -80,6 +81,7 @@ class Server:
     _running: list[asyncio.Task[None]] = field(default_factory=list)
     _remote_bus: Bus | None = None
     _loop: asyncio.AbstractEventLoop | None = None
+    _catalog_checked: float = -math.inf  # when the stored catalog was last compared (monotonic)
 
     def open(self) -> None:
         """Open the reader store and make the alerter (the API's routes need it)."""
@@ -161,6 +163,18 @@ class Server:
             await self._start_watching(live)
         await live.changes.bump()
 
+    async def _catalog_from_store(self) -> bool:
+        """Take the stored catalog if another node changed it (at most once a second)."""
+        now = time.monotonic()
+        if now - self._catalog_checked < 1.0 or self.reader is None:
+            return False
+        self._catalog_checked = now
+        text = await asyncio.to_thread(self.reader.load_catalog)
+        if text is None or text == self.catalog.source:
+            return False
+        await self.set_catalog(Catalog.from_toml(text, "<stored catalog>"), save=False)
+        return True
+
     async def _follow_store(self) -> None:
         """What was changed through another API node (the shared store) takes effect here:
         the catalog and the maintenance windows, every WINDOWS_REFRESH_S."""
@@ -168,9 +182,8 @@ class Server:
         while True:
             await asyncio.sleep(WINDOWS_REFRESH_S)
             try:
-                text = await asyncio.to_thread(self.reader.load_catalog)
-                if text is not None and text != self.catalog.source:
-                    await self.set_catalog(Catalog.from_toml(text, "<stored catalog>"), save=False)
+                self._catalog_checked = -math.inf
+                await self._catalog_from_store()
             except Exception:
                 log.exception("reading the stored catalog failed")
             try:
@@ -246,6 +259,7 @@ class Server:
         assert self._loop is not None
         live.changes.bind(self._loop)
         self.live = live
+        live.refresh_catalog = self._catalog_from_store
         await self.maintenance_changed()
         self._start_tasks()
         return live

@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +126,9 @@ class Live:
         self._checker = EventDecoder(catalog, max_ts=clock() + 300)
         # Maintenance windows (store rows, epoch seconds), set by the server on each change.
         self.windows: list[dict[str, Any]] = []
+        # API node: re-read the stored catalog when a post names an unknown service (True
+        # when it changed), so a service added through another node is taken at once.
+        self.refresh_catalog: Callable[[], Awaitable[bool]] | None = None
 
     # ---------------------------------------------------------------- writes
     def set_catalog(self, catalog: Catalog, *, save: bool = True) -> None:
@@ -141,6 +144,10 @@ class Live:
         now = self.clock()
         self._checker.max_ts = max(self._checker.max_ts, now + 300)
         prep = prepare(self._checker, kind, items, now, ip)
+        unknown = any(str(r["reason"]).startswith("unknown service") for r in prep.rejected)
+        # Perhaps added through another API node: take the stored catalog, check again.
+        if unknown and self.refresh_catalog is not None and await self.refresh_catalog():
+            prep = prepare(self._checker, kind, items, now, ip)
         for r in prep.rejected:
             reason = str(r["reason"]).split(":", 1)[0]
             self.counters.rejected[reason] = self.counters.rejected.get(reason, 0) + 1
