@@ -315,13 +315,17 @@ async def test_a_service_feed_has_its_incidents_and_updates_only(tmp_path: Path)
         everything = ET.fromstring((await c.get("/feeds/incidents.atom")).content)
         assert len(everything.findall("a:entry", ns)) == 3
         assert_error(await c.get("/feeds/services/nope.atom"), 404, "not_found")
+        page = (await c.get("/services/x")).text
+        assert 'href="/feeds/services/x.atom"' in page and 'href="/badges/x.svg"' in page
 
 
 async def test_a_badge_names_the_service_and_colours_its_status(tmp_path: Path) -> None:
     from outagewatch.catalog import Catalog
     from test_serve_watch import DEMO
 
-    catalog = Catalog.from_toml(DEMO + '\n[services.amp]\nname = "A & <B>"\nproblems = ["app"]\n')
+    catalog = Catalog.from_toml(
+        DEMO + '\n[services.amp]\nname = "A & <B> \\"q\\""\nproblems = ["app"]\n'
+    )
     clock = Clock()
     async with running(tmp_path, clock, catalog=catalog, history=("x",)) as (server, c):
         r = await c.get("/badges/x.svg")
@@ -338,11 +342,10 @@ async def test_a_badge_names_the_service_and_colours_its_status(tmp_path: Path) 
         assert title in ("X: outage", "X: problems")
         assert 'fill="#1f9d55"' not in r.text
         amp = await c.get("/badges/amp.svg")
-        assert "A &amp; &lt;B&gt;" in amp.text and "<B>" not in amp.text
-        assert (
-            ET.fromstring(amp.content).findtext("{http://www.w3.org/2000/svg}title")
-            == "A & <B>: ok"
-        )
+        assert "A &amp; &lt;B&gt; &quot;q&quot;" in amp.text and "<B>" not in amp.text
+        svg = ET.fromstring(amp.content)  # well-formed: the quotes in aria-label are escaped
+        assert svg.get("aria-label") == 'A & <B> "q": ok'
+        assert svg.findtext("{http://www.w3.org/2000/svg}title") == 'A & <B> "q": ok'
         assert_error(await c.get("/badges/nope.svg"), 404, "not_found")
 
 

@@ -120,6 +120,8 @@ def build_router(server: Server, auth: Auth) -> APIRouter:
         summary="The whole catalog as TOML",
     )
     async def get_catalog() -> Response:
-        return Response(server.catalog.source, media_type="application/toml")
+        # Data, never a page: a browser must not guess it is HTML (names may hold markup).
+        headers = {"X-Content-Type-Options": "nosniff"}
+        return Response(server.catalog.source, media_type="application/toml", headers=headers)
 
     return r
