@@ -23,6 +23,7 @@ INTEGRATION_MODULES = frozenset(
         "test_demo",
         "test_e2e_seeds",
         "test_escaping",
+        "test_operations_process",
         "test_overload",
         "test_schemathesis",
         "test_secrets_in_logs",

@@ -299,7 +299,8 @@ async def test_health_metrics_feed_and_openapi(tmp_path: Path) -> None:
         await outage(server, clock)
         h = (await c.get("/healthz")).json()
         assert h["status"] == "ok" and h["queue"] == 0 and h["watermark"].endswith("Z")
-        text = (await c.get("/metrics")).text
+        assert_error(await c.get("/metrics"), 401, "unauthorized")  # the `read` scope
+        text = (await c.get("/metrics", headers=AUTH)).text
         assert 'outagewatch_events_accepted_total{type="report"} 1.0' in text
         assert 'outagewatch_events_rejected_total{reason="unknown service"} 1.0' in text
         assert "outagewatch_open_incidents 1.0" in text

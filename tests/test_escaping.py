@@ -141,7 +141,13 @@ def check_answer(site: Site, url: str, r: httpx.Response) -> None:
     assert r.status_code < 500, (url, r.status_code, r.text[:300])
     kind = r.headers.get("content-type", "").split(";")[0].strip()
     text = r.text
-    if kind in ("text/html", "application/atom+xml", "application/xml", "text/xml"):
+    if kind in (
+        "text/html",
+        "application/atom+xml",
+        "application/xml",
+        "text/xml",
+        "image/svg+xml",
+    ):
         for raw in RAW:
             at = text.find(raw)
             assert at < 0, f"{url}: raw {raw!r} in {kind}: ...{text[max(at - 120, 0) : at + 60]}"
@@ -149,7 +155,8 @@ def check_answer(site: Site, url: str, r: httpx.Response) -> None:
             ET.fromstring(r.content)  # well-formed XML: every value escaped
         site.pages[url] = text
     elif any(m in text for m in MARKUP):
-        assert kind == "application/json", (url, kind)
+        # Data, never rendered: JSON, or the catalog's TOML marked nosniff.
+        assert kind in ("application/json", "application/toml"), (url, kind)
         assert r.headers.get("x-content-type-options") == "nosniff" or kind == "application/json"
 
 

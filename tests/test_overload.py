@@ -141,7 +141,7 @@ async def test_ingest_past_its_budget_is_refused_while_pages_and_health_answer(
             assert_refusal(await c.post("/api/v1/reports", json=item, headers=auth))
         assert_refusal(await c.post("/api/v1/probes", json={}, headers=auth))
         assert ingest.shed["ingest"] == 3
-        metrics = (await c.get("/metrics")).text
+        metrics = (await c.get("/metrics", headers=auth)).text
         assert 'outagewatch_requests_shed_total{reason="ingest"} 3.0' in metrics
         # Reads have a budget of their own.
         assert (await c.get("/healthz")).status_code == 200

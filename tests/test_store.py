@@ -502,3 +502,49 @@ def test_subscriptions_and_the_delivery_log(store: AnyStore) -> None:
     assert store.delete_subscription("s2") is True
     assert store.delete_subscription("s2") is False
     assert [s["id"] for s in store.subscriptions()] == ["s1"]
+
+
+def test_tokens_updates_and_maintenance_windows(store: AnyStore) -> None:
+    """The operating tables (contract §8) behave the same on both stores."""
+    tok = {"id": "t1", "name": "partner", "scopes": ["ingest", "read"], "hash": "ab" * 32}
+    store.add_token({**tok, "created_at": 2.0})
+    store.add_token({**tok, "id": "t0", "hash": "cd" * 32, "scopes": ["admin"], "created_at": 1.0})
+    assert [(t["id"], t["scopes"]) for t in store.tokens()] == [
+        ("t0", ["admin"]),
+        ("t1", ["ingest", "read"]),
+    ]
+    assert store.tokens()[1]["hash"] == "ab" * 32
+    assert store.delete_token("t0") is True and store.delete_token("t0") is False
+    assert [t["id"] for t in store.tokens()] == ["t1"]
+
+    store.add_update("i1", 20.0, "investigating", "Looking")
+    store.add_update("i2", 15.0, "identified", "Found")
+    store.add_update("i1", 10.0, "resolved", "Fixed")  # posted later: listed later
+    found = store.updates(["i1", "i2", "i3", "i1"])
+    assert found == {
+        "i1": [
+            {"at": 20.0, "status": "investigating", "text": "Looking"},
+            {"at": 10.0, "status": "resolved", "text": "Fixed"},
+        ],
+        "i2": [{"at": 15.0, "status": "identified", "text": "Found"}],
+    }
+    assert store.updates([]) == {}
+
+    def window(wid: str, start: float, end: float) -> dict[str, Any]:
+        return {
+            "id": wid,
+            "service": "meta",
+            "starts_at": start,
+            "ends_at": end,
+            "title": wid,
+            "created_at": 0.0,
+        }
+
+    store.add_maintenance(window("later", 300.0, 400.0))
+    store.add_maintenance(window("past", 0.0, 100.0))
+    store.add_maintenance(window("now", 150.0, 250.0))
+    assert [w["id"] for w in store.maintenance()] == ["past", "now", "later"]
+    assert [w["id"] for w in store.maintenance(200.0)] == ["now", "later"]
+    assert store.maintenance(200.0)[0] == window("now", 150.0, 250.0)
+    assert store.delete_maintenance("now") is True and store.delete_maintenance("now") is False
+    assert [w["id"] for w in store.maintenance(200.0)] == ["later"]

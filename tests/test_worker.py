@@ -579,3 +579,123 @@ def test_two_nodes_two_workers_equal_a_single_replay(
                 proc.kill()
                 proc.wait()
         store.close()
+
+
+def test_workers_hand_their_pipelines_the_maintenance_windows(pg: str, stream: str) -> None:
+    """Windows scheduled on any API node (the shared store) reach every partition's pipeline,
+    those made after the worker started too."""
+    url = nats_url()
+    now = time.time()
+    setup = PostgresStore(pg)
+    w1 = {"id": "w1", "service": "meta", "starts_at": now, "ends_at": now + 600,
+          "title": "t", "created_at": now}  # fmt: skip
+    setup.add_maintenance(w1)
+
+    async def run() -> None:
+        workers, stops, tasks, stores = await _run_workers(pg, url, stream, ["wm"])
+        try:
+            (w,) = workers
+            await _wait_async("the partitions", lambda: len(w.runs) == PARTITIONS, 30)
+            for r in w.runs.values():
+                assert r.rp.pipeline.maintenance == (("meta", now, now + 600),)
+            setup.add_maintenance({**w1, "id": "w2", "service": "x", "starts_at": now + 60})
+            await _wait_async(
+                "the new window",
+                lambda: all(len(r.rp.pipeline.maintenance) == 2 for r in w.runs.values()),
+                10,
+            )
+        finally:
+            for s in stops:
+                s.set()
+            await asyncio.gather(*tasks)
+            for st in stores:
+                st.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        setup.close()
+
+
+def test_a_service_stored_by_the_api_is_counted_by_the_workers(pg: str, stream: str) -> None:
+    """An API node stores a changed catalog (PUT /api/v1/services) and at once publishes a
+    report for the new service: the worker takes the catalog from the store and counts it."""
+    url = nats_url()
+    now = time.time()
+    setup = PostgresStore(pg)
+    setup.save_catalog(Catalog.demo().source)
+
+    async def run() -> None:
+        workers, stops, tasks, stores = await _run_workers(pg, url, stream, ["wc"])
+        try:
+            (w,) = workers
+            await _wait_async("the partitions", lambda: len(w.runs) == PARTITIONS, 30)
+            extra = '\n[services.mastodon]\nname = "Mastodon"\nproblems = ["app"]\n'
+            setup.save_catalog(Catalog.demo().source + extra)
+            bus = await NatsBus.open(url, stream, PARTITIONS)
+            try:
+                line = orjson.dumps({"type": "report", "service": "mastodon", "country": "DE",
+                                     "ts": now, "count": 3})  # fmt: skip
+                await bus.publish([line], ["mastodon"])
+            finally:
+                await bus.close()
+
+            def counted() -> int:
+                return int(setup.minute_counts("mastodon", now - 120, now + 120).sum())
+
+            await _wait_async("the report to be counted", lambda: counted() == 3, 30)
+            assert "mastodon" in w.catalog.services
+        finally:
+            for s in stops:
+                s.set()
+            await asyncio.gather(*tasks)
+            for st in stores:
+                st.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        setup.close()
+
+
+def test_a_service_added_on_one_node_takes_reports_on_the_other_the_same_second(
+    pg: str, stream: str, tmp_path: Path
+) -> None:
+    """Scale-out: PUT /api/v1/services on API node A, then at once a report to node B; the
+    worker counts it."""
+    import httpx
+
+    url = nats_url()
+    asyncio.run(_delete_stream(url, stream))
+    store = PostgresStore(pg)
+    worker = _start_worker(pg, url, stream, "wx", tmp_path)
+    try:
+        with _api_nodes(pg, url, stream, tmp_path) as bases:
+            wait_until(
+                "the worker to own the partitions", lambda: len(_owners(store)) == PARTITIONS, 60
+            )
+            auth = {"Authorization": f"Bearer {API_TOKEN}"}
+            t0 = time.monotonic()
+            body = {"name": "Bluesky", "aliases": ["bsky"], "problems": ["app"]}
+            r = httpx.put(f"{bases[0]}/api/v1/services/bluesky", json=body, headers=auth)
+            assert r.status_code == 201, r.text
+            item = {"service": "bsky", "country": "US", "reporter": "someone"}
+            r = httpx.post(f"{bases[1]}/api/v1/reports", json=item)
+            assert r.status_code == 202 and r.json()["accepted"] == 1, r.text
+            assert time.monotonic() - t0 < 1.0
+            now = time.time()
+
+            def counted() -> int:
+                return int(store.minute_counts("bluesky", now - 300, now + 60).sum())
+
+            wait_until("the worker to count it", lambda: counted() == 1, 60)
+            doc = httpx.get(f"{bases[1]}/api/v1/services/bluesky", timeout=10).json()
+            assert doc["name"] == "Bluesky"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        store.close()

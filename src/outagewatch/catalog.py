@@ -5,6 +5,7 @@ Every mistake is a `CatalogError` whose message names the file, the service and 
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -321,3 +322,96 @@ def _check_dependencies(path: str, services: dict[str, Service]) -> None:
                 colour[nxt] = 1
                 trail.append(nxt)
                 todo.append(iter(services[nxt].depends_on))
+
+
+# ---------------------------------------------------------------- the catalog as data
+def catalog_doc(catalog: Catalog) -> dict[str, Any]:
+    """The catalog's TOML document (as loaded: what an edit starts from)."""
+    return tomllib.loads(catalog.source) if catalog.source.strip() else {"services": {}}
+
+
+def with_service(catalog: Catalog, sid: str, body: Any, path: str) -> Catalog:
+    """The catalog with service `sid` added or replaced by `body` (a §1 service table as
+    JSON), checked by the same loader as a file: a `CatalogError` names what was wrong."""
+    if not isinstance(body, dict):
+        raise _err(path, sid, None, "must be a table (a JSON object)")
+    _no_nulls(path, sid, body, "")
+    doc = catalog_doc(catalog)
+    doc.setdefault("services", {})[sid] = body
+    return Catalog.from_toml(to_toml(doc), path)
+
+
+def without_service(catalog: Catalog, sid: str, path: str) -> Catalog:
+    """The catalog without `sid` (a service that still names it in `depends_on` is an
+    error naming that service)."""
+    doc = catalog_doc(catalog)
+    doc.get("services", {}).pop(sid, None)
+    return Catalog.from_toml(to_toml(doc), path)
+
+
+def _no_nulls(path: str, sid: str, value: Any, key: str) -> None:
+    if value is None:
+        raise _err(path, sid, key or None, "null is not a TOML value: leave the key out")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _no_nulls(path, sid, v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _no_nulls(path, sid, v, f"{key}[{i}]")
+
+
+def to_toml(doc: Mapping[str, Any]) -> str:
+    """A TOML document of nested tables, arrays of tables and plain values (JSON's types
+    without null), that `tomllib` reads back equal."""
+    out: list[str] = []
+    _toml_table(out, [], doc)
+    return "\n".join(out).strip() + "\n"
+
+
+def _toml_table(out: list[str], path: list[str], table: Mapping[str, Any]) -> None:
+    plain = {k: v for k, v in table.items() if not _is_tables(v) and not isinstance(v, dict)}
+    if path and (plain or not table):
+        out.append(f"\n[{'.'.join(_toml_key(p) for p in path)}]")
+    for k, v in plain.items():
+        out.append(f"{_toml_key(k)} = {_toml_value(v)}")
+    for k, v in table.items():
+        if isinstance(v, dict):
+            _toml_table(out, [*path, k], v)
+        elif _is_tables(v):
+            for item in v:
+                out.append(f"\n[[{'.'.join(_toml_key(p) for p in [*path, k])}]]")
+                for ik, iv in item.items():
+                    out.append(f"{_toml_key(ik)} = {_toml_value(iv)}")
+
+
+def _is_tables(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(i, dict) for i in v)
+
+
+def _toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else _toml_string(k)
+
+
+def _toml_string(s: str) -> str:
+    # JSON's escapes are TOML's, but for "\/", which json.dumps never writes.
+    import json
+
+    return json.dumps(s, ensure_ascii=False)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        return repr(v)
+    if isinstance(v, str):
+        return _toml_string(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(i) for i in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(i)}" for k, i in v.items()) + "}"
+    raise TypeError(f"not a TOML value: {v!r}")

@@ -216,7 +216,9 @@ def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
             if svc is None:
                 raise UsageError(f"--service {args.service!r}: no such service in the catalog")
             service = svc.id
-        docs = store.incidents(service=service, since=since, until=until)
+        from outagewatch.store.base import with_updates
+
+        docs = with_updates(store, store.incidents(service=service, since=since, until=until))
     finally:
         store.close()
     if args.format == "json":

@@ -135,8 +135,8 @@ SETTINGS: tuple[Setting, ...] = (
         "OUTAGEWATCH_TOKEN",
         "--token",
         "",
-        "operator bearer token for POST /probes, /metrics and configuration (empty: none set, "
-        "so those endpoints refuse every request)",
+        "the bootstrap admin bearer token (scope admin: everything, including making scoped "
+        "tokens with POST /api/v1/tokens; empty: only tokens made before work)",
     ),
     Setting(
         "OUTAGEWATCH_ALLOW_PRIVATE_TARGETS",

@@ -31,7 +31,7 @@ import httpx
 
 from outagewatch.alerts.base import KINDS, Kind, Message, Notifier, NotifierError
 from outagewatch.alerts.channels import REGISTRY, ChannelContext, SubscriptionError
-from outagewatch.alerts.messages import render, top_cause
+from outagewatch.alerts.messages import render, render_update, top_cause
 from outagewatch.catalog import Catalog
 from outagewatch.incidents.lifecycle import Transition
 from outagewatch.incidents.severity import SEVERITIES, Severity, at_least, public, severity
@@ -271,6 +271,8 @@ class Alerter:
             doc = docs.get(tr.incident)
             if doc is None:
                 continue
+            if doc.get("maintenance"):
+                continue  # opened inside a maintenance window: expected, no alerts
             if tr.action != "resolved" and not public(doc):
                 # A suspected fake flood alerts no one until probes or the official status
                 # confirm it; "resolved" follows only an "opened" that was sent.
@@ -288,6 +290,47 @@ class Alerter:
             return
         for row in await asyncio.to_thread(self._queue, wanted):
             self._spawn(row)
+
+    async def update(self, doc: Mapping[str, Any], update: Mapping[str, Any], number: int) -> None:
+        """Queue an operator's update (the incident's `number`th) for the subscriptions that
+        were told about the incident's opening, and start sending it."""
+        if not self._subs or not public(doc) or doc.get("maintenance"):
+            return
+        svc = self.catalog.services.get(doc["service"])
+        group = svc.group if svc is not None else None
+        name = svc.name if svc is not None else doc["service"]
+        msg = render_update(doc, update, name)
+        subs = [s for s in self._subs.values() if s.matches(doc["service"], group)]
+        wanted = [(s, msg, f"update-{number}") for s in subs]
+        if wanted:
+            for row in await asyncio.to_thread(self._queue_updates, wanted):
+                self._spawn(row)
+
+    def _queue_updates(
+        self, wanted: list[tuple[Subscription, Message, str]]
+    ) -> list[dict[str, Any]]:
+        """(worker thread) Insert the update deliveries of subscriptions told of the opening."""
+        opened = {delivery_key(s.id, m.incident, "opened") for s, m, _ in wanted}
+        known = self.store.delivery_keys(sorted(opened))
+        rows: list[dict[str, Any]] = []
+        for sub, msg, tag in wanted:
+            if delivery_key(sub.id, msg.incident, "opened") not in known:
+                continue
+            new_id = self.store.add_delivery(
+                {
+                    "key": delivery_key(sub.id, msg.incident, tag),
+                    "subscription": sub.id,
+                    "incident": msg.incident,
+                    "kind": "update",
+                    "channel": sub.channel,
+                    "payload": msg.to_json(),
+                    "created_at": self.clock(),
+                }
+            )
+            row = None if new_id is None else self.store.delivery(new_id)
+            if row is not None:
+                rows.append(row)
+        return rows
 
     @staticmethod
     def _kinds(tr: Transition, doc: Mapping[str, Any]) -> list[Kind]:

@@ -17,8 +17,8 @@ import httpx
 from outagewatch.errors import OutagewatchError
 from outagewatch.netguard import TargetRefusedError
 
-Kind = Literal["opened", "cause", "resolved"]
-KINDS: tuple[Kind, ...] = ("opened", "cause", "resolved")
+Kind = Literal["opened", "cause", "resolved", "update"]
+KINDS: tuple[Kind, ...] = ("opened", "cause", "resolved", "update")
 
 
 class NotifierError(OutagewatchError):

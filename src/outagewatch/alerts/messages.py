@@ -1,4 +1,5 @@
-"""The words of an alert: opened, cause identified, resolved (plain text, UTC times)."""
+"""The words of an alert: opened, cause identified, resolved, an operator's update (plain
+text, UTC times)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,17 @@ def render(kind: Kind, doc: Mapping[str, Any], service_name: str) -> Message:
             lines.append(f"Likely cause: {final['kind'].replace('_', ' ')}.")
     lines.append(f"Incident {inc}.")
     return Message(kind, inc, sid, subject, "\n".join(lines), dict(doc))
+
+
+def render_update(doc: Mapping[str, Any], update: Mapping[str, Any], service_name: str) -> Message:
+    """An operator's update on an incident: its status and text, as posted."""
+    inc, sid = str(doc["id"]), str(doc["service"])
+    subject = f"{service_name}: {update['status']} (update from the operator)"
+    lines = [f"{_hm(update['at'])} UTC: {update['text']}"]
+    if update["status"] == "resolved" and doc.get("status") == "ongoing":
+        lines.append("Reports are still above the usual level.")
+    lines.append(f"Incident {inc}.")
+    return Message("update", inc, sid, subject, "\n".join(lines), dict(doc))
 
 
 def _where(doc: Mapping[str, Any]) -> list[str]:

@@ -76,6 +76,7 @@ class Incident:
     shown: bool = True  # the public sees it (incidents.severity.public), as last judged
     # What confirmed it (incidents.verdicts): "reports", "probes", "status_page".
     detected_by: list[str] = field(default_factory=lambda: ["reports"])
+    maintenance: bool = False  # opened inside a maintenance window of its service
 
     @staticmethod
     def make_id(service: str, started_min: int) -> str:
@@ -155,6 +156,8 @@ class Incident:
             "causes": [dict(c, evidence=list(c["evidence"])) for c in self.causes],
             "cluster": None if self.cluster is None else dict(self.cluster),
             "detected_by": list(self.detected_by),
+            "maintenance": self.maintenance,
+            "updates": [],  # the operator's posts, stored apart (Store.updates) and added on read
         }
 
 

@@ -159,6 +159,8 @@ class Pipeline:
         self._ks = np.asarray(SURGE_SIZES, np.float64)
         # Per-series state that quiet runs must carry forward besides the baseline's.
         self.quiet_hooks: list[QuietRunHook] = []
+        # Maintenance windows, handed in as data: (service or group id, start s, end s).
+        self.maintenance: tuple[tuple[str, float, float], ...] = ()
 
     # ================================================================ ingest
     def ingest(self, rep: ReportColumns) -> list[Rejection]:
@@ -406,6 +408,30 @@ class Pipeline:
         c = count.astype(np.float32)
         for col in range(3):
             np.add.at(rc, (slot, ids[:, col]), c)
+
+    def set_maintenance(self, windows: Sequence[tuple[str, float, float]]) -> None:
+        """The maintenance windows: (service or group id, start, end) in epoch seconds.
+        Incidents that open inside one are marked `maintenance` (they alert no one), and
+        the minutes inside one do not teach the baseline."""
+        self.maintenance = tuple((str(k), float(a), float(b)) for k, a, b in windows)
+
+    def _maintained(self, service: str, t: float) -> bool:
+        """Is `service` inside a maintenance window at `t` (epoch seconds)?"""
+        if not self.maintenance:
+            return False
+        svc = self.catalog.services.get(service) if self.catalog is not None else None
+        keys = (service, svc.group) if svc is not None and svc.group else (service,)
+        return any(k in keys and a <= t < b for k, a, b in self.maintenance)
+
+    def _maintenance_mask(self, f: int) -> NDArray[np.bool_]:
+        """Services inside a maintenance window during minute `f`."""
+        mask = np.zeros(self.series.n_services, np.bool_)
+        keys = {k for k, a, b in self.maintenance if a < (f + 1) * 60.0 and b > f * 60.0}
+        if keys:
+            for si, sid in enumerate(self.series.services):
+                svc = self.catalog.services.get(sid) if self.catalog is not None else None
+                mask[si] = sid in keys or (svc is not None and svc.group in keys)
+        return mask
 
     def set_catalog(self, catalog: Catalog | None) -> None:
         self.catalog = catalog
@@ -679,6 +705,7 @@ class Pipeline:
             peak_min=start,
             last_hot_min=m,
             acc_until=start,
+            maintenance=self._maintained(sid, start * 60.0) or self._maintained(sid, at - 1),
         )
         self._judge_sources(inc, si, m, None)
         self._transitions.append(
@@ -812,8 +839,8 @@ class Pipeline:
         s = self.series
         n = len(s)
         busy = np.zeros(s.n_services, np.bool_)
-        for f in minutes if self.incidents else ():
-            busy |= self._in_incident(f)
+        for f in minutes if self.incidents or self.maintenance else ():
+            busy |= self._in_incident(f) | self._maintenance_mask(f)
         # Series not yet born at this tick (the tick closing minutes[-1] + lateness) wait.
         ok = ~busy[s.view("svc")] & (s.view("born") <= minutes[-1] + self.settings.lateness_min)
         x = s.ring_count[np.asarray(minutes) % s.ring, :n].T.astype(np.float64)
@@ -1031,6 +1058,7 @@ def dump_state(p: Pipeline) -> bytes:
         "recent": p._recent,
         "clock": p.clock.dump(),
         "verdicts": p.verdicts.dump(),
+        "maintenance": [list(w) for w in p.maintenance],
     }
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # type: ignore[arg-type]
@@ -1073,6 +1101,7 @@ def load_state(
         p.clock.wm = p.watermark
     if "verdicts" in meta:
         p.verdicts.load(meta["verdicts"])
+    p.set_maintenance([tuple(w) for w in meta.get("maintenance", ())])
     for d in meta["incidents"]:
         inc = Incident.from_state(d)
         p.incidents[inc.id] = inc

@@ -211,6 +211,19 @@ class Engine:
                 self._dirty = True
             return self.pipeline.closed_until > self._committed_until
 
+    def set_catalog(self, catalog: Catalog) -> None:
+        """A changed catalog (PUT/DELETE /api/v1/services): decode and explain with it from
+        the next batch on; the series of removed services stay (history is kept)."""
+        with self.lock:
+            self.catalog = catalog
+            self.pipeline.set_catalog(catalog)
+            self.decoder = EventDecoder(catalog, max_ts=self.decoder.max_ts)
+
+    def set_maintenance(self, windows: Sequence[tuple[str, float, float]]) -> None:
+        """Hand the pipeline the maintenance windows (service or group, start, end)."""
+        with self.lock:
+            self.pipeline.set_maintenance(windows)
+
     @property
     def ticks(self) -> int:
         """Minutes closed and scored (a fresh pipeline's first jump to now is none)."""

@@ -39,7 +39,8 @@ import nats.errors
 
 from outagewatch.bus.nats import PartitionReader, connect, ensure_stream
 from outagewatch.catalog import Catalog
-from outagewatch.errors import BusError, OutagewatchError, StoreError, UsageError
+from outagewatch.errors import BusError, CatalogError, OutagewatchError, StoreError, UsageError
+from outagewatch.events import EventDecoder
 from outagewatch.runtime.replay import Replayer, Summary
 from outagewatch.settings import PipelineSettings, Settings
 from outagewatch.store import is_postgres_url
@@ -53,6 +54,7 @@ IDLE_ADVANCE_S = 60.0  # a partition idle this long follows the wall clock
 ADVANCE_CHECK_S = 5.0
 FUTURE_S = 86_400.0  # events further in the future than this are mistakes
 LEASE_MARGIN_S = 1.0  # stop working a partition this long before its lease may expire
+WINDOWS_KEPT_S = 7 * 86_400.0  # maintenance windows that ended longer ago are of no use
 
 
 def default_worker_id() -> str:
@@ -126,6 +128,8 @@ class Worker:
         self.log = log or _stderr
         self.runs: dict[str, _Run] = {}
         self.names = [partition_key(p) for p in range(partitions)]
+        # Maintenance windows (service or group, start, end), re-read every lease round.
+        self.windows: list[tuple[str, float, float]] = []
 
     # ================================================================ ownership
     async def main(self, stop: asyncio.Event) -> None:
@@ -134,6 +138,8 @@ class Worker:
         try:
             while not stop.is_set():
                 try:
+                    self.reload_catalog(await asyncio.to_thread(self.store.load_catalog))
+                    await self.refresh_maintenance()
                     await self.balance()
                 except (StoreError, BusError, nats.errors.Error) as exc:
                     self.log(f"worker {self.id}: lease round failed: {exc}")
@@ -141,6 +147,36 @@ class Worker:
                     await asyncio.wait_for(stop.wait(), self.ttl / 3)
         finally:
             await self.shutdown()
+
+    def reload_catalog(self, text: str | None = None) -> bool:
+        """Take the catalog stored by the API (PUT/DELETE /api/v1/services) if it changed
+        (`text`: as already read from the store): every partition's pipeline decodes and
+        explains with it. True when it changed. Runs on the event loop, as `_fold` does."""
+        if text is None:
+            text = self.store.load_catalog()
+        if text is None or text == self.catalog.source:
+            return False
+        try:
+            catalog = Catalog.from_toml(text, "<stored catalog>")
+        except CatalogError as exc:
+            self.log(f"worker {self.id}: the stored catalog is not valid, kept mine: {exc}")
+            return False
+        self.catalog = catalog
+        for run in self.runs.values():
+            rp = run.rp
+            rp.catalog = catalog
+            rp.pipeline.set_catalog(catalog)
+            rp.decoder = EventDecoder(catalog, max_ts=rp.decoder.max_ts)
+        self.log(f"worker {self.id}: took the changed catalog ({len(catalog)} services)")
+        return True
+
+    async def refresh_maintenance(self) -> None:
+        """Hand every partition's pipeline the maintenance windows in the shared store (those
+        that ended within the last week), as the single-process server does."""
+        rows = await asyncio.to_thread(self.store.maintenance, self.clock() - WINDOWS_KEPT_S)
+        self.windows = [(w["service"], w["starts_at"], w["ends_at"]) for w in rows]
+        for run in self.runs.values():
+            run.rp.pipeline.set_maintenance(self.windows)
 
     async def balance(self) -> None:
         """One round: heartbeat, renew, drop what is lost, hand back or take partitions."""
@@ -182,6 +218,7 @@ class Worker:
         rp = await asyncio.to_thread(
             Replayer, self.store, self.catalog, self.settings, now=self.clock, state_key=lease.name
         )
+        rp.pipeline.set_maintenance(self.windows)
         position = await asyncio.to_thread(self.store.load_position, lease.name)
         reader = await PartitionReader.start(self.js, self.stream, partition, position)
         run = _Run(
@@ -267,6 +304,10 @@ class Worker:
         if not lines:
             return
         d = run.rp.decoder.decode(lines, 1)
+        if any(r.reason == "unknown service" for r in d.rejected) and self.reload_catalog():
+            # An API node accepted them against a newer catalog (PUT /api/v1/services): the
+            # shared store has it; decode again with it.
+            d = run.rp.decoder.decode(lines, 1)
         run.rp.ingest(d, run.lease.name, run.summary)
         run.lines_since_commit += len(lines)
         run.dirty = True

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from outagewatch.events import OtherEvent
+from outagewatch.events import OtherEvent, iso
 from outagewatch.incidents.lifecycle import Transition
 
 if TYPE_CHECKING:  # the store needs only its shape: no numba, no scipy to open a store
@@ -136,6 +136,34 @@ class Store(Protocol):
         status: str | None = None,
         limit: int = 100,
     ) -> list[dict[str, Any]]: ...
+
+    # Operating a live server (contract §8): scoped tokens (hashes only), the operator's
+    # incident updates, maintenance windows (see SQLiteStore for the shapes).
+    def add_token(self, tok: Mapping[str, Any]) -> None: ...
+    def tokens(self) -> list[dict[str, Any]]: ...
+    def delete_token(self, token_id: str) -> bool: ...
+    def add_update(self, incident: str, at: float, status: str, text: str) -> None: ...
+    def updates(self, incidents: Sequence[str]) -> dict[str, list[dict[str, Any]]]: ...
+    def add_maintenance(self, w: Mapping[str, Any]) -> None: ...
+    def maintenance(self, ending_after: float | None = None) -> list[dict[str, Any]]: ...
+    def delete_maintenance(self, window_id: str) -> bool: ...
+
+
+def with_updates(store: Store, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of `docs` (§4 incidents) with their `updates` from `store` (times as RFC 3339),
+    `maintenance` false and `detected_by` ["reports"] where an older document lacks them."""
+    if not docs:
+        return docs
+    found = store.updates([d["id"] for d in docs])
+    return [
+        {
+            **d,
+            "maintenance": bool(d.get("maintenance", False)),
+            "detected_by": d.get("detected_by") or ["reports"],
+            "updates": [{**u, "at": iso(u["at"])} for u in found.get(d["id"], ())],
+        }
+        for d in docs
+    ]
 
 
 # The replay ledger's SQL, shared by both backends (`%s`: the placeholder, `?` for SQLite).

@@ -478,6 +478,82 @@ class PostgresStore:
         ]
 
     # ---------------------------------------------------------------- alerts
+    # ---------------------------------------------------------------- operations (§8)
+    def add_token(self, tok: Mapping[str, Any]) -> None:
+        """Store a token: id, name, scopes (list), hash (SHA-256 hex), created_at."""
+        with self._conn("tokens") as con:
+            con.execute(
+                "INSERT INTO api_tokens(id, name, scopes, hash, created_at) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (tok["id"], tok["name"], " ".join(tok["scopes"]), tok["hash"], tok["created_at"]),
+            )
+
+    def tokens(self) -> list[dict[str, Any]]:
+        with self._conn("tokens") as con:
+            rows = con.execute(
+                "SELECT id, name, scopes, hash, created_at FROM api_tokens "
+                'ORDER BY created_at, id COLLATE "C"'
+            ).fetchall()
+        return [
+            {"id": i, "name": n, "scopes": s.split(), "hash": h, "created_at": t}
+            for i, n, s, h, t in rows
+        ]
+
+    def delete_token(self, token_id: str) -> bool:
+        with self._conn("tokens") as con:
+            cur = con.execute("DELETE FROM api_tokens WHERE id = %s", (token_id,))
+            return cur.rowcount > 0
+
+    def add_update(self, incident: str, at: float, status: str, text: str) -> None:
+        """Append an operator's update to an incident."""
+        with self._conn("updates") as con:
+            con.execute(
+                "INSERT INTO incident_updates(incident, at, status, text) VALUES (%s, %s, %s, %s)",
+                (incident, float(at), status, text),
+            )
+
+    def updates(self, incidents: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The updates of these incidents, oldest first: {incident: [{at, status, text}]}."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        ids = list(dict.fromkeys(incidents))
+        if not ids:
+            return out
+        with self._conn("updates") as con:
+            rows = con.execute(
+                "SELECT incident, at, status, text FROM incident_updates "
+                "WHERE incident = ANY(%s) ORDER BY seq",
+                (ids,),
+            ).fetchall()
+        for inc, at, status, text in rows:
+            out.setdefault(inc, []).append({"at": at, "status": status, "text": text})
+        return out
+
+    def add_maintenance(self, w: Mapping[str, Any]) -> None:
+        """Store a window: id, service (a service or group id), starts_at, ends_at, title,
+        created_at (epoch seconds)."""
+        with self._conn("maintenance") as con:
+            con.execute(
+                "INSERT INTO maintenance(id, service, starts_at, ends_at, title, created_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (w["id"], w["service"], w["starts_at"], w["ends_at"], w["title"], w["created_at"]),
+            )
+
+    def maintenance(self, ending_after: float | None = None) -> list[dict[str, Any]]:
+        """Windows that end after `ending_after` (all when None), soonest start first."""
+        with self._conn("maintenance") as con:
+            rows = con.execute(
+                "SELECT id, service, starts_at, ends_at, title, created_at FROM maintenance "
+                'WHERE ends_at > %s ORDER BY starts_at, id COLLATE "C"',
+                (float("-inf") if ending_after is None else float(ending_after),),
+            ).fetchall()
+        cols = ("id", "service", "starts_at", "ends_at", "title", "created_at")
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def delete_maintenance(self, window_id: str) -> bool:
+        with self._conn("maintenance") as con:
+            cur = con.execute("DELETE FROM maintenance WHERE id = %s", (window_id,))
+            return cur.rowcount > 0
+
     def add_subscription(self, sub: Mapping[str, Any]) -> None:
         """Store a subscription: id, service, group, min_severity, channel, config, created_at."""
         with self._conn("alerts") as con:

@@ -538,6 +538,74 @@ class SQLiteStore:
             out.append(d)
         return out
 
+    # ---------------------------------------------------------------- operations (§8)
+    # Tokens, incident updates and maintenance windows go through the alerts connection:
+    # small writes from the event loop, never inside a pipeline commit.
+    def add_token(self, tok: Mapping[str, Any]) -> None:
+        """Store a token: id, name, scopes (list), hash (SHA-256 hex), created_at."""
+        self._alerts_exec(
+            "INSERT INTO api_tokens(id, name, scopes, hash, created_at) VALUES (?, ?, ?, ?, ?)",
+            (tok["id"], tok["name"], " ".join(tok["scopes"]), tok["hash"], tok["created_at"]),
+        )
+
+    def tokens(self) -> list[dict[str, Any]]:
+        rows = self._alerts_exec(
+            "SELECT id, name, scopes, hash, created_at FROM api_tokens ORDER BY created_at, id"
+        ).fetchall()
+        return [
+            {"id": i, "name": n, "scopes": s.split(), "hash": h, "created_at": t}
+            for i, n, s, h, t in rows
+        ]
+
+    def delete_token(self, token_id: str) -> bool:
+        cur = self._alerts_exec("DELETE FROM api_tokens WHERE id = ?", (token_id,))
+        return cur.rowcount > 0
+
+    def add_update(self, incident: str, at: float, status: str, text: str) -> None:
+        """Append an operator's update to an incident."""
+        self._alerts_exec(
+            "INSERT INTO incident_updates(incident, at, status, text) VALUES (?, ?, ?, ?)",
+            (incident, float(at), status, text),
+        )
+
+    def updates(self, incidents: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The updates of these incidents, oldest first: {incident: [{at, status, text}]}."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        ids = list(dict.fromkeys(incidents))
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            rows = self._alerts_exec(
+                "SELECT incident, at, status, text FROM incident_updates "
+                f"WHERE incident IN ({', '.join('?' * len(part))}) ORDER BY seq",
+                part,
+            ).fetchall()
+            for inc, at, status, text in rows:
+                out.setdefault(inc, []).append({"at": at, "status": status, "text": text})
+        return out
+
+    def add_maintenance(self, w: Mapping[str, Any]) -> None:
+        """Store a window: id, service (a service or group id), starts_at, ends_at, title,
+        created_at (epoch seconds)."""
+        self._alerts_exec(
+            "INSERT INTO maintenance(id, service, starts_at, ends_at, title, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (w["id"], w["service"], w["starts_at"], w["ends_at"], w["title"], w["created_at"]),
+        )
+
+    def maintenance(self, ending_after: float | None = None) -> list[dict[str, Any]]:
+        """Windows that end after `ending_after` (all when None), soonest start first."""
+        rows = self._alerts_exec(
+            "SELECT id, service, starts_at, ends_at, title, created_at FROM maintenance "
+            "WHERE ends_at > ? ORDER BY starts_at, id",
+            (float("-inf") if ending_after is None else float(ending_after),),
+        ).fetchall()
+        cols = ("id", "service", "starts_at", "ends_at", "title", "created_at")
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def delete_maintenance(self, window_id: str) -> bool:
+        cur = self._alerts_exec("DELETE FROM maintenance WHERE id = ?", (window_id,))
+        return cur.rowcount > 0
+
 
 def _epoch(ts: str) -> int:
     return int(dt.datetime.fromisoformat(ts).timestamp())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 from xml.etree import ElementTree as ET
@@ -18,7 +18,7 @@ from outagewatch.events import parse_ts
 from outagewatch.incidents.severity import public
 from outagewatch.web import schemas
 from outagewatch.web.health import StoreHealth
-from outagewatch.web.ingest import ApiError, Ingest, client_address, require_operator
+from outagewatch.web.ingest import ApiError, Ingest, client_address
 from outagewatch.web.live import Live
 
 JSON = "application/json"
@@ -48,15 +48,6 @@ def client_ip(request: Request, trusted: Sequence[str]) -> str | None:
     return client_address(peer, request.headers.get("x-forwarded-for"), trusted)
 
 
-def operator_check(token: str) -> Callable[[Request], None]:
-    """A dependency: the request must carry `Authorization: Bearer <token>`."""
-
-    def check(request: Request) -> None:
-        require_operator(request.headers.get("authorization"), token)
-
-    return check
-
-
 async def _post(ingest: Ingest, kind: str, request: Request) -> Response:
     peer = request.client.host if request.client else None
     status, body, headers = await ingest.handle(kind, request.headers, peer, request.stream())
@@ -67,7 +58,7 @@ async def _post(ingest: Ingest, kind: str, request: Request) -> Response:
 def build_router(ingest: Ingest) -> APIRouter:
     """The JSON API. The ingest POSTs are answered by `ingest` (also its fast path)."""
     r = APIRouter()
-    operator = Depends(operator_check(ingest.token))
+    operator = Depends(ingest.auth.dependency("ingest"))
     err: dict[int | str, dict[str, Any]] = {
         c: {"model": schemas.Error} for c in (401, 403, 404, 408, 413, 415, 422, 429, 503)
     }
@@ -90,7 +81,7 @@ def build_router(ingest: Ingest) -> APIRouter:
         responses=err,
         openapi_extra=schemas.body_schema(schemas.PROBE_ITEM),
         dependencies=[operator],
-        summary="Post probe results (operator token)",
+        summary="Post probe results (a token with the ingest scope)",
     )
     async def post_probes(request: Request) -> Response:
         return await _post(ingest, "probe", request)
@@ -102,7 +93,7 @@ def build_router(ingest: Ingest) -> APIRouter:
         responses=err,
         openapi_extra=schemas.body_schema(schemas.METRIC_ITEM),
         dependencies=[operator],
-        summary="Post operator telemetry (operator token)",
+        summary="Post operator telemetry (a token with the ingest scope)",
     )
     async def post_metrics(request: Request) -> Response:
         return await _post(ingest, "metric", request)
@@ -112,7 +103,7 @@ def build_router(ingest: Ingest) -> APIRouter:
         response_model=list[schemas.ProbeConfig],
         responses=err,
         dependencies=[operator],
-        summary="The probes remote agents run (operator token)",
+        summary="The probes remote agents run (scope: ingest)",
     )
     async def get_probe_config(request: Request) -> Response:
         from outagewatch.probes.agent import probe_config
@@ -225,16 +216,25 @@ def xml_text(value: object) -> str:
     return _NOT_XML.sub("", str(value))
 
 
-def atom_feed(docs: list[dict[str, Any]], services: Any) -> bytes:
-    """The incidents' Atom feed. Links are relative to the server's root (readers resolve
-    them against the feed's own address), never built from the request's Host header,
-    which any client chooses; ids are URNs, the same whatever address the feed came from."""
+def atom_feed(
+    docs: list[dict[str, Any]],
+    services: Any,
+    *,
+    title: str = "outagewatch: incidents",
+    path: str = "/feeds/incidents.atom",
+) -> bytes:
+    """An Atom feed of the incidents and the operator's updates. Links are relative to the
+    server's root (readers resolve them against the feed's own address), never built from
+    the request's Host header, which any client chooses; ids are URNs, the same whatever
+    address the feed came from."""
     ns = "http://www.w3.org/2005/Atom"
     ET.register_namespace("", ns)
     feed = ET.Element(f"{{{ns}}}feed")
-    ET.SubElement(feed, f"{{{ns}}}title").text = "outagewatch: incidents"
-    ET.SubElement(feed, f"{{{ns}}}id").text = "urn:outagewatch:feeds:incidents"
-    ET.SubElement(feed, f"{{{ns}}}link", rel="self", href="/feeds/incidents.atom")
+    ET.SubElement(feed, f"{{{ns}}}title").text = xml_text(title)
+    ET.SubElement(feed, f"{{{ns}}}id").text = "urn:outagewatch:feeds:" + quote(
+        path.removeprefix("/feeds/").removesuffix(".atom"), safe="/"
+    )
+    ET.SubElement(feed, f"{{{ns}}}link", rel="self", href=path)
     updated = max((_updated(d) for d in docs), default="1970-01-01T00:00:00Z")
     ET.SubElement(feed, f"{{{ns}}}updated").text = updated
     author = ET.SubElement(feed, f"{{{ns}}}author")
@@ -259,12 +259,24 @@ def atom_feed(docs: list[dict[str, Any]], services: Any) -> bytes:
             f"(usual {d['baseline_reports_per_minute']}/min); countries: {countries}; "
             f"likely cause: {cause}"
         )
+        for u in d.get("updates") or ():  # the operator's updates, oldest first
+            e = ET.SubElement(feed, f"{{{ns}}}entry")
+            ET.SubElement(e, f"{{{ns}}}title").text = f"{name}: {xml_text(u['status'])} (update)"
+            ET.SubElement(
+                e, f"{{{ns}}}id"
+            ).text = f"urn:outagewatch:incidents:{quote(iid)}:update:{quote(str(u['at']))}"
+            ET.SubElement(e, f"{{{ns}}}link", href=f"/incidents/{quote(iid, safe='')}")
+            ET.SubElement(e, f"{{{ns}}}updated").text = u["at"]
+            ET.SubElement(e, f"{{{ns}}}published").text = u["at"]
+            ET.SubElement(e, f"{{{ns}}}summary").text = xml_text(u["text"])
     out: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=True)
     return out
 
 
 def _updated(d: dict[str, Any]) -> str:
-    return str(d["ended_at"] or d["peak_at"] or d["detected_at"])
+    times = [str(d["ended_at"] or d["peak_at"] or d["detected_at"])]
+    times += [str(u["at"]) for u in d.get("updates") or ()]
+    return max(times)
 
 
-__all__ = ["build_router", "client_ip", "error_response", "operator_check"]
+__all__ = ["build_router", "client_ip", "error_response"]

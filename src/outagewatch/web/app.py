@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import signal
 import socket
 import sys
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -39,11 +40,15 @@ from outagewatch.settings import Settings
 from outagewatch.store import is_postgres_url, open_store
 from outagewatch.store.base import Store
 from outagewatch.web.admission import KEEP_ALIVE_S, MAX_CONNECTIONS, GuardedHttp
-from outagewatch.web.api import build_router, error_response, operator_check
+from outagewatch.web.api import build_router, error_response
+from outagewatch.web.auth import Auth, document_scopes
+from outagewatch.web.catalog_api import build_router as build_catalog_api
+from outagewatch.web.follow import build_router as build_follow
 from outagewatch.web.health import StoreHealth, probe_write
 from outagewatch.web.ingest import ApiError, ASGIApp, Ingest
 from outagewatch.web.live import Live, StoredBaselines
 from outagewatch.web.metrics import Metrics
+from outagewatch.web.operations import build_router as build_operations
 from outagewatch.web.ratelimit import RateLimiter
 from outagewatch.web.subscriptions import make_router
 
@@ -51,6 +56,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 
 Task = Callable[["Server"], Coroutine[Any, Any, None]]
+WINDOWS_REFRESH_S = 5.0  # how often the catalog and maintenance windows are re-read
 
 
 @dataclass
@@ -80,6 +86,7 @@ class Server:
     _running: list[asyncio.Task[None]] = field(default_factory=list)
     _remote_bus: Bus | None = None
     _loop: asyncio.AbstractEventLoop | None = None
+    _catalog_checked: float = -math.inf  # when the stored catalog was last compared (monotonic)
 
     def open(self) -> None:
         """Open the reader store and make the alerter (the API's routes need it)."""
@@ -109,6 +116,7 @@ class Server:
         bus.on_commit = self._committed
         bus.start()
         self.engine, self.bus, self.live = engine, bus, live
+        await self.maintenance_changed()
         await self.alerter.start()
         for job in self.warmup:
             await job(self)
@@ -124,7 +132,75 @@ class Server:
         self._start_tasks()
         return live
 
+    async def maintenance_changed(self) -> None:
+        """Read the maintenance windows again and hand them to the pages and the pipeline
+        (at start and after each change through the API)."""
+        if self.reader is None:
+            return
+        rows = await asyncio.to_thread(self.reader.maintenance, self.clock() - 7 * 86_400)
+        if self.live is not None:
+            if rows == self.live.windows:
+                return
+            self.live.windows = rows
+            await self.live.changes.bump()
+        if self.engine is not None:
+            windows = [(w["service"], w["starts_at"], w["ends_at"]) for w in rows]
+            await asyncio.to_thread(self.engine.set_maintenance, windows)
+
+    async def set_catalog(self, catalog: Catalog, *, save: bool = True) -> None:
+        """Take a changed catalog without a restart: the pipeline decodes and explains with
+        it, the API accepts its services, alerts and pages name them, and the probes and
+        status polls are restarted on it (single process). `save`: store it (false when it
+        was read from the store, changed through another node)."""
+        live = self.live
+        if live is None:
+            raise RuntimeError("the server has not started")
+        if self.engine is not None:  # first: the writer must know what the API accepts
+            await asyncio.to_thread(self.engine.set_catalog, catalog)
+        await asyncio.to_thread(live.set_catalog, catalog, save=save)
+        if self.alerter is not None:
+            self.alerter.set_catalog(catalog)
+        self.catalog = catalog
+        if self.watch and self.engine is not None:
+            for watcher in (self.probes, self.poller):
+                if watcher is not None:
+                    await watcher.stop()
+            self.probes = self.poller = None
+            await self._start_watching(live)
+        await live.changes.bump()
+
+    async def _catalog_from_store(self) -> bool:
+        """Take the stored catalog if another node changed it (at most once a second)."""
+        now = time.monotonic()
+        if now - self._catalog_checked < 1.0 or self.reader is None:
+            return False
+        self._catalog_checked = now
+        text = await asyncio.to_thread(self.reader.load_catalog)
+        if text is None or text == self.catalog.source:
+            return False
+        await self.set_catalog(Catalog.from_toml(text, "<stored catalog>"), save=False)
+        return True
+
+    async def _follow_store(self) -> None:
+        """What was changed through another API node (the shared store) takes effect here:
+        the catalog and the maintenance windows, every WINDOWS_REFRESH_S."""
+        assert self.reader is not None
+        while True:
+            await asyncio.sleep(WINDOWS_REFRESH_S)
+            try:
+                self._catalog_checked = -math.inf
+                await self._catalog_from_store()
+            except Exception:
+                log.exception("reading the stored catalog failed")
+            try:
+                await self.maintenance_changed()
+            except Exception:
+                log.exception("reading the maintenance windows failed")
+
     def _start_tasks(self) -> None:
+        self._running.append(
+            asyncio.create_task(self._follow_store(), name="catalog and maintenance windows")
+        )
         for task in self.tasks:
             self._running.append(
                 asyncio.create_task(task(self), name=getattr(task, "__name__", ""))
@@ -192,6 +268,8 @@ class Server:
         assert self._loop is not None
         live.changes.bind(self._loop)
         self.live = live
+        live.refresh_catalog = self._catalog_from_store
+        await self.maintenance_changed()
         self._start_tasks()
         return live
 
@@ -267,12 +345,19 @@ def create_app(server: Server) -> FastAPI:
     install_errors(app)
     st = server.settings
     limiter = RateLimiter(st.rate_per_ip, st.rate_per_block) if st.rate_per_ip > 0 else None
-    ingest = Ingest(lambda: app.state.live, st.token, st.trusted_proxies, limiter)
+    auth = Auth(st.token, lambda: server.reader)
+    app.state.auth = auth
+    ingest = Ingest(lambda: app.state.live, auth, st.trusted_proxies, limiter)
     app.state.ingest = ingest
     app.include_router(build_router(ingest))
     server.open()
     assert server.alerter is not None
-    app.include_router(make_router(server.alerter, operator_check(st.token)))
+    app.include_router(
+        make_router(server.alerter, auth.dependency("admin"), auth.dependency("read"))
+    )
+    app.include_router(build_operations(server, auth))
+    app.include_router(build_follow())
+    app.include_router(build_catalog_api(server, auth))
     metrics = Metrics(server, ingest)
     app.add_api_route(
         "/metrics",
@@ -280,11 +365,20 @@ def create_app(server: Server) -> FastAPI:
         methods=["GET"],
         include_in_schema=True,
         response_class=PlainTextResponse,
+        dependencies=[Depends(auth.dependency("read"))],
+        responses={
+            c: {
+                "description": "no token, or a token without the `read` scope",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+            for c in (401, 403)
+        },
         summary="Prometheus metrics (text exposition format)",
     )
     from outagewatch.web.pages import build_pages
 
     build_pages(app, server)
+    document_scopes(app)
     return app
 
 

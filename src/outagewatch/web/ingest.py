@@ -19,14 +19,13 @@ bounded by closing idle ones (admission.py: GuardedHttp).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import ClientDisconnect
@@ -35,6 +34,9 @@ from outagewatch.errors import BusError, OverloadedError
 from outagewatch.runtime.engine import parse_body
 from outagewatch.web.admission import FORM_BODY_TIMEOUT_S, Bodies, BodyGuard
 from outagewatch.web.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from outagewatch.web.auth import Auth
 
 log = logging.getLogger(__name__)
 
@@ -99,35 +101,6 @@ class ApiError(Exception):
 
     def body(self) -> bytes:
         return orjson.dumps({"error": {"code": self.code, "message": self.message}})
-
-
-def is_operator(authorization: str | None, token: str) -> bool:
-    """Constant-time check of `Authorization: Bearer <token>`."""
-    if not token or not authorization:
-        return False
-    scheme, _, given = authorization.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.strip().encode(), token.encode())
-
-
-def require_operator(authorization: str | None, token: str) -> None:
-    if is_operator(authorization, token):
-        return
-    if not token:
-        raise ApiError(
-            403,
-            "forbidden",
-            "no operator token is configured on this server (set OUTAGEWATCH_TOKEN)",
-        )
-    if not authorization:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "this endpoint needs the operator token: Authorization: Bearer <token>",
-            {"WWW-Authenticate": "Bearer"},
-        )
-    raise ApiError(403, "forbidden", "the bearer token is not the operator token")
 
 
 def client_address(
@@ -253,13 +226,13 @@ class Ingest:
     def __init__(
         self,
         live_of: Callable[[], Any],
-        token: str,
+        auth: Auth,
         trusted: Sequence[str],
         limiter: RateLimiter | None,
         limits: Limits | None = None,
     ) -> None:
         self.live_of = live_of  # the Live, once the server has started
-        self.token = token
+        self.auth = auth
         self.trusted = tuple(trusted)
         self.limiter = limiter
         self.limits = limits or Limits()
@@ -297,9 +270,10 @@ class Ingest:
         peer: str | None,
         chunks: AsyncIterator[bytes],
     ) -> tuple[int, bytes, dict[str, str]]:
-        operator = is_operator(headers.get("authorization"), self.token)
+        # Partner reports, probes and metrics: the `ingest` scope (web/auth.py).
+        operator = self.auth.allows(headers.get("authorization"), "ingest")
         if kind != "report" and not operator:
-            require_operator(headers.get("authorization"), self.token)
+            self.auth.require(headers.get("authorization"), "ingest")
         check_json(headers.get("content-type"))
         items = items_of(await self.deadline.read(headers.get("content-length"), chunks))
         ip = None
@@ -346,7 +320,7 @@ class Ingest:
     def _body_owner(self, headers: Mapping[str, str], peer: str | None) -> str | None:
         """Whose body this is, for the per-address limit (None: not limited — the
         operator token, or no known address)."""
-        if is_operator(headers.get("authorization"), self.token):
+        if self.auth.allows(headers.get("authorization"), "ingest"):
             return None
         return client_address(peer, headers.get("x-forwarded-for"), self.trusted)
 

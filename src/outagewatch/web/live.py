@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ from outagewatch.runtime.engine import (
     typical,
 )
 from outagewatch.settings import PipelineSettings
-from outagewatch.store.base import Store
+from outagewatch.store.base import Store, with_updates
 from outagewatch.web.public import restrict_public
 
 DAY_MIN = 1440
@@ -138,8 +138,24 @@ class Live:
         self._checker = EventDecoder(
             catalog, max_ts=clock() + self._skew, max_ts_means=skew_means(self._skew)
         )
+        # Maintenance windows (store rows, epoch seconds), set by the server on each change.
+        self.windows: list[dict[str, Any]] = []
+        # API node: re-read the stored catalog when a post names an unknown service (True
+        # when it changed), so a service added through another node is taken at once.
+        self.refresh_catalog: Callable[[], Awaitable[bool]] | None = None
 
     # ---------------------------------------------------------------- writes
+    def set_catalog(self, catalog: Catalog, *, save: bool = True) -> None:
+        """Store a changed catalog (unless `save` is false: read from the store) and check
+        and show with it from now on."""
+        with self._read_lock:
+            if save:
+                self.reader.save_catalog(catalog.source)
+            self.catalog = catalog
+            self._checker = EventDecoder(
+                catalog, max_ts=self._checker.max_ts, max_ts_means=skew_means(self._skew)
+            )
+
     async def submit(
         self, kind: str, items: list[Any], ip: str | None, *, public: bool = False
     ) -> Prepared:
@@ -147,20 +163,29 @@ class Live:
         token), held to one person, now (web/public.py)."""
         now = self.clock()
         self._checker.max_ts = max(self._checker.max_ts, now + self._skew)
-        if public and kind == "report":
-            kept, refused = restrict_public(items, now)
-            prep = prepare(self._checker, kind, [items[i] for i in kept], now, ip)
-            for r in prep.rejected:
-                r["index"] = kept[r["index"]]
-            prep.rejected = sorted(prep.rejected + refused, key=lambda r: int(r["index"]))
-        else:
-            prep = prepare(self._checker, kind, items, now, ip)
+        prep = self._prepare(kind, items, now, ip, public)
+        unknown = any(str(r["reason"]).startswith("unknown service") for r in prep.rejected)
+        # Perhaps added through another API node: take the stored catalog, check again.
+        if unknown and self.refresh_catalog is not None and await self.refresh_catalog():
+            prep = self._prepare(kind, items, now, ip, public)
         for r in prep.rejected:
             reason = str(r["reason"]).split(":", 1)[0]
             self.counters.rejected[reason] = self.counters.rejected.get(reason, 0) + 1
         if prep.lines:
             await self.bus.publish(prep.lines, prep.services)
             self.counters.accepted[kind] = self.counters.accepted.get(kind, 0) + len(prep.lines)
+        return prep
+
+    def _prepare(
+        self, kind: str, items: list[Any], now: float, ip: str | None, public: bool
+    ) -> Prepared:
+        if not (public and kind == "report"):
+            return prepare(self._checker, kind, items, now, ip)
+        kept, refused = restrict_public(items, now)
+        prep = prepare(self._checker, kind, [items[i] for i in kept], now, ip)
+        for r in prep.rejected:
+            r["index"] = kept[r["index"]]
+        prep.rejected = sorted(prep.rejected + refused, key=lambda r: int(r["index"]))
         return prep
 
     async def submit_events(self, events: list[dict[str, Any]]) -> None:
@@ -210,6 +235,27 @@ class Live:
             for sid, svc in self.catalog.services.items()
         ]
 
+    def window(self, svc: Service, now: float | None = None) -> dict[str, Any] | None:
+        """The maintenance window `svc` (or its group) is in at `now`, if any."""
+        now = self.clock() if now is None else now
+        for w in self.windows:
+            if w["service"] in (svc.id, svc.group) and w["starts_at"] <= now < w["ends_at"]:
+                return w
+        return None
+
+    def upcoming(self, svc: Service | None = None) -> list[dict[str, Any]]:
+        """Windows going on or to come (of `svc` and its group, or all), soonest first."""
+        now = self.clock()
+        return [
+            w
+            for w in self.windows
+            if w["ends_at"] > now and (svc is None or w["service"] in (svc.id, svc.group))
+        ]
+
+    def status(self, svc: Service, doc: dict[str, Any] | None) -> str:
+        """The service's status with `doc` its ongoing public incident (see `states`)."""
+        return self.states([svc], {} if doc is None else {svc.id: doc})[svc.id][0]
+
     def service(self, svc: Service) -> dict[str, Any]:
         ongoing = self.public_ongoing()
         doc = ongoing.get(svc.id)
@@ -237,7 +283,8 @@ class Live:
     def states(
         self, services: list[Service], ongoing: dict[str, dict[str, Any]]
     ) -> dict[str, tuple[str, str | None]]:
-        """(status, status_detail) of each service: its public incident's severity; else
+        """(status, status_detail) of each service: `maintenance` inside a window of its;
+        else its public incident's severity; else
         `problems` when public probes fail from fewer vantages than the quorum; `unknown`
         when every source of it is silent, or the tracker itself has no fresh data."""
         stale = self.stale_since()
@@ -248,8 +295,11 @@ class Live:
             v = verdicts.get(svc.id)
             detail = v.detail if v is not None else None
             doc = ongoing.get(svc.id)
+            window = self.window(svc)
             if stale is not None:
                 out[svc.id] = ("unknown", f"no fresh data since {_hm(stale)} UTC")
+            elif window is not None:
+                out[svc.id] = ("maintenance", f"maintenance: {window['title']}")
             elif doc is not None:
                 official = doc.get("official_status") or {}
                 if detail is None and "status_page" in (doc.get("detected_by") or ()):
@@ -344,7 +394,7 @@ class Live:
         for d in docs:  # stored before incidents said what detected them: the crowd
             d.setdefault("detected_by", ["reports"])
         if self.engine is None:
-            return docs[:limit] if limit else docs
+            return self.with_updates(docs[:limit] if limit else docs)
         # The engine's view of an incident is newer than the last commit's.
         live = {d["id"]: d for d in self.engine.ongoing().values()}
         out = [live.pop(d["id"], d) for d in docs]
@@ -353,18 +403,19 @@ class Live:
                 out.append(d)
         out.sort(key=lambda d: (d["started_at"], d["id"]), reverse=True)
         out = [d for d in out if _matches(d, service, since, until, status)]
-        return out[:limit] if limit else out
+        return self.with_updates(out[:limit] if limit else out)
 
     def incident(self, incident_id: str) -> dict[str, Any] | None:
-        if self.engine is not None:
-            doc = self.engine.live_doc(incident_id)
-            if doc is not None:
-                return doc
+        doc = self.engine.live_doc(incident_id) if self.engine is not None else None
+        if doc is None:
+            with self._read_lock:
+                doc = self.reader.incident(incident_id)
+        return None if doc is None else self.with_updates([doc])[0]
+
+    def with_updates(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The docs with the operator's `updates` (contract §4), oldest first."""
         with self._read_lock:
-            doc = self.reader.incident(incident_id)
-        if doc is not None:
-            doc.setdefault("detected_by", ["reports"])
-        return doc
+            return with_updates(self.reader, docs)
 
     def transitions(self, incident_id: str) -> list[dict[str, Any]]:
         with self._read_lock:

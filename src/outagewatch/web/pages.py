@@ -56,12 +56,13 @@ MAX_FORM_BYTES = 4096
 PAGE_SIZE = 60  # services a home page shows; more are on the next pages (or searched)
 HOME_CACHE_S = 2.0  # a rendered home page is reused this long (same query, page, incidents)
 HOME_CACHE_ENTRIES = 256
-STATUS_ORDER = {"outage": 0, "problems": 1, "unknown": 2, "ok": 3}
+STATUS_ORDER = {"outage": 0, "problems": 1, "unknown": 2, "maintenance": 3, "ok": 4}
 STATUS_LABEL = {
     "ok": "No problems",
     "problems": "Problems",
     "outage": "Outage",
     "unknown": "Unknown",
+    "maintenance": "Maintenance",
 }
 
 
@@ -509,6 +510,7 @@ class Pages:
             live_page=bool(incidents),
             clock=live.clock(),
             duration=duration,
+            windows=live.upcoming(),
         )
 
     # ------------------------------------------------------------ service
@@ -563,6 +565,7 @@ class Pages:
             live_page=doc is not None,
             clock=now,
             duration=duration,
+            windows=live.upcoming(svc),
         )
 
     async def report(self, request: Request, name: str) -> Response:

@@ -38,7 +38,7 @@ class ServiceSummary(BaseModel):
     name: str
     aliases: list[str]
     group: str | None
-    status: Literal["ok", "problems", "outage", "unknown"]
+    status: Literal["ok", "problems", "outage", "maintenance", "unknown"]
 
 
 class Minute(BaseModel):
@@ -70,7 +70,7 @@ class ProbeConfig(BaseModel):
 class ServiceDetail(BaseModel):
     id: str
     name: str
-    status: Literal["ok", "problems", "outage", "unknown"]
+    status: Literal["ok", "problems", "outage", "maintenance", "unknown"]
     incident: str | None
     minutes: list[Minute]
     probes: list[ProbeResult] = Field(
@@ -142,6 +142,15 @@ def _by_reports() -> list[Signal]:
     return ["reports"]
 
 
+UPDATE_STATUSES = ("investigating", "identified", "monitoring", "resolved", "postmortem")
+
+
+class Update(BaseModel):
+    at: str = Field(description="when it was posted, RFC 3339 UTC")
+    status: Literal["investigating", "identified", "monitoring", "resolved", "postmortem"]
+    text: str
+
+
 class Incident(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
@@ -174,6 +183,12 @@ class Incident(BaseModel):
         default_factory=_by_reports,
         description="what confirmed the incident: a crowd surge, public probes failing from "
         "the quorum of vantages, the service's own status page saying major or critical",
+    )
+    maintenance: bool = Field(
+        False, description="opened inside a maintenance window of its service (no alerts)"
+    )
+    updates: list[Update] = Field(
+        default_factory=list, description="the operator's posts, oldest first"
     )
 
 
@@ -241,3 +256,63 @@ def body_schema(item: dict[str, Any]) -> dict[str, Any]:
             },
         }
     }
+
+
+# ---------------------------------------------------------------- operating (contract §8)
+class TokenInfo(BaseModel):
+    id: str
+    name: str
+    scopes: list[Literal["admin", "ingest", "read"]]
+    created_at: float = Field(description="epoch seconds")
+
+
+class TokenCreated(TokenInfo):
+    token: str = Field(description="the bearer token: shown this once, stored only as a hash")
+
+
+class Window(BaseModel):
+    id: str
+    service: str = Field(description="a service id, or a group id (every service of it)")
+    starts_at: str
+    ends_at: str
+    title: str
+
+
+TOKEN_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "scopes"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 100},
+        "scopes": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "string", "enum": ["admin", "ingest", "read"]},
+        },
+    },
+}
+UPDATE_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "text"],
+    "additionalProperties": False,
+    "properties": {
+        "status": {"type": "string", "enum": list(UPDATE_STATUSES)},
+        "text": {"type": "string", "minLength": 1, "maxLength": 5000},
+    },
+}
+WINDOW_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["service", "starts_at", "ends_at", "title"],
+    "additionalProperties": False,
+    "properties": {
+        "service": {"type": "string", "description": "a service id or alias, or a group id"},
+        "starts_at": {"oneOf": [{"type": "string"}, {"type": "number"}]},
+        "ends_at": {"oneOf": [{"type": "string"}, {"type": "number"}]},
+        "title": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+}
+
+
+def json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """openapi_extra for a POST taking one JSON object."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}

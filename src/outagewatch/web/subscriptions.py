@@ -1,4 +1,4 @@
-"""HTTP API of alerts (operator only): subscriptions and the delivery log.
+"""HTTP API of alerts: subscriptions (scope `admin`) and the delivery log (scope `read`).
 
     POST   /api/v1/subscriptions        create; 201 with the subscription (webhook secret once)
     GET    /api/v1/subscriptions        list
@@ -43,15 +43,21 @@ def _error(status: int, code: str, message: str) -> HTTPException:
     return HTTPException(status_code=status, detail={"code": code, "message": message})
 
 
-def make_router(alerter: Alerter, require_operator: Callable[..., Any]) -> APIRouter:
+def make_router(
+    alerter: Alerter, admin: Callable[..., Any], read: Callable[..., Any] | None = None
+) -> APIRouter:
+    """The routes; `admin` guards the subscriptions, `read` (default: `admin`) the log."""
     router = APIRouter(
         prefix="/api/v1",
         tags=["alerts"],
-        dependencies=[Depends(require_operator)],
         responses={c: {"model": Error} for c in (400, 401, 403, 404, 422)},
     )
+    need_admin = [Depends(admin)]
+    need_read = [Depends(read or admin)]
 
-    @router.post("/subscriptions", status_code=201, description=subscribe_doc())
+    @router.post(
+        "/subscriptions", status_code=201, description=subscribe_doc(), dependencies=need_admin
+    )
     async def create_subscription(request: Request) -> dict[str, Any]:
         """Subscribe a channel to a service, a group, or everything."""
         try:
@@ -65,24 +71,24 @@ def make_router(alerter: Alerter, require_operator: Callable[..., Any]) -> APIRo
         except SubscriptionError as exc:
             raise _error(422, exc.code, exc.message) from None
 
-    @router.get("/subscriptions")
+    @router.get("/subscriptions", dependencies=need_admin)
     async def list_subscriptions() -> list[dict[str, Any]]:
         return alerter.subscriptions()
 
-    @router.get("/subscriptions/{sub_id}")
+    @router.get("/subscriptions/{sub_id}", dependencies=need_admin)
     async def get_subscription(sub_id: str) -> dict[str, Any]:
         found = alerter.subscription(sub_id)
         if found is None:
             raise _error(404, "not_found", f"no subscription {sub_id!r}")
         return found
 
-    @router.delete("/subscriptions/{sub_id}", status_code=204)
+    @router.delete("/subscriptions/{sub_id}", status_code=204, dependencies=need_admin)
     async def delete_subscription(sub_id: str) -> Response:
         if not await alerter.delete_subscription(sub_id):
             raise _error(404, "not_found", f"no subscription {sub_id!r}")
         return Response(status_code=204)
 
-    @router.get("/deliveries")
+    @router.get("/deliveries", dependencies=need_read)
     async def deliveries(
         subscription: str | None = None,
         incident: str | None = None,

@@ -7,7 +7,12 @@ from typing import Any
 from outagewatch.alerts.base import Message
 from outagewatch.alerts.channels.chat import ChatChannel
 
-EMOJI = {"opened": ":rotating_light:", "cause": ":mag:", "resolved": ":white_check_mark:"}
+EMOJI = {
+    "opened": ":rotating_light:",
+    "cause": ":mag:",
+    "resolved": ":white_check_mark:",
+    "update": ":speech_balloon:",
+}
 
 
 def slack_body(message: Message) -> dict[str, Any]:
