@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from outagewatch.bus.base import services_of
 from outagewatch.catalog import Catalog
 from outagewatch.settings import Settings
 from outagewatch.web.app import Server, create_app
@@ -64,7 +65,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "description": "Slow checkouts in Europe",
         }
         lines.append(msgspec.json.encode(status))
-        await server.bus.publish(lines, [])
+        await server.bus.publish(lines, services_of(lines))
 
     catalog = Catalog.from_toml(CATALOG)
     server = Server(settings, catalog, clock=clock, tick_interval_s=0.5, warmup=[warm], watch=False)

@@ -309,6 +309,9 @@ class Worker:
             # shared store has it; decode again with it.
             d = run.rp.decoder.decode(lines, 1)
         run.rp.ingest(d, run.lease.name, run.summary)
+        # Live, as in `serve`: reports the wall clock has reached are not ahead of anything,
+        # so the stream clock (pipeline/clock.py) does not hold them.
+        run.rp.pipeline.release_until(self.clock())
         run.lines_since_commit += len(lines)
         run.dirty = True
         run.event_wall = self.clock()
