@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from outagewatch.cli import main
-from outagewatch.replay_inputs import InputReader
+from outagewatch.runtime.replay_inputs import InputReader
 from outagewatch.sim.simulate import ServiceTraffic, Surge, simulate
 from outagewatch.store.sqlite import SQLiteStore
 

@@ -26,7 +26,13 @@ from outagewatch.catalog import Catalog
 from outagewatch.errors import InputError
 from outagewatch.events import Decoded, EventDecoder, OtherEvent, Rejection
 from outagewatch.pipeline.pipeline import Pipeline, dump_state, load_state
-from outagewatch.replay_inputs import Batch, InputReader, Ledger, StopFlag, StopRequestedError
+from outagewatch.runtime.replay_inputs import (
+    Batch,
+    InputReader,
+    Ledger,
+    StopFlag,
+    StopRequestedError,
+)
 from outagewatch.settings import PipelineSettings
 from outagewatch.store import Commit, Store
 from outagewatch.store.base import InputMark
