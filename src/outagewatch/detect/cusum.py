@@ -79,6 +79,13 @@ def cusum_skip(
     run_mu[rows] = np.where(ended, 0.0, run_mu[rows] + mu_sum[:, None])
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _llr(x: float, mu: float, r: float, log_base: float, k: float) -> float:
+    """l_k(x) of the module doc, given log_base = ln(mu + r)."""
+    d = log_base - math.log(k * mu + r)  # ln[(mu + r) / (k mu + r)]
+    return x * (math.log(k) + d) + r * d
+
+
 @njit(cache=True, nogil=True)
 def cusum_step(
     stat: NDArray[np.float64],
@@ -123,10 +130,7 @@ def cusum_step(
         alarm = False
         best = 0.0
         for j in range(nk):
-            k = ks[j]
-            d = log_base - math.log(k * m + r)  # ln[(mu + r) / (k mu + r)]
-            inc = xi * (math.log(k) + d) + r * d
-            s = stat[i, j] + inc
+            s = stat[i, j] + _llr(xi, m, r, log_base, ks[j])
             if s <= 0.0:
                 stat[i, j] = 0.0
                 run_x[i, j] = 0.0
@@ -181,9 +185,7 @@ def cusum_fires(
         m = max(mu[i], 1e-3)
         log_base = math.log(m + r)
         for j in range(nk):
-            k = ks[j]
-            d = log_base - math.log(k * m + r)
-            s = stat[i, j] + xi * (math.log(k) + d) + r * d
+            s = stat[i, j] + _llr(xi, m, r, log_base, ks[j])
             if s <= 0.0:
                 continue
             rx = run_x[i, j] + xi
