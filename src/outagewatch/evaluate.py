@@ -24,7 +24,7 @@ import orjson
 
 from outagewatch.catalog import Catalog
 from outagewatch.errors import InputError
-from outagewatch.events import iso, parse_ts
+from outagewatch.events import epoch_of, iso, time_of
 from outagewatch.settings import PipelineSettings
 
 MATCH_BEFORE_S = 300.0  # an incident may start up to 5 minutes before the labelled start
@@ -35,16 +35,6 @@ class Label:
     service: str
     start: float
     end: float
-
-
-def _time(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        return parse_ts(value)
-    return None
 
 
 def parse_labels(data: bytes, catalog: Catalog, name: str = "labels") -> list[Label]:
@@ -74,7 +64,7 @@ def parse_labels(data: bytes, catalog: Catalog, name: str = "labels") -> list[La
         for key in ("start", "end"):
             if key not in obj:
                 raise bad(f"missing field {key!r}")
-            t = _time(obj[key])
+            t = time_of(obj[key])
             if t is None:
                 raise bad(f"field {key!r}: expected RFC 3339 time (Z or offset) or epoch seconds")
             times.append(t)
@@ -82,13 +72,6 @@ def parse_labels(data: bytes, catalog: Catalog, name: str = "labels") -> list[La
             raise bad("'end' is before 'start'")
         out.append(Label(found.id, times[0], times[1]))
     return out
-
-
-def _epoch(value: Any) -> float:
-    t = _time(value)
-    if t is None:
-        raise ValueError(f"incident time {value!r} is not a time")
-    return t
 
 
 def _quantile(values: Sequence[float], q: float) -> float | None:
@@ -112,9 +95,9 @@ def grade(
     spans = [
         (
             d["service"],
-            _epoch(d["started_at"]),
-            now if d.get("ended_at") is None else _epoch(d["ended_at"]),
-            _epoch(d["detected_at"]),
+            epoch_of(d["started_at"]),
+            now if d.get("ended_at") is None else epoch_of(d["ended_at"]),
+            epoch_of(d["detected_at"]),
         )
         for d in shown
     ]

@@ -440,6 +440,28 @@ def parse_ts(value: str) -> float | None:
     return t.timestamp()
 
 
+def time_of(value: object) -> float | None:
+    """Epoch seconds of a time as JSON carries it (contract §2: an RFC 3339 string with `Z`
+    or an offset, or epoch seconds as a number); None when it is no time. The one reading
+    of times that every part of outagewatch uses."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        return parse_ts(value)
+    return None
+
+
+def epoch_of(value: object) -> float:
+    """`time_of` for times outagewatch wrote itself (incident documents): not a time is a
+    bug, raised as ValueError."""
+    t = time_of(value)
+    if t is None:
+        raise ValueError(f"{value!r} is not a time")
+    return t
+
+
 def decode_lines(catalog: Catalog, lines: Sequence[bytes], first_line: int = 1) -> Decoded:
     """Decode a batch of NDJSON lines (convenience wrapper around `EventDecoder`)."""
     return EventDecoder(catalog).decode(lines, first_line)

@@ -9,16 +9,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from outagewatch.events import epoch_of
 from outagewatch.incidents.severity import public, severity
 from outagewatch.store.rollup import DAY_S
 
 MAX_DAYS = 400
 _EPOCH = dt.date(1970, 1, 1)
 _RANK = {"ok": 0, "problems": 1, "outage": 2}
-
-
-def _epoch(ts: str) -> float:
-    return dt.datetime.fromisoformat(ts).timestamp()
 
 
 def days_view(
@@ -35,8 +32,8 @@ def days_view(
     for d in docs:
         if not public(d):
             continue
-        start = _epoch(d["started_at"])
-        end = now if d.get("ended_at") is None else _epoch(d["ended_at"])
+        start = epoch_of(d["started_at"])
+        end = now if d.get("ended_at") is None else epoch_of(d["ended_at"])
         end = max(end, start + 60)
         sev = severity(d)
         first = max(int(start // DAY_S) - day0, 0)

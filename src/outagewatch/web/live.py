@@ -8,7 +8,6 @@ not yet committed), so a report shows on its service's chart as soon as it was a
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import logging
 import math
@@ -23,7 +22,7 @@ from numpy.typing import NDArray
 
 from outagewatch.bus.base import Bus
 from outagewatch.catalog import Catalog, Service
-from outagewatch.events import EventDecoder, iso, parse_ts
+from outagewatch.events import EventDecoder, epoch_of, iso, time_of
 from outagewatch.incidents.severity import public
 from outagewatch.pipeline.pipeline import Pipeline, load_state
 from outagewatch.runtime.engine import (
@@ -331,7 +330,7 @@ class Live:
         history: dict[tuple[str, str], list[tuple[float, float | None]]] = {}
         for ev in events:
             key = (str(ev.get("target", "")), str(ev.get("vantage") or LOCAL_VANTAGE))
-            ts = _ts(ev.get("ts"))
+            ts = time_of(ev.get("ts"))
             if ts is None:
                 continue
             ok = bool(ev.get("ok"))
@@ -451,12 +450,6 @@ def _minute_labels(m0: int, span: int) -> tuple[str, ...]:
     return tuple(f"{s}:00Z" for s in np.datetime_as_string(t, unit="m"))
 
 
-def _ts(value: Any) -> float | None:
-    if isinstance(value, int | float):
-        return float(value)
-    return parse_ts(value) if isinstance(value, str) else None
-
-
 def _hm(ts: float) -> str:
     return iso(ts)[11:16]
 
@@ -478,10 +471,6 @@ def _matches(
         return False
     if status is not None and d["status"] != status:
         return False
-    if since is not None and d["ended_at"] is not None and _epoch(d["ended_at"]) < since:
+    if since is not None and d["ended_at"] is not None and epoch_of(d["ended_at"]) < since:
         return False
-    return not (until is not None and _epoch(d["started_at"]) > until)
-
-
-def _epoch(ts: str) -> float:
-    return dt.datetime.fromisoformat(ts).timestamp()
+    return not (until is not None and epoch_of(d["started_at"]) > until)

@@ -16,23 +16,11 @@ both fields as sent.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from outagewatch.events import parse_ts
+from outagewatch.events import time_of
 
 PUBLIC_SKEW_S = 120.0  # a public `ts` further than this from arrival is the arrival time
-
-
-def _seconds(value: object) -> float | None:
-    """`ts` as epoch seconds when it is a readable time (else None: the decoder rejects it)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        return parse_ts(value)
-    return None
 
 
 def restrict_public(items: list[Any], now: float) -> tuple[list[int], list[dict[str, Any]]]:
@@ -57,7 +45,7 @@ def restrict_public(items: list[Any], now: float) -> tuple[list[int], list[dict[
             continue
         ts = item.get("ts")
         if ts is not None:
-            t = _seconds(ts)
+            t = time_of(ts)
             if t is not None and abs(t - now) > PUBLIC_SKEW_S:
                 item["ts"] = now
         kept.append(i)

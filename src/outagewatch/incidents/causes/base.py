@@ -8,14 +8,13 @@ clusters) takes them from there.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from outagewatch.catalog import Catalog, Service
-from outagewatch.events import iso
+from outagewatch.events import epoch_of, iso
 from outagewatch.incidents.evidence import Evidence, MetricSeries
 
 CONCURRENT_S = 1200  # incidents starting within 20 minutes of each other are concurrent
@@ -40,8 +39,8 @@ class IncidentView:
         return cls(
             id=str(doc["id"]),
             service=str(doc["service"]),
-            start=_ts(doc["started_at"]),
-            end=None if end is None else _ts(end),
+            start=epoch_of(doc["started_at"]),
+            end=None if end is None else epoch_of(end),
             total=int(doc.get("total_reports") or 0),
             countries=tuple((c["country"], int(c["reports"])) for c in doc.get("countries", [])),
         )
@@ -61,12 +60,6 @@ class IncidentView:
         a_end = math.inf if self.end is None else self.end
         b_end = math.inf if other.end is None else other.end
         return self.start < b_end and other.start < a_end
-
-
-def _ts(value: Any) -> float:
-    if isinstance(value, int | float):
-        return float(value)
-    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
 
 
 @dataclass(frozen=True, slots=True)
