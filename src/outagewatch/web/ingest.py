@@ -31,8 +31,8 @@ import orjson
 from starlette.requests import ClientDisconnect
 
 from outagewatch.errors import BusError, OverloadedError
-from outagewatch.runtime.engine import parse_body
 from outagewatch.web.admission import FORM_BODY_TIMEOUT_S, Bodies, BodyGuard
+from outagewatch.web.posted import parse_body
 from outagewatch.web.ratelimit import RateLimiter
 
 if TYPE_CHECKING:

@@ -25,17 +25,10 @@ from outagewatch.catalog import Catalog, Service
 from outagewatch.events import EventDecoder, epoch_of, iso, time_of
 from outagewatch.incidents.severity import public
 from outagewatch.pipeline.pipeline import Pipeline, load_state
-from outagewatch.runtime.engine import (
-    FUTURE_SKEW_S,
-    Committed,
-    Engine,
-    Prepared,
-    prepare,
-    skew_means,
-    typical,
-)
+from outagewatch.runtime.engine import FUTURE_SKEW_S, Committed, Engine, skew_means, typical
 from outagewatch.settings import PipelineSettings
 from outagewatch.store.base import Store, with_updates
+from outagewatch.web.posted import Prepared, prepare
 from outagewatch.web.public import restrict_public
 
 DAY_MIN = 1440
