@@ -86,6 +86,12 @@ def _llr(x: float, mu: float, r: float, log_base: float, k: float) -> float:
     return x * (math.log(k) + d) + r * d
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _alarm(s: float, x: float, mu: float, h: float, min_ratio: float, min_excess: float) -> bool:
+    """S_k past h, and the run's reports past the window test's guards (module doc)."""
+    return s > h and x >= min_ratio * mu and x - mu >= min_excess
+
+
 @njit(cache=True, nogil=True)
 def cusum_step(
     stat: NDArray[np.float64],
@@ -139,11 +145,7 @@ def cusum_step(
             stat[i, j] = s
             run_x[i, j] += xi
             run_mu[i, j] += m
-            if (
-                s > h
-                and run_x[i, j] >= min_ratio * run_mu[i, j]
-                and run_x[i, j] - run_mu[i, j] >= min_excess
-            ):
+            if _alarm(s, run_x[i, j], run_mu[i, j], h, min_ratio, min_excess):
                 alarm = True
                 best = max(best, run_x[i, j] / run_mu[i, j])
         if alarm:
@@ -190,6 +192,6 @@ def cusum_fires(
                 continue
             rx = run_x[i, j] + xi
             rm = run_mu[i, j] + m
-            if s > h and rx >= min_ratio * rm and rx - rm >= min_excess:
+            if _alarm(s, rx, rm, h, min_ratio, min_excess):
                 return True
     return False
