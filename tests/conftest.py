@@ -29,6 +29,7 @@ INTEGRATION_MODULES = frozenset(
         "test_secrets_in_logs",
         "test_server_process",
         "test_worker",
+        "test_leader",
     }
 )
 

@@ -131,6 +131,9 @@ class Alerter:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._chains: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._started = False
+        # Scale-out (runtime/leader.py): claims each attempt in the shared store before it is
+        # made — (delivery id, attempts so far) -> whether this process may make it.
+        self.claim: Callable[[int, int], bool] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -145,6 +148,14 @@ class Alerter:
         log.info(
             "alerts: %d subscriptions, %d deliveries resumed", len(self._subs), len(self._tasks)
         )
+
+    async def refresh(self) -> None:
+        """Take the subscriptions as stored now, and start the pending deliveries not yet
+        running (scale-out: other API nodes add subscriptions and queue update alerts)."""
+        rows = await asyncio.to_thread(self.store.subscriptions)
+        self._subs = {r["id"]: Subscription.from_row(r) for r in rows}
+        for d in await asyncio.to_thread(self.store.pending_deliveries):
+            self._spawn(d)
 
     async def stop(self) -> None:
         """Cancel running deliveries (they stay pending in the store for the next start)."""
@@ -436,6 +447,13 @@ class Alerter:
             if sub is None:
                 await self._update(did, "failed", attempts, None, "subscription deleted", None)
                 return
+            if self.claim is not None:
+                if str(row.get("last_error") or "").startswith("in flight"):
+                    log.warning("alert %s: %s; retrying it (same key)", key, row["last_error"])
+                    row["last_error"] = None
+                if not await asyncio.to_thread(self.claim, did, attempts):
+                    log.info("alert %s: attempt %d is not ours to make", key, attempts + 1)
+                    return
             attempts += 1
             error: str | None = None
             permanent = False

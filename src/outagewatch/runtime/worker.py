@@ -13,9 +13,11 @@ For each partition it holds, a worker:
   message at or below the position it already holds, so a redelivered event counts once;
 - commits about every second, under its lease (a commit by a worker that lost the lease
   writes nothing), and acknowledges only after the commit;
-- advances the pipeline on the wall clock once the partition has been idle for a minute, so
-  incidents resolve when reports stop (events carry their own time: a replay of history
-  through the bus stays in event time while it flows).
+- advances the pipeline on the wall clock while its events are live (the latest within
+  LIVE_S of the clock: probe and status results, which do not move the stream's time, then
+  still close minutes), and once the partition has been idle for a minute, so incidents
+  resolve when reports stop (events carry their own time: a replay of history through the
+  bus stays in event time while it flows).
 
 SIGTERM (or Ctrl-C) stops fetching, folds what was fetched, commits, acknowledges, hands the
 leases back at once and exits 0.
@@ -54,6 +56,7 @@ IDLE_ADVANCE_S = 60.0  # a partition idle this long follows the wall clock
 ADVANCE_CHECK_S = 5.0
 FUTURE_S = 86_400.0  # events further in the future than this are mistakes
 LEASE_MARGIN_S = 1.0  # stop working a partition this long before its lease may expire
+LIVE_S = 120.0  # a partition whose latest event is this recent follows the wall clock
 WINDOWS_KEPT_S = 7 * 86_400.0  # maintenance windows that ended longer ago are of no use
 
 
@@ -93,6 +96,7 @@ class _Run:
     event_wall: float = 0.0  # wall time when events last came in
     event_wm: float | None = None  # the pipeline's watermark then
     last_advance_check: float = 0.0
+    latest_ts: float | None = None  # the latest event time (reports, probes, status) folded
     redelivered: int = 0
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -309,6 +313,9 @@ class Worker:
             # shared store has it; decode again with it.
             d = run.rp.decoder.decode(lines, 1)
         run.rp.ingest(d, run.lease.name, run.summary)
+        newest = max([*d.reports.ts, *(o.ts for o in d.others)], default=None)
+        if newest is not None:
+            run.latest_ts = max(run.latest_ts or newest, newest)
         # Live, as in `serve`: reports the wall clock has reached are not ahead of anything,
         # so the stream clock (pipeline/clock.py) does not hold them.
         run.rp.pipeline.release_until(self.clock())
@@ -325,6 +332,15 @@ class Worker:
         now = self.clock()
         run.rp.decoder.max_ts = now + FUTURE_S
         p = run.rp.pipeline
+        if run.latest_ts is not None and now - run.latest_ts < LIVE_S:
+            # Live events (probes and status polls of the leader, reports posted now): the
+            # wall clock is the time, as in `serve`; probes and status polls alone do not
+            # move the stream's time, and they never leave the partition idle.
+            before = p.closed_until
+            p.advance_to(now)
+            if p.closed_until != before:
+                run.dirty = True
+            return
         idle = now - run.event_wall
         if p.watermark is None or run.event_wm is None or idle < self.idle_advance_s:
             return

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from outagewatch.errors import StoreError
+from outagewatch.incidents.lifecycle import State, Transition
 from outagewatch.store.base import (
     SELECT_INPUTS,
     UPSERT_INPUT,
@@ -760,6 +761,64 @@ class PostgresStore:
                 "ORDER BY name"
             ).fetchall()
         return [(str(n), str(o), int(e), bool(live)) for n, o, e, live in rows]
+
+    # ---------------------------------------------------------------- scale-out leader
+    # One API node at a time holds the lease LEADER_LEASE (the same `leases` rows and
+    # `acquire`/`renew`/`release` as the partitions) and runs the probes, the status-page
+    # polls and the alert dispatcher (runtime/leader.py). What it writes is fenced by that
+    # lease, checked in the same statement: a deposed leader writes nothing.
+    _HELD = (
+        "EXISTS (SELECT 1 FROM leases WHERE name = %s AND owner = %s AND epoch = %s "
+        "AND expires_at > clock_timestamp())"
+    )
+
+    def transitions_after(self, seq: int, limit: int = 1000) -> list[tuple[int, Transition]]:
+        """(seq, transition) of the stored transitions after `seq`, in order."""
+        with self._conn("read") as con:
+            rows = con.execute(
+                "SELECT seq, incident, service, action, from_state, to_state, at, detail::text "
+                "FROM transitions WHERE seq > %s ORDER BY seq LIMIT %s",
+                (seq, limit),
+            ).fetchall()
+        return [
+            (int(q), Transition(i, s, a, State(f), State(t), float(at), orjson.loads(d)))
+            for q, i, s, a, f, t, at, d in rows
+        ]
+
+    def last_transition_seq(self) -> int:
+        row = self._one("SELECT coalesce(max(seq), 0) FROM transitions")
+        return 0 if row is None else int(row[0])
+
+    def leader_cursor(self, name: str) -> int | None:
+        """How far the leader's `name` follower has read (None: never started)."""
+        row = self._one("SELECT value FROM meta WHERE key = %s", (f"leader/{name}",))
+        return None if row is None else int(row[0])
+
+    def save_leader_cursor(self, name: str, value: int, fence: Lease) -> bool:
+        """Store the cursor while `fence` is held (False: not held, nothing written)."""
+        with self._conn("saving the leader's cursor") as con:
+            row = con.execute(
+                "INSERT INTO meta(key, value) SELECT %s, %s WHERE " + self._HELD + " "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value RETURNING key",
+                (f"leader/{name}", str(int(value)), fence.name, fence.owner, fence.epoch),
+            ).fetchone()
+        return row is not None
+
+    def claim_delivery(self, delivery_id: int, attempts: int, fence: Lease) -> bool:
+        """Claim attempt `attempts + 1` of a pending delivery for the holder of `fence`: one
+        statement compares the attempts counted so far and checks the lease, so one attempt
+        is made by one leader only. The row says the attempt is in flight until its outcome
+        is written (a leader killed meanwhile leaves it so: the next retries it with the
+        same idempotency key)."""
+        note = f"in flight: attempt {attempts + 1} by {fence.owner} (epoch {fence.epoch})"
+        with self._conn("claiming a delivery") as con:
+            row = con.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = %s "
+                "WHERE id = %s AND status = 'pending' AND attempts = %s AND " + self._HELD + " "
+                "RETURNING id",
+                (note, delivery_id, attempts, fence.name, fence.owner, fence.epoch),
+            ).fetchone()
+        return row is not None
 
 
 def _epoch(ts: str) -> int:

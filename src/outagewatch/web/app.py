@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -51,6 +51,9 @@ from outagewatch.web.metrics import Metrics
 from outagewatch.web.operations import build_router as build_operations
 from outagewatch.web.ratelimit import RateLimiter
 from outagewatch.web.subscriptions import make_router
+
+if TYPE_CHECKING:
+    from outagewatch.runtime.leader import Leadership
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
@@ -86,6 +89,7 @@ class Server:
     _running: list[asyncio.Task[None]] = field(default_factory=list)
     _remote_bus: Bus | None = None
     _loop: asyncio.AbstractEventLoop | None = None
+    leadership: Leadership | None = None  # scale-out: this node's part in the leader election
     _catalog_checked: float = -math.inf  # when the stored catalog was last compared (monotonic)
 
     def open(self) -> None:
@@ -161,6 +165,8 @@ class Server:
         if self.alerter is not None:
             self.alerter.set_catalog(catalog)
         self.catalog = catalog
+        if self.leadership is not None:
+            await self.leadership.duties.set_catalog(catalog)
         if self.watch and self.engine is not None:
             for watcher in (self.probes, self.poller):
                 if watcher is not None:
@@ -270,6 +276,19 @@ class Server:
         self.live = live
         live.refresh_catalog = self._catalog_from_store
         await self.maintenance_changed()
+        from outagewatch.runtime.leader import LeaderDuties, Leadership
+        from outagewatch.runtime.worker import default_worker_id
+        from outagewatch.store.postgres import PostgresStore
+
+        if isinstance(self.reader, PostgresStore) and self.alerter is not None:
+            # One node of the deployment runs the probes, status polls and alerts.
+            duties = LeaderDuties(
+                self.reader, self.settings, self.alerter, live.submit_events, self.catalog,
+                watch=self.watch, clock=self.clock,
+            )  # fmt: skip
+            node = f"api-{self.settings.worker_id or default_worker_id()}"
+            self.leadership = Leadership(self.reader, node, self.settings.lease_ttl_s, duties)
+            self._running.append(asyncio.create_task(self.leadership.run(), name="leader"))
         self._start_tasks()
         return live
 
