@@ -131,3 +131,33 @@ def test_clusters_work_over_stored_docs() -> None:
     ]  # fmt: skip
     out = assign_clusters([IncidentView.from_doc(d) for d in docs], CATALOG)
     assert out["fb-1"]["services"] == ["fb", "ig"]
+
+
+def _doc(service: str, minute: int, **extra: Any) -> dict[str, Any]:
+    from outagewatch.events import iso
+
+    return {
+        "id": f"{service}-{minute}", "service": service, "started_at": iso(T0 + 60 * minute),
+        "ended_at": None, "total_reports": 100, "countries": [{"country": "US", "reports": 100}],
+        "cluster": None, **extra,
+    }  # fmt: skip
+
+
+def test_stored_clusters_join_what_separate_pipelines_stored() -> None:
+    """Scale-out: docs written by pipelines that each saw one service get the clusters one
+    pipeline gives; a suspected flood stays out; a provider another partition found failing
+    from its probes (its upstream cluster) still makes an upstream cluster."""
+    from outagewatch.incidents.clusters import stored_clusters
+
+    flood = _doc("wa", 2, suspected_abuse=True, detected_by=["reports"])
+    got = stored_clusters([_doc("fb", 0), _doc("ig", 3), flood, _doc("news", 1)], CATALOG)
+    assert got["fb-0"] == got["ig-3"] == {
+        "id": "group-meta-20250310T1000Z", "kind": "group", "key": "meta",
+        "services": ["fb", "ig"],
+    }  # fmt: skip
+    assert got["wa-2"] is None and got["news-1"] is None
+    seen = {"id": "upstream-cdn-x", "kind": "upstream", "key": "cdn", "services": ["shop"]}
+    got = stored_clusters([_doc("shop", 0, cluster=seen), _doc("chat", 2)], CATALOG)
+    assert got["shop-0"] is not None and got["shop-0"]["kind"] == "upstream"
+    assert got["shop-0"]["services"] == ["chat", "shop"] and got["chat-2"] == got["shop-0"]
+    assert stored_clusters([_doc("shop", 0), _doc("chat", 2)], CATALOG)["shop-0"] is None

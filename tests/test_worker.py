@@ -51,8 +51,10 @@ class Scenario:
     span: tuple[float, float]
 
 
-def _scenario(tmp: Path) -> Scenario:
-    """Two days and a half of five services in three partitions, with four outages."""
+def _scenario(tmp: Path, *, group: bool = False) -> Scenario:
+    """Two days and a half of five services in three partitions, with four outages.
+    `group`: and Instagram (group meta, like Facebook, in another partition) failing with
+    Facebook, and Cloudflare with Shopify (which depends on it): clusters across partitions."""
     traffic = [
         ServiceTraffic("x", 4.0, {"US": 0.6, "GB": 0.4}, {"app": 0.7, "login": 0.3}),
         ServiceTraffic("netflix", 1.0, {"US": 0.8, "CA": 0.2}, {"streaming": 1.0}),
@@ -67,6 +69,17 @@ def _scenario(tmp: Path) -> Scenario:
         Surge("whatsapp", START + 2 * day + 3600 * 3, [90.0] * 20, name="wa"),
         Surge("x", START + 2 * day + 3600 * 6, [200.0] * 15, name="x2"),
     ]
+    if group:
+        traffic += [
+            ServiceTraffic("instagram", 2.0, {"US": 0.5, "GB": 0.5}, {"app": 1.0}),
+            ServiceTraffic("cloudflare", 1.0, {"US": 0.5, "DE": 0.5}, {"dns": 1.0}),
+            ServiceTraffic("shopify", 1.0, {"US": 0.7, "CA": 0.3}, {"checkout": 1.0}),
+        ]
+        surges += [
+            Surge("instagram", START + day + 3600 * 20 + 240, [100.0] * 25, name="ig"),
+            Surge("cloudflare", START + 2 * day + 3600 * 9, [80.0] * 20, name="cf"),
+            Surge("shopify", START + 2 * day + 3600 * 9 + 180, [60.0] * 20, name="sh"),
+        ]
     minutes = int(2.5 * 1440)
     sim = simulate(traffic, START, minutes, surges, seed=7)
     # After the span, three reports per service: every partition's stream time passes the
@@ -108,6 +121,11 @@ def _scenario(tmp: Path) -> Scenario:
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     return _scenario(tmp_path_factory.mktemp("scenario"))
+
+
+@pytest.fixture(scope="module")
+def group_scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    return _scenario(tmp_path_factory.mktemp("group"), group=True)
 
 
 @pytest.fixture
@@ -698,4 +716,44 @@ def test_a_service_added_on_one_node_takes_reports_on_the_other_the_same_second(
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
+        store.close()
+
+
+def test_clusters_across_partitions_are_those_of_a_single_replay(
+    group_scenario: Scenario, pg: str, stream: str, tmp_path: Path
+) -> None:
+    """Two worker processes; Facebook and Instagram (group meta), Cloudflare and Shopify (it
+    depends on Cloudflare) fail together from different partitions: the stored incidents are
+    clustered as a single replay clusters them."""
+    sc = group_scenario
+    url = nats_url()
+    clusters = {d["id"]: d["cluster"] for d in sc.reference}
+    kinds = {c["kind"]: c["services"] for c in clusters.values() if c is not None}
+    assert kinds == {"group": ["facebook", "instagram"], "upstream": ["cloudflare", "shopify"]}
+    for services in kinds.values():
+        assert len({partition_of(s, PARTITIONS) for s in services}) == 2, services
+    files = _node_files(sc, tmp_path, range(len(sc.minutes)), "all")
+    asyncio.run(publish(url, stream, sc, range(0)))  # create the stream
+    store = PostgresStore(pg)
+    workers = {w: _start_worker(pg, url, stream, w, tmp_path) for w in ("wa", "wb")}
+    try:
+        wait_until(
+            "both workers to own two partitions each",
+            lambda: sorted(list(_owners(store).values()).count(w) for w in workers) == [2, 2],
+            60,
+        )
+        _publish_with_two_nodes(url, stream, files)
+        want = asyncio.run(last_seqs(url, stream))
+        wait_until("the workers to commit everything", lambda: caught_up(store, want), 180)
+        for w, proc in workers.items():
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, (tmp_path / f"{w}.log").read_text()
+        got = store.incidents()
+        assert [d["id"] for d in got] == [d["id"] for d in sc.reference]
+        assert {d["id"]: d["cluster"] for d in got} == clusters
+    finally:
+        for proc in workers.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         store.close()

@@ -19,7 +19,7 @@ the key). An incident in no winning candidate has no cluster. Services without a
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from outagewatch.incidents.causes import (
     family,
     in_country,
 )
+from outagewatch.incidents.severity import public
 
 KIND_RANK = {"upstream": 0, "regional": 1, "group": 2}  # ties: lower wins
 
@@ -139,3 +140,21 @@ def _components(members: list[IncidentView], window_s: float) -> list[list[str]]
     for a, inc in enumerate(ms):
         comps.setdefault(root(a), []).append(inc.id)
     return list(comps.values())
+
+
+def stored_clusters(
+    docs: Sequence[Mapping[str, Any]], catalog: Catalog | None
+) -> dict[str, dict[str, Any] | None]:
+    """incident id -> its cluster over stored docs (contract §4) written by several pipelines
+    (scale-out: one per partition, each seeing only its own services): the clusters one
+    pipeline would have given them. Suspected floods are left out as the pipeline leaves
+    them out; a provider counts as failing, without its own incident, where a partition's
+    probes or status pages said so (an `upstream` cluster it found)."""
+    views = [IncidentView.from_doc(d) for d in docs if public(d)]
+    failing = {
+        str(c["key"])
+        for d in docs
+        if isinstance(c := d.get("cluster"), Mapping) and c.get("kind") == "upstream"
+    }
+    found = assign_clusters(views, catalog, failing_providers=failing)
+    return {str(d["id"]): found.get(str(d["id"])) for d in docs}

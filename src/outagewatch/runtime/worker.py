@@ -33,7 +33,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +42,9 @@ import nats.errors
 from outagewatch.bus.nats import PartitionReader, connect, ensure_stream
 from outagewatch.catalog import Catalog
 from outagewatch.errors import BusError, CatalogError, OutagewatchError, StoreError, UsageError
-from outagewatch.events import EventDecoder
+from outagewatch.events import EventDecoder, epoch_of
+from outagewatch.incidents.causes import CONCURRENT_S
+from outagewatch.incidents.clusters import stored_clusters
 from outagewatch.runtime.replay import Replayer, Summary
 from outagewatch.settings import PipelineSettings, Settings
 from outagewatch.store import is_postgres_url
@@ -355,12 +357,29 @@ class Worker:
             await asyncio.to_thread(self.store.commit, c, fence=run.lease, position=run.seq)
             run.committed = run.seq
             run.dirty = False
+            if c.incidents:
+                try:
+                    await asyncio.to_thread(self.recluster, c.incidents)
+                except StoreError as exc:  # the next commit of incidents tries again
+                    self.log(f"worker {self.id}: clustering across partitions failed: {exc}")
         run.lines_since_commit = 0
         run.last_commit = time.monotonic()
         if run.unacked is not None:
             msg, run.unacked = run.unacked, None
             with contextlib.suppress(nats.errors.Error):
                 await msg.ack()  # AckAll: everything up to it; a lost ack is a skipped redelivery
+
+    def recluster(self, docs: Sequence[dict[str, Any]]) -> int:
+        """After a commit that changed incidents: the clusters of the incidents around them,
+        over every partition's (a partition's pipeline sees only its own services)."""
+        starts = [epoch_of(d["started_at"]) for d in docs]
+        margin = 2 * CONCURRENT_S
+        catalog = self.catalog
+        return self.store.recluster(
+            min(starts) - margin,
+            max(starts) + margin,
+            lambda found: stored_clusters(found, catalog),
+        )
 
 
 class _LeaseUnsure(Exception):  # noqa: N818 (a state, handled inside this module)

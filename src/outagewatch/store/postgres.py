@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +45,7 @@ from outagewatch.store.rollup import DayRow, Retention, fold
 MIGRATIONS = "migrations_pg"
 _MIGRATION_LOCK = 0x6F77_6D69  # pg_advisory_xact_lock key: one migrator at a time
 _COMPACT_LOCK = 0x6F77_636F  # pg_try_advisory_xact_lock key: one compaction step at a time
+_CLUSTER_LOCK = 0x6F77_636C  # pg_advisory_xact_lock key: one cross-partition clustering at a time
 POOL_MAX = 4
 CONNECT_TIMEOUT_S = 10
 
@@ -819,6 +820,37 @@ class PostgresStore:
                 (note, delivery_id, attempts, fence.name, fence.owner, fence.epoch),
             ).fetchone()
         return row is not None
+
+    def recluster(
+        self,
+        lo: float,
+        hi: float,
+        assign: Callable[[list[dict[str, Any]]], Mapping[str, dict[str, Any] | None]],
+    ) -> int:
+        """Clusters across partitions: `assign` (docs -> id -> cluster) over the incidents
+        overlapping [lo, hi], its answer written into their docs; one at a time (an advisory
+        lock), so the last one after a commit has seen every commit before it. How many
+        docs changed."""
+        changed = 0
+        with self._conn("clustering across partitions") as con:
+            con.execute("SELECT pg_advisory_xact_lock(%s)", (_CLUSTER_LOCK,))
+            rows = con.execute(
+                "SELECT doc::text FROM incidents WHERE started_at <= %s "
+                "AND (ended_at IS NULL OR ended_at >= %s) ORDER BY id",
+                (hi, lo),
+            ).fetchall()
+            docs = [dict(orjson.loads(r[0])) for r in rows]
+            want = assign(docs)
+            for d in docs:
+                cluster = want.get(str(d["id"]))
+                if cluster != d.get("cluster"):
+                    con.execute(
+                        "UPDATE incidents SET doc = jsonb_set(doc, '{cluster}', %s::jsonb) "
+                        "WHERE id = %s",
+                        (orjson.dumps(cluster).decode(), d["id"]),
+                    )
+                    changed += 1
+        return changed
 
 
 def _epoch(ts: str) -> int:
