@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -214,19 +215,27 @@ def _leader(store: PostgresStore) -> str | None:
     return next((o for n, o, _, live in store.leases() if n == LEADER_LEASE and live), None)
 
 
-def test_kill_9_the_leader_and_probes_and_alerts_go_on_from_the_other_node_once(
-    pg: str, tmp_path: Path
-) -> None:
+@dataclass
+class Deployment:
+    pg: str
+    common: list[str]
+    procs: list[subprocess.Popen[bytes]]
+    bases: list[str]
+    nodes: dict[str, subprocess.Popen[bytes]]  # node id in the leases -> its process
+    store: PostgresStore
+
+
+@contextlib.contextmanager
+def _deployment(pg: str, tmp: Path, target: str) -> Iterator[Deployment]:
+    """Two `serve --nats-url` API nodes and one `worker` on one PostgreSQL and NATS."""
     url = nats_url()
     stream = unique_name("owlead")
-    target, receiver = Target(), Receiver()
-    with target.server, receiver.server, _processes() as procs:
-        catalog = _catalog(tmp_path, target.server.url)
-        common = _common(pg, url, stream, catalog)
+    with _processes() as procs:
+        common = _common(pg, url, stream, _catalog(tmp, target))
         bases, nodes = [], {}
         for n in ("n0", "n1"):
             port = free_port()
-            log = (tmp_path / f"{n}.log").open("wb")
+            log = (tmp / f"{n}.log").open("wb")
             env = {**ENV, "OUTAGEWATCH_WORKER_ID": n}
             cmd = [*common, "serve", "--port", str(port)]
             nodes[f"api-{n}"] = p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
@@ -243,59 +252,115 @@ def test_kill_9_the_leader_and_probes_and_alerts_go_on_from_the_other_node_once(
                     return False
 
             wait_until("an API node to answer", up, 60)
-        log = (tmp_path / "worker.log").open("wb")
+        log = (tmp / "worker.log").open("wb")
         procs.append(subprocess.Popen([*common, "worker", "--worker-id", "w"], stdout=log,
                                       stderr=subprocess.STDOUT, env=ENV))  # fmt: skip
         store = PostgresStore(pg)
         try:
-            wait_until("a leader", lambda: _leader(store) is not None, 30)
-            first = _leader(store)
-            assert first in nodes
-            sub = {"channel": "webhook", "service": "shop", "url": f"{receiver.server.url}/h"}
-            r = httpx.post(f"{bases[1]}/api/v1/subscriptions", json=sub, headers=AUTH)
-            assert r.status_code == 201, r.text
-
-            def probes_since(t: float) -> int:
-                return len(store.events("probe", "shop", t, time.time() + 60))
-
-            t0 = time.time()
-            wait_until("the leader's probes to be counted", lambda: probes_since(t0) >= 2, 60)
-            # The target fails: a probe-only outage, alerted once.
-            target.down = True
-            wait_until("the opened alert", lambda: receiver.kinds() == ["opened"], 200)
-
-            def sent() -> bool:
-                rows = store.deliveries(status="sent")
-                return [d["kind"] for d in rows] == ["opened"]
-
-            wait_until("the alert recorded as sent", sent, 10)
-            # kill -9 the leader: the other node takes over within the TTL and one round.
-            victim = nodes[first]
-            victim.send_signal(signal.SIGKILL)
-            assert victim.wait(timeout=30) == -signal.SIGKILL
-            killed = time.monotonic()
-            took = wait_until("the other node to lead", lambda: _leader(store) not in
-                              (None, first), 30)  # fmt: skip
-            assert took < TTL_S + TTL_S / 3 + 2, took
-            second = _leader(store)
-            assert second in nodes and second != first
-            t1 = time.time()
-            wait_until("the new leader's probes", lambda: probes_since(t1) >= 2, 30)
-            # The target is back: the resolution is alerted by the new leader, once.
-            target.down = False
-            wait_until("the resolved alert", lambda: len(receiver.got) >= 2, 200)
-            time.sleep(2 * TTL_S)  # anything sent twice would have come by now
-            with receiver.lock:
-                got = list(receiver.got)
-            assert [k for _, k in got] == ["opened", "resolved"], got
-            assert all(n == 1 for n in Counter(key for key, _ in got).values()), got
-            incidents = store.incidents(service="shop")
-            assert len(incidents) == 1 and incidents[0]["detected_by"] == ["probes"]
-            assert incidents[0]["status"] == "resolved"
-            assert time.monotonic() - killed > 0
-            (n_log,) = [
-                (tmp_path / f"{n}.log").read_text() for n in ("n0", "n1") if f"api-{n}" == second
-            ]
-            assert f"leader {second}: leading" in n_log
+            yield Deployment(pg, common, procs, bases, nodes, store)
         finally:
             store.close()
+
+
+def test_kill_9_the_leader_and_probes_and_alerts_go_on_from_the_other_node_once(
+    pg: str, tmp_path: Path
+) -> None:
+    target, receiver = Target(), Receiver()
+    with (
+        target.server,
+        receiver.server,
+        _deployment(pg, tmp_path, target.server.url) as d,
+    ):
+        store, nodes, bases = d.store, d.nodes, d.bases
+        wait_until("a leader", lambda: _leader(store) is not None, 30)
+        first = _leader(store)
+        assert first in nodes
+        sub = {"channel": "webhook", "service": "shop", "url": f"{receiver.server.url}/h"}
+        r = httpx.post(f"{bases[1]}/api/v1/subscriptions", json=sub, headers=AUTH)
+        assert r.status_code == 201, r.text
+
+        def probes_since(t: float) -> int:
+            return len(store.events("probe", "shop", t, time.time() + 60))
+
+        t0 = time.time()
+        wait_until("the leader's probes to be counted", lambda: probes_since(t0) >= 2, 60)
+        # The target fails: a probe-only outage, alerted once.
+        target.down = True
+        wait_until("the opened alert", lambda: receiver.kinds() == ["opened"], 200)
+
+        def sent() -> bool:
+            rows = store.deliveries(status="sent")
+            return [d["kind"] for d in rows] == ["opened"]
+
+        wait_until("the alert recorded as sent", sent, 10)
+        # kill -9 the leader: the other node takes over within the TTL and one round.
+        victim = nodes[first]
+        victim.send_signal(signal.SIGKILL)
+        assert victim.wait(timeout=30) == -signal.SIGKILL
+        took = wait_until("the other node to lead", lambda: _leader(store) not in
+                          (None, first), 30)  # fmt: skip
+        assert took < TTL_S + TTL_S / 3 + 2, took
+        second = _leader(store)
+        assert second in nodes and second != first
+        t1 = time.time()
+        wait_until("the new leader's probes", lambda: probes_since(t1) >= 2, 30)
+        # The target is back: the resolution is alerted by the new leader, once.
+        target.down = False
+        wait_until("the resolved alert", lambda: len(receiver.got) >= 2, 200)
+        time.sleep(2 * TTL_S)  # anything sent twice would have come by now
+        with receiver.lock:
+            got = list(receiver.got)
+        assert [k for _, k in got] == ["opened", "resolved"], got
+        assert all(n == 1 for n in Counter(key for key, _ in got).values()), got
+        incidents = store.incidents(service="shop")
+        assert len(incidents) == 1 and incidents[0]["detected_by"] == ["probes"]
+        assert incidents[0]["status"] == "resolved"
+        (n_log,) = [
+            (tmp_path / f"{n}.log").read_text() for n in ("n0", "n1") if f"api-{n}" == second
+        ]
+        assert f"leader {second}: leading" in n_log
+
+
+def test_every_api_node_shows_the_verdicts_the_workers_computed(pg: str, tmp_path: Path) -> None:
+    """Probes from three vantages (the leader's and two `probe-agent`s posting to either
+    node); one fails: both API nodes, leader or not, show `problems` with the sentence, and
+    neither shows `unknown` for a service whose sources are alive."""
+    failing: set[str] = set()
+
+    def answer(req: Request) -> Reply:
+        ua = req.headers.get("User-Agent", "")
+        vantage = ua.split("(vantage ", 1)[1].rstrip(")") if "(vantage " in ua else "local"
+        return Reply(503 if vantage in failing else 200, b"x")
+
+    server = LoopbackServer(answer)
+    with server, _deployment(pg, tmp_path, server.url) as d:
+        for vantage, base in zip(("eu-west", "us-east"), d.bases, strict=True):
+            log = (tmp_path / f"agent-{vantage}.log").open("wb")
+            cmd = [*d.common, "probe-agent", "--server", base, "--vantage", vantage]
+            d.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ENV))
+
+        def states() -> list[tuple[str, str | None]]:
+            out = []
+            for base in d.bases:
+                doc = httpx.get(f"{base}/api/v1/services/shop", timeout=10).json()
+                out.append((doc["status"], doc["status_detail"]))
+            return out
+
+        def vantages() -> set[str]:
+            doc = httpx.get(f"{d.bases[0]}/api/v1/services/shop", timeout=10).json()
+            return {p["vantage"] for p in doc["probes"]}
+
+        wait_until("results from three vantages", lambda: vantages() == {"local", "eu-west",
+                   "us-east"}, 60)  # fmt: skip
+        wait_until("both nodes to see the verdicts", lambda: d.store.shared("verdicts/") != {}, 30)
+        assert states() == [("ok", None), ("ok", None)]
+        for base in d.bases:
+            summary = httpx.get(f"{base}/api/v1/services", timeout=10).json()
+            assert {s["id"]: s["status"] for s in summary} == {"shop": "ok", "other": "ok"}
+        failing.add("eu-west")
+        want = ("problems", "failing from eu-west only; fine from local, us-east")
+        wait_until("both nodes to show the partial failure", lambda: states() == [want, want],
+                   180)  # fmt: skip
+        html = httpx.get(f"{d.bases[1]}/services/shop", timeout=10).text
+        assert "failing from eu-west only" in html
+        assert d.store.incidents(service="shop") == []  # one vantage of three: no outage

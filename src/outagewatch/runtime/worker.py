@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -38,13 +39,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nats.errors
+import orjson
 
-from outagewatch.bus.nats import PartitionReader, connect, ensure_stream
+from outagewatch.bus.nats import PartitionReader, connect, ensure_stream, partition_of
 from outagewatch.catalog import Catalog
 from outagewatch.errors import BusError, CatalogError, OutagewatchError, StoreError, UsageError
 from outagewatch.events import EventDecoder, epoch_of
 from outagewatch.incidents.causes import CONCURRENT_S
 from outagewatch.incidents.clusters import stored_clusters
+from outagewatch.incidents.verdicts import service_verdict
 from outagewatch.runtime.replay import Replayer, Summary
 from outagewatch.settings import PipelineSettings, Settings
 from outagewatch.store import is_postgres_url
@@ -58,6 +61,7 @@ IDLE_ADVANCE_S = 60.0  # a partition idle this long follows the wall clock
 ADVANCE_CHECK_S = 5.0
 FUTURE_S = 86_400.0  # events further in the future than this are mistakes
 LEASE_MARGIN_S = 1.0  # stop working a partition this long before its lease may expire
+VERDICTS_REFRESH_S = 30.0  # verdicts are published at least this often, changed or not
 LIVE_S = 120.0  # a partition whose latest event is this recent follows the wall clock
 WINDOWS_KEPT_S = 7 * 86_400.0  # maintenance windows that ended longer ago are of no use
 
@@ -99,6 +103,9 @@ class _Run:
     event_wm: float | None = None  # the pipeline's watermark then
     last_advance_check: float = 0.0
     latest_ts: float | None = None  # the latest event time (reports, probes, status) folded
+    verdicts: dict[str, Any] | None = None  # what was last published of the verdicts
+    verdicts_at: float = -math.inf  # when (monotonic)
+    verdicts_check: float = 0.0
     redelivered: int = 0
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -278,6 +285,7 @@ class Worker:
                         raise _LeaseUnsure(f"{name}: lease not renewed in time")
                     self._fold(run, got)
                 self._advance_if_idle(run)
+                await self._publish_verdicts(run)
                 due = time.monotonic() - run.last_commit >= COMMIT_EVERY_S
                 if due or run.lines_since_commit >= COMMIT_LINES:
                     await self._commit(run)
@@ -350,6 +358,36 @@ class Worker:
         p.advance_to(min(now, run.event_wm + idle))
         if p.closed_until != before:
             run.dirty = True
+
+    async def _publish_verdicts(self, run: _Run) -> None:
+        """Every ADVANCE_CHECK_S: what the partition's pipeline says of its services' probes
+        and status pages (partial failures, silence, the official status), for the API nodes
+        (web/live.py StoredVerdicts), when it changed and at least every VERDICTS_REFRESH_S
+        (the API nodes take a silent publisher for a tracker without fresh data)."""
+        mono = time.monotonic()
+        if mono - run.verdicts_check < ADVANCE_CHECK_S:
+            return
+        run.verdicts_check = mono
+        now = self.clock()
+        p = run.rp.pipeline
+        doc: dict[str, Any] = {}
+        for sid, svc in self.catalog.services.items():
+            if not (svc.probes or svc.status_page) or (
+                partition_of(sid, self.partitions) != run.partition
+            ):
+                continue
+            v = service_verdict(p, svc, now)
+            doc[sid] = {"partial": v.partial, "silent": v.silent, "detail": v.detail,
+                        "official": p.official_status(sid)}  # fmt: skip
+        if doc == run.verdicts and mono - run.verdicts_at < VERDICTS_REFRESH_S:
+            return
+        body = orjson.dumps({"at": now, "services": doc}).decode()
+        key = f"verdicts/{run.lease.name}"
+        try:
+            if await asyncio.to_thread(self.store.put_shared, key, body, run.lease):
+                run.verdicts, run.verdicts_at = doc, mono
+        except StoreError as exc:
+            self.log(f"worker {self.id}: publishing the verdicts of {run.lease.name} failed: {exc}")
 
     async def _commit(self, run: _Run) -> None:
         if run.dirty:

@@ -797,13 +797,26 @@ class PostgresStore:
 
     def save_leader_cursor(self, name: str, value: int, fence: Lease) -> bool:
         """Store the cursor while `fence` is held (False: not held, nothing written)."""
-        with self._conn("saving the leader's cursor") as con:
+        return self.put_shared(f"leader/{name}", str(int(value)), fence)
+
+    def put_shared(self, key: str, value: str, fence: Lease) -> bool:
+        """Write `key` of the shared `meta` rows while `fence` is held (False: not held,
+        nothing written): what one process publishes for the others."""
+        with self._conn("publishing to the shared store") as con:
             row = con.execute(
                 "INSERT INTO meta(key, value) SELECT %s, %s WHERE " + self._HELD + " "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value RETURNING key",
-                (f"leader/{name}", str(int(value)), fence.name, fence.owner, fence.epoch),
+                (key, value, fence.name, fence.owner, fence.epoch),
             ).fetchone()
         return row is not None
+
+    def shared(self, prefix: str) -> dict[str, str]:
+        """The shared `meta` rows whose key starts with `prefix`."""
+        with self._conn("read") as con:
+            rows = con.execute(
+                "SELECT key, value FROM meta WHERE starts_with(key, %s) ORDER BY key", (prefix,)
+            ).fetchall()
+        return {str(k): str(v) for k, v in rows}
 
     def claim_delivery(self, delivery_id: int, attempts: int, fence: Lease) -> bool:
         """Claim attempt `attempts + 1` of a pending delivery for the holder of `fence`: one

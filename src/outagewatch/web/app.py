@@ -46,7 +46,7 @@ from outagewatch.web.catalog_api import build_router as build_catalog_api
 from outagewatch.web.follow import build_router as build_follow
 from outagewatch.web.health import StoreHealth, probe_write
 from outagewatch.web.ingest import ApiError, ASGIApp, Ingest
-from outagewatch.web.live import Live, StoredBaselines
+from outagewatch.web.live import Live, StoredBaselines, StoredVerdicts
 from outagewatch.web.metrics import Metrics
 from outagewatch.web.operations import build_router as build_operations
 from outagewatch.web.ratelimit import RateLimiter
@@ -270,7 +270,9 @@ class Server:
         bus = await NatsBus.open(url, self.settings.stream, self.settings.partitions)
         self._remote_bus = bus
         baselines = StoredBaselines(self.reader, self.settings.partitions, self.settings.pipeline)
-        live = Live(self.catalog, self.reader, bus, None, clock=self.clock, baselines=baselines)
+        verdicts = StoredVerdicts(self.reader)
+        live = Live(self.catalog, self.reader, bus, None, clock=self.clock, baselines=baselines,
+                    verdicts=verdicts)  # fmt: skip
         assert self._loop is not None
         live.changes.bind(self._loop)
         self.live = live

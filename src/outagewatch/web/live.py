@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 from numpy.typing import NDArray
 
 from outagewatch.bus.base import Bus
 from outagewatch.catalog import Catalog, Service
 from outagewatch.events import EventDecoder, epoch_of, iso, time_of
 from outagewatch.incidents.severity import public
+from outagewatch.incidents.verdicts import ServiceVerdict
 from outagewatch.pipeline.pipeline import Pipeline, load_state
 from outagewatch.runtime.engine import FUTURE_SKEW_S, Committed, Engine, skew_means, typical
 from outagewatch.settings import PipelineSettings
@@ -106,6 +108,39 @@ class StoredBaselines:
         return typical(pipeline, service, m0, m1)
 
 
+class StoredVerdicts:
+    """API nodes run no pipeline: the verdicts of services with probes or a status page
+    (partial failures, silence, the official status) are those the workers' pipelines
+    publish to the shared store (runtime/worker.py), re-read at most every `ttl_s`."""
+
+    def __init__(self, reader: Store, ttl_s: float = 2.0) -> None:
+        self.reader = reader
+        self.ttl_s = ttl_s
+        self._read_at = -math.inf
+        self.verdicts: dict[str, ServiceVerdict] = {}
+        self.official: dict[str, dict[str, Any] | None] = {}
+        self.newest: float | None = None  # when the latest publication was made (epoch s)
+
+    def refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._read_at < self.ttl_s:
+            return
+        self._read_at = now
+        shared = getattr(self.reader, "shared", None)
+        if shared is None:
+            return
+        verdicts: dict[str, ServiceVerdict] = {}
+        official: dict[str, dict[str, Any] | None] = {}
+        newest: float | None = None
+        for text in shared("verdicts/").values():
+            doc = orjson.loads(text)
+            newest = max(newest or doc["at"], doc["at"])
+            for sid, v in doc["services"].items():
+                verdicts[sid] = ServiceVerdict(v["partial"], v["silent"], v["detail"])
+                official[sid] = v["official"]
+        self.verdicts, self.official, self.newest = verdicts, official, newest
+
+
 class Live:
     def __init__(
         self,
@@ -116,6 +151,7 @@ class Live:
         *,
         clock: Callable[[], float] = time.time,
         baselines: StoredBaselines | None = None,
+        verdicts: StoredVerdicts | None = None,
     ) -> None:
         self.catalog = catalog
         self.reader = reader
@@ -123,6 +159,7 @@ class Live:
         self.engine = engine
         self.clock = clock
         self.baselines = baselines
+        self.stored_verdicts = verdicts
         self.counters = Counters()
         self.changes = Changes()
         self._read_lock = threading.Lock()
@@ -266,7 +303,7 @@ class Live:
         """When the tracker last had fresh data, if that is over TRACKER_STALE_S ago (its
         pipeline stopped moving: the monitor's own outage is not "all green"); else None."""
         if self.engine is None:
-            return None
+            return self._stored_stale_since()
         wm = self.engine.pipeline.watermark  # one attribute read: no lock needed
         if wm is not None and self.clock() - wm > TRACKER_STALE_S:
             return wm
@@ -281,7 +318,12 @@ class Live:
         when every source of it is silent, or the tracker itself has no fresh data."""
         stale = self.stale_since()
         now = self.clock()
-        verdicts = self.engine.verdicts(services, now) if self.engine is not None else {}
+        if self.engine is not None:
+            verdicts = self.engine.verdicts(services, now)
+        elif self.stored_verdicts is not None:
+            verdicts = self.stored_verdicts.verdicts
+        else:
+            verdicts = {}
         out: dict[str, tuple[str, str | None]] = {}
         for svc in services:
             v = verdicts.get(svc.id)
@@ -308,8 +350,24 @@ class Live:
     def official_status(self, service: str) -> dict[str, Any] | None:
         """What the service's own status page says now (None: nothing yet)."""
         if self.engine is None:
-            return None
+            if self.stored_verdicts is None:
+                return None
+            with self._read_lock:
+                self.stored_verdicts.refresh()
+            return self.stored_verdicts.official.get(service)
         return self.engine.official_status(service)
+
+    def _stored_stale_since(self) -> float | None:
+        """API node: the workers publish their verdicts at least every 30 s; none for over
+        TRACKER_STALE_S (the workers are down) is a tracker without fresh data."""
+        stored = self.stored_verdicts
+        if stored is None:
+            return None
+        with self._read_lock:
+            stored.refresh()
+        if stored.newest is not None and self.clock() - stored.newest > TRACKER_STALE_S:
+            return stored.newest
+        return None
 
     def probe_results(
         self, service: str, span_s: float = DAY_MIN * 60.0
