@@ -26,6 +26,8 @@ from webutil import TOKEN, Clock, running
 pytestmark = pytest.mark.anyio
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FLAGS = {"OUTAGEWATCH_ALLOW_PRIVATE_TARGETS": "1", "OUTAGEWATCH_LATENESS_S": "0"}
+# The reports' lateness (5 minutes by default) does not delay probe verdicts.
+LATENESS = pytest.mark.parametrize("lateness", ["0", "300"])
 
 
 @pytest.fixture
@@ -88,7 +90,8 @@ async def until(what: str, cond: Callable[[], bool], timeout: float = 10.0) -> N
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def test_quorum_outage_partial_problems_and_recovery(tmp_path: Path) -> None:
+@LATENESS
+async def test_quorum_outage_partial_problems_and_recovery(tmp_path: Path, lateness: str) -> None:
     target = Target()
     alerts: list[dict[str, Any]] = []
 
@@ -100,7 +103,8 @@ async def test_quorum_outage_partial_problems_and_recovery(tmp_path: Path) -> No
     with target.server, hooks:
         url = f"{target.server.url}/health"
         clock = Clock()
-        async with running(tmp_path, clock, catalog=catalog(url), flags=FLAGS) as (server, c):
+        flags = {**FLAGS, "OUTAGEWATCH_LATENESS_S": lateness}
+        async with running(tmp_path, clock, catalog=catalog(url), flags=flags) as (server, c):
             assert server.probes is not None
             for task in server.probes._tasks:  # the test runs the rounds itself
                 task.cancel()
@@ -168,7 +172,10 @@ def _iso(ts: float) -> str:
     return iso(ts)
 
 
-async def test_silent_sources_show_unknown_and_so_does_a_stale_tracker(tmp_path: Path) -> None:
+@LATENESS
+async def test_silent_sources_show_unknown_and_so_does_a_stale_tracker(
+    tmp_path: Path, lateness: str
+) -> None:
     """Every source of `shop` (its probe, its status page) stops: `unknown`, not `ok`; a
     service without sources stays `ok`; a tracker whose pipeline stopped shows `unknown`."""
     target = Target()
@@ -181,10 +188,11 @@ async def test_silent_sources_show_unknown_and_so_does_a_stale_tracker(tmp_path:
             "interval_s = 60\n"
         )
         clock = Clock()
+        flags = {**FLAGS, "OUTAGEWATCH_LATENESS_S": lateness}
         cat = catalog(f"{target.server.url}/health", extra)
         status_page = cat.services["shop"].status_page
         assert status_page is not None
-        async with running(tmp_path, clock, catalog=cat, flags=FLAGS) as (server, c):
+        async with running(tmp_path, clock, catalog=cat, flags=flags) as (server, c):
             assert server.probes is not None and server.poller is not None
             assert server.bus is not None
             for task in [*server.probes._tasks, *server.poller._tasks]:

@@ -137,6 +137,9 @@ class Evidence:
         self.status: dict[str, list[StatusRun]] = {}
         self.pending: dict[int, _Minute] = {}
         self.final_until: int | None = None  # minutes below this are final
+        # Probe results and status polls are final sooner (`finalise_signals`): the server
+        # and its agents send them as they happen, and probe-only incidents wait for them.
+        self.signals_until: int | None = None
         self.stats = EvidenceStats()
         self._sites: dict[tuple[str, str], str] = {}
 
@@ -158,9 +161,15 @@ class Evidence:
         for o in others:
             ev = _DECODE(o.body)
             minute = math.floor(o.ts / 60.0)
-            if self.final_until is not None and minute < self.final_until:
-                self.stats.late += 1
-                continue
+            signal = isinstance(ev, ProbeIn | StatusIn)
+            until = self.signals_until if signal else self.final_until
+            if until is not None and minute < until:
+                if not (isinstance(ev, ProbeIn) and minute == until - 1):
+                    self.stats.late += 1
+                    continue
+                # A check begun just before its minute became final (it was answered
+                # after): counted in the first minute still open, not lost.
+                minute = until
             acc = self.pending.get(minute)
             if acc is None:
                 acc = self.pending[minute] = _Minute()
@@ -211,18 +220,35 @@ class Evidence:
             cell[2] = max(cell[2], (ts, what))  # the latest; ties broken by text (any order)
 
     # ------------------------------------------------------------------ final minutes
-    def finalise(self, f: int) -> None:
-        """Minutes up to `f` are final: apply their events, in minute order."""
-        if self.final_until is not None and f < self.final_until:
+    def finalise_signals(self, f: int) -> None:
+        """Probe results and status polls of minutes up to `f` are final (f is at least the
+        last final minute of metrics): apply them, in minute order."""
+        if self.signals_until is not None and f < self.signals_until:
             return
         if self.pending:
             for minute in sorted(m for m in self.pending if m <= f):
-                self._apply(minute, self.pending.pop(minute))
+                acc = self.pending[minute]
+                self._apply_signals(minute, acc)
+                acc.probes, acc.status = {}, []
+        self.signals_until = f + 1
+
+    def finalise(self, f: int) -> None:
+        """Minutes up to `f` are final: apply their events, in minute order (the probe
+        results and status polls first, unless `finalise_signals` did)."""
+        if self.final_until is not None and f < self.final_until:
+            return
+        if self.signals_until is None or self.signals_until <= f:
+            self.finalise_signals(f)
+        if self.pending:
+            for minute in sorted(m for m in self.pending if m <= f):
+                self._apply_metrics(minute, self.pending[minute])
+                if minute < (self.signals_until or 0):
+                    del self.pending[minute]
         self.final_until = f + 1
         if self.metrics or self.probes:
             self._trim(f - HISTORY_MINUTES)
 
-    def _apply(self, minute: int, acc: _Minute) -> None:
+    def _apply_metrics(self, minute: int, acc: _Minute) -> None:
         t = (minute + 1) * 60.0
         for key in sorted(acc.metrics):
             total, n = acc.metrics[key]
@@ -236,6 +262,9 @@ class Evidence:
             ser.minutes.append(minute)
             ser.values.append(value)
             ser.scores.append(score)
+        acc.metrics = {}
+
+    def _apply_signals(self, minute: int, acc: _Minute) -> None:
         for pkey in sorted(acc.probes):
             ok, failed, (_, err) = acc.probes[pkey]
             ps = self.probes.get(pkey)
@@ -316,6 +345,7 @@ class Evidence:
         """The state as plain data (msgpack-able)."""
         return {
             "final_until": self.final_until,
+            "signals_until": self.signals_until,
             "stats": self.stats.as_dict(),
             "metrics": [
                 [
@@ -349,6 +379,7 @@ class Evidence:
 
     def load(self, d: dict[str, Any]) -> None:
         self.final_until = d["final_until"]
+        self.signals_until = d.get("signals_until", self.final_until)
         self.stats = EvidenceStats(**d["stats"])
         for service, name, sc, minutes, values, scores in d["metrics"]:
             ser = MetricSeries(service, name, _scorer_from(sc))

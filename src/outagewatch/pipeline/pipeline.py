@@ -47,6 +47,7 @@ from outagewatch.settings import PipelineSettings
 
 SPAN_MINUTES = 30  # ingest adds in-order reports of up to this many minutes at once
 LEARN_BLOCK = 15  # the baseline learns from final minutes in aligned blocks of this many
+SIGNAL_LATENESS_MIN = 0  # minutes after its close that a minute's probe results are final
 RECENT_MINUTES = 180  # finished incidents stay this long as context for causes and clusters
 
 
@@ -576,6 +577,14 @@ class Pipeline:
             self.final_until = f + 1
         return k, need_tick
 
+    def _signals(self, m: int) -> None:
+        """Probe results and status polls are final SIGNAL_LATENESS_MIN after their minute
+        closes (not the reports' lateness: they come as they happen, and a probe-only
+        incident opens within its checks, incidents.verdicts); their verdicts step then."""
+        fs = m - min(self.settings.lateness_min, SIGNAL_LATENESS_MIN)
+        self.evidence.finalise_signals(fs)
+        self.verdicts.step(self, m, fs)
+
     # ================================================================ tick
     def _tick(self, m: int) -> None:
         s = self.series
@@ -587,8 +596,8 @@ class Pipeline:
         if n == 0:
             self.final_until = m + 1 - cfg.lateness_min
             if self.evidence.active:
+                self._signals(m)
                 self.evidence.finalise(m - cfg.lateness_min)
-                self.verdicts.step(self, m, m - cfg.lateness_min)
             return
         mu = self.baseline.expected(s, m)
         rows = self._window_rows(m)  # the newest minute first
@@ -613,8 +622,8 @@ class Pipeline:
             self._finalise(f)
             self.final_until = f + 1
         if self.evidence.active:
+            self._signals(m)
             self.evidence.finalise(f)
-            self.verdicts.step(self, m, f)
         if self.incidents:
             self._explain(m, f)
 
