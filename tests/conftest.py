@@ -37,6 +37,7 @@ INTEGRATION_TESTS = frozenset(
     {
         "test_causes.py::test_replay_cli_shows_causes_in_json_and_table",
         "test_cli.py::test_subprocess_exit_code_and_one_line_stderr",
+        "test_probe_quorum_serve.py::test_a_real_serve_opens_a_probe_only_incident_within_two_checks",
     }
 )
 

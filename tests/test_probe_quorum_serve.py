@@ -240,3 +240,85 @@ async def test_silent_sources_show_unknown_and_so_does_a_stale_tracker(
                 .json()["status_detail"]
                 .startswith("no fresh data since")
             )
+
+
+def test_a_real_serve_opens_a_probe_only_incident_within_two_checks(tmp_path: Path) -> None:
+    """A real `serve` process with the default lateness (5 minutes), its own probes and a
+    real `probe-agent` process (two vantages, 5 s checks) against a target that starts
+    answering 503: the incident opens when the first minute with failed checks closes, not
+    five minutes later."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from outagewatch.events import epoch_of
+    from webutil import free_port
+
+    target = Target()
+    with target.server:
+        cat = tmp_path / "catalog.toml"
+        cat.write_text(
+            f'[services.shop]\nname = "Shop"\n[[services.shop.probes]]\n'
+            f'url = "{target.server.url}/health"\ninterval_s = 5\ntimeout_s = 2\n'
+        )
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "OUTAGEWATCH_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1",
+               "OUTAGEWATCH_ALLOW_PRIVATE_TARGETS": "1"}  # fmt: skip
+        env.pop("OUTAGEWATCH_LATENESS_S", None)
+        common = [sys.executable, "-m", "outagewatch.cli", "--db", str(tmp_path / "ow.db")]
+        log = (tmp_path / "serve.log").open("wb")
+        procs = [
+            subprocess.Popen([*common, "--catalog", str(cat), "serve", "--port", str(port)],
+                             stdout=log, stderr=subprocess.STDOUT, env=env)
+        ]  # fmt: skip
+        try:
+            for _ in range(600):
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            alog = (tmp_path / "agent.log").open("wb")
+            procs.append(
+                subprocess.Popen([*common, "probe-agent", "--server", base, "--vantage",
+                                  "eu-west"], stdout=alog, stderr=subprocess.STDOUT, env=env)
+            )  # fmt: skip
+
+            def vantages() -> set[str]:
+                doc = httpx.get(f"{base}/api/v1/services/shop", timeout=10).json()
+                return {p["vantage"] for p in doc["probes"] if p["ok"]}
+
+            for _ in range(600):
+                if vantages() == {"local", "eu-west"}:
+                    break
+                time.sleep(0.1)
+            assert vantages() == {"local", "eu-west"}
+            target.failing = {"local", "eu-west"}
+            failed_at = time.time()
+            incidents: list[dict[str, Any]] = []
+            while not incidents and time.time() - failed_at < 200:
+                time.sleep(0.5)
+                incidents = httpx.get(f"{base}/api/v1/incidents", timeout=10).json()
+            opened = time.time() - failed_at
+            print(f"probe-only incident opened {opened:.1f} s after the target failed")
+            assert len(incidents) == 1, (tmp_path / "serve.log").read_text()[-3000:]
+            (inc,) = incidents
+            assert inc["detected_by"] == ["probes"]
+            # The minute of the first failed checks closes (or the next one, when they came
+            # late in it): at most two minutes; five minutes of lateness would be far more.
+            assert opened < 125, opened
+            assert epoch_of(inc["detected_at"]) - failed_at <= 120
+            doc = httpx.get(f"{base}/api/v1/services/shop", timeout=10).json()
+            assert doc["status"] == "outage"
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
