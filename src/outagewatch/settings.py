@@ -193,8 +193,9 @@ SETTINGS: tuple[Setting, ...] = (
         "OUTAGEWATCH_LEASE_TTL_S",
         "--lease-ttl-s",
         "10",
-        "seconds a worker's partition lease lasts without renewal: a dead worker's partitions "
-        "are taken over after at most this long",
+        "seconds a worker's partition lease (and the API nodes' leader lease) lasts without "
+        "renewal: a dead worker's partitions (a dead leader's probes and alerts) are taken "
+        "over after at most this long",
     ),
     # Probes and alerts (issue 6).
     Setting(
