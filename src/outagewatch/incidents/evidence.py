@@ -129,8 +129,13 @@ class EvidenceStats:
 class Evidence:
     """Per-minute telemetry, probe health and official status, for every service."""
 
-    def __init__(self, catalog: Catalog | None = None) -> None:
+    def __init__(self, catalog: Catalog | None = None, *, carry_min: int = 1) -> None:
         self.catalog = catalog
+        # A probe result at most this many minutes late is counted in the first minute
+        # still open (the reports' lateness: a stream of reports whose time runs ahead of
+        # the server's clock does not make the server's own checks late); older ones are
+        # late (an agent's buffer posted after an outage of the server is history).
+        self.carry_min = carry_min
         self.metrics: dict[tuple[str, str], MetricSeries] = {}
         self.probes: dict[ProbeKey, ProbeSeries] = {}
         self.probes_of: dict[str, list[ProbeKey]] = {}
@@ -164,7 +169,7 @@ class Evidence:
             signal = isinstance(ev, ProbeIn | StatusIn)
             until = self.signals_until if signal else self.final_until
             if until is not None and minute < until:
-                if not (isinstance(ev, ProbeIn) and minute == until - 1):
+                if not (isinstance(ev, ProbeIn) and until - minute <= self.carry_min):
                     self.stats.late += 1
                     continue
                 # A check begun just before its minute became final (it was answered

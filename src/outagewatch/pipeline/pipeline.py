@@ -123,7 +123,7 @@ class Pipeline:
         # The catalog gives causes their metric roles, groups and providers (None: causes
         # rest on reports and probes only).
         self.catalog = catalog
-        self.evidence = Evidence(catalog)
+        self.evidence = Evidence(catalog, carry_min=max(1, self.settings.lateness_min))
         cfg = self.settings
         # Probe and status-page verdicts (incidents.verdicts): stepped on final minutes.
         self.verdicts = Verdicts(cfg.probe_quorum, cfg.probe_quorum_fraction, cfg.probe_fail_checks)
@@ -140,6 +140,7 @@ class Pipeline:
         )
         self.closed_until = 0  # minutes < closed_until have been scored
         self.final_until = 0  # minutes < final_until have been folded into incidents
+        self.told: float | None = None  # the time `advance_to` was last told (not stored)
         self.learn_until = 0  # minutes < learn_until have been learned by the baseline
         self.incidents: dict[str, Incident] = {}  # id -> incident still changing
         self.open_by_service: dict[str, Incident] = {}
@@ -456,11 +457,14 @@ class Pipeline:
     # ================================================================ time
     def advance_to(self, t: float) -> None:
         """The time is now `t` (epoch seconds): close every minute that ended by then."""
+        self.told = t
         self._ingest(self.clock.advance(t))  # held reports the time has reached
         if self.watermark is None:
             self._start(int(t // 60))
         self._advance_minute(int(t // 60))
         self.watermark = max(float(self.watermark or 0.0), t)
+        if self.evidence.active and self.closed_until > 0:
+            self._signals(self.closed_until - 1)  # minutes the reports closed before `t` did
 
     def release_until(self, t: float) -> None:
         """A clock the caller trusts says it is `t` (the server's): count the held reports
@@ -582,6 +586,10 @@ class Pipeline:
         closes (not the reports' lateness: they come as they happen, and a probe-only
         incident opens within its checks, incidents.verdicts); their verdicts step then."""
         fs = m - min(self.settings.lateness_min, SIGNAL_LATENESS_MIN)
+        if self.told is not None:
+            # Not beyond the caller's clock (the server's): reports stamped ahead of it
+            # move the stream's time, but the server's own checks are stamped by it.
+            fs = min(fs, int(self.told // 60) - 1)
         self.evidence.finalise_signals(fs)
         self.verdicts.step(self, m, fs)
 
