@@ -365,3 +365,12 @@ def test_every_api_node_shows_the_verdicts_the_workers_computed(pg: str, tmp_pat
         html = httpx.get(f"{d.bases[1]}/services/shop", timeout=10).text
         assert "failing from eu-west only" in html
         assert d.store.incidents(service="shop") == []  # one vantage of three: no outage
+        # A subscription made on one node is listed by the other within a lease round.
+        sub = {"channel": "webhook", "service": "shop", "url": "http://127.0.0.1:9/h"}
+        made = httpx.post(f"{d.bases[0]}/api/v1/subscriptions", json=sub, headers=AUTH).json()
+
+        def listed() -> bool:
+            got = httpx.get(f"{d.bases[1]}/api/v1/subscriptions", headers=AUTH).json()
+            return made["id"] in {s["id"] for s in got}
+
+        wait_until("the other node to list the subscription", listed, 10)

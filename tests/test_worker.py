@@ -521,7 +521,12 @@ def _start_worker(pg: str, url: str, stream: str, wid: str, tmp: Path) -> subpro
 
 
 def _owners(store: PostgresStore) -> dict[str, str]:
-    return {name: owner for name, owner, _, live in store.leases() if live}
+    """Who holds each partition (the API nodes' `leader` lease is in the same table)."""
+    return {
+        name: owner
+        for name, owner, _, live in store.leases()
+        if live and name.startswith("partition/")
+    }
 
 
 @pytest.mark.parametrize(

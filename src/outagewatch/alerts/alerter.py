@@ -154,8 +154,9 @@ class Alerter:
         running (scale-out: other API nodes add subscriptions and queue update alerts)."""
         rows = await asyncio.to_thread(self.store.subscriptions)
         self._subs = {r["id"]: Subscription.from_row(r) for r in rows}
-        for d in await asyncio.to_thread(self.store.pending_deliveries):
-            self._spawn(d)
+        if self._started:
+            for d in await asyncio.to_thread(self.store.pending_deliveries):
+                self._spawn(d)
 
     async def stop(self) -> None:
         """Cancel running deliveries (they stay pending in the store for the next start)."""

@@ -163,6 +163,12 @@ class LeaderDuties:
         if self.lease is not None:
             await self.alerter.refresh()
 
+    async def follow(self) -> None:
+        """Every lease round of a node that does not lead: the subscriptions made on other
+        nodes (this node's API lists them, and queues operators' update alerts for them;
+        the leader sends those)."""
+        await self.alerter.refresh()
+
     async def set_catalog(self, catalog: Catalog) -> None:
         self.catalog = catalog
         if self.lease is not None and self.watch:
@@ -244,6 +250,8 @@ class Leadership:
                         await self.duties.step()
                     except StoreError as exc:
                         log.warning("leader %s: alert round failed: %s", self.id, exc)
+                    except Exception:  # a bug in one round must not end the election
+                        log.exception("leader %s: alert round failed", self.id)
                 await asyncio.sleep(self.poll_s)
         finally:
             if self.lease is not None:
@@ -266,6 +274,8 @@ class Leadership:
                     except StoreError:
                         await self._step_down(release=True)
                         raise
+                else:
+                    await self.duties.follow()
                 return
             held = await asyncio.to_thread(self.store.renew, self.id, self.ttl)
             if any(ls == self.lease for ls in held):
@@ -276,6 +286,8 @@ class Leadership:
                 await self._step_down(release=False)
         except StoreError as exc:
             log.warning("leader %s: lease round failed: %s", self.id, exc)
+        except Exception:
+            log.exception("leader %s: lease round failed", self.id)
 
     async def _step_down(self, *, release: bool) -> None:
         self.lease = None
