@@ -295,9 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if excess >= 10 and p["matched"]:
             big.append(p["delay_min"])
         if o.kind != "grid":
-            got = cell(p["delay_min"]) if p["matched"] else "missed"
+            when = cell(p["delay_min"]) if p["matched"] else "missed"
             others.append(
-                f"{o.surge.name} ({o.surge.service}, {o.baseline:.2g}/min, {o.size:.0f}x): {got}"
+                f"{o.surge.name} ({o.surge.service}, {o.baseline:.2g}/min, {o.size:.0f}x): {when}"
             )
     print("\nother outages: " + "; ".join(others))
     if big:
