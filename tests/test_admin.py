@@ -151,7 +151,7 @@ async def test_every_form_post_needs_the_session_and_its_csrf_token(tmp_path: Pa
             data={"id": "x", "service": '{"name": "X", "problems": "app"}', "csrf": token},
         )
         assert r.status_code == 422 and "problems" in r.text
-        assert '{&#34;name&#34;: &#34;X&#34;' in r.text  # the text is kept to fix it
+        assert "{&#34;name&#34;: &#34;X&#34;" in r.text  # the text is kept to fix it
         body = '{"name": "X (formerly Twitter)", "aliases": ["twitter"]}'
         r = await c.post("/admin/services", data={"id": "x", "service": body, "csrf": token})
         assert r.status_code == 303

@@ -94,8 +94,8 @@ def test_subscribe_confirm_alert_unsubscribe_on_the_server_process(
              "--alert-backoff-s", "1"]  # fmt: skip
     with serve(db, port, *flags), httpx.Client(base_url=base, timeout=10) as c:
         # The service page offers the form.
-        page = c.get("/services/x").text
-        assert 'action="/subscribe"' in page and 'name="email"' in page
+        html = c.get("/services/x").text
+        assert 'action="/subscribe"' in html and 'name="email"' in html
         r = subscribe(c, "ann@example.com", "x")
         assert r.status_code == 202, r.text
         assert r.json() == {
