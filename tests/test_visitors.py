@@ -123,3 +123,18 @@ async def test_the_html_form_answers_in_html(
             assert r.status_code == 200 and "Check your mail" in r.text
         r = await c.post("/subscribe", data={"email": "bob@example.com", "service": "x"})
         assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+
+
+async def test_bad_bodies_are_clear_4xx(tmp_path: Path, smtp: tuple[Inbox, dict[str, str]]) -> None:
+    _, flags = smtp
+    async with running(tmp_path, Clock(), flags=flags) as (_, c):
+        path = "/api/v1/email-subscriptions"
+        big = {"email": "ann@example.com", "services": ["x"] * 3000}
+        r = await c.post(path, json=big)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+        r = await c.post(path, content=b"[" * 5000, headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_body"
+        r = await c.post(path, json={"email": "ann@example.com", "services": ["x"], "ip": "1"})
+        assert r.status_code == 422 and r.json()["error"]["message"] == "ip: unknown field"
+        r = await c.post(path, json={"email": "ann@example.com", "services": []})
+        assert r.status_code == 422 and r.json()["error"]["message"].startswith("services:")

@@ -24,6 +24,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import time
@@ -275,12 +276,18 @@ class Visitors:
 
 
 # ---------------------------------------------------------------------------- routes
-async def _form(request: Request) -> dict[str, list[str]]:
+async def _body(request: Request) -> bytes:
+    """The request's body, at most MAX_FORM_BYTES (else 413): a subscription is small."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
-            raise ApiError(413, "too_large", "the form is too large")
+            raise ApiError(413, "too_large", f"the body is larger than {MAX_FORM_BYTES} bytes")
+    return bytes(body)
+
+
+async def _form(request: Request) -> dict[str, list[str]]:
+    body = await _body(request)
     return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
 
 
@@ -314,8 +321,8 @@ def build_router(server: Server, visitors: Visitors) -> APIRouter:
     )
     async def subscribe_json(request: Request) -> Response:
         try:
-            body = await request.json()
-        except ValueError:
+            body = json.loads(await _body(request))
+        except (ValueError, RecursionError):
             raise ApiError(422, "invalid_body", "the body is not valid JSON") from None
         if not isinstance(body, dict):
             raise ApiError(422, "invalid_body", "the body must be a JSON object")
