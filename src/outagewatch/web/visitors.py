@@ -29,7 +29,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode
 
@@ -82,7 +82,7 @@ def digest(token: str) -> str:
 class Visitors:
     """Subscribing, confirming and unsubscribing; what the routes and pages call."""
 
-    def __init__(self, server: Server, clock: Any = time.monotonic) -> None:
+    def __init__(self, server: Server, clock: Callable[[], float] = time.monotonic) -> None:
         self.server = server
         self.by_address = Buckets(ADDRESS_PER_HOUR, clock, window_s=3600.0)
         self.by_client = RateLimiter(IP_PER_HOUR, BLOCK_PER_HOUR, clock, window_s=3600.0)
