@@ -21,8 +21,10 @@ def test_a_subscriber_is_confirmed_once_then_found_by_address(
     assert not store.confirm_visitor("vs_1", "h1", 201.0)  # guarded by the old state
     (found,) = store.visitors_of("ann@example.com")
     assert found["confirm_hash"] is None and found["confirmed_at"] == 200.0
-    store.set_visitor_services("vs_1", ["x"])
-    assert store.visitor("vs_1")["services"] == ["x"]  # type: ignore[index]
+    store.add_visitor({**row, "id": "vs_2", "services": ["x"], "created_at": 300.0})
+    assert [v["id"] for v in store.visitors_of("ann@example.com")] == ["vs_1"]
+    everything = store.visitors_of("ann@example.com", confirmed=False)
+    assert [v["id"] for v in everything] == ["vs_1", "vs_2"]
     assert store.delete_visitor("vs_1") and not store.delete_visitor("vs_1")
     assert store.visitor("vs_1") is None
 

@@ -81,7 +81,7 @@ async def test_a_confirmation_link_expires(
         assert (await c.get("/api/v1/subscriptions", headers=ADMIN)).json() == []
 
 
-async def test_a_second_request_of_an_address_joins_the_first(
+async def test_an_address_gets_one_mail_per_alert_and_any_link_unsubscribes_it(
     tmp_path: Path, smtp: tuple[Inbox, dict[str, str]]
 ) -> None:
     inbox, flags = smtp
@@ -91,19 +91,25 @@ async def test_a_second_request_of_an_address_joins_the_first(
         r = await subscribe(c, "ann@Example.COM", "twitter", "facebook")  # X by its alias
         assert r.json()["email"] == "ann@example.com"
         assert r.json()["services"] == ["x", "facebook"]
-        assert (await c.post(await confirm_link(c, inbox, "ann@example.com", 2))).status_code == 200
+        second = await confirm_link(c, inbox, "ann@example.com", 2)
+        assert (await c.post(second)).status_code == 200
         subs = (await c.get("/api/v1/subscriptions", headers=ADMIN)).json()
         assert sorted(s["service"] for s in subs) == ["facebook", "x"]  # X once
         assert isinstance(server.reader, SQLiteStore)
-        (only,) = server.reader.visitors_of("ann@example.com")
-        assert only["services"] == ["x", "facebook"]
-        # Its unsubscribe link ends both.
+        first, later = server.reader.visitors_of("ann@example.com")
+        # A third request, not confirmed; then the first request's link (as in its alert
+        # mails) stops everything for the address, the pending request too.
+        assert (await subscribe(c, "ann@example.com", "instagram")).status_code == 202
         visitors: Visitors = c._transport.app.state.visitors  # type: ignore[attr-defined]
-        url = visitors.unsubscribe_url(only["id"])
+        url = visitors.unsubscribe_url(first["id"])
         assert url.startswith("https://status.example.org/unsubscribe?id=")
         r = await c.post(url.removeprefix("https://status.example.org"))
         assert r.status_code == 200
         assert (await c.get("/api/v1/subscriptions", headers=ADMIN)).json() == []
+        assert server.reader.visitors_of("ann@example.com", confirmed=False) == []
+        # The later request's own link still answers (there is nothing left to stop).
+        url = visitors.unsubscribe_url(later["id"])
+        assert (await c.post(url.removeprefix("https://status.example.org"))).status_code == 200
 
 
 async def test_the_html_form_answers_in_html(

@@ -43,11 +43,12 @@ class VisitorRows:
         rows, _ = self._visitor_sql(f"{_SELECT} WHERE id = ?", (visitor_id,))
         return _visitor(rows[0]) if rows else None
 
-    def visitors_of(self, email: str) -> list[dict[str, Any]]:
-        """The confirmed subscribers of one address, oldest first."""
+    def visitors_of(self, email: str, *, confirmed: bool = True) -> list[dict[str, Any]]:
+        """The confirmed subscribers of one address (`confirmed=False`: all its requests),
+        oldest first."""
+        only = " AND confirmed_at IS NOT NULL" if confirmed else ""
         rows, _ = self._visitor_sql(
-            f"{_SELECT} WHERE email = ? AND confirmed_at IS NOT NULL ORDER BY created_at, id",
-            (email,),
+            f"{_SELECT} WHERE email = ?{only} ORDER BY created_at, id", (email,)
         )
         return [_visitor(r) for r in rows]
 
@@ -60,12 +61,6 @@ class VisitorRows:
             (at, visitor_id, confirm_hash),
         )
         return n > 0
-
-    def set_visitor_services(self, visitor_id: str, services: Sequence[str]) -> None:
-        self._visitor_sql(
-            "UPDATE visitor_subscribers SET services = ? WHERE id = ?",
-            (" ".join(services), visitor_id),
-        )
 
     def delete_visitor(self, visitor_id: str) -> bool:
         _, n = self._visitor_sql("DELETE FROM visitor_subscribers WHERE id = ?", (visitor_id,))

@@ -11,11 +11,14 @@
   `visitor`: the subscriber's id), so alerts go out as every other alert does, and each
   mail carries `List-Unsubscribe` / `List-Unsubscribe-Post` (RFC 8058) with a link whose
   token is an HMAC of the subscriber id under a random site key (`site_keys`): valid for as
-  long as the subscription, and nothing per subscriber is stored to check it.
+  long as the subscription, and nothing per subscriber is stored to check it. Each request
+  stays a row (so links in mails already sent stay valid); a later one follows only the
+  services the address does not follow yet (one mail per alert), and any of its links
+  stops everything sent to the address.
 - Subscribing is rate-limited per address (`ADDRESS_PER_HOUR`) and per client address and
   block (`IP_PER_HOUR`, `BLOCK_PER_HOUR`): 429 with `Retry-After`.
-- Off unless the SMTP settings and `OUTAGEWATCH_PUBLIC_URL` (the links' base) are set; then
-  the endpoint answers 404.
+- Off unless the SMTP settings and `OUTAGEWATCH_PUBLIC_URL` (the links' base) are set;
+  until then the endpoint answers 404.
 """
 
 from __future__ import annotations
@@ -246,32 +249,32 @@ class Visitors:
             return None
         if not await asyncio.to_thread(store.confirm_visitor, visitor, stored, now):
             return await asyncio.to_thread(store.visitor, visitor)  # someone else just did
-        # One subscriber per address: a later request adds its services to the first one.
-        target, services = visitor, list(row["services"])
-        earlier = [
-            v
-            for v in await asyncio.to_thread(store.visitors_of, row["email"])
-            if v["id"] != visitor
-        ]
-        if earlier:
-            first = earlier[0]
-            target = first["id"]
-            services = list(dict.fromkeys([*first["services"], *services]))
-            await asyncio.to_thread(store.set_visitor_services, target, services)
-            await asyncio.to_thread(store.delete_visitor, visitor)
+        # An address's later request follows only what its earlier ones do not (one mail
+        # per alert), and stays a row of its own: the links in mails already sent stay valid.
+        earlier = await asyncio.to_thread(store.visitors_of, row["email"])
+        have = {s for v in earlier if v["id"] != visitor for s in v["services"]}
         alerter = self.server.alerter
         if alerter is not None:
-            await alerter.follow(target, row["email"], services)
-        return {**row, "id": target, "services": services, "confirmed_at": now}
+            new = [s for s in row["services"] if s not in have]
+            await alerter.follow(visitor, row["email"], new)
+        return {**row, "confirm_hash": None, "confirmed_at": now}
 
     async def unsubscribe(self, visitor: str, token: str) -> bool:
-        """Remove the subscriber and its subscriptions; False when the token is wrong."""
+        """Stop every email alert to the subscriber's address: all its requests (confirmed
+        or not) and their subscriptions. False when the token is wrong."""
         if not hmac.compare_digest(token.encode(), self.unsubscribe_token(visitor).encode()):
             return False
+        store = self.store()
+        row = await asyncio.to_thread(store.visitor, visitor)
+        ids = [visitor]
+        if row is not None:
+            rows = await asyncio.to_thread(store.visitors_of, row["email"], confirmed=False)
+            ids += [v["id"] for v in rows if v["id"] != visitor]
         alerter = self.server.alerter
-        if alerter is not None:
-            await alerter.unfollow(visitor)
-        await asyncio.to_thread(self.store().delete_visitor, visitor)
+        for vid in ids:
+            if alerter is not None:
+                await alerter.unfollow(vid)
+            await asyncio.to_thread(store.delete_visitor, vid)
         return True
 
 
