@@ -40,6 +40,7 @@ from outagewatch.store.base import (
 )
 from outagewatch.store.counts import Block, add_day_blocks
 from outagewatch.store.rollup import DayRow, Retention, fold
+from outagewatch.store.visitors import VisitorRows
 
 MIGRATIONS = "migrations_pg"
 _MIGRATION_LOCK = 0x6F77_6D69  # pg_advisory_xact_lock key: one migrator at a time
@@ -76,7 +77,7 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
 
 
-class PostgresStore:
+class PostgresStore(VisitorRows):
     def __init__(self, url: str, *, pool_max: int = POOL_MAX) -> None:
         self.url = url
         self.name = redact(url)
@@ -553,6 +554,14 @@ class PostgresStore:
         with self._conn("maintenance") as con:
             cur = con.execute("DELETE FROM maintenance WHERE id = %s", (window_id,))
             return cur.rowcount > 0
+
+    # ---------------------------------------------------------------- visitors (issue 19)
+    # The SQL is in store/visitors.py (VisitorRows), with `?` placeholders.
+    def _visitor_sql(self, sql: str, args: Sequence[Any] = ()) -> tuple[list[Any], int]:
+        with self._conn("visitors") as con:
+            cur = con.execute(sql.replace("?", "%s").encode(), args)
+            rows = cur.fetchall() if cur.description is not None else []
+            return rows, cur.rowcount
 
     def add_subscription(self, sub: Mapping[str, Any]) -> None:
         """Store a subscription: id, service, group, min_severity, channel, config, created_at."""

@@ -29,11 +29,12 @@ from outagewatch.store.base import (
 )
 from outagewatch.store.counts import Block, add_day_blocks
 from outagewatch.store.rollup import DayRow, Retention, fold
+from outagewatch.store.visitors import VisitorRows
 
 _STATE_KEY = "pipeline"
 
 
-class SQLiteStore:
+class SQLiteStore(VisitorRows):
     def __init__(self, path: str) -> None:
         self.path = path
         try:
@@ -605,6 +606,12 @@ class SQLiteStore:
     def delete_maintenance(self, window_id: str) -> bool:
         cur = self._alerts_exec("DELETE FROM maintenance WHERE id = ?", (window_id,))
         return cur.rowcount > 0
+
+    # ---------------------------------------------------------------- visitors (issue 19)
+    # The SQL is in store/visitors.py (VisitorRows); it runs on the alerts connection.
+    def _visitor_sql(self, sql: str, args: Sequence[Any] = ()) -> tuple[list[Any], int]:
+        cur = self._alerts_exec(sql, args)
+        return cur.fetchall(), cur.rowcount
 
 
 def _epoch(ts: str) -> int:

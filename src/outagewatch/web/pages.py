@@ -566,6 +566,7 @@ class Pages:
             clock=now,
             duration=duration,
             windows=live.upcoming(svc),
+            email_alerts=bool(self.server.settings.smtp_host and self.server.settings.public_url),
         )
 
     async def report(self, request: Request, name: str) -> Response:
