@@ -66,7 +66,7 @@ class Outage:
     size: float  # (baseline + extra) / baseline
 
 
-def plan(days: int, seed: int, per_cell: int = 3) -> tuple[list[Any], list[Outage]]:
+def plan(days: int, seed: int, per_cell: int = 5) -> tuple[list[Any], list[Outage]]:
     traffic = [
         dataclasses.replace(
             t,
@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--cli", default=None, help="grade another build's replay (its CLI path)")
     ap.add_argument("--out", default=None, help="also write the grades as JSON here")
-    ap.add_argument("--per-cell", type=int, default=3, help="outages per (baseline, size) cell")
+    ap.add_argument("--per-cell", type=int, default=5, help="outages per (baseline, size) cell")
     ap.add_argument("--quick", action="store_true", help="7 days, 1 outage a cell (a smoke run)")
     args = ap.parse_args(argv)
     if args.quick:
