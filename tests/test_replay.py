@@ -177,6 +177,6 @@ def test_bulk_replay_with_bad_lines_matches_line_by_line(
     assert len(one) == 3
     assert sorted(d["id"] for d in bulk) == sorted(one)
     docs = {d["id"]: d for d in p.drain_incidents()}
-    for d in bulk:
-        assert d["total_reports"] == docs[d["id"]]["total_reports"]
-        assert d["started_at"] == docs[d["id"]]["started_at"]
+    for doc in bulk:
+        assert doc["total_reports"] == docs[doc["id"]]["total_reports"]
+        assert doc["started_at"] == docs[doc["id"]]["started_at"]
