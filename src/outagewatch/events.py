@@ -339,16 +339,23 @@ class EventDecoder:
         keys = list(map(self._keys.get, map(_RAW_KEY, evs)))
         ts = self._times(evs)
         if None in keys or None in ts:
-            good = []
-            for i, e in enumerate(evs):
-                key = keys[i] or self._key(e, nos[i], out.rejected)
+            # Only the reports with a key not resolved yet or a bad time are looked at one
+            # by one (a key resolved for one of them is cached for the next).
+            drop = set()
+            kget = self._keys.get
+            both = enumerate(zip(keys, ts, strict=True))
+            todo = [i for i, (k, t) in both if k is None or t is None]
+            for i in todo:
+                e = evs[i]
+                key = keys[i] or kget(_RAW_KEY(e)) or self._key(e, nos[i], out.rejected)
                 if key is None:
+                    drop.add(i)
                     continue
                 keys[i] = key
                 if ts[i] is None:
                     out.rejected.append(Rejection(nos[i], "bad time", self.why_not(e.ts)))
-                    continue
-                good.append(i)
+                    drop.add(i)
+            good = [i for i in range(len(evs)) if i not in drop] if drop else range(len(evs))
             evs = [evs[i] for i in good]
             keys = [keys[i] for i in good]
             ts = [ts[i] for i in good]
