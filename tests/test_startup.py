@@ -45,6 +45,10 @@ def test_replay_imports_no_scipy_special_pandas_or_web(tmp_path: Path) -> None:
     assert code == 0
     assert "outagewatch.pipeline.pipeline" in mods
     assert not set(HEAVY) & mods
+    # numba's array math loads without scipy's BLAS (runtime.replay.numba_without_blas), and
+    # compaction after replay without asyncio.
+    assert "numba.np.arraymath" in mods
+    assert not {"scipy.linalg", "scipy.linalg.cython_blas", "asyncio"} & mods
 
 
 def test_a_fresh_replay_compiles_nothing_once_the_kernels_are_warm(tmp_path: Path) -> None:
