@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -166,39 +165,6 @@ def with_updates(store: Store, docs: list[dict[str, Any]]) -> list[dict[str, Any
     ]
 
 
-# The replay ledger's SQL, shared by both backends (`%s`: the placeholder, `?` for SQLite).
-UPSERT_INPUT = (
-    "INSERT INTO replay_inputs(state_key, id, name, head, byte_offset, lines, digest, "
-    "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (state_key, id) DO UPDATE "
-    "SET name = excluded.name, head = excluded.head, byte_offset = excluded.byte_offset, "
-    "lines = excluded.lines, digest = excluded.digest, updated_at = excluded.updated_at"
-)
-SELECT_INPUTS = (
-    "SELECT id, name, head, byte_offset, lines, digest, updated_at FROM replay_inputs "
-    "WHERE state_key = %s ORDER BY id"
-)
-
-
-def input_rows(c: Commit) -> list[tuple[Any, ...]]:
-    return [
-        (c.state_key, m.id, m.name, m.head, m.offset, m.lines, m.digest, m.updated_at)
-        for m in c.inputs
-    ]
-
-
-def input_mark(row: Sequence[Any]) -> InputMark:
-    i, name, head, offset, lines, digest, at = row
-    return InputMark(str(i), str(name), bytes(head), int(offset), int(lines), bytes(digest), at)
-
-
-def equal_filters(filters: Mapping[str, Any], mark: str) -> tuple[str, list[Any]]:
-    """`col = <mark> AND ...` for the filters that are set, and their values, in order
-    (`mark` is the driver's placeholder: `?` for SQLite, `%s` for psycopg)."""
-    cols = [c for c, v in filters.items() if v is not None]
-    where = " AND ".join(f"{c} = {mark}" for c in cols) or "1 = 1"
-    return where, [filters[c] for c in cols]
-
-
 def incidents_where(
     mark: str,
     service: str | None,
@@ -223,16 +189,6 @@ def incidents_where(
         parts.append(f"status = {mark}")
         args.append(status)
     return " AND ".join(parts) or "1 = 1", args
-
-
-def migrations(folder: str = "migrations") -> list[tuple[int, str]]:
-    """(version, SQL) of every migration in `folder` (`migrations_pg`: PostgreSQL), in order."""
-    out = []
-    for entry in resources.files("outagewatch.store").joinpath(folder).iterdir():
-        name = entry.name
-        if name.endswith(".sql"):
-            out.append((int(name.split("_", 1)[0]), entry.read_text("utf-8")))
-    return sorted(out)
 
 
 def chunks(rows: CountRows) -> Iterator[tuple[str, int, NDArray[np.void]]]:
