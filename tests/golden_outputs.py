@@ -88,6 +88,7 @@ async def _api(db: str, name: str) -> dict[str, str]:
                 await get(f"/api/v1/services/{sid}/history?days=3")
             await get("/api/v1/services")
             await get("/api/v1/incidents/no-such-incident")
+            await get("/openapi.json")
     finally:
         await server.stop()
     return got
