@@ -204,9 +204,15 @@ def _writer(settings: Settings, command: str) -> WriterLock:
     return WriterLock.acquire(settings.db, command, shown_db(settings.db))
 
 
-def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
+def _span(args: argparse.Namespace) -> tuple[float | None, float | None]:
+    """--since and --until as epoch seconds (None when not given)."""
     since = None if args.since is None else parse_time(args.since, "--since")
     until = None if args.until is None else parse_time(args.until, "--until")
+    return since, until
+
+
+def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
+    since, until = _span(args)
     store = open_store(settings.db)
     try:
         service = None
@@ -446,8 +452,7 @@ def _compact_after_replay(store: Store, settings: Settings) -> None:
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from outagewatch.history.export import export
 
-    since = None if args.since is None else parse_time(args.since, "--since")
-    until = None if args.until is None else parse_time(args.until, "--until")
+    since, until = _span(args)
     store = open_store(settings.db)
     try:
         service = None

@@ -21,7 +21,8 @@ import numpy as np
 import orjson
 
 from outagewatch.errors import UsageError
-from outagewatch.store.counts import CountReader, iter_days
+from outagewatch.store.base import CountReader, IncidentReader
+from outagewatch.store.counts import iter_days
 from outagewatch.store.rollup import DAY_S
 
 COUNT_COLUMNS = ("service", "start", "minutes", "country", "problem", "reports")
@@ -49,16 +50,8 @@ FORMATS = ("csv", "ndjson", "parquet")
 BATCH = 65_536  # rows per Parquet row group / write
 
 
-class ExportStore(CountReader, Protocol):
+class ExportStore(CountReader, IncidentReader, Protocol):
     def count_bounds(self) -> tuple[int, int] | None: ...
-    def incidents(
-        self,
-        service: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        status: str | None = None,
-        limit: int | None = None,
-    ) -> list[dict[str, Any]]: ...
 
 
 Row = tuple[Any, ...]

@@ -21,7 +21,6 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from outagewatch.errors import StoreError
 from outagewatch.store.base import Commit, chunks
-from outagewatch.store.rollup import DayRow, Retention, fold
 from outagewatch.store.sql import POSTGRES, Cx, SQLStore, merged, migrations
 
 MIGRATIONS = "postgresql"  # the dialect whose migrations apply (store/sql.py)
@@ -209,56 +208,10 @@ class PostgresStore(SQLStore):
             ).fetchall()
         return sorted(int(r[0]) for r in rows)
 
-    # ---------------------------------------------------------------- history (issue 20)
-    def compact_step(self, now: float, retention: Retention, budget: int = 256) -> int:
-        """One bounded step of compaction (history.rollup) in one short transaction; the
-        number of raw hours and blocks it handled (0: nothing left, or another process is
-        compacting). Raw rows a commit holds are skipped (the next step takes them)."""
-        d15, d60 = retention.coarse_limits(now)
-        with self._conn("compaction") as con:
-            got = con.execute("SELECT pg_try_advisory_xact_lock(%s)", (_COMPACT_LOCK,)).fetchone()
-            if got is None or not got[0]:
-                return 0
-            raw = [
-                (str(s), int(h), bytes(b))
-                for s, h, b in con.execute(
-                    "SELECT service, hour, data FROM minute_counts WHERE hour < %s "
-                    'ORDER BY service COLLATE "C", hour LIMIT %s FOR UPDATE SKIP LOCKED',
-                    (retention.raw_limit(now), budget),
-                ).fetchall()
-            ]
-            keys = sorted({(s, h // 24) for s, h, _ in raw})
-            blocks: dict[tuple[str, int], DayRow] = {}
-            for row in con.execute(
-                "SELECT c.service, c.day, c.res, c.total, c.data FROM count_days c "
-                "JOIN unnest(%s::text[], %s::int[]) AS k(service, day) "
-                "ON c.service = k.service AND c.day = k.day",
-                ([k[0] for k in keys], [k[1] for k in keys]),
-            ).fetchall():
-                blocks[(row[0], row[1])] = (row[0], row[1], row[2], row[3], bytes(row[4]))
-            due = con.execute(
-                "SELECT service, day, res, total, data FROM count_days "
-                "WHERE (res = 1 AND day < %s) OR (res = 15 AND day < %s) LIMIT %s",
-                (d15, d60, budget),
-            ).fetchall()
-            for row in due:
-                blocks[(row[0], row[1])] = (row[0], row[1], row[2], row[3], bytes(row[4]))
-            if not raw and not due:
-                return 0
-            out = fold(raw, list(blocks.values()), now, retention)
-            con.execute(
-                "INSERT INTO count_days(service, day, res, total, data) "
-                "SELECT * FROM unnest(%s::text[], %s::int[], %s::int[], %s::bigint[], "
-                "%s::bytea[]) ON CONFLICT (service, day) DO UPDATE SET "
-                "res = excluded.res, total = excluded.total, data = excluded.data",
-                tuple(list(col) for col in zip(*out, strict=True)),
-            )
-            con.execute(
-                "DELETE FROM minute_counts m USING unnest(%s::text[], %s::bigint[]) "
-                "AS k(service, hour) WHERE m.service = k.service AND m.hour = k.hour",
-                ([s for s, _, _ in raw], [h for _, h, _ in raw]),
-            )
-        return len(raw) + len(due)
+    def _compact_lock(self, cx: Cx) -> bool:
+        # One compaction step at a time across processes (the others skip theirs).
+        got = cx.one("SELECT pg_try_advisory_xact_lock(%s)", (_COMPACT_LOCK,))
+        return got is not None and bool(got[0])
 
     # ---------------------------------------------------------------- workers and leases
     def heartbeat(self, worker: str, ttl: float) -> list[str]:

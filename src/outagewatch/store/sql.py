@@ -26,13 +26,15 @@ import orjson
 from numpy.typing import NDArray
 
 from outagewatch.store.base import (
+    Block,
     Commit,
     InputMark,
     incidents_where,
     merge_chunks,
     unpack,
 )
-from outagewatch.store.counts import Block, add_day_blocks
+from outagewatch.store.counts import add_day_blocks
+from outagewatch.store.rollup import DayRow, Retention, fold
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Dialect:
     mark: str  # the driver's placeholder
     collate: str  # appended to ids in ORDER BY: byte order, as SQLite sorts text
     jsonb: str  # the cast of a JSON parameter ("" when JSON is stored as text)
+    skip_locked: str  # after a SELECT: lock its rows, skipping those a commit holds
     json_text: str  # the cast that reads a JSON column back as text
     folder: str  # this dialect's own migrations, where its SQL differs (see `migrations`)
     types: tuple[tuple[str, str], ...] = ()  # (regex of SQLite DDL, this dialect's) in migrations
@@ -64,16 +67,20 @@ class Dialect:
         return re.sub(rf"(?m)^--{self.name}: ", "", sql)
 
 
-SQLITE = Dialect("sqlite", "?", "", "", "", "migrations")
+SQLITE = Dialect("sqlite", "?", "", "", "", "", "migrations")
 POSTGRES = Dialect(
     "postgresql",
     "%s",
     ' COLLATE "C"',
     "::jsonb",
+    " FOR UPDATE SKIP LOCKED",
     "::text",
     "migrations_pg",
     (
-        (r"\bINTEGER PRIMARY KEY AUTOINCREMENT\b", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+        (
+            r"\bINTEGER PRIMARY KEY AUTOINCREMENT\b",
+            "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        ),
         (r"\bREAL\b", "DOUBLE PRECISION"),
         (r"\bBLOB\b", "BYTEA"),
         (r"\) WITHOUT ROWID", ")"),
@@ -160,6 +167,10 @@ DELIVERY_COLS = (
     "next_at", "last_error", "payload", "created_at", "sent_at",
 )  # fmt: skip
 MAINTENANCE_COLS = ("id", "service", "starts_at", "ends_at", "title", "created_at")
+SUBSCRIPTION_COLS = (
+    "id", "service", "group:grp", "min_severity", "channel", "config", "created_at",
+)  # fmt: skip
+TOKEN_COLS = ("id", "name", "scopes", "hash", "created_at")
 
 
 def input_mark(row: Sequence[Any]) -> InputMark:
@@ -397,6 +408,59 @@ class SQLStore:
         row = rows[0] if rows else None
         return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
 
+    def compact_step(self, now: float, retention: Retention, budget: int = 256) -> int:
+        """One bounded step of compaction (history.rollup) in one short transaction; the
+        number of raw hours and blocks it handled (0: nothing left, or another process is
+        compacting). Raw rows a commit holds are skipped where the database can (the next
+        step takes them)."""
+        d = self.dialect
+        d15, d60 = retention.coarse_limits(now)
+        with self._tx("compaction") as cx:
+            if not self._compact_lock(cx):
+                return 0
+            raw = [
+                (str(s), int(h), bytes(b))
+                for s, h, b in cx.rows(
+                    "SELECT service, hour, data FROM minute_counts WHERE hour < %s "
+                    f"ORDER BY service{d.collate}, hour LIMIT %s{d.skip_locked}",
+                    (retention.raw_limit(now), budget),
+                )
+            ]
+            blocks: dict[tuple[str, int], DayRow] = {}
+            found = [
+                row
+                for sid, day in sorted({(s, h // 24) for s, h, _ in raw})
+                for row in cx.rows(
+                    "SELECT service, day, res, total, data FROM count_days "
+                    "WHERE service = %s AND day = %s",
+                    (sid, day),
+                )
+            ]
+            due = cx.rows(
+                "SELECT service, day, res, total, data FROM count_days "
+                "WHERE (res = 1 AND day < %s) OR (res = 15 AND day < %s) LIMIT %s",
+                (d15, d60, budget),
+            )
+            for row in found + due:
+                blocks[(row[0], row[1])] = (row[0], row[1], row[2], row[3], bytes(row[4]))
+            if not raw and not due:
+                return 0
+            cx.many(
+                "INSERT INTO count_days(service, day, res, total, data) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (service, day) DO UPDATE SET "
+                "res = excluded.res, total = excluded.total, data = excluded.data",
+                fold(raw, list(blocks.values()), now, retention),
+            )
+            cx.many(
+                "DELETE FROM minute_counts WHERE service = %s AND hour = %s",
+                [(s, h) for s, h, _ in raw],
+            )
+        return len(raw) + len(due)
+
+    def _compact_lock(self, cx: Cx) -> bool:
+        """Whether this process may compact now (PostgreSQL: one at a time)."""
+        return True
+
     # ================================================================ alerts (issue 6)
     def add_subscription(self, sub: Mapping[str, Any]) -> None:
         """Store a subscription: id, service, group, min_severity, channel, config, created_at."""
@@ -416,23 +480,16 @@ class SQLStore:
             )
 
     def subscriptions(self) -> list[dict[str, Any]]:
-        with self._small("alerts") as cx:
-            rows = cx.rows(
-                "SELECT id, service, grp, min_severity, channel, config, created_at "
-                f"FROM subscriptions ORDER BY created_at, id{self.dialect.collate}"
-            )
-        return [
-            {
-                "id": i,
-                "service": s,
-                "group": g,
-                "min_severity": m,
-                "channel": c,
-                "config": orjson.loads(cfg),
-                "created_at": t,
-            }
-            for i, s, g, m, c, cfg, t in rows
-        ]
+        rows = self._dicts(
+            "alerts",
+            "subscriptions",
+            SUBSCRIPTION_COLS,
+            f"ORDER BY created_at, id{self.dialect.collate}",
+            (),
+        )
+        for r in rows:
+            r["config"] = orjson.loads(r["config"])
+        return rows
 
     def delete_subscription(self, sub_id: str) -> bool:
         """Delete a subscription (its delivery log stays). False when there was none."""
@@ -516,14 +573,20 @@ class SQLStore:
         return rows
 
     def _deliveries(self, tail: str, args: Sequence[Any]) -> list[dict[str, Any]]:
-        with self._small("alerts") as cx:
-            rows = cx.rows(f"SELECT {', '.join(DELIVERY_COLS)} FROM deliveries {tail}", args)
-        out = []
-        for row in rows:
-            d = dict(zip(DELIVERY_COLS, row, strict=True))
-            d["payload"] = orjson.loads(d["payload"])
-            out.append(d)
-        return out
+        rows = self._dicts("alerts", "deliveries", DELIVERY_COLS, tail, args)
+        for r in rows:
+            r["payload"] = orjson.loads(r["payload"])
+        return rows
+
+    def _dicts(
+        self, what: str, table: str, cols: Sequence[str], tail: str, args: Sequence[Any]
+    ) -> list[dict[str, Any]]:
+        """Rows of `table` as dicts keyed by `cols` (`key:column` where they differ)."""
+        keys = [c.split(":")[0] for c in cols]
+        select = ", ".join(c.split(":")[-1] for c in cols)
+        with self._small(what) as cx:
+            rows = cx.rows(f"SELECT {select} FROM {table} {tail}", args)
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     # ---------------------------------------------------------------- operations
     # Tokens, incident updates and maintenance windows: small writes from the event loop,
@@ -538,15 +601,12 @@ class SQLStore:
             )
 
     def tokens(self) -> list[dict[str, Any]]:
-        with self._small("tokens") as cx:
-            rows = cx.rows(
-                "SELECT id, name, scopes, hash, created_at FROM api_tokens "
-                f"ORDER BY created_at, id{self.dialect.collate}"
-            )
-        return [
-            {"id": i, "name": n, "scopes": s.split(), "hash": h, "created_at": t}
-            for i, n, s, h, t in rows
-        ]
+        rows = self._dicts(
+            "tokens", "api_tokens", TOKEN_COLS, f"ORDER BY created_at, id{self.dialect.collate}", ()
+        )
+        for r in rows:
+            r["scopes"] = r["scopes"].split()
+        return rows
 
     def delete_token(self, token_id: str) -> bool:
         return self._delete("tokens", "api_tokens", token_id)
@@ -588,13 +648,9 @@ class SQLStore:
 
     def maintenance(self, ending_after: float | None = None) -> list[dict[str, Any]]:
         """Windows that end after `ending_after` (all when None), soonest start first."""
-        with self._small("maintenance") as cx:
-            rows = cx.rows(
-                f"SELECT {', '.join(MAINTENANCE_COLS)} FROM maintenance WHERE ends_at > %s "
-                f"ORDER BY starts_at, id{self.dialect.collate}",
-                (float("-inf") if ending_after is None else float(ending_after),),
-            )
-        return [dict(zip(MAINTENANCE_COLS, r, strict=True)) for r in rows]
+        after = float("-inf") if ending_after is None else float(ending_after)
+        tail = f"WHERE ends_at > %s ORDER BY starts_at, id{self.dialect.collate}"
+        return self._dicts("maintenance", "maintenance", MAINTENANCE_COLS, tail, (after,))
 
     def delete_maintenance(self, window_id: str) -> bool:
         return self._delete("maintenance", "maintenance", window_id)

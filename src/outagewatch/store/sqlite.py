@@ -13,7 +13,6 @@ from contextlib import contextmanager
 
 from outagewatch.errors import StoreError
 from outagewatch.store.base import Commit, chunks
-from outagewatch.store.rollup import DayRow, Retention, fold
 from outagewatch.store.sql import SQLITE, Cx, SQLStore, merged, migrations
 
 
@@ -164,49 +163,6 @@ class SQLiteStore(SQLStore):
                 )
                 for b in batches
             ]
-
-    # ---------------------------------------------------------------- history (issue 20)
-    def compact_step(self, now: float, retention: Retention, budget: int = 256) -> int:
-        """One bounded step of compaction (history.rollup) in one short transaction; the
-        number of raw hours and blocks it handled (0: nothing left to do)."""
-        d15, d60 = retention.coarse_limits(now)
-        with self._tx("compaction") as cx:
-            raw = [
-                (str(s), int(h), bytes(b))
-                for s, h, b in cx.rows(
-                    "SELECT service, hour, data FROM minute_counts WHERE hour < %s "
-                    "ORDER BY service, hour LIMIT %s",
-                    (retention.raw_limit(now), budget),
-                )
-            ]
-            blocks: dict[tuple[str, int], DayRow] = {}
-            for sid, day in sorted({(s, h // 24) for s, h, _ in raw}):
-                for row in cx.rows(
-                    "SELECT service, day, res, total, data FROM count_days "
-                    "WHERE service = %s AND day = %s",
-                    (sid, day),
-                ):
-                    blocks[(row[0], row[1])] = (row[0], row[1], row[2], row[3], bytes(row[4]))
-            due = cx.rows(
-                "SELECT service, day, res, total, data FROM count_days "
-                "WHERE (res = 1 AND day < %s) OR (res = 15 AND day < %s) LIMIT %s",
-                (d15, d60, budget),
-            )
-            for row in due:
-                blocks[(row[0], row[1])] = (row[0], row[1], row[2], row[3], bytes(row[4]))
-            if not raw and not due:
-                return 0
-            cx.many(
-                "INSERT INTO count_days(service, day, res, total, data) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT(service, day) DO UPDATE SET "
-                "res = excluded.res, total = excluded.total, data = excluded.data",
-                fold(raw, list(blocks.values()), now, retention),
-            )
-            cx.many(
-                "DELETE FROM minute_counts WHERE service = %s AND hour = %s",
-                [(s, h) for s, h, _ in raw],
-            )
-        return len(raw) + len(due)
 
 
 def _statements(sql: str) -> list[str]:
