@@ -180,6 +180,15 @@ def load_catalog(settings: Settings, store: Store) -> Catalog:
     return Catalog.demo()
 
 
+def stored_catalog(settings: Settings) -> Catalog:
+    """`load_catalog` on a store opened for it alone."""
+    store = open_store(settings.db)
+    try:
+        return load_catalog(settings, store)
+    finally:
+        store.close()
+
+
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from outagewatch.runtime.replay import replay
 
@@ -331,11 +340,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # With a bus (NATS), this process is an API node: the workers write the pipeline state.
     lock = _writer(settings, "serve") if not settings.nats_url else None
     try:
-        store = open_store(settings.db)
-        try:
-            catalog = load_catalog(settings, store)
-        finally:
-            store.close()
+        catalog = stored_catalog(settings)
         banner = f"outagewatch: serving on http://{args.host}:{port}/ (db {shown_db(settings.db)})"
         run(Server(settings, catalog), args.host, port, banner)
     finally:
@@ -415,11 +420,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     elif not is_postgres_url(settings.db) and not Path(settings.db).exists():
         catalog = Catalog.demo()  # evaluating must not create a database here
     else:
-        store = open_store(settings.db)
-        try:
-            catalog = load_catalog(settings, store)
-        finally:
-            store.close()
+        catalog = stored_catalog(settings)
     labels = parse_labels(data, catalog, args.labels)
     grades = run_evaluate(catalog, settings.pipeline, args.files, labels)
     if args.format == "json":
