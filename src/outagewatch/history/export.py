@@ -12,7 +12,6 @@ incidents: the contract §4 object per line in NDJSON; in CSV and Parquet the fl
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import os
 from collections.abc import Iterator, Sequence
 from typing import IO, Any, Protocol
@@ -21,6 +20,7 @@ import numpy as np
 import orjson
 
 from outagewatch.errors import UsageError
+from outagewatch.events import iso
 from outagewatch.store.base import CountReader, IncidentReader
 from outagewatch.store.counts import iter_days
 from outagewatch.store.rollup import DAY_S
@@ -129,10 +129,6 @@ def _flat(d: dict[str, Any]) -> Row:
     )
 
 
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def export(
     store: ExportStore,
     what: str,
@@ -198,7 +194,7 @@ def _write_counts(fh: IO[bytes], fmt: str, batches: Iterator[list[Row]]) -> int:
         w = csv.writer(text, lineterminator="\n")
         w.writerow(COUNT_COLUMNS)
         for rows in batches:
-            w.writerows((s, _iso(t), m, c, p, r) for s, t, m, c, p, r in rows)
+            w.writerows((s, iso(t), m, c, p, r) for s, t, m, c, p, r in rows)
             n += len(rows)
         return n
     for rows in batches:
@@ -207,7 +203,7 @@ def _write_counts(fh: IO[bytes], fmt: str, batches: Iterator[list[Row]]) -> int:
                 orjson.dumps(
                     {
                         "service": s,
-                        "start": _iso(t),
+                        "start": iso(t),
                         "minutes": m,
                         "country": c,
                         "problem": p,
