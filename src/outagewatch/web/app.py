@@ -358,7 +358,7 @@ def create_app(server: Server) -> FastAPI:
     app.include_router(build_operations(server, auth))
     app.include_router(build_follow())
     app.include_router(build_catalog_api(server, auth))
-    metrics = Metrics(server, ingest)
+    metrics = Metrics(lambda: (server.live, server.engine, server.bus), ingest)
     app.add_api_route(
         "/metrics",
         metrics.endpoint,
@@ -377,7 +377,7 @@ def create_app(server: Server) -> FastAPI:
     )
     from outagewatch.web.pages import build_pages
 
-    build_pages(app, server)
+    build_pages(app, server.settings)
     document_scopes(app)
     return app
 
