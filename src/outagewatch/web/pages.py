@@ -444,6 +444,9 @@ class Pages:
     def error(self, request: Request, status: int, title: str, message: str) -> HTMLResponse:
         return self.render(request, "error.html", status, title=title, message=message)
 
+    def no_service(self, request: Request, name: str) -> HTMLResponse:
+        return self.error(request, 404, "No such service", f"There is no service “{name}” here.")
+
     # ------------------------------------------------------------ home
     def home(self, request: Request) -> HTMLResponse:
         """The home page: ongoing incidents, then the services, `PAGE_SIZE` a page (the most
@@ -518,9 +521,7 @@ class Pages:
         live = live_of(request)
         svc = live.service_or_none(name)
         if svc is None:
-            return self.error(
-                request, 404, "No such service", f"There is no service “{name}” here."
-            )
+            return self.no_service(request, name)
         visitor = request.cookies.get(VISITOR_COOKIE) or secrets.token_urlsafe(18)
         now = live.clock()
         m1 = int(now // 60) + 1
@@ -572,9 +573,7 @@ class Pages:
         live = live_of(request)
         svc = live.service_or_none(name)
         if svc is None:
-            return self.error(
-                request, 404, "No such service", f"There is no service “{name}” here."
-            )
+            return self.no_service(request, name)
         body = await _read_form(request)
         if body is None:
             return self.error(request, 413, "Too large", "That form was too large.")
