@@ -35,6 +35,7 @@ from outagewatch.store.base import (
 )
 from outagewatch.store.counts import add_day_blocks
 from outagewatch.store.rollup import DayRow, Retention, fold
+from outagewatch.store.visitors import VisitorRows
 
 
 @dataclass(frozen=True)
@@ -191,8 +192,9 @@ def merged(new: Sequence[Chunk], existing: Mapping[tuple[str, int], bytes]) -> l
     return out
 
 
-class SQLStore:
-    """Every store operation whose SQL is the same on SQLite and PostgreSQL."""
+class SQLStore(VisitorRows):
+    """Every store operation whose SQL is the same on SQLite and PostgreSQL (visitors' rows:
+    store/visitors.py, through `_visitor_sql`)."""
 
     dialect: Dialect
 
@@ -654,6 +656,13 @@ class SQLStore:
 
     def delete_maintenance(self, window_id: str) -> bool:
         return self._delete("maintenance", "maintenance", window_id)
+
+    def _visitor_sql(self, sql: str, args: Sequence[Any] = ()) -> tuple[list[Any], int]:
+        """store/visitors.py's statements (`?` placeholders) on the small-writes connection."""
+        with self._small("visitors") as cx:
+            cur = cx.execute(sql.replace("?", "%s"), args)
+            rows = cur.fetchall() if cur.description is not None else []
+            return rows, int(cur.rowcount)
 
     def _delete(self, what: str, table: str, row_id: str) -> bool:
         """Delete the row `row_id` of `table`; False when there was none."""

@@ -567,6 +567,7 @@ class Pages:
             clock=now,
             duration=duration,
             windows=live.upcoming(svc),
+            email_alerts=bool(self.settings.smtp_host and self.settings.public_url),
         )
 
     async def report(self, request: Request, name: str) -> Response:
