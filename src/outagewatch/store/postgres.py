@@ -1,4 +1,4 @@
-"""PostgreSQL store: psycopg 3 with a connection pool, versioned migrations (migrations_pg/).
+"""PostgreSQL store: psycopg 3 with a connection pool; the migration sequence of store/sql.py.
 
 The same interface and the same semantics as the SQLite store, plus what several workers
 sharing one database need: a pipeline state per partition with the bus position folded into
