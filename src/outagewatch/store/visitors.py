@@ -1,8 +1,8 @@
 """Rows of visitors' email subscriptions, admin page sessions and site keys (issue 19).
 
-The SQL of both stores lives here, once (`?` placeholders; PostgreSQL's `_visitor_sql`
-turns them into `%s`). A store takes part by inheriting `VisitorRows` and supplying
-`_visitor_sql(sql, args) -> (rows, rowcount)`; the tables are migration 8 of each store.
+The SQL of both stores lives here, once (`?` placeholders). A store takes part by
+inheriting `VisitorRows` and supplying `_visitor_sql(sql, args) -> (rows, rowcount)` (both
+do through store/sql.py's `SQLStore`); the tables are migration 8.
 
 Secrets are stored only as SHA-256 hashes: a confirmation token while a subscription waits
 for confirmation, the id of an admin session. `site_keys` holds random keys made once and

@@ -369,7 +369,7 @@ def create_app(server: Server) -> FastAPI:
     server.alerter.unsubscribe = visitors.unsubscribe_url
     app.include_router(build_visitors(server, visitors))
     app.include_router(build_admin(server, auth, edits))
-    metrics = Metrics(server, ingest)
+    metrics = Metrics(lambda: (server.live, server.engine, server.bus), ingest)
     app.add_api_route(
         "/metrics",
         metrics.endpoint,
@@ -388,7 +388,7 @@ def create_app(server: Server) -> FastAPI:
     )
     from outagewatch.web.pages import build_pages
 
-    build_pages(app, server)
+    build_pages(app, server.settings)
     document_scopes(app)
     return app
 

@@ -15,15 +15,15 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from outagewatch.catalog import SERVICE_ID, catalog_doc, with_service, without_service
 from outagewatch.errors import CatalogError
-from outagewatch.web import schemas
 from outagewatch.web.api import json_response
 from outagewatch.web.auth import Auth
 from outagewatch.web.ingest import ApiError
+from outagewatch.web.routes import AdminRoutes
 
 if TYPE_CHECKING:
     from outagewatch.web.app import Server
@@ -93,10 +93,8 @@ class CatalogEdits:
 
 def build_router(server: Server, auth: Auth, edits: CatalogEdits | None = None) -> APIRouter:
     r = APIRouter(prefix="/api/v1", tags=["catalog"])
-    admin = [Depends(auth.dependency("admin"))]
-    err: dict[int | str, dict[str, Any]] = {
-        c: {"model": schemas.Error} for c in (401, 403, 404, 422, 503)
-    }
+    routes = AdminRoutes(r, auth)
+    admin, err = routes.admin, routes.err
     edit = edits or CatalogEdits(server)
 
     @r.put(
@@ -120,13 +118,7 @@ def build_router(server: Server, auth: Auth, edits: CatalogEdits | None = None) 
         doc, created = await edit.put(sid, body, f"PUT /api/v1/services/{sid}")
         return json_response(doc, 201 if created else 200)
 
-    @r.delete(
-        "/services/{service_id}",
-        status_code=204,
-        responses=err,
-        dependencies=admin,
-        summary="Remove a service (its history is kept)",
-    )
+    @routes.delete("/services/{service_id}", "Remove a service (its history is kept)")
     async def delete_service(service_id: str) -> Response:
         await edit.delete(service_id)
         return Response(status_code=204)

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from outagewatch.events import iso, parse_ts
@@ -29,6 +29,7 @@ from outagewatch.web import schemas
 from outagewatch.web.api import json_response
 from outagewatch.web.auth import Auth
 from outagewatch.web.ingest import ApiError
+from outagewatch.web.routes import AdminRoutes
 
 if TYPE_CHECKING:
     from outagewatch.web.app import Server
@@ -164,23 +165,18 @@ async def add_window(server: Server, live: Live, body: Any) -> dict[str, Any]:
 
 def build_router(server: Server, auth: Auth) -> APIRouter:
     r = APIRouter(prefix="/api/v1", tags=["operating"])
-    admin = [Depends(auth.dependency("admin"))]
-    err: dict[int | str, dict[str, Any]] = {
-        c: {"model": schemas.Error} for c in (401, 403, 404, 422, 503)
-    }
+    routes = AdminRoutes(r, auth)
+    admin, err = routes.admin, routes.err
 
     def store() -> Any:
         return _store(server)
 
     # ------------------------------------------------------------------ tokens
-    @r.post(
+    @routes.create(
         "/tokens",
-        status_code=201,
-        response_model=schemas.TokenCreated,
-        responses=err,
-        dependencies=admin,
-        openapi_extra=schemas.json_body(schemas.TOKEN_BODY),
-        summary="Make a named token with scopes (the token is shown once)",
+        schemas.TokenCreated,
+        schemas.TOKEN_BODY,
+        "Make a named token with scopes (the token is shown once)",
     )
     async def create_token(request: Request) -> Response:
         body = await _json(request)
@@ -197,41 +193,29 @@ def build_router(server: Server, auth: Auth) -> APIRouter:
     async def list_tokens() -> Response:
         return json_response(await asyncio.to_thread(auth.list))
 
-    @r.delete(
-        "/tokens/{token_id}",
-        status_code=204,
-        responses=err,
-        dependencies=admin,
-        summary="Revoke a token",
-    )
+    @routes.delete("/tokens/{token_id}", "Revoke a token")
     async def revoke_token(token_id: str) -> Response:
         if not await asyncio.to_thread(auth.revoke, token_id):
             raise ApiError(404, "not_found", f"no token {token_id!r}")
         return Response(status_code=204)
 
     # ------------------------------------------------------------------ updates
-    @r.post(
+    @routes.create(
         "/incidents/{incident_id}/updates",
-        status_code=201,
-        response_model=schemas.Update,
-        responses=err,
-        dependencies=admin,
-        openapi_extra=schemas.json_body(schemas.UPDATE_BODY),
-        summary="Post an operator's update on an incident (sent to its subscribers)",
+        schemas.Update,
+        schemas.UPDATE_BODY,
+        "Post an operator's update on an incident (sent to its subscribers)",
     )
     async def post_update(request: Request, incident_id: str) -> Response:
         update = await add_update(server, request.app.state.live, incident_id, await _json(request))
         return json_response(update, 201)
 
     # ------------------------------------------------------------------ maintenance
-    @r.post(
+    @routes.create(
         "/maintenance",
-        status_code=201,
-        response_model=schemas.Window,
-        responses=err,
-        dependencies=admin,
-        openapi_extra=schemas.json_body(schemas.WINDOW_BODY),
-        summary="Schedule maintenance of a service or a group",
+        schemas.Window,
+        schemas.WINDOW_BODY,
+        "Schedule maintenance of a service or a group",
     )
     async def post_maintenance(request: Request) -> Response:
         window = await add_window(server, request.app.state.live, await _json(request))
@@ -247,13 +231,7 @@ def build_router(server: Server, auth: Auth) -> APIRouter:
         rows = await asyncio.to_thread(store().maintenance, server.clock())
         return json_response([window_doc(w) for w in rows])
 
-    @r.delete(
-        "/maintenance/{window_id}",
-        status_code=204,
-        responses=err,
-        dependencies=admin,
-        summary="Cancel a maintenance window",
-    )
+    @routes.delete("/maintenance/{window_id}", "Cancel a maintenance window")
     async def delete_maintenance(window_id: str) -> Response:
         if not await asyncio.to_thread(store().delete_maintenance, window_id):
             raise ApiError(404, "not_found", f"no maintenance window {window_id!r}")
