@@ -42,6 +42,7 @@ def quiet_scan(
     run_x: NDArray[np.float64],
     run_mu: NDArray[np.float64],
     ks: NDArray[np.float64],
+    first: NDArray[np.int8],
     h: float,
 ) -> int:
     """Scan minutes m0, m0+1, ... < m1 as ticks would; returns the first minute with a surge
@@ -83,11 +84,11 @@ def quiet_scan(
         if h > 0.0:
             x = ring_count[m % ring]
             if cusum_fires(
-                stat, run_x, run_mu, n, x, mu, disp, eligible, ks, h, min_ratio, min_excess
+                stat, run_x, run_mu, n, x, mu, disp, eligible, ks, first, h, min_ratio, min_excess
             ):
                 return m
             cusum_step(
-                stat, run_x, run_mu, n, x, mu, disp, eligible, ks, h, min_ratio, min_excess,
+                stat, run_x, run_mu, n, x, mu, disp, eligible, ks, first, h, min_ratio, min_excess,
                 fired, ratio,
             )  # fmt: skip
         if zero_next:
