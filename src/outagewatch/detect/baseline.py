@@ -46,6 +46,9 @@ class Baseline:
         self._daytypes: dict[tuple[int, int], tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
         self._by_dates: dict[tuple[bytes, int], tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
         self._half: NDArray[np.bool_] = np.zeros(0, np.bool_)
+        self._span_cache: dict[
+            tuple[int, int], tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]
+        ] = {}
         self._slot_cache: dict[
             tuple[int, int], tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]
         ] = {}
@@ -157,6 +160,32 @@ class Baseline:
                 self._gathered.pop(next(iter(self._gathered)))
             self._gathered[key] = got
         return got
+
+    def calendar_span(
+        self, series: Series, h0: int, h1: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+        """The calendar of the half hours [h0, h1) (minute // 30) for every series, as
+        (h1 - h0, n) arrays: the two profile slots (`_slots`) and the local weekday
+        (`weekday`, a holiday is 6). Offsets are whole or half hours, so each is one value
+        per half hour: computed once per half hour (and series count), then kept."""
+        n = len(series)
+        rows = []
+        for h in range(h0, h1):
+            got = self._span_cache.get((h, n))
+            if got is None:
+                s0, s1, _ = self._slots(series, h * 30)
+                got = (s0, s1, self.weekday(series, h * 30))
+                self._keep(self._span_cache, (h, n), got, 16)
+            rows.append(got)
+        slot0 = np.stack([r[0] for r in rows])
+        slot1 = np.stack([r[1] for r in rows])
+        weekday = np.stack([np.asarray(r[2], np.int64) for r in rows])
+        return slot0, slot1, weekday
+
+    def learned(self, steps: int) -> None:
+        """The learning steps a compiled quiet run took (detect.quiet): factors gathered
+        before them are stale."""
+        self._version += steps
 
     def half_hour_offsets(self, series: Series) -> NDArray[np.bool_]:
         """Which series live on a half-hour UTC offset (their slots are centred at :00)."""

@@ -531,35 +531,38 @@ class Pipeline:
     def _quiet_run(self, m0: int, m_now: int, *, zero_next: bool) -> tuple[int, bool]:
         """Close minutes from m0 on while they are quiet: no incident (open or recent) and no
         surge candidate in any window, so their ticks would only write the expectation into
-        the ring and learn. A run stays inside one half hour and ends with a learning
-        minute (the baseline's factors are fixed within it). Returns (k, need_tick): minutes
-        < k are closed; minute k needs an ordinary tick when `need_tick`.
+        the ring, step the sequential test and learn. Returns (k, need_tick): minutes < k
+        are closed; minute k needs an ordinary tick when `need_tick`.
 
-        Every per-series state that ticks carry forward is carried here: the ring and the
-        sequential test (`detect.quiet.quiet_scan`), the baseline (learning, as `_finalise`
-        does), and whatever `quiet_hooks` hold (one place to add more). Runs are taken only
-        while no probe, status or metric evidence is active (see `_close`)."""
+        Every per-series state that ticks carry forward is carried here: the ring, the
+        sequential test and the baseline's learning (`detect.quiet.quiet_scan`, which also
+        gathers the seasonal factors once per half hour and learning step, from the
+        calendar handed in once per half hour), and whatever `quiet_hooks` hold (one place
+        to add more). Runs are taken only while no probe, status or metric evidence is
+        active (see `_close`)."""
         s = self.series
         cfg = self.settings
         n = len(s)
         lat = cfg.lateness_min
-        learn_m = m0 + (lat - 1 - m0) % LEARN_BLOCK  # the next minute whose tick learns
         # Rows cleared ahead are never read by a tick a hook may call for (backdating).
         longest = max(1, s.ring - cfg.backdate_max_minutes - 2)
-        m1 = min(m_now, (m0 // 30 + 1) * 30, learn_m + 1, m0 + longest)
+        m1 = min(m_now, m0 + longest)
         natural = m1
         for hook in self.quiet_hooks:  # before the scan: it steps the CUSUMs in place
             m1 = min(m1, hook.quiet_until(m0, m1))
-        f0, f1 = self.baseline.factors(s, m0)
-        k = int(
-            quiet_scan(
-                m0, m1, s.ring_count, s.ring_expected, n, self._windows, s.view("level"),
-                f0, f1, self.baseline.half_hour_offsets(s),
-                s.view("nobs") >= cfg.warmup_minutes, cfg.min_ratio, cfg.min_excess,
-                s.view("disp"), self._log_alpha, zero_next,
-                s.cusum, s.cusum_x, s.cusum_mu, self._ks,
-                0.0 if self._cusum_h is None else self._cusum_h,
-            )
+        # The calendar of every half hour the run's ticks and learning blocks read.
+        h_first = (m0 - lat - LEARN_BLOCK) // 30
+        slot0, slot1, weekday = self.baseline.calendar_span(s, h_first, (m1 - 1) // 30 + 1)
+        busy = self._learn_busy(m0, m1)
+        k, learn_until, learned = quiet_scan(
+            m0, m1, s.ring_count, s.ring_expected, n, self._windows, s.view("level"),
+            s.view("nobs"), s.view("disp"), s.view("season"), s.view("dow"),
+            s.view("weekend_seen"), s.view("born"), h_first, slot0, slot1, weekday,
+            self.baseline.half_hour_offsets(s), cfg.warmup_minutes, cfg.min_ratio,
+            cfg.min_excess, self._log_alpha, zero_next, s.cusum, s.cusum_x, s.cusum_mu,
+            self._ks, 0.0 if self._cusum_h is None else self._cusum_h, lat, LEARN_BLOCK,
+            self.final_until, self.learn_until, busy, self.baseline.level_alpha,
+            self.baseline.season_alpha, self.baseline.dow_alpha, self.baseline.disp_alpha,
         )  # fmt: skip
         need_tick = k < m1 or m1 < natural  # a candidate, or a hook wants the tick
         for hook in self.quiet_hooks:
@@ -569,12 +572,33 @@ class Pipeline:
         # The tails of the ticks of minutes m0..k-1 (`_tick` after `_step_lifecycle`).
         self.stats.ticks += k - m0
         self.closed_until = k
-        for m in range(max(m0, self.final_until + lat), k):
-            f = m - lat
-            if (f + 1) % LEARN_BLOCK == 0:
-                self._finalise(f)  # no incident: only learning
-            self.final_until = f + 1
+        self.final_until = max(self.final_until, k - lat)
+        self.learn_until = learn_until
+        self.baseline.learned(learned)
         return k, need_tick
+
+    def _learn_busy(self, m0: int, m1: int) -> NDArray[np.bool_]:
+        """Which series may not learn in each learning block whose tick is in [m0, m1):
+        (blocks, series), the services in maintenance (a quiet run has no incident)."""
+        lat = self.settings.lateness_min
+        ticks = [
+            m
+            for m in range(max(m0, self.final_until + lat), m1)
+            if (m - lat + 1) % LEARN_BLOCK == 0
+        ]
+        n = len(self.series)
+        busy = np.zeros((max(len(ticks), 1), n), np.bool_)
+        if self.maintenance:
+            svc = self.series.view("svc")
+            learn_until = self.learn_until
+            for b, m in enumerate(ticks):
+                f = m - lat
+                mask = np.zeros(self.series.n_services, np.bool_)
+                for g in range(max(learn_until, f + 1 - LEARN_BLOCK), f + 1):
+                    mask |= self._maintenance_mask(g)
+                busy[b] = mask[svc]
+                learn_until = f + 1
+        return busy
 
     # ================================================================ tick
     def _tick(self, m: int) -> None:
