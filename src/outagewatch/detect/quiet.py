@@ -131,10 +131,13 @@ def quiet_scan(
             ring_expected[newest, i] = mu[i]
             wsum[i] += ring_count[newest, i]
         for i in range(n):
-            if wsum[i] >= floor and eligible[i]:
-                if _candidate(ring_count, ring_expected, m, i, windows, nw, width, disp[i],
-                              min_ratio, min_excess, log_alpha):  # fmt: skip
-                    return m, learn_until, blocks
+            if wsum[i] < floor or not eligible[i]:
+                continue
+            if _candidate(
+                ring_count, ring_expected, m, i, windows, nw, width, disp[i], min_ratio,
+                min_excess, log_alpha,
+            ):  # fmt: skip
+                return m, learn_until, blocks
         if h > 0.0:
             # Stepped at once (one pass of the statistic, not a would-it-fire pass and a
             # step); a minute where some series fires is taken back and left to the tick.
