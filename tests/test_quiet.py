@@ -225,3 +225,34 @@ def test_the_read_api_answers_from_the_ring_and_the_baseline() -> None:
     band = p.typical("gmail", now - 60, now)
     assert band.shape == (60,) and np.all(band > 0) and np.all(np.isfinite(band))
     assert np.isnan(p.typical("unknown", 0, 5)).all()
+
+
+def test_the_calendar_of_a_span_is_the_per_half_hour_one() -> None:
+    """`Baseline.calendar_span` (whole days at once, for quiet runs) equals the slots and
+    weekdays ticks compute half hour by half hour, across days, weekends and holidays in
+    countries on whole and half-hour offsets."""
+    from outagewatch.detect.baseline import Baseline
+    from outagewatch.detect.series import SeriesKey
+    from outagewatch.settings import PipelineSettings
+
+    s = Series(128)
+    for c in ("US", "IN", "GB", "AU", "DE", "BR", "JP"):
+        s.get(SeriesKey("x", "country", c))
+    s.get(SeriesKey("x", "total"))
+    s.get(SeriesKey("x", "problem", "login"))
+    b = Baseline(PipelineSettings())
+    ref = Baseline(PipelineSettings())
+    # Late December to early January: Christmas, New Year and weekends.
+    h_start = int(dt.datetime(2025, 12, 20, tzinfo=dt.UTC).timestamp()) // 1800
+    for h0 in range(h_start, h_start + 20 * 48, 37):
+        h1 = h0 + 1 + h0 % 60
+        s0, s1, wd = b.calendar_span(s, h0, h1)
+        for k, h in enumerate(range(h0, h1)):
+            r0, r1, _ = ref._slots(s, h * 30 + h % 30)
+            assert np.array_equal(s0[k], r0) and np.array_equal(s1[k], r1), h
+            assert np.array_equal(wd[k], ref.weekday(s, h * 30 + h % 30)), h
+    # Holidays do show (Christmas in the US is a Sunday-like day).
+    h_xmas = int(dt.datetime(2025, 12, 25, 18, tzinfo=dt.UTC).timestamp()) // 1800
+    _, _, wd = b.calendar_span(s, h_xmas, h_xmas + 1)
+    us = s.get(SeriesKey("x", "country", "US"))
+    assert wd[0, us] == 6 and dt.date(2025, 12, 25).weekday() == 3
