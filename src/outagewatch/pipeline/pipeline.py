@@ -404,11 +404,14 @@ class Pipeline:
             ids, minute, count = ids[on_time], minute[on_time], count[on_time]
         if len(minute) == 0:
             return
-        slot = minute % self.series.ring
         rc = self.series.ring_count
+        # Flat indices into the (C-ordered) ring: numpy's fast path of `at`, ~6x the
+        # (row, column) form's speed, the same additions in the same order.
+        base = (minute % self.series.ring) * rc.shape[1]
         c = count.astype(np.float32)
+        flat = rc.reshape(-1)
         for col in range(3):
-            np.add.at(rc, (slot, ids[:, col]), c)
+            np.add.at(flat, base + ids[:, col], c)
 
     def set_maintenance(self, windows: Sequence[tuple[str, float, float]]) -> None:
         """The maintenance windows: (service or group id, start, end) in epoch seconds.
