@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+WARM := $(VENV)/.warm
+KERNELS := $(wildcard src/outagewatch/detect/*.py)
 
 .PHONY: install demo demo-replay test check lint typecheck unit fast browser bench clean
 
@@ -10,17 +12,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/python -m outagewatch.runtime.warm  # numba's cache: no command compiles
 	touch $(STAMP)
 
-install: $(STAMP)
+# numba's cache of the detection kernels, refilled whenever detect/ changes: no command compiles
+$(WARM): $(STAMP) $(KERNELS)
+	$(BIN)/python -m outagewatch.runtime.warm
+	touch $(WARM)
+
+install: $(WARM)
 
 ## demo: the live demo on http://127.0.0.1:8000/ — simulated crowd, outages every few minutes
-demo: $(STAMP)
+demo: $(WARM)
 	$(BIN)/outagewatch demo --port $${PORT:-8000}
 
 ## demo-replay: simulate a week of reports with seed-like outages, replay them, list the incidents
-demo-replay: $(STAMP)
+demo-replay: $(WARM)
 	bash scripts/demo.sh
 
 ## test: lint, typecheck and every test
@@ -37,17 +43,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) browser
+unit: $(WARM) browser
 	$(BIN)/pytest -n 2 -q
 
-fast: $(STAMP)
+fast: $(WARM)
 	$(BIN)/pytest -n 2 -q -m "not integration"
 
 ## browser: Debian's chromium for the browser tests (installed when missing)
 browser:
 	sh scripts/ensure_chromium.sh
 
-bench: $(STAMP)
+bench: $(WARM)
 	$(BIN)/python benchmarks/bench_replay.py
 	$(BIN)/python benchmarks/bench_tick.py
 	$(BIN)/python benchmarks/bench_memory.py

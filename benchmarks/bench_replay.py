@@ -13,10 +13,12 @@ and replayed into fresh SQLite databases by the CLI in a fresh process pinned to
 Peak memory <= 1 GiB for both. The best run is reported, with the spread of all runs.
 `--baseline EXE` also runs another `outagewatch` executable (e.g. the code before a change,
 `/work/base/.venv/bin/outagewatch`) on the same input, alternating with this one run by run,
-for an A/B on a shared machine. The input is deleted afterwards.
+for an A/B on a shared machine. `--phases` adds one more replay (of each) under
+`replay_phases.py`: where the CPU time goes (imports, numba, decode, dedup, pipeline,
+store, compaction). The input is deleted afterwards.
 
     .venv/bin/python benchmarks/bench_replay.py [--quick] [--case sparse] [--runs N]
-        [--baseline EXE] [--lines N --days D --services S]
+        [--baseline EXE] [--phases] [--lines N --days D --services S]
 """
 
 from __future__ import annotations
@@ -217,6 +219,23 @@ def run_replay(inp: ReplayInput, db: Path, exe: str | None = None) -> ReplayRun:
     )
 
 
+def run_phases(inp: ReplayInput, db: Path, exe: str | None = None) -> str:
+    """The phase breakdown (replay_phases.py) of one replay, in a fresh process on core 0,
+    by the Python of `exe` (this one when None)."""
+    prefix, preexec, _ = _pinning()
+    python = sys.executable if exe is None else str(Path(exe).with_name("python"))
+    script = Path(__file__).with_name("replay_phases.py")
+    cmd = [*prefix, python, str(script), "--db", str(db), "--catalog", str(inp.catalog)]
+    cmd += ["replay", "--no-progress", str(inp.ndjson)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTAGEWATCH_")}
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, preexec_fn=preexec, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr}")
+    return "\n".join(ln for ln in done.stderr.splitlines() if ln.startswith("phases:"))
+
+
 def describe(i: int, r: ReplayRun) -> str:
     return (
         f"run {i}: {r.wall_s:.2f} s wall, {r.events_per_s:,.0f} events/s "
@@ -241,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--baseline", default=None, metavar="EXE", help="also run this outagewatch (A/B)"
     )
+    ap.add_argument("--phases", action="store_true", help="also show where the CPU time goes")
     args = ap.parse_args(argv)
     case = args.case
     if case == "dense":
@@ -273,6 +293,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             r = run_replay(inp, workdir / f"run{i}.db")
             runs.append(r)
             print(describe(i, r) + f"; {r.pinned}")
+        if args.phases:
+            if args.baseline is not None:
+                base = run_phases(inp, workdir / "base-phases.db", args.baseline)
+                print(base.replace("phases:", "baseline phases:"))
+            print(run_phases(inp, workdir / "phases.db"))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -165,3 +165,24 @@ def parse(s: str) -> float:
     t = parse_ts(s)
     assert t is not None
     return t
+
+
+def test_evaluate_counts_the_newest_reports_too(tmp_path: Path) -> None:
+    """The files are all there is: the reports the stream clock holds at their end (the
+    newest, until more reach their time) count in the incident that is still open."""
+    from outagewatch.evaluate import replay_into_temp
+    from outagewatch.settings import PipelineSettings
+    from outagewatch.sim.simulate import ServiceTraffic, Surge, simulate
+
+    traffic = [ServiceTraffic("netflix", 10.0, {"US": 1.0}, {"streaming": 1.0}, diurnal=0.0)]
+    minutes = 1500
+    surge = Surge("netflix", T0 + (minutes - 20) * 60, [200.0] * 20, name="end")
+    sim = simulate(traffic, T0, minutes, [surge], seed=3, aggregate=True)
+    events = tmp_path / "e.ndjson"
+    events.write_bytes(b"\n".join(sim.lines) + b"\n")
+    [doc] = replay_into_temp(Catalog.demo(), PipelineSettings(), [str(events)]).incidents
+    begun = parse(doc["started_at"])
+    want = sum(
+        int(d.get("count", 1)) for d in map(orjson.loads, sim.lines) if parse(d["ts"]) >= begun
+    )
+    assert doc["total_reports"] == want

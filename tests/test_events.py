@@ -463,3 +463,52 @@ def test_arbitrary_invalid_json_bytes_never_raise(lines: list[bytes]) -> None:
     assert len(d.reports) == 0
     assert [r.line for r in d.rejected] == list(range(1, len(lines) + 1))
     assert {r.reason for r in d.rejected} <= {"not JSON"}
+
+
+# ------------------------------------------------------- column-wise times
+_ZULU = "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}Z"
+zulu_times = st.builds(
+    _ZULU.format,
+    st.sampled_from([1999, 2000, 2024, 2025, 2100, 2199, 2200, 9999]) | st.integers(0, 9999),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.integers(0, 24),
+    st.integers(0, 60),
+    st.integers(0, 60),
+)
+odd_times = st.sampled_from(
+    [
+        "2025-03-10t08:31:00Z",
+        "2025-03-10 08:31:00Z",
+        "2025-03-10T08:31:00z",
+        "2025-03-10T08:31:0AZ",
+        "2025-03-10T08:31:00+",
+        "2025-0３-10T08:31:00Z",
+        "2025-03-10T08:31:00.5Z",
+        "",
+    ]
+) | st.text(max_size=22)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(zulu_times, min_size=1, max_size=40),
+    st.lists(odd_times | st.floats(allow_nan=True) | st.integers(-(2**40), 2**40), max_size=3),
+    st.sampled_from([EventDecoder(CATALOG).max_ts, T0, T0 + 59.0]),
+)
+def test_times_read_column_wise_are_the_times_read_one_by_one(
+    common: list[str], odd: list[str | float], max_ts: float
+) -> None:
+    """The column-wise reading of "YYYY-MM-DDTHH:MM:SSZ" (events._zulu_seconds) gives every
+    value exactly what reading it alone gives (a valid time, or None), with odd values in the
+    batch or without them."""
+    from outagewatch.events import ReportIn
+
+    for raw in (common, [*common, *odd], [*odd, *common]):
+        evs = [ReportIn(service="x", ts=x, country="US") for x in raw]
+        got = EventDecoder(CATALOG, max_ts=max_ts)._times(evs)
+        one = EventDecoder(CATALOG, max_ts=max_ts)
+        assert got == [one._ts(x) for x in raw]
+        for x, t in zip(raw, got, strict=True):
+            if isinstance(x, str) and t is not None:
+                assert t == dt.datetime.fromisoformat(x.upper()).timestamp()

@@ -37,7 +37,7 @@ from schemathesis.specs.openapi.checks import (
 from outagewatch.catalog import Catalog
 from outagewatch.settings import Settings
 from outagewatch.web.app import Server, asgi_app
-from webutil import TOKEN, Clock, history_lines, outage, publish, uvicorn_in_thread
+from webutil import TOKEN, Clock, free_port, history_lines, outage, publish, uvicorn_in_thread
 
 EXAMPLES = 40  # per operation (valid and invalid requests)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -77,6 +77,7 @@ OPERATIONS = (
     "DELETE /api/v1/maintenance/{window_id}",
     "GET /feeds/services/{service_id}.atom",
     "GET /badges/{service_id}.svg",
+    "POST /api/v1/email-subscriptions",
     # Last: these change the catalog the operations above draw real names from.
     "GET /api/v1/catalog",
     "PUT /api/v1/services/{service_id}",
@@ -99,6 +100,11 @@ def _uvicorn(tmp: Path, clock: Clock) -> tuple[uvicorn.Server, Server, threading
         "OUTAGEWATCH_TOKEN": TOKEN,
         "OUTAGEWATCH_RATE_PER_IP": "1000000",
         "OUTAGEWATCH_RATE_PER_BLOCK": "100000000",
+        # Email on (visitors' subscriptions answer 202), to a port where nothing listens:
+        # the confirmation mails fail in the background, as they may in production.
+        "OUTAGEWATCH_SMTP_HOST": "127.0.0.1",
+        "OUTAGEWATCH_SMTP_PORT": str(free_port()),
+        "OUTAGEWATCH_PUBLIC_URL": "http://status.example.org",
     }
 
     async def warm(server: Server) -> None:
@@ -163,6 +169,10 @@ def _realistic(case: Case[Any], served: Served, data: st.DataObject) -> None:
             if "country" in item:
                 item["country"] = data.draw(st.sampled_from(["US", "gb", "UK", "de"]))
             item.pop("ts", None)  # arrival time
+            if isinstance(item.get("services"), list):
+                item["services"] = [data.draw(st.sampled_from(names))]
+            if "email" in item:
+                item["email"] = data.draw(st.sampled_from(["ann@example.com", "b@x.org", "no"]))
 
 
 def run_schemathesis(served: Served, label: str, checks: list[CheckFunction]) -> None:

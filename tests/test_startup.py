@@ -45,6 +45,10 @@ def test_replay_imports_no_scipy_special_pandas_or_web(tmp_path: Path) -> None:
     assert code == 0
     assert "outagewatch.pipeline.pipeline" in mods
     assert not set(HEAVY) & mods
+    # numba's array math loads without scipy's BLAS (runtime.replay.numba_without_blas), and
+    # compaction after replay without asyncio.
+    assert "numba.np.arraymath" in mods
+    assert not {"scipy.linalg", "scipy.linalg.cython_blas", "asyncio"} & mods
 
 
 def test_a_fresh_replay_compiles_nothing_once_the_kernels_are_warm(tmp_path: Path) -> None:
@@ -75,3 +79,24 @@ def warm_lines() -> list[bytes]:
     traffic = [ServiceTraffic("x", 2.0, {"US": 0.7, "GB": 0.3}, {"app": 1.0})]
     surge = Surge("x", START + 1560 * 60, [40.0] * 10, name="warm")
     return simulate(traffic, START, 1620, [surge], seed=1).lines
+
+
+def test_the_numba_cache_is_dropped_when_any_kernel_source_changes(tmp_path: Path) -> None:
+    """numba revalidates a cached kernel against its own file only; `warm.drop_stale` drops
+    every cached kernel when any source of the package changed (a caller kept a stale callee
+    once: detect.quiet's cached scan with detect.cusum's old alarm rule)."""
+    from outagewatch.runtime.warm import drop_stale
+
+    (tmp_path / "cusum.py").write_text("A = 1\n")
+    (tmp_path / "quiet.py").write_text("B = 1\n")
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    (cache / "quiet.scan-1.py311.nbi").write_bytes(b"i")
+    (cache / "quiet.scan-1.py311.1.nbc").write_bytes(b"c")
+    assert drop_stale(tmp_path) == 2  # no record of the sources: dropped
+    (cache / "quiet.scan-1.py311.nbi").write_bytes(b"i")
+    assert drop_stale(tmp_path) == 0  # the same sources: kept
+    assert (cache / "quiet.scan-1.py311.nbi").exists()
+    (tmp_path / "cusum.py").write_text("A = 2\n")  # the callee changes, not the caller
+    assert drop_stale(tmp_path) == 1
+    assert not (cache / "quiet.scan-1.py311.nbi").exists()

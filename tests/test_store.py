@@ -21,8 +21,8 @@ from outagewatch.events import OtherEvent, iso
 from outagewatch.incidents.lifecycle import State, Transition
 from outagewatch.pipeline.pipeline import CountRows
 from outagewatch.store import Commit, open_store
-from outagewatch.store.base import migrations
 from outagewatch.store.postgres import MIGRATIONS, PostgresStore
+from outagewatch.store.sql import migrations
 from outagewatch.store.sqlite import SQLiteStore
 from services import fresh_pg_schema, postgres_url
 
@@ -290,7 +290,7 @@ def test_failed_commit_leaves_nothing_written(
 ) -> None:
     store.commit(commit(state=b"before", rows=[(M0, "x", "US", "app", 1)]))
 
-    def boom(c: Commit) -> None:
+    def boom(cx: object, c: Commit) -> None:
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(store, "_write_incidents", boom)

@@ -219,6 +219,11 @@ def replay_into_temp(
                 finally:
                     if name != "-":
                         f.close()
+            # The files are all there is: the reports the stream clock still holds (the
+            # newest, until more reports reach their time) count too, and so does the
+            # minute of the last event (closed: nothing more will come).
+            if math.isfinite(span[1]):
+                rp.pipeline.advance_to((math.floor(span[1] / 60.0) + 1) * 60.0)
             rp.commit(summary)
             docs = store.incidents()
         finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Annotated, Literal
 
 import msgspec
 import numpy as np
+from numpy.typing import NDArray
 
 from outagewatch.catalog import OTHER_PROBLEM, Catalog
 from outagewatch.geo import normalise_country
@@ -318,37 +320,42 @@ class EventDecoder:
         return evs, nos
 
     def _times(self, evs: list[ReportIn]) -> list[float | None]:
-        """`ts` of every report as epoch seconds (None: invalid), fast for "...:SSZ" text."""
-        raw = [e.ts for e in evs]
-        try:
-            minutes = self._minutes
-            bases = [minutes[x[:17]] for x in raw]  # type: ignore[index]
-            secs = [_SECONDS_Z.get(x[17:]) for x in raw]  # type: ignore[index]
-        except TypeError:  # some are numbers
+        """`ts` of every report as epoch seconds (None: invalid); "YYYY-MM-DDTHH:MM:SSZ" text
+        is read column-wise (`_zulu_seconds`), anything else one by one (`_ts`)."""
+        raw = list(map(_TS, evs))
+        got = _zulu_seconds(raw, self.max_ts)
+        if got is None:  # some are numbers, or not all of the common form
             return [self._ts(x) for x in raw]
-        if None in bases or None in secs:
-            return [
-                b + c if b is not None and c is not None else self._ts(x)
-                for b, c, x in zip(bases, secs, raw, strict=True)
-            ]
-        return (np.asarray(bases) + np.asarray(secs)).tolist()  # type: ignore[no-any-return]
+        ts, ok = got
+        if ok.all():
+            return ts.tolist()  # type: ignore[no-any-return]
+        out: list[float | None] = ts.tolist()
+        for i in np.flatnonzero(~ok).tolist():
+            out[i] = self._ts(raw[i])
+        return out
 
     def _reports(self, evs: list[ReportIn], nos: Sequence[int], out: Decoded) -> None:
         """Validate reports column-wise; a bad one is rejected, the rest kept in order."""
-        kget = self._keys.get
-        keys = [kget((e.service, e.country, e.problem)) for e in evs]
+        keys = list(map(self._keys.get, map(_RAW_KEY, evs)))
         ts = self._times(evs)
         if None in keys or None in ts:
-            good = []
-            for i, e in enumerate(evs):
-                key = keys[i] or self._key(e, nos[i], out.rejected)
+            # Only the reports with a key not resolved yet or a bad time are looked at one
+            # by one (a key resolved for one of them is cached for the next).
+            drop = set()
+            kget = self._keys.get
+            both = enumerate(zip(keys, ts, strict=True))
+            todo = [i for i, (k, t) in both if k is None or t is None]
+            for i in todo:
+                e = evs[i]
+                key = keys[i] or kget(_RAW_KEY(e)) or self._key(e, nos[i], out.rejected)
                 if key is None:
+                    drop.add(i)
                     continue
                 keys[i] = key
                 if ts[i] is None:
                     out.rejected.append(Rejection(nos[i], "bad time", self.why_not(e.ts)))
-                    continue
-                good.append(i)
+                    drop.add(i)
+            good = [i for i in range(len(evs)) if i not in drop] if drop else range(len(evs))
             evs = [evs[i] for i in good]
             keys = [keys[i] for i in good]
             ts = [ts[i] for i in good]
@@ -357,12 +364,18 @@ class EventDecoder:
         rep.line.extend(nos)
         rep.keys.extend(keys)  # type: ignore[arg-type]
         rep.ts.extend(ts)  # type: ignore[arg-type]
-        persons = [e.reporter or e.ip or None for e in evs]
-        if any(p is not None and len(p) > MAX_PERSON_CHARS for p in persons):
+        ips = list(map(_IP, evs))
+        persons = list(map(_REPORTER, evs))
+        if None in persons or "" in persons:
+            persons = [r or i or None for r, i in zip(persons, ips, strict=True)]
+            longest = max(map(len, filter(None, persons)), default=0)
+        else:
+            longest = max(map(len, persons), default=0)
+        if longest > MAX_PERSON_CHARS:
             persons = [_person(p) for p in persons]
         rep.person.extend(persons)
-        rep.ip.extend([e.ip for e in evs])
-        rep.count.extend([e.count for e in evs])
+        rep.ip.extend(ips)
+        rep.count.extend(map(_COUNT, evs))
 
     def _key(
         self, e: ReportIn, line: int, rejected: list[Rejection]
@@ -411,6 +424,64 @@ class EventDecoder:
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
 )
+
+
+# Column getters of decoded reports (C-level attribute access, one call per column).
+_RAW_KEY = operator.attrgetter("service", "country", "problem")
+_TS = operator.attrgetter("ts")
+_IP = operator.attrgetter("ip")
+_REPORTER = operator.attrgetter("reporter")
+_COUNT = operator.attrgetter("count")
+_ZULU_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+_ZULU_SEP_AT = [4, 7, 10, 13, 16, 19]
+_ZULU_SEPS = np.frombuffer(b"--T::Z", np.uint8)
+_DAYS_BEFORE_MONTH = np.array([0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334])
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+
+
+def _zulu_seconds(
+    raw: list[str | float], max_ts: float
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]] | None:
+    """Epoch seconds of times in the common form "YYYY-MM-DDTHH:MM:SSZ", read as one byte
+    matrix (no per-value parsing), and which of them are valid and in [MIN_TS, max_ts]
+    (the others are left to `EventDecoder._ts`, which gives their exact verdict). None when
+    some value is not a 20-character ASCII string (the caller then reads them one by one).
+    A valid one gets exactly what `parse_ts` gives it: whole seconds of a proleptic
+    Gregorian UTC date."""
+    n = len(raw)
+    try:
+        text = "".join(raw)  # type: ignore[arg-type]
+    except TypeError:  # numbers among them
+        return None
+    if len(text) != 20 * n or set(map(len, raw)) != {20}:  # type: ignore[arg-type]
+        return None
+    try:
+        b = np.frombuffer(text.encode("ascii"), np.uint8).reshape(n, 20)
+    except UnicodeEncodeError:
+        return None
+    ok = (b[:, _ZULU_SEP_AT] == _ZULU_SEPS).all(axis=1)
+    d = b[:, _ZULU_DIGITS].astype(np.int64) - 48
+    ok &= ((d >= 0) & (d <= 9)).all(axis=1)
+    year = d[:, 0] * 1000 + d[:, 1] * 100 + d[:, 2] * 10 + d[:, 3]
+    month = d[:, 4] * 10 + d[:, 5]
+    day = d[:, 6] * 10 + d[:, 7]
+    hour = d[:, 8] * 10 + d[:, 9]
+    minute = d[:, 10] * 10 + d[:, 11]
+    sec = d[:, 12] * 10 + d[:, 13]
+    ok &= (month >= 1) & (month <= 12) & (hour < 24) & (minute < 60) & (sec < 60)
+    month = np.where(ok, month, 1)
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    ok &= (day >= 1) & (day <= _DAYS_IN_MONTH[month] + (leap & (month == 2)))
+    # Days since 1970-01-01 of a proleptic Gregorian date.
+    y = year - 1
+    days = (
+        365 * y + y // 4 - y // 100 + y // 400
+        + _DAYS_BEFORE_MONTH[month] + (leap & (month > 2)) + day - 1
+        - 719_162
+    )  # fmt: skip
+    ts = (days * 86_400 + hour * 3600 + minute * 60 + sec).astype(np.float64)
+    ok &= (ts >= MIN_TS) & (ts <= max_ts)
+    return ts, ok
 
 
 def _short(*raw: str | None) -> bool:

@@ -263,6 +263,15 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds before the first retry of an alert; each further retry waits twice as long "
         "(at most an hour)",
     ),
+    # Visitors' email subscriptions and the admin page (issue 19).
+    Setting(
+        "OUTAGEWATCH_PUBLIC_URL",
+        "--public-url",
+        "",
+        "the server's public address (https://status.example.org), for the links in emails; "
+        "visitors' email subscriptions need it and the SMTP settings (empty: they are off); "
+        "https:// also marks the admin session cookie Secure",
+    ),
     # History retention (issue 20).
     Setting(
         "OUTAGEWATCH_MINUTE_DAYS",
@@ -306,6 +315,7 @@ class Settings:
     alert_backoff_s: int = 10
     minute_days: int = 30
     rollup_days: int = 395
+    public_url: str = ""
 
     @classmethod
     def resolve(
@@ -359,6 +369,7 @@ class Settings:
             alert_backoff_s=_int(values, "OUTAGEWATCH_ALERT_BACKOFF_S", 1, 3_600),
             minute_days=minute_days,
             rollup_days=rollup_days,
+            public_url=_public_url(values, "OUTAGEWATCH_PUBLIC_URL"),
         )
 
 
@@ -422,6 +433,18 @@ def _networks(values: Mapping[str, str], name: str) -> tuple[str, ...]:
         except ValueError:
             raise UsageError(f"{flag} / {name}: {part!r} is no IP address or CIDR block") from None
     return tuple(out)
+
+
+def _public_url(values: Mapping[str, str], name: str) -> str:
+    """An http(s) URL without query or fragment, kept without its trailing slash."""
+    raw = values[name].strip()
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        flag = next(s.flag for s in SETTINGS if s.env == name)
+        raise UsageError(f"{flag} / {name} {raw!r}: expected an http:// or https:// URL")
+    return raw.rstrip("/")
 
 
 def _name(values: Mapping[str, str], name: str) -> str:

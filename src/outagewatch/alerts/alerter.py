@@ -31,6 +31,7 @@ import httpx
 
 from outagewatch.alerts.base import KINDS, Kind, Message, Notifier, NotifierError
 from outagewatch.alerts.channels import REGISTRY, ChannelContext, SubscriptionError
+from outagewatch.alerts.channels.email import EmailNotifier
 from outagewatch.alerts.messages import render, render_update, top_cause
 from outagewatch.catalog import Catalog
 from outagewatch.incidents.lifecycle import Transition
@@ -131,6 +132,8 @@ class Alerter:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._chains: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._started = False
+        # Visitors' email subscriptions (web/visitors.py): a visitor id's unsubscribe URL.
+        self.unsubscribe: Callable[[str], str] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -202,6 +205,42 @@ class Alerter:
         found = await asyncio.to_thread(self.store.delete_subscription, sub_id)
         self._subs.pop(sub_id, None)
         return found
+
+    async def follow(self, visitor: str, email: str, services: Sequence[str]) -> None:
+        """A visitor's confirmed email subscription (web/visitors.py): one email
+        subscription per service, marked with the visitor's id (whose mails carry its
+        unsubscribe link). Services the visitor already follows are skipped."""
+        have = {s.service for s in self._subs.values() if s.config.get("visitor") == visitor}
+        for service in services:
+            if service in have or service not in self.catalog.services:
+                continue
+            sub = Subscription(
+                uuid.uuid4().hex[:16],
+                service,
+                None,
+                "problems",
+                "email",
+                {"to": [email], "visitor": visitor},
+                self.clock(),
+            )
+            row = {
+                "id": sub.id,
+                "service": sub.service,
+                "group": None,
+                "min_severity": sub.min_severity,
+                "channel": sub.channel,
+                "config": dict(sub.config),
+                "created_at": sub.created_at,
+            }
+            await asyncio.to_thread(self.store.add_subscription, row)
+            self._subs[sub.id] = sub
+
+    async def unfollow(self, visitor: str) -> int:
+        """Remove every subscription of a visitor; how many there were."""
+        mine = [s.id for s in self._subs.values() if s.config.get("visitor") == visitor]
+        for sub_id in mine:
+            await self.delete_subscription(sub_id)
+        return len(mine)
 
     async def deliveries(
         self,
@@ -393,6 +432,17 @@ class Alerter:
 
         task.add_done_callback(forget)
 
+    async def send_mail(
+        self, to: str, subject: str, text: str, key: str, *, unsubscribe: str | None = None
+    ) -> None:
+        """One mail that is no alert (a visitor's confirmation request), through the email
+        channel's transport and settings. Raises NotifierError."""
+        notifier = self._notifier("email")
+        if not isinstance(notifier, EmailNotifier):
+            raise NotifierError("the email channel sends alerts only", permanent=True)
+        async with self._slots, asyncio.timeout(self.attempt_timeout_s):
+            await notifier.send_text(to, subject, text, key, unsubscribe=unsubscribe)
+
     def _notifier(self, channel: str) -> Notifier:
         found = self._notifiers.get(channel)
         if found is None:
@@ -409,6 +459,7 @@ class Alerter:
             attempt_timeout_s=self.attempt_timeout_s,
             smtp_ssl_context=self._smtp_ssl_context,
             injected=self._injected,
+            unsubscribe=self.unsubscribe,
         )
 
     def _http(self) -> httpx.AsyncClient:

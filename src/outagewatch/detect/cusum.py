@@ -9,10 +9,12 @@ forecast) and dispersion r = 1 / disp (variance mu + mu^2 / r), the log-likeliho
 (Poisson, r -> inf: x ln k - (k - 1) mu). Page's CUSUM S_k <- max(0, S_k + l_k(x)), one per
 surge size k in `SURGE_SIZES`, alarms when S_k > h: for a given false-alarm rate it has the
 least worst-case delay of any test of a k-fold rise (Lorden, Moustakides), and the set of
-k covers 3x to 100x surges (each S_k is near-optimal for sizes near its k). There is no
-k = 2: its statistic also climbs on an organic 1.5x bump that the forecast lags behind
-(a service growing fast), since forecast errors last for many minutes while the per-minute
-model treats them as independent; 2x surges are the window test's (and S_3's, later).
+k covers 2x to 100x surges (each S_k is near-optimal for sizes near its k). Sizes below 3x
+(S_2) are tested on a service's total series only (`first_sizes`): a country's or a
+problem's forecast errs by more, for many minutes at a time (its own time zone, weekday and
+growth), while the per-minute model treats errors as independent, so S_2 of a part climbs
+on an organic 1.5x bump the forecast lags behind; the total averages those errors out, and
+a 2x outage of a part alone is S_3's and the window test's.
 
 The threshold h comes from a false-alarm budget, not from cases: `threshold(budget)` gives
 h = ln(ARL) where ARL is the in-control run length (minutes) each CUSUM needs so that the
@@ -37,7 +39,8 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-SURGE_SIZES: tuple[float, ...] = (3.0, 5.0, 10.0, 30.0, 100.0)
+SURGE_SIZES: tuple[float, ...] = (2.0, 3.0, 5.0, 10.0, 30.0, 100.0)
+WHOLE_SERVICE_BELOW = 3.0  # surge sizes below this are tested on total series only
 SERIES_PER_SERVICE = 8  # series a service typically has (total, countries, problems)
 MINUTES_PER_DAY = 1440
 
@@ -79,6 +82,14 @@ def cusum_skip(
     run_mu[rows] = np.where(ended, 0.0, run_mu[rows] + mu_sum[:, None])
 
 
+def first_sizes(kind: NDArray[np.int8], sizes: tuple[float, ...] = SURGE_SIZES) -> NDArray[np.int8]:
+    """Per series, the index in `sizes` of the first size its CUSUMs test: every size on a
+    service's total series (kind 0), from WHOLE_SERVICE_BELOW up on its parts (module doc)."""
+    skip = sum(1 for k in sizes if k < WHOLE_SERVICE_BELOW)
+    out: NDArray[np.int8] = np.where(kind == 0, 0, skip).astype(np.int8)
+    return out
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _llr(x: float, mu: float, r: float, log_base: float, k: float) -> float:
     """l_k(x) of the module doc, given log_base = ln(mu + r)."""
@@ -103,6 +114,7 @@ def cusum_step(
     disp: NDArray[np.float32],
     eligible: NDArray[np.bool_],
     ks: NDArray[np.float64],
+    first: NDArray[np.int8],
     h: float,
     min_ratio: float,
     min_excess: float,
@@ -135,7 +147,7 @@ def cusum_step(
         log_base = math.log(m + r)
         alarm = False
         best = 0.0
-        for j in range(nk):
+        for j in range(first[i], nk):
             s = stat[i, j] + _llr(xi, m, r, log_base, ks[j])
             if s <= 0.0:
                 stat[i, j] = 0.0
@@ -170,6 +182,7 @@ def cusum_fires(
     disp: NDArray[np.float32],
     eligible: NDArray[np.bool_],
     ks: NDArray[np.float64],
+    first: NDArray[np.int8],
     h: float,
     min_ratio: float,
     min_excess: float,
@@ -186,7 +199,7 @@ def cusum_fires(
         r = 1.0 / max(disp[i], 1e-9)
         m = max(mu[i], 1e-3)
         log_base = math.log(m + r)
-        for j in range(nk):
+        for j in range(first[i], nk):
             s = stat[i, j] + _llr(xi, m, r, log_base, ks[j])
             if s <= 0.0:
                 continue

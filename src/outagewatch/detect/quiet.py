@@ -52,6 +52,7 @@ def quiet_scan(
     run_x: NDArray[np.float64],
     run_mu: NDArray[np.float64],
     ks: NDArray[np.float64],
+    first: NDArray[np.int8],
     h: float,
     lateness: int,
     learn_len: int,
@@ -77,8 +78,9 @@ def quiet_scan(
       their longest window (a running sum of whole counts: exact in any order) have their
       windows summed and tested (`_candidate`): a quiet minute costs O(series), not
       O(series x window);
-    - the sequential test (detect.cusum; off when `h` <= 0) steps with the same mu; a
-      minute where it fires is taken back and not done either (the tick fires it);
+    - the sequential test (detect.cusum; off when `h` <= 0; `first`: each series' first
+      surge size, `first_sizes`) steps with the same mu; a minute where it fires is taken
+      back and not done either (the tick fires it);
     - minute m - lateness becomes final; at the end of a learning block the baseline
       learns from it (`Baseline.learn` / `kernels.learn_block`, `busy[b]` the series
       that must not learn in the run's b-th block: maintenance), and the factors are
@@ -145,7 +147,7 @@ def quiet_scan(
             saved_x[:] = run_x[:n]
             saved_mu[:] = run_mu[:n]
             if cusum_step(
-                stat, run_x, run_mu, n, ring_count[newest], mu, disp, eligible, ks, h,
+                stat, run_x, run_mu, n, ring_count[newest], mu, disp, eligible, ks, first, h,
                 min_ratio, min_excess, fired, ratio,
             ):  # fmt: skip
                 stat[:n] = saved_stat
@@ -155,9 +157,9 @@ def quiet_scan(
         f = m - lateness
         if f >= final_until:
             if (f + 1) % learn_len == 0:
-                first = max(learn_until, f + 1 - learn_len)
+                lo = max(learn_until, f + 1 - learn_len)
                 _learn(
-                    first, f + 1, m, ring_count, n, level, nobs, disp, season, dow,
+                    lo, f + 1, m, ring_count, n, level, nobs, disp, season, dow,
                     weekend_seen, born, busy[blocks], h_first, slot0, slot1, weekday, half,
                     level_alpha, season_alpha, dow_alpha, disp_alpha,
                 )  # fmt: skip

@@ -6,7 +6,6 @@ background loop sleeps a little, so the writer lock goes to ingest commits in be
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -45,6 +44,8 @@ async def run_compactor(
 ) -> None:
     """Compact in the background forever (cancel the task to stop): steps in a thread,
     a pause between steps, a round every `idle_s` seconds."""
+    import asyncio  # here: `replay` compacts without an event loop (and its 0.1 s import)
+
     while True:
         try:
             while await _step(store, clock(), retention, budget):
@@ -59,6 +60,8 @@ async def run_compactor(
 async def _step(store: Compactable, now: float, retention: Retention, budget: int) -> int:
     """One step in a thread; cancelled, it still lets the step's transaction finish before
     it gives up (so the store is never closed under it)."""
+    import asyncio
+
     step = asyncio.ensure_future(asyncio.to_thread(store.compact_step, now, retention, budget))
     try:
         return await asyncio.shield(step)

@@ -12,7 +12,6 @@ incidents: the contract §4 object per line in NDJSON; in CSV and Parquet the fl
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import os
 from collections.abc import Iterator, Sequence
 from typing import IO, Any, Protocol
@@ -21,7 +20,9 @@ import numpy as np
 import orjson
 
 from outagewatch.errors import UsageError
-from outagewatch.store.counts import CountReader, iter_days
+from outagewatch.events import iso
+from outagewatch.store.base import CountReader, IncidentReader
+from outagewatch.store.counts import iter_days
 from outagewatch.store.rollup import DAY_S
 
 COUNT_COLUMNS = ("service", "start", "minutes", "country", "problem", "reports")
@@ -49,16 +50,8 @@ FORMATS = ("csv", "ndjson", "parquet")
 BATCH = 65_536  # rows per Parquet row group / write
 
 
-class ExportStore(CountReader, Protocol):
+class ExportStore(CountReader, IncidentReader, Protocol):
     def count_bounds(self) -> tuple[int, int] | None: ...
-    def incidents(
-        self,
-        service: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        status: str | None = None,
-        limit: int | None = None,
-    ) -> list[dict[str, Any]]: ...
 
 
 Row = tuple[Any, ...]
@@ -136,10 +129,6 @@ def _flat(d: dict[str, Any]) -> Row:
     )
 
 
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def export(
     store: ExportStore,
     what: str,
@@ -205,7 +194,7 @@ def _write_counts(fh: IO[bytes], fmt: str, batches: Iterator[list[Row]]) -> int:
         w = csv.writer(text, lineterminator="\n")
         w.writerow(COUNT_COLUMNS)
         for rows in batches:
-            w.writerows((s, _iso(t), m, c, p, r) for s, t, m, c, p, r in rows)
+            w.writerows((s, iso(t), m, c, p, r) for s, t, m, c, p, r in rows)
             n += len(rows)
         return n
     for rows in batches:
@@ -214,7 +203,7 @@ def _write_counts(fh: IO[bytes], fmt: str, batches: Iterator[list[Row]]) -> int:
                 orjson.dumps(
                     {
                         "service": s,
-                        "start": _iso(t),
+                        "start": iso(t),
                         "minutes": m,
                         "country": c,
                         "problem": p,

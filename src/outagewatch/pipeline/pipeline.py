@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from outagewatch.catalog import Catalog
 from outagewatch.detect.baseline import Baseline
-from outagewatch.detect.cusum import SURGE_SIZES, cusum_step, threshold
+from outagewatch.detect.cusum import SURGE_SIZES, cusum_step, first_sizes, threshold
 from outagewatch.detect.kernels import window_scan
 from outagewatch.detect.quiet import quiet_scan
 from outagewatch.detect.scorer import Scores, score
@@ -158,6 +158,7 @@ class Pipeline:
         budget = self.settings.false_alarm_budget
         self._cusum_h = None if budget <= 0 else threshold(budget)
         self._ks = np.asarray(SURGE_SIZES, np.float64)
+        self._first: NDArray[np.int8] = np.zeros(0, np.int8)
         # Per-series state that quiet runs must carry forward besides the baseline's.
         self.quiet_hooks: list[QuietRunHook] = []
         # Maintenance windows, handed in as data: (service or group id, start s, end s).
@@ -564,7 +565,8 @@ class Pipeline:
             s.view("weekend_seen"), s.view("born"), h_first, slot0, slot1, weekday,
             self.baseline.half_hour_offsets(s), cfg.warmup_minutes, cfg.min_ratio,
             cfg.min_excess, self._log_alpha, zero_next, s.cusum, s.cusum_x, s.cusum_mu,
-            self._ks, 0.0 if self._cusum_h is None else self._cusum_h, lat, LEARN_BLOCK,
+            self._ks, self._first_size(), 0.0 if self._cusum_h is None else self._cusum_h, lat,
+            LEARN_BLOCK,
             self.final_until, self.learn_until, busy, self.baseline.level_alpha,
             self.baseline.season_alpha, self.baseline.dow_alpha, self.baseline.disp_alpha,
         )  # fmt: skip
@@ -673,9 +675,16 @@ class Pipeline:
         cfg = self.settings
         cusum_step(
             s.cusum, s.cusum_x, s.cusum_mu, n, x, mu, disp, eligible, self._ks,
-            self._cusum_h, cfg.min_ratio, cfg.min_excess, fired, ratio,
+            self._first_size(), self._cusum_h, cfg.min_ratio, cfg.min_excess, fired, ratio,
         )  # fmt: skip
         return replace(sc, fired=fired, ratio=ratio)
+
+    def _first_size(self) -> NDArray[np.int8]:
+        """detect.cusum.first_sizes of every series (a series' kind never changes)."""
+        n = len(self.series)
+        if len(self._first) != n:
+            self._first = first_sizes(self.series.view("kind"))
+        return self._first
 
     def _window_rows(self, m: int) -> NDArray[np.int64]:
         return (m - self._wrange) % self.series.ring

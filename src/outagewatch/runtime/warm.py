@@ -4,15 +4,23 @@ The kernels (`detect.kernels`, `detect.quiet`) are compiled with `cache=True`: t
 code is written next to their source (`detect/__pycache__`, or numba's user-wide cache
 directory when the package directory is read-only) and loaded by every later process. This
 runs the pipeline on a small simulated stream (a warm-up day, then a surge) so that every
-kernel is compiled with exactly the argument types the pipeline uses. `make install` runs it.
+kernel is compiled with exactly the argument types the pipeline uses. `make install` runs it,
+and `make` runs it again whenever a file of `detect/` changed.
+
+numba checks a cached kernel against its own source file only: a kernel that calls one in
+another file (`detect.quiet` calls `detect.cusum`) keeps the old callee after that file
+changes. So the cache is dropped first whenever the sources of `detect/` differ from those
+it was filled from (`drop_stale`).
 
     python -m outagewatch.runtime.warm
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
+from pathlib import Path
 
 from outagewatch.catalog import Catalog
 from outagewatch.events import EventDecoder
@@ -33,8 +41,39 @@ def warm() -> int:
     return sum(1 for t in p.drain_transitions() if t.action == "opened")
 
 
+def drop_stale(here: Path | None = None) -> int:
+    """Delete numba's cache files in `detect/__pycache__` (or `here`'s) when the sources of
+    the package are not those the cache was filled from; returns how many were deleted."""
+    if here is None:
+        import outagewatch.detect
+
+        here = Path(outagewatch.detect.__file__).parent
+    digest = hashlib.sha256()
+    for src in sorted(here.glob("*.py")):
+        digest.update(src.name.encode() + b"\0" + src.read_bytes())
+    cache = here / "__pycache__"
+    stamp = cache / "numba-sources.sha256"
+    want = digest.hexdigest()
+    try:
+        if stamp.read_text() == want:
+            return 0
+    except OSError:
+        pass
+    dropped = 0
+    for f in [*cache.glob("*.nbi"), *cache.glob("*.nbc")]:
+        f.unlink(missing_ok=True)
+        dropped += 1
+    try:
+        cache.mkdir(exist_ok=True)
+        stamp.write_text(want)
+    except OSError:  # a read-only package: numba caches elsewhere (see the module doc)
+        pass
+    return dropped
+
+
 def main() -> int:
     t0 = time.perf_counter()
+    drop_stale()
     opened = warm()
     print(f"numba kernels ready ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     return 0 if opened == 1 else 1

@@ -36,6 +36,7 @@ import orjson
 
 from outagewatch import geo
 from outagewatch.catalog import Catalog
+from outagewatch.events import iso
 
 __all__ = [
     "Bump",
@@ -869,33 +870,20 @@ def demo_scenario(start: float) -> tuple[list[Surge], list[Bump]]:
             problems={"app": 0.55, "website": 0.25, "login": 0.2},
             name="x-night-outage",
         ),
-        Surge(
-            "facebook",
-            meta_start,
-            outage_profile(650, 5, 100, 20),
-            problems=meta_problems,
-            name="meta-facebook",
-        ),
-        Surge(
-            "instagram",
-            meta_start + 60,
-            outage_profile(420, 5, 100, 20),
-            problems=meta_problems,
-            name="meta-instagram",
-        ),
-        Surge(
-            "messenger",
-            meta_start + 120,
-            outage_profile(140, 5, 95, 20),
-            problems={"messages": 0.5, "login": 0.3, "app": 0.2},
-            name="meta-messenger",
-        ),
-        Surge(
-            "threads",
-            meta_start + 120,
-            outage_profile(70, 5, 95, 20),
-            problems={"login": 0.4, "app": 0.4, "website": 0.2},
-            name="meta-threads",
+        *(
+            Surge(
+                sid,
+                meta_start + delay,
+                outage_profile(peak, 5, minutes, 20),
+                problems=problems,
+                name=f"meta-{sid}",
+            )
+            for sid, delay, peak, minutes, problems in (
+                ("facebook", 0, 650, 100, meta_problems),
+                ("instagram", 60, 420, 100, meta_problems),
+                ("messenger", 120, 140, 95, {"messages": 0.5, "login": 0.3, "app": 0.2}),
+                ("threads", 120, 70, 95, {"login": 0.4, "app": 0.4, "website": 0.2}),
+            )
         ),
         Surge(
             "shopify",
@@ -939,10 +927,6 @@ def _write(gen: _Generated, out: IO[bytes], limit: int | None) -> int:
 def surge_labels(surges: Sequence[Surge]) -> list[bytes]:
     """The surges as labelled true outages for `evaluate` (contract §7, NDJSON lines without
     newline): the service, the surge's first minute and the end of its last one."""
-
-    def iso(t: float) -> str:
-        return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
     return [
         orjson.dumps(
             {
@@ -956,16 +940,14 @@ def surge_labels(surges: Sequence[Surge]) -> list[bytes]:
 
 
 def _truth_json(truth: dict[str, SurgeTruth]) -> bytes:
-    def iso(t: float) -> str | None:
-        if math.isnan(t):
-            return None
-        return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    def iso_or_none(t: float) -> str | None:
+        return None if math.isnan(t) else iso(t)
 
     doc = {
         name: {
             **dataclasses.asdict(tr),
-            "first_minute": iso(tr.first_minute),
-            "last_minute": iso(tr.last_minute),
+            "first_minute": iso_or_none(tr.first_minute),
+            "last_minute": iso_or_none(tr.last_minute),
         }
         for name, tr in truth.items()
     }

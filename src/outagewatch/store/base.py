@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -54,7 +53,11 @@ class Commit:
     inputs: Sequence[InputMark] = ()
 
 
-class Store(Protocol):
+# The store's interface, by concern: each consumer can ask for only what it uses. Both
+# stores (store/sql.py's SQLStore and its two dialects) implement all of them.
+class PipelineState(Protocol):
+    """What the pipeline's driver restores from and commits to."""
+
     def load_catalog(self) -> str | None: ...
     def save_catalog(self, text: str) -> None: ...
     def load_state(self, key: str = "pipeline") -> bytes | None: ...
@@ -62,6 +65,10 @@ class Store(Protocol):
     def replay_inputs(self, state_key: str = "pipeline") -> list[InputMark]:
         """The replay ledger of `state_key`'s state (see replay_inputs)."""
         ...
+
+
+class IncidentReader(Protocol):
+    """Incidents, their transitions, stored events and minute counts, as written."""
 
     def incidents(
         self,
@@ -71,8 +78,8 @@ class Store(Protocol):
         status: str | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]: ...
-    def minute_counts(self, service: str, start: float, end: float) -> NDArray[np.int64]: ...
     def incident(self, incident_id: str) -> dict[str, Any] | None: ...
+    def minute_counts(self, service: str, start: float, end: float) -> NDArray[np.int64]: ...
     def events(self, kind: str, service: str, start: float, end: float) -> list[dict[str, Any]]:
         """Stored events of one type (`probe`, `status`, `metric`) and service with
         `start <= ts < end`, oldest first, as the normalised JSON objects."""
@@ -82,20 +89,30 @@ class Store(Protocol):
         """The incident's transitions in order: {"action", "from", "to", "at", "detail"}."""
         ...
 
-    def close(self) -> None: ...
 
-    # History (issue 20): compacted day blocks (history.rollup, history.codec).
-    def count_days(self, service: str, day0: int, day1: int) -> list[tuple[int, int, int, bytes]]:
-        """(day, res, total, data) of the service's day blocks of days day0..day1."""
-        ...
+# (day, res, total, data) of a stored block.
+Block = tuple[int, int, int, bytes]
 
+
+class CountReader(Protocol):
+    """What a store offers for reading history (store/counts.py, history/)."""
+
+    def count_days(self, service: str, day0: int, day1: int) -> list[Block]: ...
     def day_totals(self, service: str, day0: int, day1: int) -> list[tuple[int, int]]: ...
     def raw_hours(self, service: str, hour0: int, hour1: int) -> list[tuple[int, bytes]]: ...
     def count_services(self) -> list[str]: ...
+
+
+class HistoryStore(CountReader, Protocol):
+    """Compacted day blocks (history.rollup, history.codec) and their compaction."""
+
     def count_bounds(self) -> tuple[int, int] | None: ...
     def compact_step(self, now: float, retention: Retention, budget: int = 256) -> int: ...
 
-    # The in-process bus's journal: accepted batches, durable before the API answers.
+
+class Journal(Protocol):
+    """The in-process bus's journal: accepted batches, durable before the API answers."""
+
     def append_journal(self, batches: Sequence[bytes], received: float) -> list[int]:
         """Write batches in one transaction; returns their sequence numbers, in order."""
         ...
@@ -108,7 +125,10 @@ class Store(Protocol):
         """The journal seq recorded with the saved state (0 when none)."""
         ...
 
-    # Alerts (issue 6): subscriptions and the delivery log (see SQLiteStore for the shapes).
+
+class AlertStore(Protocol):
+    """Alert subscriptions and the delivery log (store/sql.py has the shapes)."""
+
     def add_subscription(self, sub: Mapping[str, Any]) -> None: ...
     def subscriptions(self) -> list[dict[str, Any]]: ...
     def delete_subscription(self, sub_id: str) -> bool: ...
@@ -137,8 +157,11 @@ class Store(Protocol):
         limit: int = 100,
     ) -> list[dict[str, Any]]: ...
 
-    # Operating a live server (contract §8): scoped tokens (hashes only), the operator's
-    # incident updates, maintenance windows (see SQLiteStore for the shapes).
+
+class OperationsStore(Protocol):
+    """Running a live server: scoped tokens (hashes only), the operator's incident updates,
+    maintenance windows (store/sql.py has the shapes)."""
+
     def add_token(self, tok: Mapping[str, Any]) -> None: ...
     def tokens(self) -> list[dict[str, Any]]: ...
     def delete_token(self, token_id: str) -> bool: ...
@@ -147,6 +170,15 @@ class Store(Protocol):
     def add_maintenance(self, w: Mapping[str, Any]) -> None: ...
     def maintenance(self, ending_after: float | None = None) -> list[dict[str, Any]]: ...
     def delete_maintenance(self, window_id: str) -> bool: ...
+
+
+class Store(
+    PipelineState, IncidentReader, HistoryStore, Journal, AlertStore, OperationsStore, Protocol
+):
+    """All of it: what `open_store` returns. (Partition leases and worker liveness are
+    PostgreSQL's alone: store/postgres.py.)"""
+
+    def close(self) -> None: ...
 
 
 def with_updates(store: Store, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -164,39 +196,6 @@ def with_updates(store: Store, docs: list[dict[str, Any]]) -> list[dict[str, Any
         }
         for d in docs
     ]
-
-
-# The replay ledger's SQL, shared by both backends (`%s`: the placeholder, `?` for SQLite).
-UPSERT_INPUT = (
-    "INSERT INTO replay_inputs(state_key, id, name, head, byte_offset, lines, digest, "
-    "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (state_key, id) DO UPDATE "
-    "SET name = excluded.name, head = excluded.head, byte_offset = excluded.byte_offset, "
-    "lines = excluded.lines, digest = excluded.digest, updated_at = excluded.updated_at"
-)
-SELECT_INPUTS = (
-    "SELECT id, name, head, byte_offset, lines, digest, updated_at FROM replay_inputs "
-    "WHERE state_key = %s ORDER BY id"
-)
-
-
-def input_rows(c: Commit) -> list[tuple[Any, ...]]:
-    return [
-        (c.state_key, m.id, m.name, m.head, m.offset, m.lines, m.digest, m.updated_at)
-        for m in c.inputs
-    ]
-
-
-def input_mark(row: Sequence[Any]) -> InputMark:
-    i, name, head, offset, lines, digest, at = row
-    return InputMark(str(i), str(name), bytes(head), int(offset), int(lines), bytes(digest), at)
-
-
-def equal_filters(filters: Mapping[str, Any], mark: str) -> tuple[str, list[Any]]:
-    """`col = <mark> AND ...` for the filters that are set, and their values, in order
-    (`mark` is the driver's placeholder: `?` for SQLite, `%s` for psycopg)."""
-    cols = [c for c, v in filters.items() if v is not None]
-    where = " AND ".join(f"{c} = {mark}" for c in cols) or "1 = 1"
-    return where, [filters[c] for c in cols]
 
 
 def incidents_where(
@@ -223,16 +222,6 @@ def incidents_where(
         parts.append(f"status = {mark}")
         args.append(status)
     return " AND ".join(parts) or "1 = 1", args
-
-
-def migrations(folder: str = "migrations") -> list[tuple[int, str]]:
-    """(version, SQL) of every migration in `folder` (`migrations_pg`: PostgreSQL), in order."""
-    out = []
-    for entry in resources.files("outagewatch.store").joinpath(folder).iterdir():
-        name = entry.name
-        if name.endswith(".sql"):
-            out.append((int(name.split("_", 1)[0]), entry.read_text("utf-8")))
-    return sorted(out)
 
 
 def chunks(rows: CountRows) -> Iterator[tuple[str, int, NDArray[np.void]]]:

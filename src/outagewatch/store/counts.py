@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from outagewatch.store import codec
-from outagewatch.store.base import unpack
+from outagewatch.store.base import Block, CountReader, unpack
 from outagewatch.store.rollup import DAY_S, raw_rows_of_day
-
-# (day, res, total, data) of a stored block.
-Block = tuple[int, int, int, bytes]
-
-
-class CountReader(Protocol):
-    """What a store offers for reading history (both stores implement it)."""
-
-    def count_days(self, service: str, day0: int, day1: int) -> list[Block]: ...
-    def day_totals(self, service: str, day0: int, day1: int) -> list[tuple[int, int]]: ...
-    def raw_hours(self, service: str, hour0: int, hour1: int) -> list[tuple[int, bytes]]: ...
-    def count_services(self) -> list[str]: ...
 
 
 def add_day_blocks(out: NDArray[np.int64], m0: int, blocks: Iterable[Block]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 from xml.etree import ElementTree as ET
@@ -54,6 +54,13 @@ async def _post(ingest: Ingest, kind: str, request: Request) -> Response:
     return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
+def _poster(ingest: Ingest, kind: str) -> Callable[[Request], Awaitable[Response]]:
+    async def post(request: Request) -> Response:
+        return await _post(ingest, kind, request)
+
+    return post
+
+
 # ---------------------------------------------------------------------------- routes
 def build_router(ingest: Ingest) -> APIRouter:
     """The JSON API. The ingest POSTs are answered by `ingest` (also its fast path)."""
@@ -63,40 +70,27 @@ def build_router(ingest: Ingest) -> APIRouter:
         c: {"model": schemas.Error} for c in (401, 403, 404, 408, 413, 415, 422, 429, 503)
     }
 
-    @r.post(
-        "/api/v1/reports",
-        status_code=202,
-        response_model=schemas.Accepted,
-        responses=err,
-        openapi_extra=schemas.body_schema(schemas.REPORT_ITEM),
-        summary="Report a problem with a service (one report or a list)",
-    )
-    async def post_reports(request: Request) -> Response:
-        return await _post(ingest, "report", request)
-
-    @r.post(
-        "/api/v1/probes",
-        status_code=202,
-        response_model=schemas.Accepted,
-        responses=err,
-        openapi_extra=schemas.body_schema(schemas.PROBE_ITEM),
-        dependencies=[operator],
-        summary="Post probe results (a token with the ingest scope)",
-    )
-    async def post_probes(request: Request) -> Response:
-        return await _post(ingest, "probe", request)
-
-    @r.post(
-        "/api/v1/metrics",
-        status_code=202,
-        response_model=schemas.Accepted,
-        responses=err,
-        openapi_extra=schemas.body_schema(schemas.METRIC_ITEM),
-        dependencies=[operator],
-        summary="Post operator telemetry (a token with the ingest scope)",
-    )
-    async def post_metrics(request: Request) -> Response:
-        return await _post(ingest, "metric", request)
+    # The ingest POSTs: (kind, path, item schema, operator only, summary).
+    for kind, path, item, scoped, summary in (
+        ("report", "/api/v1/reports", schemas.REPORT_ITEM, False,
+         "Report a problem with a service (one report or a list)"),
+        ("probe", "/api/v1/probes", schemas.PROBE_ITEM, True,
+         "Post probe results (a token with the ingest scope)"),
+        ("metric", "/api/v1/metrics", schemas.METRIC_ITEM, True,
+         "Post operator telemetry (a token with the ingest scope)"),
+    ):  # fmt: skip
+        r.add_api_route(
+            path,
+            _poster(ingest, kind),
+            methods=["POST"],
+            name=f"post_{kind}s",
+            status_code=202,
+            response_model=schemas.Accepted,
+            responses=err,
+            openapi_extra=schemas.body_schema(item),
+            dependencies=[operator] if scoped else None,
+            summary=summary,
+        )
 
     @r.get(
         "/api/v1/probes/config",

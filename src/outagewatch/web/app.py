@@ -39,9 +39,11 @@ from outagewatch.runtime.writer import LocalBus
 from outagewatch.settings import Settings
 from outagewatch.store import is_postgres_url, open_store
 from outagewatch.store.base import Store
+from outagewatch.web.admin import build_router as build_admin
 from outagewatch.web.admission import KEEP_ALIVE_S, MAX_CONNECTIONS, GuardedHttp
 from outagewatch.web.api import build_router, error_response
 from outagewatch.web.auth import Auth, document_scopes
+from outagewatch.web.catalog_api import CatalogEdits
 from outagewatch.web.catalog_api import build_router as build_catalog_api
 from outagewatch.web.follow import build_router as build_follow
 from outagewatch.web.health import StoreHealth, probe_write
@@ -51,6 +53,8 @@ from outagewatch.web.metrics import Metrics
 from outagewatch.web.operations import build_router as build_operations
 from outagewatch.web.ratelimit import RateLimiter
 from outagewatch.web.subscriptions import make_router
+from outagewatch.web.visitors import Visitors
+from outagewatch.web.visitors import build_router as build_visitors
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
@@ -357,8 +361,15 @@ def create_app(server: Server) -> FastAPI:
     )
     app.include_router(build_operations(server, auth))
     app.include_router(build_follow())
-    app.include_router(build_catalog_api(server, auth))
-    metrics = Metrics(server, ingest)
+    edits = CatalogEdits(server)
+    app.include_router(build_catalog_api(server, auth, edits))
+    # Visitors' email subscriptions and the admin page (issue 19).
+    visitors = Visitors(server)
+    app.state.visitors = visitors
+    server.alerter.unsubscribe = visitors.unsubscribe_url
+    app.include_router(build_visitors(server, visitors))
+    app.include_router(build_admin(server, auth, edits))
+    metrics = Metrics(lambda: (server.live, server.engine, server.bus), ingest)
     app.add_api_route(
         "/metrics",
         metrics.endpoint,
@@ -377,7 +388,7 @@ def create_app(server: Server) -> FastAPI:
     )
     from outagewatch.web.pages import build_pages
 
-    build_pages(app, server)
+    build_pages(app, server.settings)
     document_scopes(app)
     return app
 

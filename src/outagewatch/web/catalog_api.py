@@ -15,15 +15,15 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from outagewatch.catalog import SERVICE_ID, catalog_doc, with_service, without_service
 from outagewatch.errors import CatalogError
-from outagewatch.web import schemas
 from outagewatch.web.api import json_response
 from outagewatch.web.auth import Auth
 from outagewatch.web.ingest import ApiError
+from outagewatch.web.routes import AdminRoutes
 
 if TYPE_CHECKING:
     from outagewatch.web.app import Server
@@ -46,20 +46,56 @@ SERVICE_BODY: dict[str, Any] = {
 }
 
 
-def build_router(server: Server, auth: Auth) -> APIRouter:
-    r = APIRouter(prefix="/api/v1", tags=["catalog"])
-    admin = [Depends(auth.dependency("admin"))]
-    err: dict[int | str, dict[str, Any]] = {
-        c: {"model": schemas.Error} for c in (401, 403, 404, 422, 503)
-    }
-    lock = asyncio.Lock()  # one edit at a time: each starts from the one before
+def checked_id(service_id: str) -> str:
+    if not SERVICE_ID.fullmatch(service_id):
+        raise ApiError(422, "invalid_catalog", f"{service_id!r}: use lower-case [a-z0-9][a-z0-9-]*")
+    return service_id
 
-    def checked_id(service_id: str) -> str:
-        if not SERVICE_ID.fullmatch(service_id):
-            raise ApiError(
-                422, "invalid_catalog", f"{service_id!r}: use lower-case [a-z0-9][a-z0-9-]*"
-            )
-        return service_id
+
+class CatalogEdits:
+    """Adding, replacing and removing services, one edit at a time (each starts from the
+    one before): what the API and the admin page both call."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.lock = asyncio.Lock()
+
+    async def put(self, service_id: str, body: Any, where: str) -> tuple[dict[str, Any], bool]:
+        """Add or replace a service from a §1 table: (the stored service, created?).
+        ApiError 422 with the loader's message for a bad one."""
+        sid = checked_id(service_id)
+        server = self.server
+        async with self.lock:
+            if server.live is None:
+                raise ApiError(503, "unavailable", "the server is starting or stopping")
+            existed = sid in server.catalog.services
+            try:
+                catalog = with_service(server.catalog, sid, body, where)
+            except CatalogError as exc:
+                raise ApiError(422, "invalid_catalog", str(exc)) from None
+            await server.set_catalog(catalog)
+        return {"id": sid, **catalog_doc(catalog)["services"][sid]}, not existed
+
+    async def delete(self, service_id: str) -> None:
+        server = self.server
+        async with self.lock:
+            if server.live is None:
+                raise ApiError(503, "unavailable", "the server is starting or stopping")
+            if service_id not in server.catalog.services:
+                raise ApiError(404, "not_found", f"no service {service_id!r} in the catalog")
+            try:
+                path = f"DELETE /api/v1/services/{service_id}"
+                catalog = without_service(server.catalog, service_id, path)
+            except CatalogError as exc:
+                raise ApiError(422, "invalid_catalog", str(exc)) from None
+            await server.set_catalog(catalog)
+
+
+def build_router(server: Server, auth: Auth, edits: CatalogEdits | None = None) -> APIRouter:
+    r = APIRouter(prefix="/api/v1", tags=["catalog"])
+    routes = AdminRoutes(r, auth)
+    admin, err = routes.admin, routes.err
+    edit = edits or CatalogEdits(server)
 
     @r.put(
         "/services/{service_id}",
@@ -79,37 +115,12 @@ def build_router(server: Server, auth: Auth) -> APIRouter:
             body = await request.json()
         except ValueError:
             raise ApiError(422, "invalid_body", "the body is not valid JSON") from None
-        async with lock:
-            if server.live is None:
-                raise ApiError(503, "unavailable", "the server is starting or stopping")
-            existed = sid in server.catalog.services
-            try:
-                catalog = with_service(server.catalog, sid, body, f"PUT /api/v1/services/{sid}")
-            except CatalogError as exc:
-                raise ApiError(422, "invalid_catalog", str(exc)) from None
-            await server.set_catalog(catalog)
-        stored = catalog_doc(catalog)["services"][sid]
-        return json_response({"id": sid, **stored}, 200 if existed else 201)
+        doc, created = await edit.put(sid, body, f"PUT /api/v1/services/{sid}")
+        return json_response(doc, 201 if created else 200)
 
-    @r.delete(
-        "/services/{service_id}",
-        status_code=204,
-        responses=err,
-        dependencies=admin,
-        summary="Remove a service (its history is kept)",
-    )
+    @routes.delete("/services/{service_id}", "Remove a service (its history is kept)")
     async def delete_service(service_id: str) -> Response:
-        async with lock:
-            if server.live is None:
-                raise ApiError(503, "unavailable", "the server is starting or stopping")
-            if service_id not in server.catalog.services:
-                raise ApiError(404, "not_found", f"no service {service_id!r} in the catalog")
-            try:
-                path = f"DELETE /api/v1/services/{service_id}"
-                catalog = without_service(server.catalog, service_id, path)
-            except CatalogError as exc:
-                raise ApiError(422, "invalid_catalog", str(exc)) from None
-            await server.set_catalog(catalog)
+        await edit.delete(service_id)
         return Response(status_code=204)
 
     @r.get(

@@ -19,13 +19,14 @@ bounded by closing idle ones (admission.py: GuardedHttp).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 import orjson
 from starlette.requests import ClientDisconnect
@@ -222,6 +223,23 @@ def items_of(body: bytes) -> list[Any]:
     return items
 
 
+Answer = tuple[int, bytes, dict[str, str]]
+P = ParamSpec("P")
+
+
+def _answering_errors(f: Callable[P, Awaitable[Answer]]) -> Callable[P, Awaitable[Answer]]:
+    """`f`, answering an ApiError it raises as that error's (status, body, headers)."""
+
+    @functools.wraps(f)
+    async def answer(*args: P.args, **kwargs: P.kwargs) -> Answer:
+        try:
+            return await f(*args, **kwargs)
+        except ApiError as exc:
+            return exc.status, exc.body(), exc.headers
+
+    return answer
+
+
 class Ingest:
     def __init__(
         self,
@@ -249,6 +267,7 @@ class Ingest:
         self.shed: Counter[str] = Counter()  # requests refused as overloaded, by reason
         self._shed_logged = (0.0, 0)  # (when, shed total then): at most a warning a minute
 
+    @_answering_errors
     async def handle(
         self,
         kind: str,
@@ -258,18 +277,6 @@ class Ingest:
     ) -> tuple[int, bytes, dict[str, str]]:
         """Answer one ingest POST: (status, JSON body, extra headers). `headers` keys are
         lower case."""
-        try:
-            return await self._handle(kind, headers, peer, chunks)
-        except ApiError as exc:
-            return exc.status, exc.body(), exc.headers
-
-    async def _handle(
-        self,
-        kind: str,
-        headers: Mapping[str, str],
-        peer: str | None,
-        chunks: AsyncIterator[bytes],
-    ) -> tuple[int, bytes, dict[str, str]]:
         # Partner reports, probes and metrics: the `ingest` scope (web/auth.py).
         operator = self.auth.allows(headers.get("authorization"), "ingest")
         if kind != "report" and not operator:

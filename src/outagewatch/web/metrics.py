@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from fastapi.responses import Response
@@ -13,19 +13,25 @@ from prometheus_client.registry import Collector
 from outagewatch.incidents.severity import public
 
 if TYPE_CHECKING:
-    from outagewatch.web.app import Server
+    from outagewatch.runtime.engine import Engine
+    from outagewatch.runtime.writer import LocalBus
     from outagewatch.web.ingest import Ingest
+    from outagewatch.web.live import Live
+
+# What the metrics read at scrape time: the live view, and in a single process the engine
+# and the writer (None before start and after stop, and the latter two on an API node).
+Sources = Callable[[], "tuple[Live | None, Engine | None, LocalBus | None]"]
 
 
 class _Collector(Collector):
     """Reads the live counters at scrape time (no double bookkeeping)."""
 
-    def __init__(self, server: Server, ingest: Ingest | None = None) -> None:
-        self.server = server
+    def __init__(self, sources: Sources, ingest: Ingest | None = None) -> None:
+        self.sources = sources
         self.ingest = ingest
 
     def collect(self) -> Iterator[Metric]:
-        live, engine, bus = self.server.live, self.server.engine, self.server.bus
+        live, engine, bus = self.sources()
         if live is None:
             return
         c = live.counters
@@ -78,9 +84,9 @@ class _Collector(Collector):
 
 
 class Metrics:
-    def __init__(self, server: Server, ingest: Ingest | None = None) -> None:
+    def __init__(self, sources: Sources, ingest: Ingest | None = None) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_Collector(server, ingest))
+        self.registry.register(_Collector(sources, ingest))
 
     async def endpoint(self) -> Response:
         return Response(

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from outagewatch.events import iso, parse_ts
@@ -29,9 +29,11 @@ from outagewatch.web import schemas
 from outagewatch.web.api import json_response
 from outagewatch.web.auth import Auth
 from outagewatch.web.ingest import ApiError
+from outagewatch.web.routes import AdminRoutes
 
 if TYPE_CHECKING:
     from outagewatch.web.app import Server
+    from outagewatch.web.live import Live
 
 MAX_TEXT = 5000
 MAX_TITLE = 200
@@ -92,27 +94,89 @@ def _time(body: Mapping[str, Any], field: str) -> float:
     return ts
 
 
+def _store(server: Server) -> Any:
+    if server.reader is None:
+        raise ApiError(503, "unavailable", "the server is starting or stopping")
+    return server.reader
+
+
+async def add_update(server: Server, live: Live, incident_id: str, body: Any) -> dict[str, Any]:
+    """Check and store an operator's update `{"status", "text"}` on an incident, send it to
+    the subscribers and tell the pages: the update (what POST .../updates and the admin
+    page both do). ApiError 404/422 names what is wrong."""
+    body = _object(body, ("status", "text"))
+    status = body["status"]
+    if status not in schemas.UPDATE_STATUSES:
+        raise ApiError(
+            422,
+            "invalid_body",
+            f"status: {status!r} is not one of {', '.join(schemas.UPDATE_STATUSES)}",
+        )
+    text = _text(body, "text", MAX_TEXT)
+    doc = live.incident(incident_id)
+    if doc is None:
+        raise ApiError(404, "not_found", f"no incident {incident_id!r}")
+    at = server.clock()
+    await asyncio.to_thread(_store(server).add_update, incident_id, at, status, text)
+    update = {"at": iso(at), "status": status, "text": text}
+    doc = live.incident(incident_id) or doc
+    if server.alerter is not None:
+        await server.alerter.update(doc, update, len(doc.get("updates") or []))
+    await live.changes.bump()
+    return update
+
+
+async def add_window(server: Server, live: Live, body: Any) -> dict[str, Any]:
+    """Check and store a maintenance window `{"service", "starts_at", "ends_at", "title"}`
+    and hand it to the pipeline and the pages: the window's document (what POST
+    /maintenance and the admin page both do). ApiError 422 names what is wrong."""
+    body = _object(body, ("service", "starts_at", "ends_at", "title"))
+    name = body["service"]
+    if not isinstance(name, str):
+        raise ApiError(422, "invalid_body", "service: a service id or alias, or a group id")
+    svc = live.service_or_none(name)
+    groups = {s.group for s in live.catalog.services.values() if s.group}
+    if svc is not None:
+        target = svc.id
+    elif name in groups:
+        target = name
+    else:
+        raise ApiError(422, "invalid_body", f"service: {name!r} is no service or group")
+    start, end = _time(body, "starts_at"), _time(body, "ends_at")
+    if end <= start:
+        raise ApiError(422, "invalid_body", "ends_at: must be after starts_at")
+    if end - start > MAX_WINDOW_S:
+        raise ApiError(422, "invalid_body", "ends_at: a window lasts at most 31 days")
+    now = server.clock()
+    if end <= now:
+        raise ApiError(422, "invalid_body", "ends_at: the window is already over")
+    row = {
+        "id": "mw_" + uuid.uuid4().hex[:12],
+        "service": target,
+        "starts_at": start,
+        "ends_at": end,
+        "title": _text(body, "title", MAX_TITLE),
+        "created_at": now,
+    }
+    await asyncio.to_thread(_store(server).add_maintenance, row)
+    await server.maintenance_changed()
+    return window_doc(row)
+
+
 def build_router(server: Server, auth: Auth) -> APIRouter:
     r = APIRouter(prefix="/api/v1", tags=["operating"])
-    admin = [Depends(auth.dependency("admin"))]
-    err: dict[int | str, dict[str, Any]] = {
-        c: {"model": schemas.Error} for c in (401, 403, 404, 422, 503)
-    }
+    routes = AdminRoutes(r, auth)
+    admin, err = routes.admin, routes.err
 
     def store() -> Any:
-        if server.reader is None:
-            raise ApiError(503, "unavailable", "the server is starting or stopping")
-        return server.reader
+        return _store(server)
 
     # ------------------------------------------------------------------ tokens
-    @r.post(
+    @routes.create(
         "/tokens",
-        status_code=201,
-        response_model=schemas.TokenCreated,
-        responses=err,
-        dependencies=admin,
-        openapi_extra=schemas.json_body(schemas.TOKEN_BODY),
-        summary="Make a named token with scopes (the token is shown once)",
+        schemas.TokenCreated,
+        schemas.TOKEN_BODY,
+        "Make a named token with scopes (the token is shown once)",
     )
     async def create_token(request: Request) -> Response:
         body = await _json(request)
@@ -129,94 +193,33 @@ def build_router(server: Server, auth: Auth) -> APIRouter:
     async def list_tokens() -> Response:
         return json_response(await asyncio.to_thread(auth.list))
 
-    @r.delete(
-        "/tokens/{token_id}",
-        status_code=204,
-        responses=err,
-        dependencies=admin,
-        summary="Revoke a token",
-    )
+    @routes.delete("/tokens/{token_id}", "Revoke a token")
     async def revoke_token(token_id: str) -> Response:
         if not await asyncio.to_thread(auth.revoke, token_id):
             raise ApiError(404, "not_found", f"no token {token_id!r}")
         return Response(status_code=204)
 
     # ------------------------------------------------------------------ updates
-    @r.post(
+    @routes.create(
         "/incidents/{incident_id}/updates",
-        status_code=201,
-        response_model=schemas.Update,
-        responses=err,
-        dependencies=admin,
-        openapi_extra=schemas.json_body(schemas.UPDATE_BODY),
-        summary="Post an operator's update on an incident (sent to its subscribers)",
+        schemas.Update,
+        schemas.UPDATE_BODY,
+        "Post an operator's update on an incident (sent to its subscribers)",
     )
     async def post_update(request: Request, incident_id: str) -> Response:
-        body = _object(await _json(request), ("status", "text"))
-        status = body["status"]
-        if status not in schemas.UPDATE_STATUSES:
-            raise ApiError(
-                422,
-                "invalid_body",
-                f"status: {status!r} is not one of {', '.join(schemas.UPDATE_STATUSES)}",
-            )
-        text = _text(body, "text", MAX_TEXT)
-        live = request.app.state.live
-        doc = live.incident(incident_id)
-        if doc is None:
-            raise ApiError(404, "not_found", f"no incident {incident_id!r}")
-        at = server.clock()
-        await asyncio.to_thread(store().add_update, incident_id, at, status, text)
-        update = {"at": iso(at), "status": status, "text": text}
-        doc = live.incident(incident_id) or doc
-        if server.alerter is not None:
-            await server.alerter.update(doc, update, len(doc.get("updates") or []))
-        await live.changes.bump()
+        update = await add_update(server, request.app.state.live, incident_id, await _json(request))
         return json_response(update, 201)
 
     # ------------------------------------------------------------------ maintenance
-    @r.post(
+    @routes.create(
         "/maintenance",
-        status_code=201,
-        response_model=schemas.Window,
-        responses=err,
-        dependencies=admin,
-        openapi_extra=schemas.json_body(schemas.WINDOW_BODY),
-        summary="Schedule maintenance of a service or a group",
+        schemas.Window,
+        schemas.WINDOW_BODY,
+        "Schedule maintenance of a service or a group",
     )
     async def post_maintenance(request: Request) -> Response:
-        body = _object(await _json(request), ("service", "starts_at", "ends_at", "title"))
-        live = request.app.state.live
-        name = body["service"]
-        if not isinstance(name, str):
-            raise ApiError(422, "invalid_body", "service: a service id or alias, or a group id")
-        svc = live.service_or_none(name)
-        groups = {s.group for s in live.catalog.services.values() if s.group}
-        if svc is not None:
-            target = svc.id
-        elif name in groups:
-            target = name
-        else:
-            raise ApiError(422, "invalid_body", f"service: {name!r} is no service or group")
-        start, end = _time(body, "starts_at"), _time(body, "ends_at")
-        if end <= start:
-            raise ApiError(422, "invalid_body", "ends_at: must be after starts_at")
-        if end - start > MAX_WINDOW_S:
-            raise ApiError(422, "invalid_body", "ends_at: a window lasts at most 31 days")
-        now = server.clock()
-        if end <= now:
-            raise ApiError(422, "invalid_body", "ends_at: the window is already over")
-        row = {
-            "id": "mw_" + uuid.uuid4().hex[:12],
-            "service": target,
-            "starts_at": start,
-            "ends_at": end,
-            "title": _text(body, "title", MAX_TITLE),
-            "created_at": now,
-        }
-        await asyncio.to_thread(store().add_maintenance, row)
-        await server.maintenance_changed()
-        return json_response(window_doc(row), 201)
+        window = await add_window(server, request.app.state.live, await _json(request))
+        return json_response(window, 201)
 
     @r.get(
         "/maintenance",
@@ -228,13 +231,7 @@ def build_router(server: Server, auth: Auth) -> APIRouter:
         rows = await asyncio.to_thread(store().maintenance, server.clock())
         return json_response([window_doc(w) for w in rows])
 
-    @r.delete(
-        "/maintenance/{window_id}",
-        status_code=204,
-        responses=err,
-        dependencies=admin,
-        summary="Cancel a maintenance window",
-    )
+    @routes.delete("/maintenance/{window_id}", "Cancel a maintenance window")
     async def delete_maintenance(window_id: str) -> Response:
         if not await asyncio.to_thread(store().delete_maintenance, window_id):
             raise ApiError(404, "not_found", f"no maintenance window {window_id!r}")

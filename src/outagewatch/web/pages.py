@@ -41,7 +41,7 @@ from outagewatch.web.live import Live
 from outagewatch.web.probeviews import vantage_rows
 
 if TYPE_CHECKING:
-    from outagewatch.web.app import Server
+    from outagewatch.settings import Settings
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -388,8 +388,8 @@ def environment() -> jinja2.Environment:
 
 
 class Pages:
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.env = environment()
         self.secret = secrets.token_bytes(32)
         self.static_version = _static_version()
@@ -443,6 +443,9 @@ class Pages:
 
     def error(self, request: Request, status: int, title: str, message: str) -> HTMLResponse:
         return self.render(request, "error.html", status, title=title, message=message)
+
+    def no_service(self, request: Request, name: str) -> HTMLResponse:
+        return self.error(request, 404, "No such service", f"There is no service “{name}” here.")
 
     # ------------------------------------------------------------ home
     def home(self, request: Request) -> HTMLResponse:
@@ -518,9 +521,7 @@ class Pages:
         live = live_of(request)
         svc = live.service_or_none(name)
         if svc is None:
-            return self.error(
-                request, 404, "No such service", f"There is no service “{name}” here."
-            )
+            return self.no_service(request, name)
         visitor = request.cookies.get(VISITOR_COOKIE) or secrets.token_urlsafe(18)
         now = live.clock()
         m1 = int(now // 60) + 1
@@ -566,15 +567,14 @@ class Pages:
             clock=now,
             duration=duration,
             windows=live.upcoming(svc),
+            email_alerts=bool(self.settings.smtp_host and self.settings.public_url),
         )
 
     async def report(self, request: Request, name: str) -> Response:
         live = live_of(request)
         svc = live.service_or_none(name)
         if svc is None:
-            return self.error(
-                request, 404, "No such service", f"There is no service “{name}” here."
-            )
+            return self.no_service(request, name)
         body = await _read_form(request)
         if body is None:
             return self.error(request, 413, "Too large", "That form was too large.")
@@ -595,7 +595,7 @@ class Pages:
                 request, 422, "Unknown problem", f"“{problem}” is not a problem type of {svc.name}."
             )
         item = {"service": svc.id, "problem": problem, "country": country}
-        ip = client_ip(request, self.server.settings.trusted_proxies)
+        ip = client_ip(request, self.settings.trusted_proxies)
         limiter = getattr(getattr(request.app.state, "ingest", None), "limiter", None)
         if limiter is not None and ip is not None:  # the same budget as POST /api/v1/reports
             wait, headers = limiter.check(ip, 1)
@@ -757,8 +757,8 @@ async def _read_form(request: Request) -> dict[str, str] | None:
     return {k: v[0] for k, v in fields.items() if v}
 
 
-def build_pages(app: FastAPI, server: Server) -> None:
-    pages = Pages(server)
+def build_pages(app: FastAPI, settings: Settings) -> None:
+    pages = Pages(settings)
     app.state.pages = pages
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

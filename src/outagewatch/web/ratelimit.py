@@ -25,10 +25,15 @@ class _Bucket:
 
 class Buckets:
     def __init__(
-        self, per_minute: float, clock: Callable[[], float], max_keys: int = 100_000
+        self,
+        per_minute: float,
+        clock: Callable[[], float],
+        max_keys: int = 100_000,
+        window_s: float = 60.0,
     ) -> None:
+        """`per_minute` tokens, refilled over `window_s` seconds (a minute unless said)."""
         self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
+        self.rate = per_minute / window_s
         self.clock = clock
         self.max_keys = max_keys
         self._b: OrderedDict[str, _Bucket] = OrderedDict()
@@ -75,9 +80,11 @@ class RateLimiter:
         per_ip: float,
         per_block: float,
         clock: Callable[[], float] = time.monotonic,
+        window_s: float = 60.0,
     ) -> None:
-        self.per_ip = Buckets(per_ip, clock)
-        self.per_block = Buckets(per_block, clock)
+        """`per_ip` and `per_block` requests per `window_s` seconds (a minute unless said)."""
+        self.per_ip = Buckets(per_ip, clock, window_s=window_s)
+        self.per_block = Buckets(per_block, clock, window_s=window_s)
 
     @property
     def most(self) -> int:

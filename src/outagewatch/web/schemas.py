@@ -313,6 +313,12 @@ WINDOW_BODY: dict[str, Any] = {
 }
 
 
+class EmailSubscription(BaseModel):
+    email: str
+    services: list[str] = Field(description="the service ids")
+    status: str = Field(description="`confirmation_sent`: the mailed link must be followed")
+
+
 def json_body(schema: dict[str, Any]) -> dict[str, Any]:
     """openapi_extra for a POST taking one JSON object."""
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}

@@ -37,6 +37,7 @@ class ChannelContext:
     attempt_timeout_s: float
     smtp_ssl_context: ssl.SSLContext | None = None
     injected: frozenset[str] = frozenset()  # channels whose notifier was handed in (tests)
+    unsubscribe: Callable[[str], str] | None = None  # a visitor id's unsubscribe URL
 
 
 class Channel(Protocol):

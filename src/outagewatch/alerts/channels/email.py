@@ -8,11 +8,12 @@ by accident. The password is never logged.
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import hashlib
 import re
 import smtplib
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any
@@ -22,6 +23,12 @@ from outagewatch.alerts.channels.base import ChannelContext, SubscriptionError
 
 _EMAIL = re.compile(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+|[^@\s,<>]+@localhost")
 MAX_RECIPIENTS = 50
+LONG_LINES = email.policy.default.clone(max_line_length=998)
+
+
+def is_address(text: str) -> bool:
+    """Whether `text` looks like one email address (what subscriptions accept)."""
+    return _EMAIL.fullmatch(text) is not None
 
 
 class EmailNotifier:
@@ -36,6 +43,7 @@ class EmailNotifier:
         starttls: bool = True,
         ssl_context: ssl.SSLContext | None = None,
         timeout_s: float = 30.0,
+        unsubscribe: Callable[[str], str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -45,6 +53,8 @@ class EmailNotifier:
         self.starttls = starttls
         self.ssl_context = ssl_context or ssl.create_default_context()
         self.timeout_s = timeout_s
+        # A visitor's subscription (config `visitor`): its one-click unsubscribe URL.
+        self.unsubscribe = unsubscribe
 
     def __repr__(self) -> str:
         return f"EmailNotifier({self.host}:{self.port}, starttls={self.starttls})"
@@ -52,20 +62,54 @@ class EmailNotifier:
     async def send(self, config: Mapping[str, Any], message: Message, key: str) -> None:
         to = config["to"]
         recipients = [to] if isinstance(to, str) else list(to)
-        mail = self.compose(recipients, message, key)
+        unsubscribe = None
+        if config.get("visitor") and self.unsubscribe is not None:
+            unsubscribe = self.unsubscribe(str(config["visitor"]))
+        mail = self.compose(recipients, message, key, unsubscribe=unsubscribe)
         await asyncio.to_thread(self._send, mail, recipients)
 
-    def compose(self, recipients: Sequence[str], message: Message, key: str) -> EmailMessage:
-        mail = EmailMessage()
+    async def send_text(
+        self, to: str, subject: str, text: str, key: str, *, unsubscribe: str | None = None
+    ) -> None:
+        """Send one plain-text mail that is no alert (a visitor's confirmation request)."""
+        mail = self._mail([to], subject, text, key, unsubscribe)
+        await asyncio.to_thread(self._send, mail, [to])
+
+    def compose(
+        self,
+        recipients: Sequence[str],
+        message: Message,
+        key: str,
+        *,
+        unsubscribe: str | None = None,
+    ) -> EmailMessage:
+        return self._mail(recipients, message.subject, message.text, key, unsubscribe)
+
+    def _mail(
+        self,
+        recipients: Sequence[str],
+        subject: str,
+        text: str,
+        key: str,
+        unsubscribe: str | None,
+    ) -> EmailMessage:
+        # A long List-Unsubscribe URL has no place to fold: allow the RFC 5322 line length
+        # rather than have it turned into an encoded word, which mail clients do not follow.
+        mail = EmailMessage(policy=LONG_LINES) if unsubscribe is not None else EmailMessage()
         mail["From"] = self.sender
         mail["To"] = ", ".join(recipients)
-        mail["Subject"] = message.subject
+        mail["Subject"] = subject
         mail["Date"] = formatdate(usegmt=True)
         # The same id for every retry of one alert: mail systems drop duplicates by it.
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         mail["Message-ID"] = f"<{digest}@outagewatch>"
         mail["X-Outagewatch-Delivery"] = key
-        mail.set_content(message.text + "\n")
+        if unsubscribe is not None:
+            # RFC 8058 one-click: mail clients POST "List-Unsubscribe=One-Click" to the URL.
+            mail["List-Unsubscribe"] = f"<{unsubscribe}>"
+            mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            text = f"{text}\n\nUnsubscribe: {unsubscribe}"
+        mail.set_content(text + "\n")
         return mail
 
     def _send(self, mail: EmailMessage, recipients: list[str]) -> None:
@@ -151,6 +195,7 @@ class EmailChannel:
             starttls=s.smtp_starttls,
             ssl_context=ctx.smtp_ssl_context,
             timeout_s=ctx.attempt_timeout_s,
+            unsubscribe=ctx.unsubscribe,
         )
 
 

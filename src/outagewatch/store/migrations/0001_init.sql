@@ -1,24 +1,28 @@
--- outagewatch schema, version 1
+-- outagewatch schema, version 1 (both databases; see store/sql.py `migrations`)
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
 
--- Opaque pipeline state (baselines, recent minutes, open incidents, dedup windows).
+-- Opaque pipeline state (baselines, recent minutes, open incidents, dedup windows), one
+-- row per pipeline: 'pipeline' (one process) or 'partition/N' (a PostgreSQL worker's
+-- partition, whose `position` is the last bus position folded into `value`).
 CREATE TABLE state (
     key   TEXT PRIMARY KEY,
     value BLOB NOT NULL
 );
+--postgresql: ALTER TABLE state ADD COLUMN position BIGINT;
 
 -- One row per incident; `doc` is the contract §4 JSON object.
 CREATE TABLE incidents (
     id         TEXT PRIMARY KEY,
     service    TEXT NOT NULL,
     status     TEXT NOT NULL CHECK (status IN ('ongoing', 'resolved')),
-    started_at INTEGER NOT NULL,
-    ended_at   INTEGER,
+    started_at BIGINT NOT NULL,
+    ended_at   BIGINT,
     doc        TEXT NOT NULL
 );
+--postgresql: ALTER TABLE incidents ALTER COLUMN doc TYPE JSONB USING doc::jsonb;
 CREATE INDEX incidents_service_started ON incidents (service, started_at);
 CREATE INDEX incidents_started ON incidents (started_at);
 
@@ -33,12 +37,13 @@ CREATE TABLE transitions (
     at         REAL NOT NULL,
     detail     TEXT NOT NULL
 );
+--postgresql: ALTER TABLE transitions ALTER COLUMN detail TYPE JSONB USING detail::jsonb;
 CREATE INDEX transitions_incident ON transitions (incident, seq);
 
 -- Counted reports per minute, country and problem, one packed chunk per service and hour.
 CREATE TABLE minute_counts (
     service TEXT NOT NULL,
-    hour    INTEGER NOT NULL,
+    hour    BIGINT NOT NULL,
     data    BLOB NOT NULL,
     PRIMARY KEY (service, hour)
 ) WITHOUT ROWID;

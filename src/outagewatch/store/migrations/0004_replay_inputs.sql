@@ -8,8 +8,8 @@ CREATE TABLE replay_inputs (
     id          TEXT NOT NULL,
     name        TEXT NOT NULL,
     head        BLOB NOT NULL,
-    byte_offset INTEGER NOT NULL,
-    lines       INTEGER NOT NULL,
+    byte_offset BIGINT NOT NULL,
+    lines       BIGINT NOT NULL,
     digest      BLOB NOT NULL,
     updated_at  REAL NOT NULL,
     PRIMARY KEY (state_key, id)

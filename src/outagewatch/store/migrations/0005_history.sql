@@ -7,8 +7,10 @@ CREATE TABLE count_days (
     service TEXT NOT NULL,
     day     INTEGER NOT NULL,
     res     INTEGER NOT NULL,
-    total   INTEGER NOT NULL,
+    total   BIGINT NOT NULL,
     data    BLOB NOT NULL,
     PRIMARY KEY (service, day)
 ) WITHOUT ROWID;
 CREATE INDEX count_days_res ON count_days (res, day);
+-- The blocks are compressed already: PostgreSQL stores them as they are.
+--postgresql: ALTER TABLE count_days ALTER COLUMN data SET STORAGE EXTERNAL;
