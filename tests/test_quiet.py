@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from outagewatch.catalog import Catalog
 from outagewatch.detect.series import Series
-from outagewatch.events import EventDecoder
+from outagewatch.events import EventDecoder, parse_ts
 from outagewatch.pipeline.pipeline import Pipeline
 from outagewatch.sim.simulate import ServiceTraffic, Surge, outage_profile, simulate
 
@@ -92,13 +94,17 @@ def test_quiet_runs_equal_ticks_with_out_of_order_reports() -> None:
 
 
 class Recorder:
-    """A quiet-run hook that wants an ordinary tick at every minute divisible by 7."""
+    """A quiet-run hook that records the quiet minutes and wants an ordinary tick at every
+    minute divisible by `every` (None: never)."""
 
-    def __init__(self) -> None:
+    def __init__(self, every: int | None = 7) -> None:
         self.skipped: list[tuple[int, int]] = []
+        self.every = every
 
     def quiet_until(self, m0: int, m1: int) -> int:
-        return next((m for m in range(m0, m1) if m % 7 == 0), m1)
+        if self.every is None:
+            return m1
+        return next((m for m in range(m0, m1) if m % self.every == 0), m1)
 
     def skip(self, m0: int, m1: int) -> None:
         if m1 > m0:
@@ -138,3 +144,115 @@ def test_learning_factors_gathered_per_half_hour_equal_the_per_minute_ones() -> 
         got = b._block_factors(s, minutes)
         want = np.stack([b.season_factor(s, m) for m in minutes], axis=1)
         assert np.array_equal(got, want), start
+
+
+def test_quiet_runs_equal_ticks_with_half_hour_offsets_and_maintenance() -> None:
+    """Runs cross half hours, days and learning blocks: a country on a half-hour offset
+    (IN, +5:30: its profile slots change at :00 UTC), a weekend and a maintenance window
+    (its minutes do not teach the baseline) give the same state as minute-by-minute ticks."""
+    traffic = [
+        ServiceTraffic("gmail", 0.4, {"IN": 0.7, "US": 0.3}, {"email": 1.0}),
+        ServiceTraffic("discord", 1.2, {"IN": 0.5, "GB": 0.5}, {"app": 1.0}),
+    ]
+    surges = [Surge("discord", START + 4 * 86400 + 7 * 3600, outage_profile(30.0, 3, 20, 10))]
+    lines = simulate(traffic, START, 8 * 1440, surges, seed=3).lines
+    windows = [("gmail", START + 2 * 86400 + 1800, START + 2 * 86400 + 9 * 3600)]
+    out = []
+    hooks: list[Recorder] = []
+    for quiet in (True, False):
+        p = Pipeline(catalog=CATALOG)
+        p.quiet_runs = quiet
+        p.set_maintenance(windows)
+        hook = Recorder(every=None)  # records the quiet minutes, stops no run
+        p.quiet_hooks.append(hook)
+        hooks.append(hook)
+        docs: list[Any] = []
+        for i in range(0, len(lines), 5_000):
+            p.ingest(EventDecoder(CATALOG).decode(lines[i : i + 5_000], i + 1).reports)
+            docs += p.drain_incidents()
+        p.advance_to(START + 8 * 86400 + 3 * 3600)
+        docs += p.drain_incidents()
+        out.append((p, docs, p.drain_transitions()))
+    (fast, fast_docs, fast_tr), (slow, slow_docs, slow_tr) = out
+    assert fast_docs == slow_docs and fast_tr == slow_tr
+    assert [t.incident for t in fast_tr if t.action == "opened"] == ["discord-20250307T0700Z"]
+    assert_same(fast, slow)
+    # The quiet runs did the work (none in the minute-by-minute replay).
+    covered = [sum(b - a for a, b in h.skipped) for h in hooks]
+    assert covered[0] > 0.9 * fast.stats.ticks and covered[1] == 0
+
+
+def test_the_read_api_answers_from_the_ring_and_the_baseline() -> None:
+    """`Pipeline.recent_counts`, `breakdown`, `typical`, `live_doc`, `open_count`: what
+    engine, replay and web read, without reaching into the pipeline's arrays."""
+    lines = month(0.0)[:30_000]  # ~10 days: the gmail outage and after
+    p = Pipeline(catalog=CATALOG)
+    dec = EventDecoder(CATALOG)
+    times = [parse_ts(msgspec.json.decode(line)["ts"]) or 0.0 for line in lines]
+    stop = START + 9 * 86400 + 3 * 3600 + 5 * 60  # five minutes into the gmail outage
+    head = [ln for ln, t in zip(lines, times, strict=True) if t < stop]
+    p.ingest(dec.decode(head).reports)
+    assert p.open_count == 1
+    (doc,) = p.ongoing()
+    assert p.live_doc(doc["id"]) == doc and p.live_doc("nope") is None
+    now = p.closed_until
+    # Counts: the ring's minutes (the current one included), 0 for minutes not reached.
+    first, counts = p.recent_counts("gmail", now - 30, now + 3)
+    assert first == now - 30 and len(counts) == 33
+    # ...as counted (after deduplication) for the store:
+    rows = p.drain_counts()
+    gmail = np.asarray(rows.service) == rows.services.index("gmail")
+    by_minute: Counter[int] = Counter()
+    countries_10: Counter[str] = Counter()
+    problems_10: Counter[str] = Counter()
+    for mi, c, pr, n in zip(
+        rows.minute[gmail], rows.country[gmail], rows.problem[gmail], rows.count[gmail],
+        strict=True,
+    ):  # fmt: skip
+        by_minute[int(mi)] += int(n)
+        if mi > now - 10:
+            countries_10[rows.countries[c]] += int(n)
+            problems_10[rows.problems[pr]] += int(n)
+    assert by_minute[now] > 0
+    assert counts.tolist()[:31] == [float(by_minute[m]) for m in range(now - 30, now + 1)]
+    assert counts.tolist()[31:] == [0.0, 0.0]
+    first, _ = p.recent_counts("gmail", now - 1000, now)
+    assert first == now - p.series.ring + 1  # older minutes are no longer held
+    # Breakdowns over the last 10 minutes.
+    assert p.breakdown("gmail", 10) == (dict(countries_10), dict(problems_10))
+    assert p.breakdown("unknown", 10) == ({}, {}) and p.recent_counts("unknown", 0, 3)[1].sum() == 0
+    # The typical band: the baseline's curve of the service's total series.
+    band = p.typical("gmail", now - 60, now)
+    assert band.shape == (60,) and np.all(band > 0) and np.all(np.isfinite(band))
+    assert np.isnan(p.typical("unknown", 0, 5)).all()
+
+
+def test_the_calendar_of_a_span_is_the_per_half_hour_one() -> None:
+    """`Baseline.calendar_span` (whole days at once, for quiet runs) equals the slots and
+    weekdays ticks compute half hour by half hour, across days, weekends and holidays in
+    countries on whole and half-hour offsets."""
+    from outagewatch.detect.baseline import Baseline
+    from outagewatch.detect.series import SeriesKey
+    from outagewatch.settings import PipelineSettings
+
+    s = Series(128)
+    for c in ("US", "IN", "GB", "AU", "DE", "BR", "JP"):
+        s.get(SeriesKey("x", "country", c))
+    s.get(SeriesKey("x", "total"))
+    s.get(SeriesKey("x", "problem", "login"))
+    b = Baseline(PipelineSettings())
+    ref = Baseline(PipelineSettings())
+    # Late December to early January: Christmas, New Year and weekends.
+    h_start = int(dt.datetime(2025, 12, 20, tzinfo=dt.UTC).timestamp()) // 1800
+    for h0 in range(h_start, h_start + 20 * 48, 37):
+        h1 = h0 + 1 + h0 % 60
+        s0, s1, wd = b.calendar_span(s, h0, h1)
+        for k, h in enumerate(range(h0, h1)):
+            r0, r1, _ = ref._slots(s, h * 30 + h % 30)
+            assert np.array_equal(s0[k], r0) and np.array_equal(s1[k], r1), h
+            assert np.array_equal(wd[k], ref.weekday(s, h * 30 + h % 30)), h
+    # Holidays do show (Christmas in the US is a Sunday-like day).
+    h_xmas = int(dt.datetime(2025, 12, 25, 18, tzinfo=dt.UTC).timestamp()) // 1800
+    _, _, wd = b.calendar_span(s, h_xmas, h_xmas + 1)
+    us = s.get(SeriesKey("x", "country", "US"))
+    assert wd[0, us] == 6 and dt.date(2025, 12, 25).weekday() == 3

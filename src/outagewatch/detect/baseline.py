@@ -46,6 +46,9 @@ class Baseline:
         self._daytypes: dict[tuple[int, int], tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
         self._by_dates: dict[tuple[bytes, int], tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
         self._half: NDArray[np.bool_] = np.zeros(0, np.bool_)
+        self._span_cache: dict[
+            tuple[int, int], tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]
+        ] = {}
         self._slot_cache: dict[
             tuple[int, int], tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]
         ] = {}
@@ -157,6 +160,66 @@ class Baseline:
                 self._gathered.pop(next(iter(self._gathered)))
             self._gathered[key] = got
         return got
+
+    def calendar_span(
+        self, series: Series, h0: int, h1: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+        """The calendar of the half hours [h0, h1) (minute // 30) for every series, as
+        (h1 - h0, n) arrays: the two profile slots (`_slots`) and the local weekday
+        (`weekday`, a holiday is 6). Offsets are whole or half hours, so each is one value
+        per half hour: computed a day (48 half hours) at a time, then kept."""
+        days = [self._day_calendar(series, d) for d in range(h0 // 48, (h1 - 1) // 48 + 1)]
+        lo = h0 - (h0 // 48) * 48
+        if len(days) == 1:
+            s0, s1, wd = days[0]
+            return s0[lo : lo + h1 - h0], s1[lo : lo + h1 - h0], wd[lo : lo + h1 - h0]
+        s0, s1, wd = (np.concatenate(parts) for parts in zip(*days, strict=True))
+        return s0[lo : lo + h1 - h0], s1[lo : lo + h1 - h0], wd[lo : lo + h1 - h0]
+
+    def _day_calendar(
+        self, series: Series, day: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+        """`calendar` and `_slots` of the 48 half hours of UTC day `day`, at once."""
+        n = len(series)
+        got = self._span_cache.get((day, n))
+        if got is not None:
+            return got
+        t = (day * 48 + np.arange(48, dtype=np.int64))[:, None] * 1800  # minute * 60
+        offset = series.view("offset_s").astype(np.int64)[None, :]
+        local_day = (t + offset) // 86_400
+        weekday = (local_day + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+        daytype = (weekday >= 5).astype(np.int64)
+        # Holidays: one calendar look-up per (country, local day), not per series.
+        check = (series.view("kind") == 1)[None, :] & (daytype == 0)
+        if check.any():
+            cid = np.broadcast_to(np.asarray(series.country_id, np.int64)[None, :], check.shape)
+            pair = cid[check] * 1_000_000 + local_day[check]
+            uniq, inv = np.unique(pair, return_inverse=True)
+            codes = {i: c for c, i in series.country_index.items()}
+            hol = np.array(
+                [
+                    is_holiday(
+                        codes[int(p // 1_000_000)], _EPOCH + dt.timedelta(days=int(p % 1_000_000))
+                    )
+                    for p in uniq
+                ],
+                np.bool_,
+            )
+            holiday = np.zeros_like(check)
+            holiday[check] = hol[inv.ravel()]
+            daytype[holiday] = 1
+            weekday[holiday] = 6
+        local_s = (t + 30 + offset) % 86_400
+        h0 = np.floor(local_s / 3600.0 - 0.5).astype(np.int64)
+        base = daytype * SLOTS_PER_DAY
+        got = (base + h0 % SLOTS_PER_DAY, base + (h0 + 1) % SLOTS_PER_DAY, weekday)
+        self._keep(self._span_cache, (day, n), got, 3)
+        return got
+
+    def learned(self, steps: int) -> None:
+        """The learning steps a compiled quiet run took (detect.quiet): factors gathered
+        before them are stale."""
+        self._version += steps
 
     def half_hour_offsets(self, series: Series) -> NDArray[np.bool_]:
         """Which series live on a half-hour UTC offset (their slots are centred at :00)."""

@@ -64,20 +64,36 @@ def window_scan(
         ok = eligible[i]
         r = 1.0 / max(disp[i], 1e-9)
         for w in range(windows.shape[0]):
-            sw = sums[i, w]
-            ew = max(expected[i, w], 1e-3)
-            c = ok and sw >= min_ratio * expected[i, w]
-            c = c and sw - expected[i, w] >= min_excess
-            if c:
-                # log NB pmf at sw with mean ew and variance ew + ew^2 / r
-                log_pmf = (
-                    math.lgamma(sw + r) - math.lgamma(r) - math.lgamma(sw + 1.0)
-                    + r * math.log(r / (r + ew)) + sw * math.log(ew / (r + ew))
-                )  # fmt: skip
-                c = log_pmf < log_alpha
+            c = is_candidate(sums[i, w], expected[i, w], ok, r, min_ratio, min_excess, log_alpha)
             candidate[i, w] = c
             found = found or c
     return found
+
+
+@njit(cache=True, nogil=True, inline="always")
+def is_candidate(
+    sw: float,
+    e: float,
+    ok: bool,
+    r: float,
+    min_ratio: float,
+    min_excess: float,
+    log_alpha: float,
+) -> bool:
+    """Whether a window with `sw` reports against `e` expected (series eligible: `ok`,
+    dispersion 1 / r) may be a surge: the guards, then the NB probability of exactly sw
+    (a lower bound of the tail) below alpha. Needs sw >= min_excess (e >= 0)."""
+    c = ok and sw >= min_ratio * e
+    c = c and sw - e >= min_excess
+    if c:
+        ew = max(e, 1e-3)
+        # log NB pmf at sw with mean ew and variance ew + ew^2 / r
+        log_pmf = (
+            math.lgamma(sw + r) - math.lgamma(r) - math.lgamma(sw + 1.0)
+            + r * math.log(r / (r + ew)) + sw * math.log(ew / (r + ew))
+        )  # fmt: skip
+        c = log_pmf < log_alpha
+    return c
 
 
 @njit(cache=True, nogil=True)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from outagewatch.catalog import Service
 from outagewatch.incidents.evidence import PUBLIC_SITE
-from outagewatch.incidents.lifecycle import Incident, State
+from outagewatch.incidents.lifecycle import Incident, State, resolve
 
 if TYPE_CHECKING:
     from outagewatch.pipeline.pipeline import Pipeline
@@ -273,12 +273,7 @@ class Verdicts:
         end = max(self.end_min(service), inc.started_min + 1)
         if "reports" in inc.detected_by:
             end = max(end, inc.last_hot_min + 1)
-        inc.ended_min = end
-        p._unfold_after_end(inc)
-        p._transitions.append(inc.move(State.RESOLVED, at, ended_at=end * 60))
-        del p.open_by_service[service]
-        p.last_ended[service] = end
-        p._changed.add(inc.id)
+        resolve(p, inc, end, at)
 
     def _join_reports(self, p: Pipeline, at: float) -> None:
         """A crowd surge on an incident a signal opened joins it."""

@@ -213,7 +213,10 @@ class Sources:
         flat = self.rows.reshape(-1)
         for where, weight in parts:
             if len(where):
-                np.add.at(flat, where, 1 if weight is None else weight.astype(np.int32))
+                # An int32 array of weights, never a scalar 1: numpy's fast path of `at`
+                # (~40x faster than the scalar's, the same sums).
+                w = np.ones(len(where), np.int32) if weight is None else weight.astype(np.int32)
+                np.add.at(flat, where, w)
 
     def window(self, svc: int, lo: int, hi: int) -> NDArray[np.int64]:
         """Rows of the minutes lo..hi (inclusive) this service has, as int64."""

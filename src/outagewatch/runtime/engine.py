@@ -37,15 +37,6 @@ def skew_means(skew_s: float) -> str:
     return f"{skew_s:g} s ahead of the server's clock, --clock-skew-s"
 
 
-def typical(p: Pipeline, service: str, m0: int, m1: int) -> NDArray[np.float64]:
-    """The typical reports per minute of `service` over [m0, m1) (nan when not learned)."""
-    s = p.series
-    si = s.service_index.get(service)
-    if si is None or m1 <= m0 or int(s.nobs[s.total_of[si]]) == 0:
-        return np.full(max(m1 - m0, 0), np.nan)
-    return p.baseline.curve(s, s.total_of[si], np.arange(m0, m1))
-
-
 @dataclass(frozen=True)
 class Committed:
     """What one commit changed, for alerts, the live pages and metrics."""
@@ -81,7 +72,7 @@ class Engine:
         self.decoder = EventDecoder(
             catalog, max_ts=now + self.skew_s, max_ts_means=skew_means(self.skew_s)
         )
-        self.pipeline.clock.cap = now + self.skew_s
+        self.pipeline.cap_time(now + self.skew_s)
         if (self.pipeline.watermark or 0.0) > now + self.skew_s:
             self.pipeline.rewind(now)
         self.journal_seq = store.journal_seq()
@@ -126,7 +117,7 @@ class Engine:
         commit — here or while ingesting, as events move the clock too."""
         with self.lock:
             self.decoder.max_ts = max(self.decoder.max_ts, now + self.skew_s)
-            self.pipeline.clock.cap = now + self.skew_s
+            self.pipeline.cap_time(now + self.skew_s)
             before = self.pipeline.closed_until
             t0 = time.perf_counter()
             self.pipeline.advance_to(now)
@@ -212,8 +203,7 @@ class Engine:
     def live_doc(self, incident_id: str) -> dict[str, Any] | None:
         with self._reading() as got:
             if got:
-                inc = self.pipeline.incidents.get(incident_id)
-                return None if inc is None else self.pipeline.incident_doc(inc)
+                return self.pipeline.live_doc(incident_id)
         return next((d for d in self._last_ongoing.values() if d["id"] == incident_id), None)
 
     def breakdown(self, service: str, span: int) -> tuple[dict[str, int], dict[str, int]]:
@@ -222,22 +212,7 @@ class Engine:
         with self._reading() as got:
             if not got:
                 return self._last_breakdown.get(service, ({}, {}))
-            countries: dict[str, int] = {}
-            problems: dict[str, int] = {}
-            p = self.pipeline
-            s = p.series
-            si = s.service_index.get(service)
-            if si is not None:
-                last = p.closed_until  # the current minute: already counting
-                first = max(last - span + 1, last - s.ring + 1)
-                rows = np.arange(first, last + 1) % s.ring
-                for i in s.service_series[si]:
-                    key = s.keys[i]
-                    if key.kind == "total":
-                        continue
-                    n = int(s.ring_count[rows, i].sum())
-                    if n > 0:
-                        (countries if key.kind == "country" else problems)[key.key] = n
+            countries, problems = self.pipeline.breakdown(service, span)
             self._last_breakdown[service] = (countries, problems)
             return countries, problems
 
@@ -250,22 +225,10 @@ class Engine:
         [max(m0, first), m1) and baseline covers all of [m0, m1) (nan when unknown).
         """
         with self._reading() as got:
-            p = self.pipeline
-            s = p.series
-            n = max(m1 - m0, 0)
-            baseline = np.full(n, np.nan)
-            si = s.service_index.get(service)
-            first = max(m0, p.closed_until - s.ring + 1)
             if not got:  # the writer is busy: the stored counts will do for now
-                return m1, np.zeros(0), baseline
-            if si is None or n == 0:
-                return first, np.zeros(max(m1 - first, 0)), baseline
-            i = s.total_of[si]
-            minutes = np.arange(first, m1)
-            rows = minutes % s.ring
-            valid = minutes <= p.closed_until
-            counts = np.where(valid, s.ring_count[rows, i], 0.0).astype(np.float64)
-            return first, counts, typical(p, service, m0, m1)
+                return m1, np.zeros(0), np.full(max(m1 - m0, 0), np.nan)
+            first, counts = self.pipeline.recent_counts(service, m0, m1)
+            return first, counts, self.pipeline.typical(service, m0, m1)
 
     def verdicts(self, services: Sequence[Service], now: float) -> dict[str, ServiceVerdict]:
         """Partial probe failures, silence and the probe sentence of each service

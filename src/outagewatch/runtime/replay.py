@@ -340,7 +340,7 @@ def _replay(
     summary.counted = stats["counted"] - stats0["counted"]
     summary.duplicates = stats["duplicates"] - stats0["duplicates"]
     summary.late = stats["late"] - stats0["late"]
-    summary.ongoing = len(rp.pipeline.open_by_service)
-    summary.held = len(rp.pipeline.clock.held)
+    summary.ongoing = rp.pipeline.open_count
+    summary.held = rp.pipeline.held_count
     summary.seconds = time.perf_counter() - t0
     return summary

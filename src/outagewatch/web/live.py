@@ -27,7 +27,7 @@ from outagewatch.events import EventDecoder, epoch_of, iso, time_of
 from outagewatch.incidents.severity import public
 from outagewatch.incidents.verdicts import ServiceVerdict
 from outagewatch.pipeline.pipeline import Pipeline, load_state
-from outagewatch.runtime.engine import FUTURE_SKEW_S, Committed, Engine, skew_means, typical
+from outagewatch.runtime.engine import FUTURE_SKEW_S, Committed, Engine, skew_means
 from outagewatch.settings import PipelineSettings
 from outagewatch.store.base import Store, with_updates
 from outagewatch.web.posted import Prepared, prepare
@@ -105,7 +105,7 @@ class StoredBaselines:
             self._cache[part] = (now, pipeline)
         if pipeline is None:
             return np.full(max(m1 - m0, 0), np.nan)
-        return typical(pipeline, service, m0, m1)
+        return pipeline.typical(service, m0, m1)
 
 
 class StoredVerdicts:
