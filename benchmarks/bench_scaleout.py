@@ -169,7 +169,9 @@ def run(n_workers: int, pg_base: str, nats: str, ndjson: Path, catalog: Catalog,
         deadline = time.monotonic() + 120
         share = PARTITIONS // n_workers
         while True:
-            owners = [o for _, o, _, live in store.leases() if live]
+            owners = [  # the partitions' (an API node holds the "leader" lease beside them)
+                o for name, o, _, live in store.leases() if live and name.startswith("partition/")
+            ]
             if len(owners) == PARTITIONS and all(
                 owners.count(f"bench{i}") == share for i in range(n_workers)
             ):
