@@ -39,8 +39,9 @@ from outagewatch.alerts.alerter import Alerter
 from outagewatch.catalog import Catalog
 from outagewatch.errors import StoreError
 from outagewatch.incidents.lifecycle import Transition
-from outagewatch.probes.scheduler import ProbeScheduler, catalog_probes
+from outagewatch.probes.scheduler import ProbeScheduler
 from outagewatch.probes.statuspage import StatusPoller
+from outagewatch.probes.watch import start_watchers
 from outagewatch.settings import Settings
 from outagewatch.store.postgres import Lease, PostgresStore
 
@@ -181,25 +182,13 @@ class LeaderDuties:
 
     async def _start_watching(self) -> None:
         st = self.settings
-        probes = catalog_probes(self.catalog)
-        if probes:
-            self.probes = ProbeScheduler(
-                probes,
-                self.submit,
-                allow_private=st.allow_private_targets,
-                concurrency=st.probe_concurrency,
-                clock=self.clock,
-            )
-            await self.probes.start()
-        if any(svc.status_page is not None for svc in self.catalog.services.values()):
-            self.poller = StatusPoller(
-                self.catalog,
-                self.submit,
-                allow_private=st.allow_private_targets,
-                clock=self.clock,
-                refresh_s=0.0,
-            )
-            await self.poller.start()
+        self.probes, self.poller = await start_watchers(
+            self.catalog,
+            self.submit,
+            allow_private=st.allow_private_targets,
+            concurrency=st.probe_concurrency,
+            clock=self.clock,
+        )
 
     async def _stop_watching(self) -> None:
         for watcher in (self.probes, self.poller):
