@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from outagewatch.netguard import guarded_client
 from outagewatch.probes.checks import Clock
 
 Submit = Callable[[list[dict[str, Any]]], Awaitable[None]]
@@ -24,19 +25,20 @@ class Watcher:
     def __init__(
         self,
         submit: Submit,
-        *,
         concurrency: int,
         client: httpx.AsyncClient | None,
-        make_client: Callable[[], httpx.AsyncClient],
+        guard: dict[str, Any],
         clock: Clock,
         rng: random.Random | None,
     ) -> None:
+        """`guard`: the arguments of `guarded_client` for the watcher's own client (made
+        when `client` is None)."""
         self.submit = submit
         self.clock = clock
         self._rng = rng or random.Random()
         self._slots = asyncio.Semaphore(concurrency)
         self._own_client = client is None
-        self._client = client or make_client()
+        self._client = client or guarded_client(**guard)
         self._tasks: list[asyncio.Task[None]] = []
 
     @property

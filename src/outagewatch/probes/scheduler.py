@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import httpx
 
 from outagewatch.catalog import Catalog, Probe
-from outagewatch.netguard import Resolver, guarded_client, system_resolve
+from outagewatch.netguard import Resolver, system_resolve
 from outagewatch.probes.base import Submit, Watcher
 from outagewatch.probes.checks import CERT_WARN_DAYS, Clock, Event, run_probe
 
@@ -54,16 +54,8 @@ class ProbeScheduler(Watcher):
             raise ValueError("probe concurrency must be at least 1")
         if not 0 <= jitter < 1:
             raise ValueError("probe jitter must be in [0, 1)")
-        super().__init__(
-            submit,
-            concurrency=concurrency,
-            client=client,
-            make_client=lambda: guarded_client(
-                allow_private=allow_private, verify=verify, resolve=resolve, headers=headers
-            ),
-            clock=clock,
-            rng=rng,
-        )
+        guard = dict(allow_private=allow_private, verify=verify, resolve=resolve, headers=headers)
+        super().__init__(submit, concurrency, client, guard, clock, rng)
         self.probes = catalog_probes(probes) if isinstance(probes, Catalog) else list(probes)
         self.vantage = vantage
         self.jitter = jitter

@@ -37,7 +37,7 @@ from defusedxml import DefusedXmlException
 
 from outagewatch.catalog import Catalog, StatusPage
 from outagewatch.events import parse_ts
-from outagewatch.netguard import Resolver, TargetRefusedError, guarded_client, system_resolve
+from outagewatch.netguard import Resolver, TargetRefusedError, system_resolve
 from outagewatch.probes.base import Submit, Watcher
 from outagewatch.probes.checks import Clock
 
@@ -250,16 +250,8 @@ class StatusPoller(Watcher):
                 for sid, svc in pages.services.items()
                 if svc.status_page is not None
             ]
-        super().__init__(
-            submit,
-            concurrency=concurrency,
-            client=client,
-            make_client=lambda: guarded_client(
-                allow_private=allow_private, timeout=timeout_s, verify=verify, resolve=resolve
-            ),
-            clock=clock,
-            rng=rng,
-        )
+        guard = dict(allow_private=allow_private, timeout=timeout_s, verify=verify, resolve=resolve)
+        super().__init__(submit, concurrency, client, guard, clock, rng)
         self.pages = list(pages)
         self.refresh_s = refresh_s
         self.feed_max_age_s = feed_max_age_s

@@ -181,14 +181,8 @@ class LeaderDuties:
         return lease is not None and self.store.claim_delivery(delivery_id, attempts, lease)
 
     async def _start_watching(self) -> None:
-        st = self.settings
-        self.probes, self.poller = await start_watchers(
-            self.catalog,
-            self.submit,
-            allow_private=st.allow_private_targets,
-            concurrency=st.probe_concurrency,
-            clock=self.clock,
-        )
+        w = await start_watchers(self.catalog, self.submit, self.settings, self.clock)
+        self.probes, self.poller = w
 
     async def _stop_watching(self) -> None:
         for watcher in (self.probes, self.poller):

@@ -219,14 +219,8 @@ class Server:
 
     async def _start_watching(self, live: Live) -> None:
         """Probes and official status pages feed the same pipeline as reports."""
-        st = self.settings
-        self.probes, self.poller = await start_watchers(
-            self.catalog,
-            live.submit_events,
-            allow_private=st.allow_private_targets,
-            concurrency=st.probe_concurrency,
-            clock=self.clock,
-        )
+        w = await start_watchers(self.catalog, live.submit_events, self.settings, self.clock)
+        self.probes, self.poller = w
 
     def _committed(self, done: Committed) -> None:
         """After each commit (in the writer thread): live pages, metrics, alerts."""
