@@ -307,7 +307,7 @@ class Alerter:
     ) -> None:
         """Queue the alerts these transitions call for (idempotent) and start sending them.
 
-        `docs` maps incident id to its contract §4 object after the commit.
+        `docs` maps incident id to its docs/contract.md §4 object after the commit.
         """
         if not self._subs or not transitions:
             return

@@ -393,7 +393,7 @@ def probe_of(item: Any) -> tuple[str, Probe]:
 
 
 def probe_config(catalog: Catalog) -> list[dict[str, Any]]:
-    """What GET /api/v1/probes/config answers: every catalog probe (contract §8)."""
+    """What GET /api/v1/probes/config answers: every catalog probe (docs/contract.md §8)."""
     return [
         {
             "service": sid,

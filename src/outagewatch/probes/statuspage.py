@@ -1,4 +1,5 @@
-"""Official status pages: poll them and turn what they say into contract §2 `status` events.
+"""Official status pages: poll them and turn what they say into `status` events
+(docs/contract.md §2).
 
 Two kinds (catalog `status_page.kind`):
 

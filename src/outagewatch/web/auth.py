@@ -1,4 +1,4 @@
-"""Who may do what: bearer tokens with scopes (contract §8), checked in one place.
+"""Who may do what: bearer tokens with scopes (docs/contract.md §8), checked in one place.
 
     Authorization: Bearer <token>
 

@@ -1,4 +1,4 @@
-"""Pydantic models that document the HTTP API in /openapi.json (contract §4 and §6).
+"""Pydantic models that document the HTTP API in /openapi.json (docs/contract.md §4 and §6).
 
 Handlers answer with pre-encoded JSON for speed; these models are what the document
 promises, and tests check real responses against them.
@@ -258,7 +258,7 @@ def body_schema(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------- operating (contract §8)
+# ---------------------------------------------------------------- operating (docs/contract.md §8)
 class TokenInfo(BaseModel):
     id: str
     name: str
