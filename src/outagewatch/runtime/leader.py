@@ -33,6 +33,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from outagewatch.alerts.alerter import Alerter
@@ -103,31 +104,24 @@ class TransitionFollower:
         return new
 
 
+@dataclass(eq=False, repr=False)
 class LeaderDuties:
     """What the leader runs: probes, status polls and alerts (started and stopped as one)."""
 
-    def __init__(
-        self,
-        store: PostgresStore,
-        settings: Settings,
-        alerter: Alerter,
-        submit: Submit,
-        catalog: Catalog,
-        *,
-        watch: bool = True,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
-        self.settings = settings
-        self.alerter = alerter
-        self.submit = submit
-        self.catalog = catalog
-        self.watch = watch
-        self.clock = clock
-        self.follower = TransitionFollower(store)
-        self.probes: ProbeScheduler | None = None
-        self.poller: StatusPoller | None = None
-        self.lease: Lease | None = None
+    store: PostgresStore
+    settings: Settings
+    alerter: Alerter
+    submit: Submit
+    catalog: Catalog
+    _: KW_ONLY
+    watch: bool = True
+    clock: Callable[[], float] = time.time
+    probes: ProbeScheduler | None = field(default=None, init=False)
+    poller: StatusPoller | None = field(default=None, init=False)
+    lease: Lease | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.follower = TransitionFollower(self.store)
 
     async def start(self, lease: Lease) -> None:
         self.lease = lease
