@@ -1,4 +1,4 @@
-"""The service catalog (contract §1): strict TOML loading.
+"""The service catalog (docs/contract.md §1): strict TOML loading.
 
 Every mistake is a `CatalogError` whose message names the file, the service and the key.
 """

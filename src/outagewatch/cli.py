@@ -1,4 +1,4 @@
-"""The `outagewatch` command line (contract §3).
+"""The `outagewatch` command line (docs/contract.md §3).
 
 Exit status 0 on success, 2 on a usage or input error with one line on stderr.
 """

@@ -1,4 +1,4 @@
-"""`evaluate`: grade detected incidents against labelled true outages (contract §7).
+"""`evaluate`: grade detected incidents against labelled true outages (docs/contract.md §7).
 
 Two parts: `parse_labels` and `grade` are pure (labels and incident docs in, grades out);
 `run_evaluate` is the driver that replays event files into a fresh temporary store and
@@ -88,8 +88,8 @@ def grade(
     span_days: float,
     services: int,
 ) -> dict[str, Any]:
-    """Grade incident docs (contract §4) against the labels; the result is the JSON object of
-    contract §7. `now` closes ongoing incidents; `span_days` x `services` are the
+    """Grade incident docs (docs/contract.md §4) against the labels; the result is the JSON
+    object of docs/contract.md §7. `now` closes ongoing incidents; `span_days` x `services` are the
     service-days the false incidents are counted per."""
     shown = [d for d in incidents if d.get("suspected_abuse") is not True]
     spans = [

@@ -1,4 +1,5 @@
-"""Events (contract §2): typed NDJSON decoding with msgspec, validation against the catalog.
+"""Events (docs/contract.md §2): typed NDJSON decoding with msgspec, validation against the
+catalog.
 
 The decoder turns lines into column batches (`ReportColumns`) for the pipeline's vectorised
 core, plus a list of the other event types, plus one `Rejection` per bad line (line number
@@ -512,7 +513,7 @@ def parse_ts(value: str) -> float | None:
 
 
 def time_of(value: object) -> float | None:
-    """Epoch seconds of a time as JSON carries it (contract §2: an RFC 3339 string with `Z`
+    """Epoch seconds of a time as JSON carries it (docs/contract.md §2: an RFC 3339 string with `Z`
     or an offset, or epoch seconds as a number); None when it is no time. The one reading
     of times that every part of outagewatch uses."""
     if isinstance(value, bool):

@@ -190,6 +190,14 @@ class Alerter:
     async def add_subscription(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Validate and store a subscription. The answer shows the webhook secret once."""
         sub = self._validate(body)
+        await self._add(sub)
+        out = sub.public()
+        if "secret" in sub.config:
+            out["secret"] = sub.config["secret"]
+        return out
+
+    async def _add(self, sub: Subscription) -> None:
+        """Store a new subscription, then alert it."""
         row = {
             "id": sub.id,
             "service": sub.service,
@@ -201,10 +209,6 @@ class Alerter:
         }
         await asyncio.to_thread(self.store.add_subscription, row)
         self._subs[sub.id] = sub
-        out = sub.public()
-        if "secret" in sub.config:
-            out["secret"] = sub.config["secret"]
-        return out
 
     def subscriptions(self) -> list[dict[str, Any]]:
         return [s.public() for s in self._subs.values()]
@@ -235,17 +239,7 @@ class Alerter:
                 {"to": [email], "visitor": visitor},
                 self.clock(),
             )
-            row = {
-                "id": sub.id,
-                "service": sub.service,
-                "group": None,
-                "min_severity": sub.min_severity,
-                "channel": sub.channel,
-                "config": dict(sub.config),
-                "created_at": sub.created_at,
-            }
-            await asyncio.to_thread(self.store.add_subscription, row)
-            self._subs[sub.id] = sub
+            await self._add(sub)
 
     async def unfollow(self, visitor: str) -> int:
         """Remove every subscription of a visitor; how many there were."""
@@ -313,7 +307,7 @@ class Alerter:
     ) -> None:
         """Queue the alerts these transitions call for (idempotent) and start sending them.
 
-        `docs` maps incident id to its contract §4 object after the commit.
+        `docs` maps incident id to its docs/contract.md §4 object after the commit.
         """
         if not self._subs or not transitions:
             return

@@ -40,7 +40,7 @@ class Message:
     service: str
     subject: str  # one line
     text: str  # a few lines of plain text
-    doc: Mapping[str, Any]  # the contract §4 incident object at the time
+    doc: Mapping[str, Any]  # the docs/contract.md §4 incident object at the time
 
     def to_json(self) -> dict[str, Any]:
         return {

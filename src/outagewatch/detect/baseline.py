@@ -30,6 +30,23 @@ from outagewatch.settings import PipelineSettings
 _EPOCH = dt.date(1970, 1, 1)
 
 
+def _holidays(series: Series, cid: NDArray[np.int64], day: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Whether each (country id, local day since the epoch) is a public holiday there: one
+    calendar look-up per distinct pair, not per series."""
+    pair = cid * 1_000_000 + day
+    uniq, inv = np.unique(pair, return_inverse=True)
+    codes = {i: c for c, i in series.country_index.items()}
+    hol = np.array(
+        [
+            is_holiday(codes[int(p // 1_000_000)], _EPOCH + dt.timedelta(days=int(p % 1_000_000)))
+            for p in uniq
+        ],
+        np.bool_,
+    )
+    out: NDArray[np.bool_] = hol[inv.ravel()]
+    return out
+
+
 class Baseline:
     """Computes expectations and learns, for all series at once."""
 
@@ -84,19 +101,7 @@ class Baseline:
         check = np.flatnonzero((series.view("kind") == 1) & (daytype == 0))
         if len(check):
             cid = np.asarray(series.country_id, np.int64)[check]
-            pair = cid * 1_000_000 + local_day[check]
-            uniq, inv = np.unique(pair, return_inverse=True)
-            codes = {i: c for c, i in series.country_index.items()}
-            hol = np.array(
-                [
-                    is_holiday(
-                        codes[int(p // 1_000_000)], _EPOCH + dt.timedelta(days=int(p % 1_000_000))
-                    )
-                    for p in uniq
-                ],
-                np.bool_,
-            )
-            holiday = check[hol[inv.ravel()]]
+            holiday = check[_holidays(series, cid, local_day[check])]
             daytype[holiday] = 1
             weekday = weekday.copy()
             weekday[holiday] = 6
@@ -193,20 +198,8 @@ class Baseline:
         check = (series.view("kind") == 1)[None, :] & (daytype == 0)
         if check.any():
             cid = np.broadcast_to(np.asarray(series.country_id, np.int64)[None, :], check.shape)
-            pair = cid[check] * 1_000_000 + local_day[check]
-            uniq, inv = np.unique(pair, return_inverse=True)
-            codes = {i: c for c, i in series.country_index.items()}
-            hol = np.array(
-                [
-                    is_holiday(
-                        codes[int(p // 1_000_000)], _EPOCH + dt.timedelta(days=int(p % 1_000_000))
-                    )
-                    for p in uniq
-                ],
-                np.bool_,
-            )
             holiday = np.zeros_like(check)
-            holiday[check] = hol[inv.ravel()]
+            holiday[check] = _holidays(series, cid[check], local_day[check])
             daytype[holiday] = 1
             weekday[holiday] = 6
         local_s = (t + 30 + offset) % 86_400

@@ -5,7 +5,7 @@ so memory stays flat however long the history. Columns (README "Export"):
 
 counts:    service, start (bucket start, UTC), minutes (bucket length: 1, 15 or 60 by the
            age of the day), country, problem, reports
-incidents: the contract §4 object per line in NDJSON; in CSV and Parquet the flat columns
+incidents: the docs/contract.md §4 object per line in NDJSON; in CSV and Parquet the flat columns
            of INCIDENT_COLUMNS (countries and problems as `US:120 GB:30`)
 """
 

@@ -1,4 +1,4 @@
-"""Clusters of concurrent incidents that share one explanation (contract §4 `cluster`).
+"""Clusters of concurrent incidents that share one explanation (docs/contract.md §4 `cluster`).
 
 A pure function over incidents (as `IncidentView`, built from §4 docs) and the catalog, so
 it runs the same inside one pipeline and over incidents read from a store. Candidates:
@@ -145,8 +145,8 @@ def _components(members: list[IncidentView], window_s: float) -> list[list[str]]
 def stored_clusters(
     docs: Sequence[Mapping[str, Any]], catalog: Catalog | None
 ) -> dict[str, dict[str, Any] | None]:
-    """incident id -> its cluster over stored docs (contract §4) written by several pipelines
-    (scale-out: one per partition, each seeing only its own services): the clusters one
+    """incident id -> its cluster over stored docs (docs/contract.md §4) written by several
+    pipelines (scale-out: one per partition, each seeing only its own services): the clusters one
     pipeline would have given them. Suspected floods are left out as the pipeline leaves
     them out; a provider counts as failing, without its own incident, where a partition's
     probes or status pages said so (an `upstream` cluster it found)."""

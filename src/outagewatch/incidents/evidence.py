@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,11 @@ class StatusRun:
         }
 
 
+def _between(minutes: deque[int], lo: int, hi: int) -> range:
+    """The indices of the sorted `minutes` that are in lo..hi (inclusive)."""
+    return range(bisect.bisect_left(minutes, lo), bisect.bisect_right(minutes, hi))
+
+
 def _new_scorer() -> GenericScorer:
     # causes look for the first anomalous minute of each metric in a window: no refractory
     # period, so an earlier small flag does not hide the rise that matters
@@ -83,9 +88,7 @@ class MetricSeries:
     def points(self, lo: int, hi: int) -> list[tuple[int, float, float]]:
         """(minute, value, anomaly score) of final minutes lo..hi (inclusive)."""
         ms = self.minutes
-        a = bisect.bisect_left(ms, lo)
-        b = bisect.bisect_right(ms, hi)
-        return [(ms[i], self.values[i], self.scores[i]) for i in range(a, b)]
+        return [(ms[i], self.values[i], self.scores[i]) for i in _between(ms, lo, hi)]
 
 
 @dataclass
@@ -99,9 +102,7 @@ class ProbeSeries:
     def counts(self, lo: int, hi: int) -> list[tuple[int, int, int]]:
         """(minute, ok checks, failed checks) of final minutes lo..hi (inclusive)."""
         ms = self.minutes
-        a = bisect.bisect_left(ms, lo)
-        b = bisect.bisect_right(ms, hi)
-        return [(ms[i], self.ok[i], self.failed[i]) for i in range(a, b)]
+        return [(ms[i], self.ok[i], self.failed[i]) for i in _between(ms, lo, hi)]
 
 
 @dataclass
@@ -188,6 +189,14 @@ class Evidence:
                     (o.service, o.ts, ev.indicator, ev.description or "", ev.incident or "")
                 )
 
+    def _room(self, series: Mapping[Any, Any], key: Any, cap: int) -> bool:
+        """Whether `key` has a series or may start one (at most `cap` are kept; a key
+        beyond them is dropped and counted)."""
+        if key not in series and len(series) >= cap:
+            self.stats.dropped += 1
+            return False
+        return True
+
     def _metric(self, acc: _Minute, service: str, ev: MetricIn) -> None:
         if not math.isfinite(ev.value):
             return
@@ -196,8 +205,7 @@ class Evidence:
         if svc is not None and ev.name not in svc.metrics:
             self.stats.unused += 1
             return
-        if key not in self.metrics and len(self.metrics) >= MAX_METRIC_SERIES:
-            self.stats.dropped += 1
+        if not self._room(self.metrics, key, MAX_METRIC_SERIES):
             return
         self.stats.metrics += 1
         cell = acc.metrics.get(key)
@@ -210,8 +218,7 @@ class Evidence:
     def _probe(self, acc: _Minute, service: str, ts: float, ev: ProbeIn) -> None:
         site = ev.site or self._sites.get((service, ev.target), PUBLIC_SITE)
         key = (service, ev.target, site, ev.vantage or "")
-        if key not in self.probes and len(self.probes) >= MAX_PROBE_KEYS:
-            self.stats.dropped += 1
+        if not self._room(self.probes, key, MAX_PROBE_KEYS):
             return
         self.stats.probes += 1
         cell = acc.probes.get(key)

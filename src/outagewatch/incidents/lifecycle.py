@@ -143,7 +143,7 @@ class Incident:
         countries: Counter[str] | None = None,
         problems: Counter[str] | None = None,
     ) -> dict[str, Any]:
-        """The contract §4 JSON object (counts default to the folded ones)."""
+        """The docs/contract.md §4 JSON object (counts default to the folded ones)."""
         total = self.total if total is None else total
         countries = self.countries if countries is None else countries
         problems = self.problems if problems is None else problems

@@ -60,7 +60,19 @@ class Dedup:
             return [True] * len(ts)
         n = len(ts)
         if counts.count(1) != n or None in persons or "" in persons:
-            return self._filter_mixed(services, persons, ts, counts)
+            # Reports without a person and pre-aggregated counts always count, unremembered.
+            keep = [True] * n
+            pairs = enumerate(zip(counts, persons, strict=True))
+            single = [i for i, (c, p) in pairs if c == 1 and p]
+            sub = self.filter(
+                [services[i] for i in single],
+                [persons[i] for i in single],
+                [ts[i] for i in single],
+                [1] * len(single),
+            )
+            for i, k in zip(single, sub, strict=True):
+                keep[i] = k
+            return keep
         cur = self._cur
         prev = self._prev
         # One string per (service, person): its hash is computed once and cached, where a
@@ -104,26 +116,6 @@ class Dedup:
                 keep[i] = False
         cur.update(zip(keys, ts, strict=True))
         cur.update(fix)
-        return keep
-
-    def _filter_mixed(
-        self,
-        services: Sequence[str],
-        persons: Sequence[str | None],
-        ts: Sequence[float],
-        counts: Sequence[int],
-    ) -> list[bool]:
-        """Reports without a person and pre-aggregated counts always count, unremembered."""
-        keep = [True] * len(ts)
-        single = [i for i, (c, p) in enumerate(zip(counts, persons, strict=True)) if c == 1 and p]
-        sub = self.filter(
-            [services[i] for i in single],
-            [persons[i] for i in single],
-            [ts[i] for i in single],
-            [1] * len(single),
-        )
-        for i, k in zip(single, sub, strict=True):
-            keep[i] = k
         return keep
 
     def rotate(self, now: float) -> None:

@@ -126,22 +126,28 @@ class ProbeAgent:
     def _scheduler(self, probes: Probes) -> ProbeScheduler:
         return ProbeScheduler(probes, self._enqueue, **self._scheduler_args)
 
-    async def fetch_config(self) -> Probes:
-        """The server's probe list (GET /api/v1/probes/config); bad items are logged and
-        skipped. Raises AgentRefusedError for a refused token, httpx.HTTPError or
-        _RetryError while the server is unreachable or overloaded."""
+    async def _ask(self, method: str, url: str, body: Any = None) -> httpx.Response:
+        """One request to the server with the agent's token. A transport error counts as a
+        failure and propagates; a refused token raises AgentRefusedError."""
         try:
-            resp = await self._poster.get(
-                self.config_url, headers={"Authorization": f"Bearer {self.token}"}
+            resp = await self._poster.request(
+                method, url, json=body, headers={"Authorization": f"Bearer {self.token}"}
             )
         except httpx.HTTPError:
             self.failures += 1
             raise
         if resp.status_code in (401, 403):
             raise AgentRefusedError(
-                f"{self.config_url}: the server refused the token ({resp.status_code}); "
+                f"{url}: the server refused the token ({resp.status_code}); "
                 "check --token / OUTAGEWATCH_TOKEN"
             )
+        return resp
+
+    async def fetch_config(self) -> Probes:
+        """The server's probe list (GET /api/v1/probes/config); bad items are logged and
+        skipped. Raises AgentRefusedError for a refused token, httpx.HTTPError or
+        _RetryError while the server is unreachable or overloaded."""
+        resp = await self._ask("GET", self.config_url)
         if resp.status_code != 200:
             self.failures += 1
             raise _RetryError(f"status {resp.status_code}", _retry_after(resp))
@@ -307,20 +313,7 @@ class ProbeAgent:
         n = min(len(self._buffer), self.batch_max)
         batch = [self._buffer[i] for i in range(n)]
         body = [{k: v for k, v in ev.items() if k != "type"} for ev in batch]
-        try:
-            resp = await self._poster.post(
-                self.endpoint,
-                json=body,
-                headers={"Authorization": f"Bearer {self.token}"},
-            )
-        except httpx.HTTPError:
-            self.failures += 1
-            raise
-        if resp.status_code in (401, 403):
-            raise AgentRefusedError(
-                f"{self.endpoint}: the server refused the token ({resp.status_code}); "
-                "check --token / OUTAGEWATCH_TOKEN"
-            )
+        resp = await self._ask("POST", self.endpoint, body)
         if resp.status_code == 429 or resp.status_code >= 500:
             self.failures += 1
             raise _RetryError(f"status {resp.status_code}", _retry_after(resp))
@@ -400,7 +393,7 @@ def probe_of(item: Any) -> tuple[str, Probe]:
 
 
 def probe_config(catalog: Catalog) -> list[dict[str, Any]]:
-    """What GET /api/v1/probes/config answers: every catalog probe (contract §8)."""
+    """What GET /api/v1/probes/config answers: every catalog probe (docs/contract.md §8)."""
     return [
         {
             "service": sid,

@@ -1,4 +1,4 @@
-"""One HTTP probe: GET the URL, judge the answer, return a contract §2 `probe` event.
+"""One HTTP probe: GET the URL, judge the answer, return a docs/contract.md §2 `probe` event.
 
 A probe is `ok` when the final answer (after redirects) has the expected status (any 2xx when
 the catalog names none) and, when the catalog names a `keyword`, the body contains it. The
@@ -39,7 +39,7 @@ def probe_event(
     error: str | None,
     vantage: str | None,
 ) -> Event:
-    """A contract §2 probe event (`ts` in epoch seconds)."""
+    """A docs/contract.md §2 probe event (`ts` in epoch seconds)."""
     return {
         "type": "probe",
         "service": service,

@@ -9,21 +9,18 @@ the probe agent posts it to a server). A failing `submit` is logged and never st
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import httpx
 
 from outagewatch.catalog import Catalog, Probe
-from outagewatch.netguard import Resolver, guarded_client, system_resolve
+from outagewatch.netguard import Resolver, system_resolve
+from outagewatch.probes.base import Submit, Watcher
 from outagewatch.probes.checks import CERT_WARN_DAYS, Clock, Event, run_probe
-
-Submit = Callable[[list[dict[str, Any]]], Awaitable[None]]
 
 log = logging.getLogger("outagewatch.probes")
 
@@ -33,7 +30,7 @@ def catalog_probes(catalog: Catalog) -> list[tuple[str, Probe]]:
     return [(sid, p) for sid, svc in catalog.services.items() for p in svc.probes]
 
 
-class ProbeScheduler:
+class ProbeScheduler(Watcher):
     """`await start()` begins probing; `await stop()` cancels the loops and closes the client."""
 
     def __init__(
@@ -57,43 +54,20 @@ class ProbeScheduler:
             raise ValueError("probe concurrency must be at least 1")
         if not 0 <= jitter < 1:
             raise ValueError("probe jitter must be in [0, 1)")
+        guard = dict(allow_private=allow_private, verify=verify, resolve=resolve, headers=headers)
+        super().__init__(submit, concurrency, client, guard, clock, rng)
         self.probes = catalog_probes(probes) if isinstance(probes, Catalog) else list(probes)
-        self.submit = submit
         self.vantage = vantage
         self.jitter = jitter
-        self.clock = clock
         self.cert_warn_days = cert_warn_days
-        self._rng = rng or random.Random()
-        self._slots = asyncio.Semaphore(concurrency)
-        self._own_client = client is None
-        self._client = client or guarded_client(
-            allow_private=allow_private, verify=verify, resolve=resolve, headers=headers
-        )
-        self._tasks: list[asyncio.Task[None]] = []
         self.runs = 0  # probes run so far
         self.submit_failures = 0
 
-    @property
-    def running(self) -> bool:
-        return bool(self._tasks)
-
     async def start(self) -> None:
-        if self._tasks:
-            return
-        for sid, probe in self.probes:
-            name = f"probe {sid} {probe.url}"
-            self._tasks.append(asyncio.create_task(self._loop(sid, probe), name=name))
-        log.info("probing %d targets", len(self._tasks))
-
-    async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        if self._own_client:
-            await self._client.aclose()
+        was = self.running
+        self._launch((f"probe {sid} {p.url}", self._loop(sid, p)) for sid, p in self.probes)
+        if not was:
+            log.info("probing %d targets", len(self._tasks))
 
     async def run_once(self) -> list[Event]:
         """Run every probe once, now (concurrency-limited); submit and return the events."""

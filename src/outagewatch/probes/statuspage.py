@@ -1,4 +1,5 @@
-"""Official status pages: poll them and turn what they say into contract §2 `status` events.
+"""Official status pages: poll them and turn what they say into `status` events
+(docs/contract.md §2).
 
 Two kinds (catalog `status_page.kind`):
 
@@ -19,7 +20,6 @@ A page that cannot be fetched or parsed emits nothing; its last error is kept in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import html
 import logging
@@ -38,9 +38,9 @@ from defusedxml import DefusedXmlException
 
 from outagewatch.catalog import Catalog, StatusPage
 from outagewatch.events import parse_ts
-from outagewatch.netguard import Resolver, TargetRefusedError, guarded_client, system_resolve
+from outagewatch.netguard import Resolver, TargetRefusedError, system_resolve
+from outagewatch.probes.base import Submit, Watcher
 from outagewatch.probes.checks import Clock
-from outagewatch.probes.scheduler import Submit
 
 log = logging.getLogger("outagewatch.statuspage")
 
@@ -226,7 +226,7 @@ def status_event(service: str, ts: float, state: State) -> dict[str, Any]:
     }
 
 
-class StatusPoller:
+class StatusPoller(Watcher):
     """Polls every catalog status page on its interval; `start()` / `stop()`."""
 
     def __init__(
@@ -251,21 +251,14 @@ class StatusPoller:
                 for sid, svc in pages.services.items()
                 if svc.status_page is not None
             ]
+        guard = dict(allow_private=allow_private, timeout=timeout_s, verify=verify, resolve=resolve)
+        super().__init__(submit, concurrency, client, guard, clock, rng)
         self.pages = list(pages)
-        self.submit = submit
         self.refresh_s = refresh_s
         self.feed_max_age_s = feed_max_age_s
         self.timeout_s = timeout_s
-        self.clock = clock
-        self._rng = rng or random.Random()
-        self._slots = asyncio.Semaphore(concurrency)
-        self._own_client = client is None
-        self._client = client or guarded_client(
-            allow_private=allow_private, timeout=timeout_s, verify=verify, resolve=resolve
-        )
         self._last: dict[str, tuple[State, float]] = {}  # service -> (state, emitted at)
         self.errors: dict[str, str] = {}  # service -> last error (cleared on success)
-        self._tasks: list[asyncio.Task[None]] = []
 
     def state(self, service: str) -> State | None:
         """What the page said at the last successful poll."""
@@ -273,20 +266,7 @@ class StatusPoller:
         return None if last is None else last[0]
 
     async def start(self) -> None:
-        if self._tasks:
-            return
-        for sid, page in self.pages:
-            self._tasks.append(asyncio.create_task(self._loop(sid, page), name=f"status {sid}"))
-
-    async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        if self._own_client:
-            await self._client.aclose()
+        self._launch((f"status {sid}", self._loop(sid, page)) for sid, page in self.pages)
 
     async def poll(self, service: str, page: StatusPage) -> dict[str, Any] | None:
         """Fetch one page now; submit and return a status event when one is due."""

@@ -33,14 +33,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from outagewatch.alerts.alerter import Alerter
 from outagewatch.catalog import Catalog
 from outagewatch.errors import StoreError
 from outagewatch.incidents.lifecycle import Transition
-from outagewatch.probes.scheduler import ProbeScheduler, catalog_probes
+from outagewatch.probes.scheduler import ProbeScheduler
 from outagewatch.probes.statuspage import StatusPoller
+from outagewatch.probes.watch import start_watchers
 from outagewatch.settings import Settings
 from outagewatch.store.postgres import Lease, PostgresStore
 
@@ -102,31 +104,24 @@ class TransitionFollower:
         return new
 
 
+@dataclass(eq=False, repr=False)
 class LeaderDuties:
     """What the leader runs: probes, status polls and alerts (started and stopped as one)."""
 
-    def __init__(
-        self,
-        store: PostgresStore,
-        settings: Settings,
-        alerter: Alerter,
-        submit: Submit,
-        catalog: Catalog,
-        *,
-        watch: bool = True,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
-        self.settings = settings
-        self.alerter = alerter
-        self.submit = submit
-        self.catalog = catalog
-        self.watch = watch
-        self.clock = clock
-        self.follower = TransitionFollower(store)
-        self.probes: ProbeScheduler | None = None
-        self.poller: StatusPoller | None = None
-        self.lease: Lease | None = None
+    store: PostgresStore
+    settings: Settings
+    alerter: Alerter
+    submit: Submit
+    catalog: Catalog
+    _: KW_ONLY
+    watch: bool = True
+    clock: Callable[[], float] = time.time
+    probes: ProbeScheduler | None = field(default=None, init=False)
+    poller: StatusPoller | None = field(default=None, init=False)
+    lease: Lease | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.follower = TransitionFollower(self.store)
 
     async def start(self, lease: Lease) -> None:
         self.lease = lease
@@ -180,26 +175,8 @@ class LeaderDuties:
         return lease is not None and self.store.claim_delivery(delivery_id, attempts, lease)
 
     async def _start_watching(self) -> None:
-        st = self.settings
-        probes = catalog_probes(self.catalog)
-        if probes:
-            self.probes = ProbeScheduler(
-                probes,
-                self.submit,
-                allow_private=st.allow_private_targets,
-                concurrency=st.probe_concurrency,
-                clock=self.clock,
-            )
-            await self.probes.start()
-        if any(svc.status_page is not None for svc in self.catalog.services.values()):
-            self.poller = StatusPoller(
-                self.catalog,
-                self.submit,
-                allow_private=st.allow_private_targets,
-                clock=self.clock,
-                refresh_s=0.0,
-            )
-            await self.poller.start()
+        w = await start_watchers(self.catalog, self.submit, self.settings, self.clock)
+        self.probes, self.poller = w
 
     async def _stop_watching(self) -> None:
         for watcher in (self.probes, self.poller):

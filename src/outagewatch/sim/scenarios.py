@@ -1,6 +1,6 @@
 """Event streams for every cause and its look-alike, for tests and the live demo.
 
-`scenario(name, start)` returns contract §2 event dicts (with `type`), sorted by time: a
+`scenario(name, start)` returns docs/contract.md §2 event dicts (with `type`), sorted by time: a
 day of pre-aggregated report history (`count` lines, so the report baselines are warm),
 then single reports, telemetry, probe results and status-page events around an outage
 whose reports begin at `start` (rounded down to the minute). `history=False` leaves the

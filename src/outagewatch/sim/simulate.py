@@ -925,8 +925,8 @@ def _write(gen: _Generated, out: IO[bytes], limit: int | None) -> int:
 
 
 def surge_labels(surges: Sequence[Surge]) -> list[bytes]:
-    """The surges as labelled true outages for `evaluate` (contract §7, NDJSON lines without
-    newline): the service, the surge's first minute and the end of its last one."""
+    """The surges as labelled true outages for `evaluate` (docs/contract.md §7, NDJSON lines
+    without newline): the service, the surge's first minute and the end of its last one."""
     return [
         orjson.dumps(
             {

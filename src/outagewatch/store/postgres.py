@@ -130,6 +130,10 @@ class PostgresStore(SQLStore):
         with self._conn("read") as con:
             return con.execute(sql, args).fetchone()
 
+    def _all(self, sql: str, args: Sequence[Any] = (), what: str = "read") -> list[tuple[Any, ...]]:
+        with self._conn(what) as con:
+            return con.execute(sql, args).fetchall()
+
     # ---------------------------------------------------------------- SQLStore's hooks
     @contextmanager
     def _read(self, what: str) -> Iterator[Cx]:
@@ -242,12 +246,12 @@ class PostgresStore(SQLStore):
 
     def renew(self, worker: str, ttl: float) -> list[Lease]:
         """Extend every lease `worker` holds (expired or not, as long as nobody took it)."""
-        with self._conn("lease renewal") as con:
-            rows = con.execute(
-                "UPDATE leases SET expires_at = clock_timestamp() + make_interval(secs => %s) "
-                "WHERE owner = %s AND expires_at > '-infinity' RETURNING name, epoch",
-                (ttl, worker),
-            ).fetchall()
+        rows = self._all(
+            "UPDATE leases SET expires_at = clock_timestamp() + make_interval(secs => %s) "
+            "WHERE owner = %s AND expires_at > '-infinity' RETURNING name, epoch",
+            (ttl, worker),
+            "lease renewal",
+        )
         return sorted((Lease(str(n), worker, int(e)) for n, e in rows), key=lambda x: x.name)
 
     def acquire(self, worker: str, names: Sequence[str], ttl: float, limit: int) -> list[Lease]:
@@ -286,11 +290,9 @@ class PostgresStore(SQLStore):
 
     def leases(self) -> list[tuple[str, str, int, bool]]:
         """(name, owner, epoch, live) of every lease ever taken, by name."""
-        with self._conn("read") as con:
-            rows = con.execute(
-                "SELECT name, owner, epoch, expires_at > clock_timestamp() FROM leases "
-                "ORDER BY name"
-            ).fetchall()
+        rows = self._all(
+            "SELECT name, owner, epoch, expires_at > clock_timestamp() FROM leases ORDER BY name"
+        )
         return [(str(n), str(o), int(e), bool(live)) for n, o, e, live in rows]
 
     # ---------------------------------------------------------------- scale-out leader
@@ -305,12 +307,11 @@ class PostgresStore(SQLStore):
 
     def transitions_after(self, seq: int, limit: int = 1000) -> list[tuple[int, Transition]]:
         """(seq, transition) of the stored transitions after `seq`, in order."""
-        with self._conn("read") as con:
-            rows = con.execute(
-                "SELECT seq, incident, service, action, from_state, to_state, at, detail::text "
-                "FROM transitions WHERE seq > %s ORDER BY seq LIMIT %s",
-                (seq, limit),
-            ).fetchall()
+        rows = self._all(
+            "SELECT seq, incident, service, action, from_state, to_state, at, detail::text "
+            "FROM transitions WHERE seq > %s ORDER BY seq LIMIT %s",
+            (seq, limit),
+        )
         return [
             (int(q), Transition(i, s, a, State(f), State(t), float(at), orjson.loads(d)))
             for q, i, s, a, f, t, at, d in rows
@@ -342,10 +343,9 @@ class PostgresStore(SQLStore):
 
     def shared(self, prefix: str) -> dict[str, str]:
         """The shared `meta` rows whose key starts with `prefix`."""
-        with self._conn("read") as con:
-            rows = con.execute(
-                "SELECT key, value FROM meta WHERE starts_with(key, %s) ORDER BY key", (prefix,)
-            ).fetchall()
+        rows = self._all(
+            "SELECT key, value FROM meta WHERE starts_with(key, %s) ORDER BY key", (prefix,)
+        )
         return {str(k): str(v) for k, v in rows}
 
     def claim_delivery(self, delivery_id: int, attempts: int, fence: Lease) -> bool:

@@ -1,4 +1,4 @@
-"""The JSON API of contract §6, plus /healthz, /metrics and the Atom feed."""
+"""The JSON API of docs/contract.md §6, plus /healthz, /metrics and the Atom feed."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from outagewatch.web.ingest import ApiError, Ingest, client_address
 from outagewatch.web.live import Live
 
 JSON = "application/json"
-MAX_HISTORY_DAYS = 400  # GET /services/{id}/history?days=N (contract §8)
+MAX_HISTORY_DAYS = 400  # GET /services/{id}/history?days=N (docs/contract.md §8)
 
 
 def error_response(

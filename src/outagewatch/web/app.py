@@ -32,8 +32,9 @@ from outagewatch.alerts.alerter import Alerter
 from outagewatch.bus.base import Bus
 from outagewatch.catalog import Catalog
 from outagewatch.errors import OverloadedError, StoreError, UsageError
-from outagewatch.probes.scheduler import ProbeScheduler, catalog_probes
+from outagewatch.probes.scheduler import ProbeScheduler
 from outagewatch.probes.statuspage import StatusPoller
+from outagewatch.probes.watch import start_watchers
 from outagewatch.runtime.engine import Committed, Engine
 from outagewatch.runtime.writer import LocalBus
 from outagewatch.settings import Settings
@@ -218,28 +219,8 @@ class Server:
 
     async def _start_watching(self, live: Live) -> None:
         """Probes and official status pages feed the same pipeline as reports."""
-        st = self.settings
-        probes = catalog_probes(self.catalog)
-        if probes:
-            self.probes = ProbeScheduler(
-                probes,
-                live.submit_events,
-                allow_private=st.allow_private_targets,
-                concurrency=st.probe_concurrency,
-                clock=self.clock,
-            )
-            await self.probes.start()
-        if any(svc.status_page is not None for svc in self.catalog.services.values()):
-            self.poller = StatusPoller(
-                self.catalog,
-                live.submit_events,
-                allow_private=st.allow_private_targets,
-                clock=self.clock,
-                # Every successful poll says what the page says: a page that stops
-                # answering shows as silent (incidents.verdicts.silent), not as fine.
-                refresh_s=0.0,
-            )
-            await self.poller.start()
+        w = await start_watchers(self.catalog, live.submit_events, self.settings, self.clock)
+        self.probes, self.poller = w
 
     def _committed(self, done: Committed) -> None:
         """After each commit (in the writer thread): live pages, metrics, alerts."""

@@ -1,4 +1,4 @@
-"""Who may do what: bearer tokens with scopes (contract §8), checked in one place.
+"""Who may do what: bearer tokens with scopes (docs/contract.md §8), checked in one place.
 
     Authorization: Bearer <token>
 
@@ -58,6 +58,17 @@ BEARER = HTTPBearer(
 
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def secret_row(
+    id_prefix: str, hash_key: str, fields: dict[str, Any], now: float, token_prefix: str = ""
+) -> tuple[str, dict[str, Any]]:
+    """A new secret (API token, confirmation link) and the row that stores it: a new id,
+    `fields`, the secret's digest under `hash_key` (never the secret) and `created_at`."""
+    token = token_prefix + secrets.token_urlsafe(32)
+    row = {"id": id_prefix + uuid.uuid4().hex[:16], **fields, hash_key: digest(token)}
+    row["created_at"] = now
+    return token, row
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -178,14 +189,8 @@ class Auth:
         store = self._store()
         if store is None:
             raise ApiError(503, "unavailable", "the store is not open")
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        row = {
-            "id": "tok_" + uuid.uuid4().hex[:16],
-            "name": name,
-            "scopes": scopes,
-            "hash": digest(token),
-            "created_at": now,
-        }
+        fields = {"name": name, "scopes": scopes}
+        token, row = secret_row("tok_", "hash", fields, now, TOKEN_PREFIX)
         store.add_token(row)
         self.reload()
         return {**public(row), "token": token}

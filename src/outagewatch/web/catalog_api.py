@@ -1,4 +1,4 @@
-"""The catalog as data (contract §8): edit services over HTTP, effective without a restart.
+"""The catalog as data (docs/contract.md §8): edit services over HTTP, effective without a restart.
 
     PUT    /api/v1/services/{id}   admin   a §1 service table as JSON: 201 created, 200 replaced
     DELETE /api/v1/services/{id}   admin   204; its history is kept

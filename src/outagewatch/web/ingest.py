@@ -470,6 +470,27 @@ class Ingest:
                 self.body_inflight -= 1
                 self.bodies.leave(who)
 
+        async def counted(
+            reason: str,
+            attr: str,
+            limit: int,
+            why: str,
+            retry: int,
+            scope: Scope,
+            receive: Receive,
+            send: Send,
+        ) -> None:
+            """Pass the request on unless `limit` like it (counted in `self.<attr>`) are in
+            flight already; a refused one is shed as `reason`, its answer says `why`."""
+            if getattr(self, attr) >= limit:
+                await refuse(send, reason, why, retry)
+                return
+            setattr(self, attr, getattr(self, attr) + 1)
+            try:
+                await app(scope, receive, send)
+            finally:
+                setattr(self, attr, getattr(self, attr) - 1)
+
         async def fast(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
                 await app(scope, receive, send)
@@ -483,23 +504,13 @@ class Ingest:
             elif path == HEALTH_PATH:
                 await app(scope, receive, send)
             elif path in STREAM_PATHS:
-                if self.streams >= self.limits.streams:
-                    await refuse(send, "streams", "too many live pages are open; retry later", 30)
-                    return
-                self.streams += 1
-                try:
-                    await app(scope, receive, send)
-                finally:
-                    self.streams -= 1
+                why = "too many live pages are open; retry later"
+                limit = self.limits.streams
+                await counted("streams", "streams", limit, why, 30, scope, receive, send)
             else:
-                if self.other_inflight >= self.limits.other_requests:
-                    await refuse(send, "other", "the server is over capacity; retry shortly")
-                    return
-                self.other_inflight += 1
-                try:
-                    await app(scope, receive, send)
-                finally:
-                    self.other_inflight -= 1
+                why = "the server is over capacity; retry shortly"
+                limit = self.limits.other_requests
+                await counted("other", "other_inflight", limit, why, 1, scope, receive, send)
 
         return fast
 

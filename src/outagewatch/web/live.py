@@ -463,7 +463,7 @@ class Live:
         return None if doc is None else self.with_updates([doc])[0]
 
     def with_updates(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The docs with the operator's `updates` (contract §4), oldest first."""
+        """The docs with the operator's `updates` (docs/contract.md §4), oldest first."""
         with self._read_lock:
             return with_updates(self.reader, docs)
 

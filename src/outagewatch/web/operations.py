@@ -1,4 +1,4 @@
-"""Operating a live server (contract §8): tokens, incident updates, maintenance windows.
+"""Operating a live server (docs/contract.md §8): tokens, incident updates, maintenance windows.
 
     POST   /api/v1/tokens                   admin   201 {"id", "name", "scopes", "token"}
     GET    /api/v1/tokens                   admin   [{"id", "name", "scopes", "created_at"}]

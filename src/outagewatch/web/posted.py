@@ -1,5 +1,5 @@
-"""What a POST carries, checked before it is published (contract §6): the body parsed as one
-JSON object or a list of them, and each item made an event of the path's kind (`ts` defaults
+"""What a POST carries, checked before it is published (docs/contract.md §6): the body parsed
+as one JSON object or a list of them, and each item made an event of the path's kind (`ts` defaults
 to the arrival time; a report's `ip` is the client's address, never a value in the body) and
 checked by the same decoder `replay` uses."""
 
@@ -45,7 +45,7 @@ def parse_body(body: bytes) -> list[Any]:
 def prepare(
     decoder: EventDecoder, kind: str, items: Sequence[Any], now: float, ip: str | None = None
 ) -> Prepared:
-    """Check posted items of one kind (contract §6): `type` from the path, `ts` defaults to
+    """Check posted items of one kind (docs/contract.md §6): `type` from the path, `ts` defaults to
     `now`, and for reports `ip` is the client's address, never a value in the body."""
     out = Prepared()
     lines: list[bytes] = []

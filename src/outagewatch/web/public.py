@@ -3,7 +3,7 @@
 `POST /api/v1/reports` without the operator token is what anyone on the internet can send,
 so a public report is one person's report at its time of arrival:
 
-- `count` (pre-aggregated history, contract §2) is for trusted imports only: a public item
+- `count` (pre-aggregated history, docs/contract.md §2) is for trusted imports only: a public item
   with a `count` other than 1 is rejected with a reason (the other items are kept), so one
   request cannot weigh as a million people.
 - `ts` may be given (an app that queued a report for a moment), but one more than

@@ -1,4 +1,4 @@
-"""Pydantic models that document the HTTP API in /openapi.json (contract §4 and §6).
+"""Pydantic models that document the HTTP API in /openapi.json (docs/contract.md §4 and §6).
 
 Handlers answer with pre-encoded JSON for speed; these models are what the document
 promises, and tests check real responses against them.
@@ -6,6 +6,7 @@ promises, and tests check real responses against them.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -198,45 +199,44 @@ class Health(BaseModel):
     queue: int = Field(description="batches waiting for the writer")
 
 
-REPORT_ITEM: dict[str, Any] = {
-    "type": "object",
-    "required": ["service", "country"],
-    "properties": {
-        "service": {"type": "string", "description": "service id or alias"},
-        "country": {"type": "string", "description": "ISO 3166-1 alpha-2; UK is GB"},
-        "problem": {"type": "string"},
-        "region": {"type": "string"},
-        "city": {"type": "string"},
-        "reporter": {"type": "string"},
-        "ts": {"oneOf": [{"type": "string"}, {"type": "number"}]},
-        "count": {"type": "integer", "minimum": 1, "maximum": MAX_COUNT},
-    },
-}
-PROBE_ITEM: dict[str, Any] = {
-    "type": "object",
-    "required": ["service", "target", "ok"],
-    "properties": {
-        "service": {"type": "string"},
-        "target": {"type": "string"},
-        "site": {"type": "string"},
-        "vantage": {"type": "string"},
-        "ok": {"type": "boolean"},
-        "status": {"type": "integer"},
-        "latency_ms": {"type": "number"},
-        "error": {"type": "string"},
-        "ts": {"oneOf": [{"type": "string"}, {"type": "number"}]},
-    },
-}
-METRIC_ITEM: dict[str, Any] = {
-    "type": "object",
-    "required": ["service", "name", "value"],
-    "properties": {
-        "service": {"type": "string"},
-        "name": {"type": "string"},
-        "value": {"type": "number"},
-        "ts": {"oneOf": [{"type": "string"}, {"type": "number"}]},
-    },
-}
+_TS = {"oneOf": [{"type": "string"}, {"type": "number"}]}
+
+
+def _item(required: list[str], **properties: str | dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema of one ingested event: an object of these properties, in order (a
+    bare type name stands for `{"type": name}`)."""
+    props = {
+        k: {"type": v} if isinstance(v, str) else copy.deepcopy(v) for k, v in properties.items()
+    }
+    return {"type": "object", "required": required, "properties": props}
+
+
+REPORT_ITEM = _item(
+    ["service", "country"],
+    service={"type": "string", "description": "service id or alias"},
+    country={"type": "string", "description": "ISO 3166-1 alpha-2; UK is GB"},
+    problem="string",
+    region="string",
+    city="string",
+    reporter="string",
+    ts=_TS,
+    count={"type": "integer", "minimum": 1, "maximum": MAX_COUNT},
+)
+PROBE_ITEM = _item(
+    ["service", "target", "ok"],
+    service="string",
+    target="string",
+    site="string",
+    vantage="string",
+    ok="boolean",
+    status="integer",
+    latency_ms="number",
+    error="string",
+    ts=_TS,
+)
+METRIC_ITEM = _item(
+    ["service", "name", "value"], service="string", name="string", value="number", ts=_TS
+)
 
 
 def body_schema(item: dict[str, Any]) -> dict[str, Any]:
@@ -258,7 +258,7 @@ def body_schema(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------- operating (contract §8)
+# ---------------------------------------------------------------- operating (docs/contract.md §8)
 class TokenInfo(BaseModel):
     id: str
     name: str

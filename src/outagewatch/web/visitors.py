@@ -31,7 +31,6 @@ import json
 import logging
 import secrets
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode
@@ -44,6 +43,7 @@ from outagewatch.alerts.channels.email import is_address
 from outagewatch.store.visitors import VisitorRows
 from outagewatch.web import schemas
 from outagewatch.web.api import client_ip, json_response
+from outagewatch.web.auth import digest, secret_row
 from outagewatch.web.ingest import ApiError
 from outagewatch.web.ratelimit import Buckets, RateLimiter
 
@@ -76,10 +76,6 @@ SUBSCRIBE_BODY: dict[str, Any] = {
         },
     },
 }
-
-
-def digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Visitors:
@@ -185,14 +181,7 @@ class Visitors:
         self.limit(email, ip)
         store = self.store()
         now = self.server.clock()
-        token = secrets.token_urlsafe(32)
-        row = {
-            "id": "vs_" + uuid.uuid4().hex[:16],
-            "email": email,
-            "services": ids,
-            "confirm_hash": digest(token),
-            "created_at": now,
-        }
+        token, row = secret_row("vs_", "confirm_hash", {"email": email, "services": ids}, now)
         await asyncio.to_thread(store.prune_visitors, now - CONFIRM_TTL_S)
         await asyncio.to_thread(store.add_visitor, row)
         await asyncio.to_thread(self._site_key)
@@ -365,20 +354,25 @@ def build_router(server: Server, visitors: Visitors) -> APIRouter:
         q = request.query_params
         return q.get("id", "")[:100], q.get("token", "")[:200]
 
+    def button_page(
+        request: Request, path: str, title: str, text: str, button: str, fields: dict[str, str]
+    ) -> Response:
+        """A page whose one button POSTs the link's id and token back to `path` (the GET
+        itself changes nothing)."""
+        vid, token = args(request)
+        action = path + "?" + urlencode({"id": vid, "token": token})
+        form = {"action": action, "button": button, "fields": fields}
+        return page(request, 200, title, text, form=form)
+
     @r.get("/subscribe/confirm", include_in_schema=False)
     async def confirm_page(request: Request) -> Response:
-        vid, token = args(request)
-        form = {
-            "action": "/subscribe/confirm?" + urlencode({"id": vid, "token": token}),
-            "button": "Confirm my subscription",
-            "fields": {},
-        }
-        return page(
+        return button_page(
             request,
-            200,
+            "/subscribe/confirm",
             "Confirm your subscription",
             "Press the button to start getting email alerts.",
-            form=form,
+            "Confirm my subscription",
+            {},
         )
 
     @r.post("/subscribe/confirm", include_in_schema=False)
@@ -407,18 +401,13 @@ def build_router(server: Server, visitors: Visitors) -> APIRouter:
 
     @r.get("/unsubscribe", include_in_schema=False)
     async def unsubscribe_page(request: Request) -> Response:
-        vid, token = args(request)
-        form = {
-            "action": "/unsubscribe?" + urlencode({"id": vid, "token": token}),
-            "button": "Unsubscribe",
-            "fields": {"List-Unsubscribe": "One-Click"},
-        }
-        return page(
+        return button_page(
             request,
-            200,
+            "/unsubscribe",
             "Unsubscribe",
             "Press the button to stop all email alerts to this address.",
-            form=form,
+            "Unsubscribe",
+            {"List-Unsubscribe": "One-Click"},
         )
 
     @r.post("/unsubscribe", include_in_schema=False)

@@ -1,4 +1,4 @@
-"""What most likely caused an incident, with the evidence (contract §4 `causes`).
+"""What most likely caused an incident, with the evidence (docs/contract.md §4 `causes`).
 
 One module per rule in this package, listed in `RULES` below: a new kind of cause is a
 module with a `RULE` (base.Rule) and one line here; `KINDS` and `CLUSTER_CAUSE` follow.

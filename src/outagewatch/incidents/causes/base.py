@@ -24,7 +24,7 @@ DOWN_MINUTES = 2  # a site is down when most of its checks failed in this many m
 
 @dataclass(frozen=True, slots=True)
 class IncidentView:
-    """The parts of an incident (a contract §4 doc) that explanations use."""
+    """The parts of an incident (a docs/contract.md §4 doc) that explanations use."""
 
     id: str
     service: str
