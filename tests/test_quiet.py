@@ -9,12 +9,14 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import pytest
 
 from outagewatch.catalog import Catalog
 from outagewatch.detect.series import Series
 from outagewatch.events import EventDecoder, parse_ts
 from outagewatch.incidents.lifecycle import Incident, State
 from outagewatch.pipeline.pipeline import Pipeline, dump_state, load_state
+from outagewatch.sim.scenarios import SCENARIOS, run, scenario, scenario_catalog
 from outagewatch.sim.simulate import ServiceTraffic, Surge, outage_profile, simulate
 
 CATALOG = Catalog.demo()
@@ -380,3 +382,22 @@ def test_a_run_carries_the_sequential_test_of_a_service_whose_incident_has_ended
         assert_same(fast, slow)
         running.append(bool(fast.series.cusum[members].any()))
     assert running[0] and not running[-1], running
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_quiet_runs_equal_ticks_in_every_scenario(name: str) -> None:
+    """The simulator's scenarios (floods judged by the source sketches while other
+    incidents are open, probes, status pages, clusters...), fed in batches as `replay`
+    does: quiet runs beside the incidents give what minute-by-minute ticks give."""
+    start = dt.datetime(2025, 3, 10, 16, tzinfo=dt.UTC).timestamp()
+    events = scenario(name, start, seed=1)
+    cat = scenario_catalog(name)
+    out = []
+    for quiet in (True, False):
+        p = Pipeline(catalog=cat)
+        p.quiet_runs = quiet
+        _, docs = run(events, cat, batch=1_500, pipeline=p)
+        out.append((p, docs, p.drain_transitions()))
+    (fast, fast_docs, fast_tr), (slow, slow_docs, slow_tr) = out
+    assert fast_docs == slow_docs and fast_tr == slow_tr
+    assert_same(fast, slow)
