@@ -141,6 +141,18 @@ class Baseline:
         f0, f1 = self.factors(series, minute)
         return np.maximum(f0 + (f1 - f0) * frac, 0.05)
 
+    def expected_of(
+        self, series: Series, minute: int, rows: NDArray[np.int64]
+    ) -> NDArray[np.float64]:
+        """`expected` of the series `rows` alone (the same numbers)."""
+        _, _, frac = self._slots(series, minute)
+        f0, f1 = self.factors(series, minute)
+        a, b = f0[rows], f1[rows]
+        out: NDArray[np.float64] = series.view("level")[rows] * np.maximum(
+            a + (b - a) * frac[rows], 0.05
+        )
+        return out
+
     def factors(
         self, series: Series, minute: int
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

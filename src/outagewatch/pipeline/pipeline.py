@@ -161,6 +161,7 @@ class Pipeline:
         self._cusum_h = None if budget <= 0 else threshold(budget)
         self._ks = np.asarray(SURGE_SIZES, np.float64)
         self._first: NDArray[np.int8] = np.zeros(0, np.int8)
+        self._wide: tuple[NDArray[Any], ...] | None = None  # `_scores_of`'s, for one run
         # Per-series state that quiet runs must carry forward besides the baseline's.
         self.quiet_hooks: list[QuietRunHook] = []
         # Maintenance windows, handed in as data: (service or group id, start s, end s).
@@ -579,6 +580,7 @@ class Pipeline:
         if len(ticking):
             held = (s.cusum[ticking], s.cusum_x[ticking], s.cusum_mu[ticking])
             before = (self.final_until, self.learn_until)
+            self._wide = None
         k, learn_until, learned = quiet_scan(
             m0, m1, s.ring_count, s.ring_expected, n, self._windows, s.view("level"),
             s.view("nobs"), s.view("disp"), s.view("season"), s.view("dow"),
@@ -672,10 +674,10 @@ class Pipeline:
                 self._signals(m)
                 self.evidence.finalise(m - cfg.lateness_min)
             return
-        mu = self.baseline.expected(s, m)
         if only is not None:
-            self._tick_tail(m, *self._scores_of(m, mu, only), only)
+            self._tick_tail(m, *self._scores_of(m, only), only)
             return
+        mu = self.baseline.expected(s, m)
         rows = self._window_rows(m)  # the newest minute first
         nw = len(cfg.windows)
         sums = np.empty((n, nw))
@@ -714,59 +716,60 @@ class Pipeline:
         if self.incidents:
             self._explain(m, f)
 
-    def _scores_of(
-        self, m: int, mu: NDArray[np.float64], idx: NDArray[np.int64]
-    ) -> tuple[Scores, NDArray[np.float64]]:
+    def _scores_of(self, m: int, idx: NDArray[np.int64]) -> tuple[Scores, NDArray[np.float64]]:
         """`_tick`'s windows, scores and sequential test for the series `idx` alone (the
         same kernels on their columns), widened to every series: the others score nothing
-        (their minute is a quiet run's, which had no candidate and did not fire)."""
+        (their minute is a quiet run's, which had no candidate and did not fire). The wide
+        arrays are kept for the run (`_wide`): only the entries of `idx` are ever written."""
         s = self.series
         cfg = self.settings
         n = len(s)
         h = len(idx)
         rows = self._window_rows(m)
         nw = len(cfg.windows)
+        if self._wide is None or self._wide[0] is not idx:
+            self._wide = (
+                idx, np.zeros(n, np.bool_), np.zeros(n), np.zeros((n, nw)), np.zeros((n, nw)),
+                np.zeros(n), np.zeros(n),
+            )  # fmt: skip
+        _, w_fired, w_ratio, w_sums, w_expected, w_mu, w_disp = self._wide
+        mu = self.baseline.expected_of(s, m, idx)
         count = np.ascontiguousarray(s.ring_count[:, idx])
         expect = np.ascontiguousarray(s.ring_expected[:, idx])
-        mu_h = np.ascontiguousarray(mu[idx])
         eligible = s.view("nobs")[idx] >= cfg.warmup_minutes
         disp32 = np.ascontiguousarray(s.view("disp")[idx])
         sums = np.empty((h, nw))
         expected = np.empty((h, nw))
         candidate = np.empty((h, nw), np.bool_)
         window_scan(
-            count, expect, rows, h, self._windows, mu_h, eligible, cfg.min_ratio,
+            count, expect, rows, h, self._windows, mu, eligible, cfg.min_ratio,
             cfg.min_excess, disp32, self._log_alpha, sums, expected, candidate,
         )  # fmt: skip
         s.ring_expected[rows[0], idx] = expect[rows[0]]
         x = count[m % s.ring]
-        sc = score(sums, expected, x, mu_h, disp32.astype(np.float64), eligible, cfg,
-                   candidate=candidate)  # fmt: skip
+        disp = disp32.astype(np.float64)
+        sc = score(sums, expected, x, mu, disp, eligible, cfg, candidate=candidate)
+        fired, ratio = sc.fired, sc.ratio
         if self._cusum_h is not None:
             self._hold_open()
             stat, run_x, run_mu = s.cusum[idx], s.cusum_x[idx], s.cusum_mu[idx]
-            fired = sc.fired.copy()
-            ratio = sc.ratio.copy()
+            fired = fired.copy()
+            ratio = ratio.copy()
             cusum_step(
-                stat, run_x, run_mu, h, x, mu_h, disp32, eligible, self._ks,
+                stat, run_x, run_mu, h, x, mu, disp32, eligible, self._ks,
                 np.ascontiguousarray(self._first_size()[idx]), self._cusum_h, cfg.min_ratio,
                 cfg.min_excess, fired, ratio,
             )  # fmt: skip
             s.cusum[idx], s.cusum_x[idx], s.cusum_mu[idx] = stat, run_x, run_mu
-            sc = replace(sc, fired=fired, ratio=ratio)
-
-        def wide(a: NDArray[Any]) -> NDArray[Any]:
-            out = np.zeros((n, *a.shape[1:]), a.dtype)
-            out[idx] = a
-            return out
-
-        disp = s.view("disp").astype(np.float64)
+        w_fired[idx] = fired
+        w_ratio[idx] = ratio
+        w_sums[idx] = sums
+        w_expected[idx] = expected
+        w_mu[idx] = mu
+        w_disp[idx] = disp
         x_all = s.ring_count[m % s.ring, :n]
-        widened = Scores(
-            wide(sc.fired), wide(sc.ratio), wide(sc.sums), wide(sc.expected), x_all, mu, disp,
-            sc.w5,
-        )  # fmt: skip
-        return widened, disp
+        wide = Scores(w_fired, w_ratio, w_sums, w_expected, x_all, w_mu, w_disp, sc.w5)
+        return wide, w_disp
 
     def _hold_open(self) -> None:
         """The sequential test of series whose service has an open incident starts every
