@@ -9,11 +9,14 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import pytest
 
 from outagewatch.catalog import Catalog
 from outagewatch.detect.series import Series
 from outagewatch.events import EventDecoder, parse_ts
-from outagewatch.pipeline.pipeline import Pipeline
+from outagewatch.incidents.lifecycle import Incident, State
+from outagewatch.pipeline.pipeline import Pipeline, dump_state, load_state
+from outagewatch.sim.scenarios import SCENARIOS, run, scenario, scenario_catalog
 from outagewatch.sim.simulate import ServiceTraffic, Surge, outage_profile, simulate
 
 CATALOG = Catalog.demo()
@@ -256,3 +259,145 @@ def test_the_calendar_of_a_span_is_the_per_half_hour_one() -> None:
     _, _, wd = b.calendar_span(s, h_xmas, h_xmas + 1)
     us = s.get(SeriesKey("x", "country", "US"))
     assert wd[0, us] == 6 and dt.date(2025, 12, 25).weekday() == 3
+
+
+DAY = 86400
+
+
+def busy_weeks() -> tuple[list[bytes], list[tuple[str, float, float]]]:
+    """16 days of three services with long incidents (see the test below), and a
+    maintenance window of gmail during the longest."""
+    traffic = [
+        ServiceTraffic("gmail", 0.3, {"US": 0.6, "IN": 0.4}, {"email": 1.0}),
+        ServiceTraffic("shopify", 0.5, {"US": 0.7, "CA": 0.3}, {"checkout": 0.6, "admin": 0.4}),
+        ServiceTraffic("discord", 1.2, {"US": 0.5, "GB": 0.5}, {"app": 1.0}),
+    ]
+    surges = [
+        Surge("discord", START + 6 * DAY + 9 * 3600, outage_profile(20.0, 5, 6 * 60, 30)),
+        Surge("shopify", START + 6 * DAY + 11 * 3600, outage_profile(25.0, 3, 20, 10)),
+        Surge("discord", START + 6 * DAY + 15 * 3600 + 55 * 60, outage_profile(30.0, 2, 10, 5)),
+        Surge("gmail", START + 12 * DAY + 2 * 3600, outage_profile(15.0, 3, 8 * 60, 20)),
+    ]
+    lines = simulate(traffic, START, 16 * 1440, surges, seed=21).lines
+    windows = [("gmail", START + 6 * DAY + 10 * 3600, START + 6 * DAY + 13 * 3600)]
+    return lines, windows
+
+
+def test_quiet_runs_go_on_beside_open_incidents() -> None:
+    """Incidents open for hours while other services stay quiet: the services with an
+    incident are ticked minute by minute beside a run of the others (`Pipeline._quiet_run`),
+    and every result equals minute-by-minute ticks. In the month: a six-hour discord
+    outage during which shopify has its own (a candidate of a service outside the incident
+    ends a run) and gmail is in maintenance (it does not learn, the incident's service
+    learns nothing either); a second discord surge while the first incident is resolved
+    but not yet final (still in `incidents`); and a long gmail outage on a weekend."""
+    lines, windows = busy_weeks()
+    day = 86400
+    out = []
+    hooks: list[Recorder] = []
+    for quiet in (True, False):
+        p = Pipeline(catalog=CATALOG)
+        p.quiet_runs = quiet
+        p.set_maintenance(windows)
+        hook = Recorder(every=None)
+        p.quiet_hooks.append(hook)
+        hooks.append(hook)
+        docs: list[Any] = []
+        for i in range(0, len(lines), 7_000):
+            p.ingest(EventDecoder(CATALOG).decode(lines[i : i + 7_000], i + 1).reports)
+            docs += p.drain_incidents()
+        p.advance_to(START + 16 * day + 3 * 3600)
+        docs += p.drain_incidents()
+        out.append((p, docs, p.drain_transitions()))
+    (fast, fast_docs, fast_tr), (slow, slow_docs, slow_tr) = out
+    assert fast_docs == slow_docs and fast_tr == slow_tr
+    assert_same(fast, slow)
+    opened = [t for t in fast_tr if t.action == "opened"]
+    assert {t.service for t in opened} == {"discord", "shopify", "gmail"}
+    # Minutes with an incident in `incidents` (open, or ended and not yet final).
+    last = {doc["id"]: doc for doc in fast_docs}  # the latest version of each
+    spans = {
+        iid: (int(parse_ts(d["started_at"]) or 0) // 60, int(parse_ts(d["ended_at"]) or 0) // 60)
+        for iid, d in last.items()
+    }
+    busy = {m for a, b in spans.values() for m in range(a, b)}
+    long = [b - a for a, b in spans.values()]
+    assert max(long) >= 6 * 60, spans
+    covered = {m for a, b in hooks[0].skipped for m in range(a, b)}
+    # The runs went on while incidents were open (before this change they stopped).
+    assert len(busy & covered) > 0.9 * len(busy), (len(busy & covered), len(busy))
+    assert len(covered) > 0.95 * fast.stats.ticks and not hooks[1].skipped
+
+
+def test_a_run_carries_the_sequential_test_of_a_service_whose_incident_has_ended() -> None:
+    """A service whose incident has ended but is not yet final is ticked beside the run
+    (its minutes may still be folded in and must not be learned), and its sequential test,
+    no longer held at 0, steps in its ticks: the same state as minute-by-minute ticks.
+    The state is taken at such a moment and the CUSUMs of that service set running."""
+    from outagewatch.settings import PipelineSettings
+
+    lines, windows = busy_weeks()
+    settings = PipelineSettings(quiet_minutes=3)  # ends soon after the surge: not yet final
+    p = Pipeline(settings, catalog=CATALOG)
+    p.quiet_runs = False
+    p.set_maintenance(windows)
+    dec = EventDecoder(CATALOG)
+    head = 15_000  # before the first incident
+    p.ingest(dec.decode(lines[:head]).reports)
+    i = head
+
+    def ended() -> list[Incident]:
+        return [
+            inc
+            for inc in p.incidents.values()
+            if inc.state is State.RESOLVED and inc.service not in p.open_by_service
+        ]
+
+    while not ended():
+        assert i < len(lines)
+        p.ingest(dec.decode(lines[i : i + 3], i + 1).reports)
+        i += 3
+    state = dump_state(p)
+    both = []
+    for quiet in (True, False):
+        q = load_state(state, settings, catalog=CATALOG)
+        q.quiet_runs = quiet
+        q.set_maintenance(windows)
+        (inc,) = [i for i in q.incidents.values() if i.service not in q.open_by_service]
+        members = q.series.service_series[q.series.service_index[inc.service]]
+        q.series.cusum[members] = 6.0  # running, below the threshold
+        q.series.cusum_x[members] = 9.0
+        q.series.cusum_mu[members] = 5.0
+        both.append(q)
+    fast, slow = both
+    # Minute by minute while the statistics still run (minutes without reports bring
+    # them back to 0), then hours.
+    t0 = fast.closed_until * 60.0
+    running = []
+    for t in [t0 + 60 * k for k in range(1, 6)] + [t0 + 3 * 3600]:
+        for q in both:
+            q.advance_to(t)
+        assert fast.drain_incidents() == slow.drain_incidents()
+        assert fast.drain_transitions() == slow.drain_transitions()
+        assert_same(fast, slow)
+        running.append(bool(fast.series.cusum[members].any()))
+    assert running[0] and not running[-1], running
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_quiet_runs_equal_ticks_in_every_scenario(name: str) -> None:
+    """The simulator's scenarios (floods judged by the source sketches while other
+    incidents are open, probes, status pages, clusters...), fed in batches as `replay`
+    does: quiet runs beside the incidents give what minute-by-minute ticks give."""
+    start = dt.datetime(2025, 3, 10, 16, tzinfo=dt.UTC).timestamp()
+    events = scenario(name, start, seed=1)
+    cat = scenario_catalog(name)
+    out = []
+    for quiet in (True, False):
+        p = Pipeline(catalog=cat)
+        p.quiet_runs = quiet
+        _, docs = run(events, cat, batch=1_500, pipeline=p)
+        out.append((p, docs, p.drain_transitions()))
+    (fast, fast_docs, fast_tr), (slow, slow_docs, slow_tr) = out
+    assert fast_docs == slow_docs and fast_tr == slow_tr
+    assert_same(fast, slow)

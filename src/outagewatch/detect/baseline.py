@@ -64,7 +64,7 @@ class Baseline:
         self._by_dates: dict[tuple[bytes, int], tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
         self._half: NDArray[np.bool_] = np.zeros(0, np.bool_)
         self._span_cache: dict[
-            tuple[int, int], tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]
+            int, tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]
         ] = {}
         self._slot_cache: dict[
             tuple[int, int], tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]
@@ -146,6 +146,18 @@ class Baseline:
         f0, f1 = self.factors(series, minute)
         return np.maximum(f0 + (f1 - f0) * frac, 0.05)
 
+    def expected_of(
+        self, series: Series, minute: int, rows: NDArray[np.int64]
+    ) -> NDArray[np.float64]:
+        """`expected` of the series `rows` alone (the same numbers)."""
+        _, _, frac = self._slots(series, minute)
+        f0, f1 = self.factors(series, minute)
+        a, b = f0[rows], f1[rows]
+        out: NDArray[np.float64] = series.view("level")[rows] * np.maximum(
+            a + (b - a) * frac[rows], 0.05
+        )
+        return out
+
     def factors(
         self, series: Series, minute: int
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -184,20 +196,39 @@ class Baseline:
     def _day_calendar(
         self, series: Series, day: int
     ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
-        """`calendar` and `_slots` of the 48 half hours of UTC day `day`, at once."""
+        """`calendar` and `_slots` of the 48 half hours of UTC day `day`, at once. Kept per
+        day; series born since are added as columns (each column is its series' own)."""
         n = len(series)
-        got = self._span_cache.get((day, n))
-        if got is not None:
+        got = self._span_cache.get(day)
+        have = 0 if got is None or got[0].shape[1] > n else got[0].shape[1]
+        if got is not None and have == n:
             return got
+        new = self._day_columns(series, day, have, n)
+        if have:
+            assert got is not None
+            new = (
+                np.concatenate([got[0], new[0]], axis=1),
+                np.concatenate([got[1], new[1]], axis=1),
+                np.concatenate([got[2], new[2]], axis=1),
+            )
+        self._span_cache.pop(day, None)
+        self._keep(self._span_cache, day, new, 3)
+        return new
+
+    def _day_columns(
+        self, series: Series, day: int, a: int, b: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+        """`_day_calendar` of the series a..b-1."""
         t = (day * 48 + np.arange(48, dtype=np.int64))[:, None] * 1800  # minute * 60
-        offset = series.view("offset_s").astype(np.int64)[None, :]
+        offset = series.view("offset_s")[a:b].astype(np.int64)[None, :]
         local_day = (t + offset) // 86_400
         weekday = (local_day + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
         daytype = (weekday >= 5).astype(np.int64)
         # Holidays: one calendar look-up per (country, local day), not per series.
-        check = (series.view("kind") == 1)[None, :] & (daytype == 0)
+        check = (series.view("kind")[a:b] == 1)[None, :] & (daytype == 0)
         if check.any():
-            cid = np.broadcast_to(np.asarray(series.country_id, np.int64)[None, :], check.shape)
+            ids = np.asarray(series.country_id[a:b], np.int64)[None, :]
+            cid = np.broadcast_to(ids, check.shape)
             holiday = np.zeros_like(check)
             holiday[check] = _holidays(series, cid[check], local_day[check])
             daytype[holiday] = 1
@@ -205,9 +236,7 @@ class Baseline:
         local_s = (t + 30 + offset) % 86_400
         h0 = np.floor(local_s / 3600.0 - 0.5).astype(np.int64)
         base = daytype * SLOTS_PER_DAY
-        got = (base + h0 % SLOTS_PER_DAY, base + (h0 + 1) % SLOTS_PER_DAY, weekday)
-        self._keep(self._span_cache, (day, n), got, 3)
-        return got
+        return (base + h0 % SLOTS_PER_DAY, base + (h0 + 1) % SLOTS_PER_DAY, weekday)
 
     def learned(self, steps: int) -> None:
         """The learning steps a compiled quiet run took (detect.quiet): factors gathered

@@ -126,6 +126,9 @@ def cusum_step(
     Series not `eligible` (not warm) are held at 0. Returns whether any fired."""
     any_fired = False
     nk = ks.shape[0]
+    log_k = np.empty(nk)  # ln k once per call, not per series-minute (the same values)
+    for j in range(nk):
+        log_k[j] = math.log(ks[j])
     for i in range(n):
         if not eligible[i]:
             for j in range(nk):
@@ -148,7 +151,8 @@ def cusum_step(
         alarm = False
         best = 0.0
         for j in range(first[i], nk):
-            s = stat[i, j] + _llr(xi, m, r, log_base, ks[j])
+            d = log_base - math.log(ks[j] * m + r)  # `_llr`, with ln k computed above
+            s = stat[i, j] + (xi * (log_k[j] + d) + r * d)
             if s <= 0.0:
                 stat[i, j] = 0.0
                 run_x[i, j] = 0.0

@@ -59,6 +59,7 @@ def quiet_scan(
     final_until: int,
     learn_until: int,
     busy: NDArray[np.bool_],
+    hot: NDArray[np.bool_],
     level_alpha: float,
     season_alpha: float,
     dow_alpha: float,
@@ -86,6 +87,11 @@ def quiet_scan(
       that must not learn in the run's b-th block: maintenance), and the factors are
       gathered again.
 
+    Series marked `hot` (those of services with an incident: the pipeline ticks them
+    minute by minute itself, `Pipeline._quiet_run`) are not tested and do not learn; their
+    sequential test is held at 0 here (the caller keeps and restores it) and the
+    expectation written for them is overwritten by their ticks.
+
     `slot0`, `slot1`, `weekday` hold the calendar (the profile slots and the local weekday
     of every series) of the half hours h_first, h_first + 1, ... (minute // 30): they
     cover the run and the learning blocks that reach back before m0. With `zero_next`, the
@@ -100,7 +106,7 @@ def quiet_scan(
     f1 = np.empty(n)
     eligible = np.empty(n, np.bool_)
     for i in range(n):
-        eligible[i] = nobs[i] >= warmup
+        eligible[i] = nobs[i] >= warmup and not hot[i]
     fired = np.zeros(n, np.bool_)  # set only on a minute that is taken back (the tick's)
     ratio = np.zeros(n)
     saved_stat = np.empty((n, ks.shape[0]))
@@ -160,14 +166,14 @@ def quiet_scan(
                 lo = max(learn_until, f + 1 - learn_len)
                 _learn(
                     lo, f + 1, m, ring_count, n, level, nobs, disp, season, dow,
-                    weekend_seen, born, busy[blocks], h_first, slot0, slot1, weekday, half,
+                    weekend_seen, born, busy[blocks], hot, h_first, slot0, slot1, weekday, half,
                     level_alpha, season_alpha, dow_alpha, disp_alpha,
                 )  # fmt: skip
                 learn_until = f + 1
                 blocks += 1
                 gathered = -1  # the factors changed
                 for i in range(n):
-                    eligible[i] = nobs[i] >= warmup
+                    eligible[i] = nobs[i] >= warmup and not hot[i]
             final_until = f + 1
         oldest = (m - width + 1) % ring  # leaves the window of the next minute
         for i in range(n):
@@ -210,6 +216,7 @@ def _learn(
     weekend_seen: NDArray[np.bool_],
     born: NDArray[np.int64],
     busy: NDArray[np.bool_],
+    hot: NDArray[np.bool_],
     h_first: int,
     slot0: NDArray[np.int64],
     slot1: NDArray[np.int64],
@@ -255,7 +262,7 @@ def _learn(
     ok = np.empty(n, np.bool_)
     for i in range(n):
         fracs[i] = (whole + 0.5) % 1.0 if half[i] else whole % 1.0
-        ok[i] = not busy[i] and born[i] <= m
+        ok[i] = not busy[i] and not hot[i] and born[i] <= m
     learn_block(
         level, nobs, disp, season, dow, weekend_seen, factor, x, ok,
         slot0[k], slot1[k], fracs, weekday[k], level_alpha, season_alpha, dow_alpha,

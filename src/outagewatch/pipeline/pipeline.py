@@ -161,6 +161,7 @@ class Pipeline:
         self._cusum_h = None if budget <= 0 else threshold(budget)
         self._ks = np.asarray(SURGE_SIZES, np.float64)
         self._first: NDArray[np.int8] = np.zeros(0, np.int8)
+        self._wide: tuple[NDArray[Any], ...] | None = None  # `_scores_of`'s, for one run
         # Per-series state that quiet runs must carry forward besides the baseline's.
         self.quiet_hooks: list[QuietRunHook] = []
         # Maintenance windows, handed in as data: (service or group id, start s, end s).
@@ -523,11 +524,13 @@ class Pipeline:
             m = self.closed_until
             # Probe, status or metric evidence is finalised minute by minute and its verdicts
             # may open an incident in any of them (incidents.verdicts): ordinary ticks then.
+            # Services with an incident are ticked beside a run (see `_quiet_run`); their
+            # ticks read the source sketches, which `quiet_only` runs leave waiting.
             if (
                 self.quiet_runs
-                and not self.incidents
                 and len(self.series)
                 and not self.evidence.active
+                and not (quiet_only and self.incidents)
             ):
                 m, need_tick = self._quiet_run(m, m_now, zero_next=zero_next)
                 if not need_tick:
@@ -539,10 +542,18 @@ class Pipeline:
                 self.series.ring_count[(m + 1) % ring] = 0
 
     def _quiet_run(self, m0: int, m_now: int, *, zero_next: bool) -> tuple[int, bool]:
-        """Close minutes from m0 on while they are quiet: no incident (open or recent) and no
-        surge candidate in any window, so their ticks would only write the expectation into
-        the ring, step the sequential test and learn. Returns (k, need_tick): minutes < k
-        are closed; minute k needs an ordinary tick when `need_tick`.
+        """Close minutes from m0 on while they are quiet: no surge candidate in any window
+        of a service without an incident (open or recent), so their ticks would only write
+        the expectation into the ring, step the sequential test and learn. Returns (k,
+        need_tick): minutes < k are closed; minute k needs an ordinary tick when `need_tick`.
+
+        The series of services with an incident ("hot") are left out of the compiled run
+        and then ticked minute by minute for the run's minutes, on their own
+        (`_tick(only=...)`): nothing in a tick mixes series of different services (windows,
+        scores, the sequential test and learning are per series; the lifecycle, folding and
+        explanations read only the incidents' services), so this is the order-independent
+        split of the ordinary ticks. A series outside them that becomes a candidate ends
+        the run, and its minute is an ordinary tick of every series.
 
         Every per-series state that ticks carry forward is carried here: the ring, the
         sequential test and the baseline's learning (`detect.quiet.quiet_scan`, which also
@@ -564,6 +575,12 @@ class Pipeline:
         h_first = (m0 - lat - LEARN_BLOCK) // 30
         slot0, slot1, weekday = self.baseline.calendar_span(s, h_first, (m1 - 1) // 30 + 1)
         busy = self._learn_busy(m0, m1)
+        hot = self._hot_series()
+        ticking = np.flatnonzero(hot)
+        if len(ticking):
+            held = (s.cusum[ticking], s.cusum_x[ticking], s.cusum_mu[ticking])
+            before = (self.final_until, self.learn_until)
+            self._wide = None
         k, learn_until, learned = quiet_scan(
             m0, m1, s.ring_count, s.ring_expected, n, self._windows, s.view("level"),
             s.view("nobs"), s.view("disp"), s.view("season"), s.view("dow"),
@@ -572,21 +589,39 @@ class Pipeline:
             cfg.min_excess, self._log_alpha, zero_next, s.cusum, s.cusum_x, s.cusum_mu,
             self._ks, self._first_size(), 0.0 if self._cusum_h is None else self._cusum_h, lat,
             LEARN_BLOCK,
-            self.final_until, self.learn_until, busy, self.baseline.level_alpha,
+            self.final_until, self.learn_until, busy, hot, self.baseline.level_alpha,
             self.baseline.season_alpha, self.baseline.dow_alpha, self.baseline.disp_alpha,
         )  # fmt: skip
         need_tick = k < m1 or m1 < natural  # a candidate, or a hook wants the tick
         for hook in self.quiet_hooks:
             hook.skip(m0, k)
+        if len(ticking):
+            # The kernel held their sequential tests at 0: their own ticks step them.
+            s.cusum[ticking], s.cusum_x[ticking], s.cusum_mu[ticking] = held
         if k == m0:
+            return k, need_tick
+        self.baseline.learned(learned)
+        if len(ticking):
+            self.final_until, self.learn_until = before
+            for m in range(m0, k):
+                self._tick(m, only=ticking)
+            assert self.closed_until == k and self.learn_until == learn_until
             return k, need_tick
         # The tails of the ticks of minutes m0..k-1 (`_tick` after `lifecycle.step`).
         self.stats.ticks += k - m0
         self.closed_until = k
         self.final_until = max(self.final_until, k - lat)
         self.learn_until = learn_until
-        self.baseline.learned(learned)
         return k, need_tick
+
+    def _hot_series(self) -> NDArray[np.bool_]:
+        """The series of services with an incident (open, or ended and not yet final)."""
+        s = self.series
+        mask = np.zeros(s.n_services, np.bool_)
+        for inc in self.incidents.values():
+            mask[s.service_index[inc.service]] = True
+        out: NDArray[np.bool_] = mask[s.view("svc")]
+        return out
 
     def _signals(self, m: int) -> None:
         """Probe results and status polls are final SIGNAL_LATENESS_MIN after their minute
@@ -624,7 +659,9 @@ class Pipeline:
         return busy
 
     # ================================================================ tick
-    def _tick(self, m: int) -> None:
+    def _tick(self, m: int, only: NDArray[np.int64] | None = None) -> None:
+        """Minute m's tick. `only`: of these series alone (the others' minute is a quiet
+        run's, `_quiet_run`); they are every series of their services."""
         s = self.series
         cfg = self.settings
         n = len(s)
@@ -636,6 +673,9 @@ class Pipeline:
             if self.evidence.active:
                 self._signals(m)
                 self.evidence.finalise(m - cfg.lateness_min)
+            return
+        if only is not None:
+            self._tick_tail(m, *self._scores_of(m, only), only)
             return
         mu = self.baseline.expected(s, m)
         rows = self._window_rows(m)  # the newest minute first
@@ -654,16 +694,94 @@ class Pipeline:
         scores = score(sums, expected, x, mu, disp, eligible, cfg, candidate=candidate)
         if self._cusum_h is not None:
             scores = self._sequential(scores, n, x, mu, disp32, eligible)
+        self._tick_tail(m, scores, disp)
+
+    def _tick_tail(
+        self,
+        m: int,
+        scores: Scores,
+        disp: NDArray[np.float64],
+        only: NDArray[np.int64] | None = None,
+    ) -> None:
+        """The incidents' step, final minutes, signals and explanations of minute m's tick."""
+        cfg = self.settings
         lifecycle.step(self, m, scores, disp)
         f = m - cfg.lateness_min
         if f >= self.final_until:
-            self._finalise(f)
+            self._finalise(f, only)
             self.final_until = f + 1
         if self.evidence.active:
             self._signals(m)
             self.evidence.finalise(f)
         if self.incidents:
             self._explain(m, f)
+
+    def _scores_of(self, m: int, idx: NDArray[np.int64]) -> tuple[Scores, NDArray[np.float64]]:
+        """`_tick`'s windows, scores and sequential test for the series `idx` alone (the
+        same kernels on their columns), widened to every series: the others score nothing
+        (their minute is a quiet run's, which had no candidate and did not fire). The wide
+        arrays are kept for the run (`_wide`): only the entries of `idx` are ever written."""
+        s = self.series
+        cfg = self.settings
+        n = len(s)
+        h = len(idx)
+        rows = self._window_rows(m)
+        nw = len(cfg.windows)
+        if self._wide is None or self._wide[0] is not idx:
+            self._wide = (
+                idx, np.zeros(n, np.bool_), np.zeros(n), np.zeros((n, nw)), np.zeros((n, nw)),
+                np.zeros(n), np.zeros(n),
+            )  # fmt: skip
+        _, w_fired, w_ratio, w_sums, w_expected, w_mu, w_disp = self._wide
+        mu = self.baseline.expected_of(s, m, idx)
+        count = np.ascontiguousarray(s.ring_count[:, idx])
+        expect = np.ascontiguousarray(s.ring_expected[:, idx])
+        eligible = s.view("nobs")[idx] >= cfg.warmup_minutes
+        disp32 = np.ascontiguousarray(s.view("disp")[idx])
+        sums = np.empty((h, nw))
+        expected = np.empty((h, nw))
+        candidate = np.empty((h, nw), np.bool_)
+        window_scan(
+            count, expect, rows, h, self._windows, mu, eligible, cfg.min_ratio,
+            cfg.min_excess, disp32, self._log_alpha, sums, expected, candidate,
+        )  # fmt: skip
+        s.ring_expected[rows[0], idx] = expect[rows[0]]
+        x = count[m % s.ring]
+        disp = disp32.astype(np.float64)
+        sc = score(sums, expected, x, mu, disp, eligible, cfg, candidate=candidate)
+        fired, ratio = sc.fired, sc.ratio
+        if self._cusum_h is not None:
+            self._hold_open()
+            stat, run_x, run_mu = s.cusum[idx], s.cusum_x[idx], s.cusum_mu[idx]
+            fired = fired.copy()
+            ratio = ratio.copy()
+            cusum_step(
+                stat, run_x, run_mu, h, x, mu, disp32, eligible, self._ks,
+                np.ascontiguousarray(self._first_size()[idx]), self._cusum_h, cfg.min_ratio,
+                cfg.min_excess, fired, ratio,
+            )  # fmt: skip
+            s.cusum[idx], s.cusum_x[idx], s.cusum_mu[idx] = stat, run_x, run_mu
+        w_fired[idx] = fired
+        w_ratio[idx] = ratio
+        w_sums[idx] = sums
+        w_expected[idx] = expected
+        w_mu[idx] = mu
+        w_disp[idx] = disp
+        x_all = s.ring_count[m % s.ring, :n]
+        wide = Scores(w_fired, w_ratio, w_sums, w_expected, x_all, w_mu, w_disp, sc.w5)
+        return wide, w_disp
+
+    def _hold_open(self) -> None:
+        """The sequential test of series whose service has an open incident starts every
+        minute from 0 (`_sequential`)."""
+        s = self.series
+        if self.open_by_service:
+            busy = np.zeros(s.n_services, np.bool_)
+            busy[[s.service_index[sid] for sid in self.open_by_service]] = True
+            held = np.flatnonzero(busy[s.view("svc")])
+            s.cusum[held] = 0.0
+            s.cusum_x[held] = 0.0
+            s.cusum_mu[held] = 0.0
 
     def _sequential(
         self,
@@ -680,13 +798,7 @@ class Pipeline:
         run carried over from the surge must not open a second one after it resolves."""
         assert self._cusum_h is not None
         s = self.series
-        if self.open_by_service:
-            busy = np.zeros(s.n_services, np.bool_)
-            busy[[s.service_index[sid] for sid in self.open_by_service]] = True
-            held = np.flatnonzero(busy[s.view("svc")])
-            s.cusum[held] = 0.0
-            s.cusum_x[held] = 0.0
-            s.cusum_mu[held] = 0.0
+        self._hold_open()
         fired = sc.fired.copy()
         ratio = sc.ratio.copy()
         cfg = self.settings
@@ -752,13 +864,14 @@ class Pipeline:
                 mask[self.series.service_index[inc.service]] = True
         return mask
 
-    def _finalise(self, f: int) -> None:
-        """Minute f is final: fold it into incidents; every LEARN_BLOCK minutes, learn."""
+    def _finalise(self, f: int, only: NDArray[np.int64] | None = None) -> None:
+        """Minute f is final: fold it into incidents; every LEARN_BLOCK minutes, learn (the
+        series `only`, when given)."""
         for inc in list(self.incidents.values()):
             if inc.acc_until <= f:
                 self._fold(inc, f)
         if (f + 1) % LEARN_BLOCK == 0:
-            self._learn(list(range(max(self.learn_until, f + 1 - LEARN_BLOCK), f + 1)))
+            self._learn(list(range(max(self.learn_until, f + 1 - LEARN_BLOCK), f + 1)), only)
         for inc in list(self.incidents.values()):
             if inc.done and inc.acc_until <= self.learn_until:
                 doc = inc.doc()
@@ -772,7 +885,7 @@ class Pipeline:
                 self._changed.discard(inc.id)
                 del self.incidents[inc.id]
 
-    def _learn(self, minutes: list[int]) -> None:
+    def _learn(self, minutes: list[int], only: NDArray[np.int64] | None = None) -> None:
         s = self.series
         n = len(s)
         busy = np.zeros(s.n_services, np.bool_)
@@ -780,6 +893,8 @@ class Pipeline:
             busy |= self._in_incident(f) | self._maintenance_mask(f)
         # Series not yet born at this tick (the tick closing minutes[-1] + lateness) wait.
         ok = ~busy[s.view("svc")] & (s.view("born") <= minutes[-1] + self.settings.lateness_min)
+        if only is not None:  # the others learned in a quiet run (`_quiet_run`)
+            ok &= np.isin(np.arange(n), only)
         x = s.ring_count[np.asarray(minutes) % s.ring, :n].T.astype(np.float64)
         self.baseline.learn(s, minutes, x, ok)
         self.learn_until = minutes[-1] + 1
