@@ -4,8 +4,6 @@ incident, schedule maintenance, and see both on the public pages."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,7 @@ import pytest
 
 from test_browser import browser, page, shot  # noqa: F401  # fixtures
 from test_server_process import serve
-from webutil import free_port, history_lines
+from webutil import free_port, warm_db
 
 ADMIN = {"Authorization": "Bearer tok"}  # what test_server_process.serve sets
 
@@ -25,15 +23,7 @@ ADMIN = {"Authorization": "Bearer tok"}  # what test_server_process.serve sets
 def site(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A serve process with an ongoing incident of X: (base URL, incident id)."""
     db = tmp_path / "admin.db"
-    m_now = int(time.time() // 60)
-    hist = tmp_path / "history.ndjson"
-    hist.write_bytes(b"\n".join(history_lines(("x",), (m_now - 2 * 1440) * 60, 2 * 1440 - 6)))
-    done = subprocess.run(
-        [sys.executable, "-m", "outagewatch.cli", "--db", str(db), "replay", "--no-progress",
-         str(hist)],
-        capture_output=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    warm_db(db)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with serve(db, port), httpx.Client(base_url=base, timeout=10) as c:

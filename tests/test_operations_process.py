@@ -5,8 +5,6 @@ of it survives a restart."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -14,22 +12,14 @@ from pathlib import Path
 import httpx
 
 from test_server_process import serve
-from webutil import free_port, history_lines
+from webutil import free_port, warm_db
 
 ADMIN = {"Authorization": "Bearer tok"}  # what test_server_process.serve sets
 
 
 def test_tokens_updates_maintenance_and_badges_on_the_server_process(tmp_path: Path) -> None:
     db = tmp_path / "ops.db"
-    m_now = int(time.time() // 60)
-    hist = tmp_path / "history.ndjson"
-    hist.write_bytes(b"\n".join(history_lines(("x",), (m_now - 2 * 1440) * 60, 2 * 1440 - 6)))
-    done = subprocess.run(
-        [sys.executable, "-m", "outagewatch.cli", "--db", str(db), "replay", "--no-progress",
-         str(hist)],
-        capture_output=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    warm_db(db)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with serve(db, port) as proc, httpx.Client(base_url=base, timeout=10) as c:

@@ -8,8 +8,6 @@ import email
 import hashlib
 import re
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from email.message import Message
@@ -21,7 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from test_server_process import serve
-from webutil import free_port, history_lines
+from webutil import free_port, warm_db
 
 ADMIN = {"Authorization": "Bearer tok"}  # what test_server_process.serve sets
 
@@ -78,15 +76,7 @@ def test_subscribe_confirm_alert_unsubscribe_on_the_server_process(
 ) -> None:
     inbox, smtp_port = smtp
     db = tmp_path / "visitors.db"
-    m_now = int(time.time() // 60)
-    hist = tmp_path / "history.ndjson"
-    hist.write_bytes(b"\n".join(history_lines(("x",), (m_now - 2 * 1440) * 60, 2 * 1440 - 6)))
-    done = subprocess.run(
-        [sys.executable, "-m", "outagewatch.cli", "--db", str(db), "replay", "--no-progress",
-         str(hist)],
-        capture_output=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    warm_db(db)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     flags = ["--smtp-host", "127.0.0.1", "--smtp-port", str(smtp_port), "--smtp-starttls", "0",
