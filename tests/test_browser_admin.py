@@ -14,7 +14,7 @@ import pytest
 
 from test_browser import browser, page, shot  # noqa: F401  # fixtures
 from test_server_process import serve
-from webutil import free_port, warm_db
+from webutil import free_port, post_x_surge, warm_db
 
 ADMIN = {"Authorization": "Bearer tok"}  # what test_server_process.serve sets
 
@@ -27,14 +27,7 @@ def site(tmp_path: Path) -> Iterator[tuple[str, str]]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with serve(db, port), httpx.Client(base_url=base, timeout=10) as c:
-        start = (int(time.time() // 60) - 3) * 60.0
-        for k in range(3):
-            items = [
-                {"service": "x", "country": "US", "reporter": f"p{k}-{i}",
-                 "ts": start + k * 60 + i * 0.2}
-                for i in range(250)
-            ]  # fmt: skip
-            assert c.post("/api/v1/reports", json=items, headers=ADMIN).status_code == 202
+        post_x_surge(c, ADMIN)
         deadline = time.monotonic() + 90
         docs: list[dict[str, Any]] = []
         while not docs and time.monotonic() < deadline:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from test_server_process import serve
-from webutil import free_port, warm_db
+from webutil import free_port, post_x_surge, warm_db
 
 ADMIN = {"Authorization": "Bearer tok"}  # what test_server_process.serve sets
 
@@ -29,15 +29,7 @@ def test_tokens_updates_maintenance_and_badges_on_the_server_process(tmp_path: P
             assert r.status_code == 201, r.text
             tokens[scope] = {"Authorization": f"Bearer {r.json()['token']}"}
         # A partner with the ingest scope forwards a surge (no rate limit on it).
-        start = (int(time.time() // 60) - 3) * 60.0
-        for k in range(3):
-            t0 = start + k * 60
-            items = [
-                {"service": "x", "country": "US", "reporter": f"p{k}-{i}", "ts": t0 + i * 0.2}
-                for i in range(250)
-            ]
-            r = c.post("/api/v1/reports", json=items, headers=tokens["ingest"])
-            assert r.status_code == 202 and r.json()["accepted"] == 250, r.text
+        post_x_surge(c, tokens["ingest"])
         r = c.post("/api/v1/probes", json={"service": "x", "target": "https://x.com/", "ok": False},
                    headers=tokens["read"])  # fmt: skip
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"

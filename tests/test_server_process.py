@@ -107,19 +107,10 @@ def test_kill_9_keeps_the_open_incident_and_the_baselines(tmp_path: Path) -> Non
     the running server: the incident opens. `kill -9`, restart: the same incident is still
     open with the same start, the typical band is the one learned, and the reports posted
     after the last commit (only in the journal) are counted."""
-    from webutil import history_lines
+    from webutil import warm_db
 
     db = tmp_path / "r.db"
-    now = time.time()
-    m_now = int(now // 60)
-    hist = tmp_path / "history.ndjson"
-    hist.write_bytes(b"\n".join(history_lines(("x",), (m_now - 2 * 1440) * 60, 2 * 1440 - 6)))
-    done = subprocess.run(
-        [sys.executable, "-m", "outagewatch.cli", "--db", str(db), "replay", "--no-progress",
-         str(hist)],
-        capture_output=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    warm_db(db)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": "Bearer tok"}

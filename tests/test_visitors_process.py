@@ -19,7 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from test_server_process import serve
-from webutil import free_port, warm_db
+from webutil import free_port, post_x_surge, warm_db
 
 ADMIN = {"Authorization": "Bearer tok"}  # what test_server_process.serve sets
 
@@ -121,15 +121,7 @@ def test_subscribe_confirm_alert_unsubscribe_on_the_server_process(
             ("x", "email", ["ann@example.com"])
         ]
         # An outage of X: the alert reaches Ann (and not Bob, who did not confirm).
-        start = (int(time.time() // 60) - 3) * 60.0
-        for k in range(3):
-            t0 = start + k * 60
-            items = [
-                {"service": "x", "country": "US", "reporter": f"p{k}-{i}", "ts": t0 + i * 0.2}
-                for i in range(250)
-            ]
-            r = c.post("/api/v1/reports", json=items, headers=ADMIN)
-            assert r.status_code == 202 and r.json()["accepted"] == 250, r.text
+        post_x_surge(c, ADMIN)
         mails = inbox.wait("ann@example.com", 2, timeout=90)
         alert = mails[1]
         assert alert["Subject"].startswith("X:"), alert["Subject"]

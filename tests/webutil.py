@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -88,8 +89,6 @@ def history_lines(services: tuple[str, ...], start: float, minutes: int) -> list
 def warm_db(db: Path) -> None:
     """Two days of X's ordinary traffic, up to a few minutes ago, replayed into `db` by the
     CLI in its own process (a server started on it has a warm baseline)."""
-    import sys
-
     m_now = int(time.time() // 60)
     hist = db.with_name(db.stem + "-history.ndjson")
     hist.write_bytes(b"\n".join(history_lines(("x",), (m_now - 2 * 1440) * 60, 2 * 1440 - 6)))
@@ -99,6 +98,20 @@ def warm_db(db: Path) -> None:
         capture_output=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+def post_x_surge(c: httpx.Client, headers: dict[str, str]) -> None:
+    """A surge on X through `POST /api/v1/reports`: 250 distinct people a minute over the
+    three minutes before the current one, every item accepted."""
+    start = (int(time.time() // 60) - 3) * 60.0
+    for k in range(3):
+        t0 = start + k * 60
+        items = [
+            {"service": "x", "country": "US", "reporter": f"p{k}-{i}", "ts": t0 + i * 0.2}
+            for i in range(250)
+        ]
+        r = c.post("/api/v1/reports", json=items, headers=headers)
+        assert r.status_code == 202 and r.json()["accepted"] == 250, r.text
 
 
 def outage_lines(service: str, start: float, countries: dict[str, float]) -> list[bytes]:
