@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from outagewatch.catalog import Catalog
-from outagewatch.events import EventDecoder, parse_ts
+from outagewatch.events import EventDecoder, epoch_of, parse_time, parse_ts
 
 CATALOG = Catalog.demo()
 
@@ -39,6 +39,27 @@ def test_rfc3339_forms_are_accepted(text: str) -> None:
 )
 def test_other_iso_forms_are_refused(text: str) -> None:
     assert parse_ts(text) is None
+
+
+def test_parse_time_names_the_text_and_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match=r"^'2025-03-10T08:45Z' is not a time: expected RFC 3339"):
+        parse_time("2025-03-10T08:45Z")
+    with pytest.raises(ValueError, match=r"month must be in 1\.\.12"):
+        parse_time("2025-13-10T08:45:00Z")
+    with pytest.raises(ValueError, match="is not a time: expected RFC 3339"):
+        epoch_of("2025-03-10")  # incident documents: RFC 3339 only, as the decoder
+    assert parse_time("2025-03-10t09:45:00+01:00") == 1741596300.0
+
+
+def test_typed_times_take_other_iso_forms_and_naive_ones_as_utc_on_request() -> None:
+    """The command line's --since/--until and the simulator's --start."""
+    assert parse_time("2025-03-10", forms="iso8601", naive_utc=True) == 1741564800.0
+    assert parse_time("20250310T084500", forms="iso8601", naive_utc=True) == 1741596300.0
+    assert parse_time("2025-03-10T09:45+01:00", forms="iso8601") == 1741596300.0
+    with pytest.raises(ValueError, match="has no `Z` or offset"):
+        parse_time("2025-03-10T08:45", forms="iso8601")
+    with pytest.raises(ValueError, match="expected an ISO 8601 time"):
+        parse_time("yesterday", forms="iso8601", naive_utc=True)
 
 
 def _reason(ts: str, max_ts: float = 2e9, means: str = "") -> str:

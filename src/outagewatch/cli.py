@@ -6,7 +6,6 @@ Exit status 0 on success, 2 on a usage or input error with one line on stderr.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import math
 import sys
 from collections.abc import Sequence
@@ -151,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_time(value: str, flag: str) -> float:
     """RFC 3339 (with Z or an offset; a bare date is midnight UTC) or epoch seconds."""
+    from outagewatch import events  # numpy: not for `--help`
+
     try:
         number = float(value)
     except ValueError:
@@ -160,12 +161,9 @@ def parse_time(value: str, flag: str) -> float:
             raise UsageError(f"{flag} {value!r}: expected RFC 3339 time or epoch seconds")
         return number
     try:
-        t = dt.datetime.fromisoformat(value)
+        return events.parse_time(value, forms="iso8601", naive_utc=True)
     except ValueError:
         raise UsageError(f"{flag} {value!r}: expected RFC 3339 time or epoch seconds") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return t.timestamp()
 
 
 def load_catalog(settings: Settings, store: Store) -> Catalog:
@@ -261,6 +259,8 @@ def _cause(doc: dict[str, Any]) -> str:
 def format_table(docs: Sequence[dict[str, Any]]) -> str:
     if not docs:
         return "no incidents\n"
+    from outagewatch.events import epoch_of  # numpy: not for `--help`
+
     head = (
         "ID",
         "SERVICE",
@@ -277,9 +277,7 @@ def format_table(docs: Sequence[dict[str, Any]]) -> str:
     )
     rows = [head]
     for d in docs:
-        started = dt.datetime.fromisoformat(d["started_at"])
-        detected = dt.datetime.fromisoformat(d["detected_at"])
-        delay = int((detected - started).total_seconds() // 60)
+        delay = int((epoch_of(d["detected_at"]) - epoch_of(d["started_at"])) // 60)
         ended = d["ended_at"] or "-"
         rows.append(
             (

@@ -498,18 +498,50 @@ def _person(p: str | None) -> str | None:
     return f"#{digest}"
 
 
-def parse_ts(value: str) -> float | None:
-    """Epoch seconds of an RFC 3339 time with `Z` or an offset; None if invalid, naive or
-    another ISO 8601 form (basic format, week or ordinal dates, no seconds)."""
-    if _RFC3339.fullmatch(value) is None:
-        return None
+TimeForms = Literal["rfc3339", "iso8601"]
+_NOT_RFC3339 = "expected RFC 3339 with `Z` or an offset (2025-03-10T08:45:00Z)"
+_NOT_ISO8601 = "expected an ISO 8601 time (2025-03-10T08:45:00Z)"
+
+
+def _read_time(text: str, forms: TimeForms, naive_utc: bool) -> float | str:
+    """Epoch seconds of `text`, or why it is no time (see `parse_time`)."""
+    if forms == "rfc3339":
+        if _RFC3339.fullmatch(text) is None:
+            return _NOT_RFC3339
+        text = text.upper()  # `t` and `z` are RFC 3339 too; `fromisoformat` wants them upper
     try:
-        t = datetime.fromisoformat(value.upper())
-    except ValueError:
-        return None
+        t = datetime.fromisoformat(text)
+    except ValueError as exc:  # a form `_RFC3339` lets by, or a month 13, a day 32, ...
+        why = str(exc)
+        if why.startswith("Invalid isoformat"):  # the text again: say what is expected
+            return _NOT_RFC3339 if forms == "rfc3339" else _NOT_ISO8601
+        return why
     if t.tzinfo is None:
-        return None
+        if not naive_utc:
+            return "it has no `Z` or offset"
+        t = t.replace(tzinfo=UTC)
     return t.timestamp()
+
+
+def parse_time(text: str, *, forms: TimeForms = "rfc3339", naive_utc: bool = False) -> float:
+    """Epoch seconds of a time written as text: the one reading of time text in outagewatch.
+    Raises ValueError naming the text and what is wrong with it.
+
+    `forms`: "rfc3339" (docs/contract.md §2) takes `2025-03-10T08:45:00Z` and the like, with
+    a fraction, a `T`, `t` or space, and `Z` or a `+01:00` offset, and refuses other ISO 8601
+    forms (basic format, week or ordinal dates, no seconds, no offset); "iso8601" takes every
+    form `datetime.fromisoformat` reads, for times a person types (a bare date is midnight).
+    `naive_utc`: a time without an offset (only "iso8601" reads one) is UTC, not an error."""
+    got = _read_time(text, forms, naive_utc)
+    if isinstance(got, str):
+        raise ValueError(f"{text!r} is not a time: {got}")
+    return got
+
+
+def parse_ts(value: str) -> float | None:
+    """`parse_time` of an RFC 3339 time, None instead of an error (the decoder's hot path)."""
+    got = _read_time(value, "rfc3339", False)
+    return None if isinstance(got, str) else got
 
 
 def time_of(value: object) -> float | None:
@@ -528,6 +560,8 @@ def time_of(value: object) -> float | None:
 def epoch_of(value: object) -> float:
     """`time_of` for times outagewatch wrote itself (incident documents): not a time is a
     bug, raised as ValueError."""
+    if isinstance(value, str):
+        return parse_time(value)
     t = time_of(value)
     if t is None:
         raise ValueError(f"{value!r} is not a time")

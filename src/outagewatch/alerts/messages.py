@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from outagewatch.alerts.base import Kind, Message
+from outagewatch.events import epoch_of
 from outagewatch.incidents.severity import severity
 
 
@@ -84,8 +85,7 @@ def _where(doc: Mapping[str, Any]) -> list[str]:
 def _hm(ts: str | None) -> str:
     if not ts:
         return "?"
-    t = dt.datetime.fromisoformat(ts).astimezone(dt.UTC)
-    return t.strftime("%Y-%m-%d %H:%M")
+    return dt.datetime.fromtimestamp(epoch_of(ts), dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _n(value: Any) -> str:
@@ -94,9 +94,9 @@ def _n(value: Any) -> str:
 
 def _duration(doc: Mapping[str, Any]) -> str:
     try:
-        start = dt.datetime.fromisoformat(doc["started_at"])
-        end = dt.datetime.fromisoformat(doc["ended_at"])
-    except (TypeError, ValueError, KeyError):
+        start = epoch_of(doc["started_at"])
+        end = epoch_of(doc["ended_at"])
+    except (ValueError, KeyError):
         return "an unknown time"
-    minutes = max(0, int((end - start).total_seconds() // 60))
+    minutes = max(0, int((end - start) // 60))
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"

@@ -42,7 +42,6 @@ stream through the pipeline the way `replay` does and returns the incidents.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ import numpy as np
 import orjson
 
 from outagewatch.catalog import Catalog
-from outagewatch.events import EventDecoder, iso
+from outagewatch.events import EventDecoder, iso, parse_time
 from outagewatch.pipeline.pipeline import Pipeline
 from outagewatch.settings import PipelineSettings
 from outagewatch.sim.simulate import (
@@ -297,7 +296,7 @@ def _sorted(events: list[Event]) -> list[Event]:
             return float(ts)
         got = cache.get(ts)
         if got is None:
-            got = cache[ts] = dt.datetime.fromisoformat(ts).timestamp()
+            got = cache[ts] = parse_time(ts)
         return got
 
     return sorted(events, key=key)

@@ -36,7 +36,7 @@ import orjson
 
 from outagewatch import geo
 from outagewatch.catalog import Catalog
-from outagewatch.events import iso
+from outagewatch.events import iso, parse_time
 
 __all__ = [
     "Bump",
@@ -907,13 +907,6 @@ def demo_scenario(start: float) -> tuple[list[Surge], list[Bump]]:
 # Command line
 
 
-def _parse_start(text: str) -> float:
-    value = dt.datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.timestamp()
-
-
 def _write(gen: _Generated, out: IO[bytes], limit: int | None) -> int:
     n = 0
     for chunk in gen.rendered.chunks(limit):
@@ -982,7 +975,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     began = time.perf_counter()
-    start = _parse_start(args.start)
+    start = parse_time(args.start, forms="iso8601", naive_utc=True)
     minutes = round(args.days * 1440)
     limit: int | None = None
     aggregate = bool(getattr(args, "aggregate", False))

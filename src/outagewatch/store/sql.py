@@ -13,7 +13,6 @@ SQLite's `?`.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -25,6 +24,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from outagewatch.events import epoch_of
 from outagewatch.store.base import (
     Block,
     Commit,
@@ -140,7 +140,7 @@ class Cx:
 
 def epoch(ts: str) -> int:
     """Whole epoch seconds of an RFC 3339 time (an incident's started_at, ended_at)."""
-    return int(dt.datetime.fromisoformat(ts).timestamp())
+    return int(epoch_of(ts))
 
 
 def parts(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:

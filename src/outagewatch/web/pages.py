@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from outagewatch import __version__
 from outagewatch.errors import BusError
+from outagewatch.events import epoch_of
 from outagewatch.geo import COUNTRIES
 from outagewatch.history.view import history_summary
 from outagewatch.incidents.severity import public, severity
@@ -282,7 +283,7 @@ def sparkline(counts: np.ndarray, baseline: np.ndarray, *, bucket: int = 5) -> S
 def epoch(ts: str | None) -> float | None:
     if not ts:
         return None
-    return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    return epoch_of(ts)
 
 
 def when(ts: str | float | None) -> str:
