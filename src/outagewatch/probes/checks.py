@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from outagewatch.catalog import Probe
+from outagewatch.events import iso
 from outagewatch.netguard import TargetRefusedError
 
 Clock = Callable[[], float]
@@ -145,7 +146,7 @@ def _cert_warning(resp: httpx.Response, now: float, warn_days: float) -> str | N
     days = (expires - now) / 86_400
     if days > warn_days:
         return None
-    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+    when = iso(expires)
     if days < 0:
         return f"{WARNING_PREFIX}TLS certificate expired at {when}"
     return f"{WARNING_PREFIX}TLS certificate expires in {days:.1f} days ({when})"

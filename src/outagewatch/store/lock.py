@@ -16,20 +16,21 @@ lock: SQLite's WAL lets them read while the writer writes.
 
 from __future__ import annotations
 
-import datetime as dt
 import fcntl
 import os
 import socket
+import time
 from typing import Any
 
 from outagewatch.errors import StoreError
+from outagewatch.events import iso
 from outagewatch.store import is_postgres_url
 
 _PG_KEY = "SELECT hashtext('outagewatch writer ' || current_schema())::bigint"
 
 
 def _holder(command: str) -> str:
-    since = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    since = iso(time.time())
     return f"outagewatch {command}, pid {os.getpid()} on {socket.gethostname()}, since {since}"
 
 
