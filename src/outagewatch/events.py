@@ -40,9 +40,14 @@ MIN_TS = 946_684_800.0  # 2000-01-01: earlier is surely a mistake (e.g. millisec
 MAX_TS = 7_258_118_400.0  # 2200-01-01
 
 
-class ReportIn(msgspec.Struct, tag_field="type", tag="report", gc=False, omit_defaults=True):
+class _EventIn(msgspec.Struct, tag_field="type", gc=False, omit_defaults=True):
+    """What every event type has (docs/contract.md §2): the service and the time, first."""
+
     service: str
     ts: Timestamp
+
+
+class ReportIn(_EventIn, tag="report"):
     country: str
     problem: str | None = None
     region: str | None = None
@@ -52,9 +57,7 @@ class ReportIn(msgspec.Struct, tag_field="type", tag="report", gc=False, omit_de
     count: PositiveCount = 1
 
 
-class ProbeIn(msgspec.Struct, tag_field="type", tag="probe", gc=False, omit_defaults=True):
-    service: str
-    ts: Timestamp
+class ProbeIn(_EventIn, tag="probe"):
     target: str
     ok: bool
     site: str | None = None
@@ -64,17 +67,13 @@ class ProbeIn(msgspec.Struct, tag_field="type", tag="probe", gc=False, omit_defa
     error: str | None = None
 
 
-class StatusIn(msgspec.Struct, tag_field="type", tag="status", gc=False, omit_defaults=True):
-    service: str
-    ts: Timestamp
+class StatusIn(_EventIn, tag="status"):
     indicator: Indicator
     description: str | None = None
     incident: str | None = None
 
 
-class MetricIn(msgspec.Struct, tag_field="type", tag="metric", gc=False, omit_defaults=True):
-    service: str
-    ts: Timestamp
+class MetricIn(_EventIn, tag="metric"):
     name: str
     value: float
 
