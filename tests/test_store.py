@@ -21,6 +21,7 @@ from outagewatch.events import OtherEvent, iso
 from outagewatch.incidents.lifecycle import State, Transition
 from outagewatch.pipeline.pipeline import CountRows
 from outagewatch.store import Commit, open_store
+from outagewatch.store.base import incident_matches
 from outagewatch.store.postgres import MIGRATIONS, PostgresStore
 from outagewatch.store.sql import migrations
 from outagewatch.store.sqlite import SQLiteStore
@@ -450,6 +451,27 @@ def test_fractional_since_excludes_an_incident_that_ended_before(store: AnyStore
     store.commit(commit(incidents=[doc("i1", status="resolved", ended=H0 + 600)]))
     assert [d["id"] for d in store.incidents(since=H0 + 600)] == ["i1"]
     assert [d["id"] for d in store.incidents(since=H0 + 600.5)] == []
+
+
+def test_the_sql_filter_and_incident_matches_agree(store: AnyStore) -> None:
+    """Live adds the engine's unstored incidents with `incident_matches`: the same selection
+    as `incidents_where` makes of stored ones."""
+    docs = [
+        doc("a", started=H0, ended=H0 + 600, status="resolved"),
+        doc("b", service="y", started=H0 + 300),
+        doc("c", started=H0 + 900, ended=H0 + 1200, status="resolved"),
+        doc("d", started=H0 + 1500),
+    ]
+    store.commit(commit(incidents=docs))
+    for service in (None, "x", "y"):
+        for status in (None, "ongoing", "resolved"):
+            for since in (None, H0 + 599.5, H0 + 600, H0 + 601, H0 + 1300):
+                for until in (None, H0 - 1, H0 + 300, H0 + 1000):
+                    got = {d["id"] for d in store.incidents(service, since, until, status)}
+                    want = {
+                        d["id"] for d in docs if incident_matches(d, service, since, until, status)
+                    }
+                    assert got == want, (service, status, since, until)
 
 
 # ---------------------------------------------------------------------- alerts

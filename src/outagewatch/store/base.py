@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from outagewatch.events import OtherEvent, iso
+from outagewatch.events import OtherEvent, epoch_of, iso
 from outagewatch.incidents.lifecycle import Transition
 
 if TYPE_CHECKING:  # the store needs only its shape: no numba, no scipy to open a store
@@ -222,6 +222,24 @@ def incidents_where(
         parts.append(f"status = {mark}")
         args.append(status)
     return " AND ".join(parts) or "1 = 1", args
+
+
+def incident_matches(
+    doc: Mapping[str, Any],
+    service: str | None,
+    since: float | None,
+    until: float | None,
+    status: str | None,
+) -> bool:
+    """Whether `doc` (an incident the engine holds, not yet stored) passes the filter
+    `incidents_where` writes in SQL for stored ones."""
+    if service is not None and doc["service"] != service:
+        return False
+    if status is not None and doc["status"] != status:
+        return False
+    if since is not None and doc["ended_at"] is not None and epoch_of(doc["ended_at"]) < since:
+        return False
+    return not (until is not None and epoch_of(doc["started_at"]) > until)
 
 
 def chunks(rows: CountRows) -> Iterator[tuple[str, int, NDArray[np.void]]]:

@@ -23,13 +23,13 @@ from numpy.typing import NDArray
 
 from outagewatch.bus.base import Bus
 from outagewatch.catalog import Catalog, Service
-from outagewatch.events import EventDecoder, epoch_of, iso, time_of
+from outagewatch.events import EventDecoder, iso, time_of
 from outagewatch.incidents.severity import public
 from outagewatch.incidents.verdicts import ServiceVerdict
 from outagewatch.pipeline.pipeline import Pipeline, load_state
 from outagewatch.runtime.engine import FUTURE_SKEW_S, Committed, Engine, skew_means
 from outagewatch.settings import PipelineSettings
-from outagewatch.store.base import Store, with_updates
+from outagewatch.store.base import Store, incident_matches, with_updates
 from outagewatch.web.posted import Prepared, prepare
 from outagewatch.web.public import restrict_public
 
@@ -449,10 +449,10 @@ class Live:
         live = {d["id"]: d for d in self.engine.ongoing().values()}
         out = [live.pop(d["id"], d) for d in docs]
         for d in live.values():  # opened since the last commit
-            if _matches(d, service, since, until, status):
+            if incident_matches(d, service, since, until, status):
                 out.append(d)
         out.sort(key=lambda d: (d["started_at"], d["id"]), reverse=True)
-        out = [d for d in out if _matches(d, service, since, until, status)]
+        out = [d for d in out if incident_matches(d, service, since, until, status)]
         return self.with_updates(out[:limit] if limit else out)
 
     def incident(self, incident_id: str) -> dict[str, Any] | None:
@@ -509,19 +509,3 @@ def _status(doc: dict[str, Any] | None) -> str:
     from outagewatch.incidents.severity import severity
 
     return "ok" if doc is None else severity(doc)
-
-
-def _matches(
-    d: dict[str, Any],
-    service: str | None,
-    since: float | None,
-    until: float | None,
-    status: str | None,
-) -> bool:
-    if service is not None and d["service"] != service:
-        return False
-    if status is not None and d["status"] != status:
-        return False
-    if since is not None and d["ended_at"] is not None and epoch_of(d["ended_at"]) < since:
-        return False
-    return not (until is not None and epoch_of(d["started_at"]) > until)
