@@ -174,7 +174,8 @@ async def time_views(
     db: str, catalog: Catalog, now: float, services: list[str], requests: int
 ) -> dict[str, float]:
     """p50/p99 ms of the service page and of the history API (90 and 365 days)."""
-    from outagewatch.web.app import Server, create_app
+    from outagewatch.server import Server
+    from outagewatch.web.app import create_app
 
     settings = Settings.resolve({"OUTAGEWATCH_DB": db}, {})
     server = Server(settings, catalog, clock=lambda: now, tick_interval_s=3600, watch=False)

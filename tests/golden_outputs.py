@@ -61,8 +61,9 @@ def _cli(argv: list[str]) -> str:
 
 
 async def _api(db: str, name: str) -> dict[str, str]:
+    from outagewatch.server import Server
     from outagewatch.settings import Settings
-    from outagewatch.web.app import Server, create_app
+    from outagewatch.web.app import create_app
 
     settings = Settings.resolve({"OUTAGEWATCH_DB": db, "OUTAGEWATCH_TOKEN": "t"}, {})
     clock_t = START + SETTLE_S

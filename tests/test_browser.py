@@ -23,9 +23,10 @@ import pytest
 
 from outagewatch.bus.base import services_of
 from outagewatch.catalog import Catalog
+from outagewatch.server import Server
 from outagewatch.settings import Settings
 from outagewatch.sim.simulate import ServiceTraffic, Surge, demo_traffic, outage_profile, simulate
-from outagewatch.web.app import Server, create_app
+from outagewatch.web.app import create_app
 from webutil import Clock, free_port, uvicorn_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,8 +12,9 @@ import pytest
 
 from outagewatch.bus.base import services_of
 from outagewatch.catalog import Catalog
+from outagewatch.server import Server
 from outagewatch.settings import Settings
-from outagewatch.web.app import Server, create_app
+from outagewatch.web.app import create_app
 from test_browser import browser, page, shot  # noqa: F401  (fixtures)
 from webutil import Clock, free_port, uvicorn_in_thread
 

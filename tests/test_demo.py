@@ -14,8 +14,8 @@ import pytest
 from outagewatch.bus.base import services_of
 from outagewatch.incidents.severity import public
 from outagewatch.runtime.demo import CYCLE_MIN, FLOOD_START_MIN, DemoClock, DemoFeed, load_history
+from outagewatch.server import Server
 from outagewatch.settings import Settings
-from outagewatch.web.app import Server
 from webutil import Clock
 
 pytestmark = pytest.mark.anyio

@@ -31,8 +31,9 @@ from fastapi import FastAPI
 from starlette.routing import BaseRoute, Route
 
 from outagewatch.catalog import Catalog
+from outagewatch.server import Server
 from outagewatch.settings import Settings
-from outagewatch.web.app import Server, create_app
+from outagewatch.web.app import create_app
 from webutil import TOKEN, Clock, history_lines, outage_lines, publish, uvicorn_in_thread
 
 SCRIPT = "<script>alert(1)</script>"

@@ -3,7 +3,8 @@ under `if TYPE_CHECKING:` are types only and left out.
 
 - no import cycle between the top-level modules and subpackages;
 - the core (pipeline, detect, incidents, events, catalog) imports no driver or adapter;
-- bus, store, probes and alerts import nothing from web.
+- bus, store, probes and alerts import nothing from web;
+- only the command line imports the composition root (`server`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import outagewatch
 
 ROOT = Path(outagewatch.__file__).parent
 CORE = {"pipeline", "detect", "incidents", "events", "catalog"}
-ADAPTERS = {"runtime", "web", "store", "bus", "probes", "alerts", "history", "cli", "sim"}
+ADAPTERS = {"runtime", "web", "store", "bus", "probes", "alerts", "history", "cli", "sim", "server"}
 BELOW_WEB = {"bus", "store", "probes", "alerts"}
 
 
@@ -103,3 +104,9 @@ def test_bus_store_probes_and_alerts_import_nothing_from_web() -> None:
     edges = graph()
     bad = {p: sorted(edges.get(p, set()) & {"web"}) for p in BELOW_WEB}
     assert not any(bad.values()), bad
+
+
+def test_only_the_cli_imports_the_composition_root() -> None:
+    """web/ builds routes over what they need (web/host.py), not over `server.Server`."""
+    edges = graph()
+    assert sorted(src for src, dst in edges.items() if "server" in dst) == ["cli"]

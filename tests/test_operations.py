@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from outagewatch.server import Server
 from outagewatch.store.sqlite import SQLiteStore
-from outagewatch.web.app import Server
 from test_api import assert_error
 from test_serve_watch import PRIVATE, Hooks, until
 from webutil import TOKEN, Clock, outage, running

@@ -20,7 +20,7 @@ import pytest
 from loopback import LoopbackServer, Reply, Request
 from outagewatch.catalog import Catalog
 from outagewatch.probes.agent import ProbeAgent
-from outagewatch.web.app import Server
+from outagewatch.server import Server
 from webutil import TOKEN, Clock, running
 
 pytestmark = pytest.mark.anyio

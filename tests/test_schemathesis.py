@@ -35,8 +35,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from outagewatch.catalog import Catalog
+from outagewatch.server import Server
 from outagewatch.settings import Settings
-from outagewatch.web.app import Server, asgi_app
+from outagewatch.web.app import asgi_app
 from webutil import TOKEN, Clock, free_port, history_lines, outage, publish, uvicorn_in_thread
 
 EXAMPLES = 40  # per operation (valid and invalid requests)

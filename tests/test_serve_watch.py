@@ -20,8 +20,8 @@ from loopback import LoopbackServer, Reply, Request
 from outagewatch.alerts.channels.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from outagewatch.catalog import Catalog
 from outagewatch.probes.agent import ProbeAgent
+from outagewatch.server import Server
 from outagewatch.store.sqlite import SQLiteStore
-from outagewatch.web.app import Server
 from webutil import TOKEN, Clock, outage, outage_lines, publish, running
 
 pytestmark = pytest.mark.anyio

@@ -19,9 +19,10 @@ import uvicorn
 
 from outagewatch.bus.base import services_of
 from outagewatch.catalog import Catalog
+from outagewatch.server import Server
 from outagewatch.settings import Settings
 from outagewatch.sim.simulate import Surge, demo_traffic, outage_profile, simulate
-from outagewatch.web.app import Server, create_app
+from outagewatch.web.app import create_app
 from outagewatch.web.ingest import ASGIApp
 
 T0 = 1_760_000_400.0  # 2025-10-09T08:20:00Z, a Thursday

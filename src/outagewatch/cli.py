@@ -332,7 +332,7 @@ def _port(value: int) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from outagewatch.web.app import Server, run
+    from outagewatch.server import Server, run
 
     port = _port(args.port)
     # With a bus (NATS), this process is an API node: the workers write the pipeline state.
@@ -353,7 +353,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     import tempfile
 
     from outagewatch.runtime.demo import DemoClock, DemoFeed, load_history, run_feed
-    from outagewatch.web.app import Server, run
+    from outagewatch.server import Server, run
 
     if not 0.1 <= args.speed <= 1000:
         raise UsageError(f"--speed {args.speed}: expected 0.1 to 1000")

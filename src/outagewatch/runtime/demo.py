@@ -42,7 +42,7 @@ from outagewatch.sim.scenarios import flood_events, to_lines
 from outagewatch.sim.simulate import Bump, Surge, demo_traffic, outage_profile, simulate
 
 if TYPE_CHECKING:
-    from outagewatch.web.app import Server
+    from outagewatch.server import Server
 
 log = logging.getLogger(__name__)
 

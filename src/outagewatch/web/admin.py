@@ -45,7 +45,7 @@ from outagewatch.web.operations import add_update, add_window
 from outagewatch.web.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
-    from outagewatch.web.app import Server
+    from outagewatch.web.host import Host
     from outagewatch.web.pages import Pages
 
 SESSION_COOKIE = "ow_admin"
@@ -83,18 +83,18 @@ class ForbiddenError(Exception):
     """A form POST without a valid session or CSRF token."""
 
 
-def build_router(server: Server, auth: Auth, edits: CatalogEdits) -> APIRouter:
+def build_router(host: Host, auth: Auth, edits: CatalogEdits) -> APIRouter:
     r = APIRouter(include_in_schema=False)
     logins = RateLimiter(LOGIN_PER_MINUTE, LOGIN_PER_MINUTE * 10)
 
     def store() -> VisitorRows:
-        found = server.reader
+        found = host.reader
         if not isinstance(found, VisitorRows):
             raise ApiError(503, "unavailable", "the server is starting or stopping")
         return found
 
     def secure(request: Request) -> bool:
-        return request.url.scheme == "https" or server.settings.public_url.startswith("https:")
+        return request.url.scheme == "https" or host.settings.public_url.startswith("https:")
 
     def pages(request: Request) -> Pages:
         found: Pages = request.app.state.pages
@@ -105,7 +105,7 @@ def build_router(server: Server, auth: Auth, edits: CatalogEdits) -> APIRouter:
         if not sid or len(sid) > 100:
             return None
         expires = await asyncio.to_thread(store().session_expires, digest(sid))
-        if expires is None or expires <= server.clock():
+        if expires is None or expires <= host.clock():
             return None
         return sid
 
@@ -157,7 +157,7 @@ def build_router(server: Server, auth: Auth, edits: CatalogEdits) -> APIRouter:
     ) -> Response:
         live = request.app.state.live
         catalog = live.catalog
-        now = server.clock()
+        now = host.clock()
         incidents = live.incidents(since=now - 7 * 86_400, limit=50)
         groups = sorted({s.group for s in catalog.services.values() if s.group})
         sid_edit = edit if edit is not None else request.query_params.get("edit", "")
@@ -198,7 +198,7 @@ def build_router(server: Server, auth: Auth, edits: CatalogEdits) -> APIRouter:
         given = request.cookies.get(LOGIN_COOKIE, "")
         if not given or not hmac.compare_digest(form.get("csrf", ""), given):
             return refused(request, "The login form could not be verified; open /admin again.")
-        ip = client_ip(request, server.settings.trusted_proxies)
+        ip = client_ip(request, host.settings.trusted_proxies)
         if ip is not None:
             wait, headers = logins.check(ip, 1)
             if wait:
@@ -209,7 +209,7 @@ def build_router(server: Server, auth: Auth, edits: CatalogEdits) -> APIRouter:
         if not token or not auth.allows(f"Bearer {token}", "admin"):
             return login_page(request, 403, "That token is not an admin token of this server.")
         sid = secrets.token_urlsafe(32)
-        now = server.clock()
+        now = host.clock()
         st = store()
         await asyncio.to_thread(st.prune_sessions, now)
         await asyncio.to_thread(st.add_session, digest(sid), now + SESSION_S)
@@ -246,7 +246,7 @@ def build_router(server: Server, auth: Auth, edits: CatalogEdits) -> APIRouter:
         try:
             if what == "update":
                 body = {"status": form.get("status", ""), "text": form.get("text", "")}
-                await add_update(server, live, form.get("incident", ""), body)
+                await add_update(host, live, form.get("incident", ""), body)
             elif what == "maintenance":
                 body = {
                     "service": form.get("service", ""),
@@ -254,7 +254,7 @@ def build_router(server: Server, auth: Auth, edits: CatalogEdits) -> APIRouter:
                     "ends_at": utc(form.get("ends_at", "")),
                     "title": form.get("title", ""),
                 }
-                await add_window(server, live, body)
+                await add_window(host, live, body)
             else:
                 sid_edit = form.get("id", "").strip()
                 try:

@@ -7,7 +7,7 @@
 A service is checked by the same loader as the TOML file (`catalog.with_service`), so a bad
 one is a 422 whose message is the loader's, naming the service and the key. The changed
 catalog is stored (the next start without `--catalog` uses it) and handed to the running
-server (`Server.set_catalog`); other API nodes take it from the shared store.
+server (`Host.set_catalog`); other API nodes take it from the shared store.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from outagewatch.web.ingest import ApiError
 from outagewatch.web.routes import AdminRoutes
 
 if TYPE_CHECKING:
-    from outagewatch.web.app import Server
+    from outagewatch.web.host import Host
 
 SERVICE_BODY: dict[str, Any] = {
     "type": "object",
@@ -56,46 +56,46 @@ class CatalogEdits:
     """Adding, replacing and removing services, one edit at a time (each starts from the
     one before): what the API and the admin page both call."""
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self, host: Host) -> None:
+        self.host = host
         self.lock = asyncio.Lock()
 
     async def put(self, service_id: str, body: Any, where: str) -> tuple[dict[str, Any], bool]:
         """Add or replace a service from a §1 table: (the stored service, created?).
         ApiError 422 with the loader's message for a bad one."""
         sid = checked_id(service_id)
-        server = self.server
+        host = self.host
         async with self.lock:
-            if server.live is None:
+            if host.live is None:
                 raise ApiError(503, "unavailable", "the server is starting or stopping")
-            existed = sid in server.catalog.services
+            existed = sid in host.catalog.services
             try:
-                catalog = with_service(server.catalog, sid, body, where)
+                catalog = with_service(host.catalog, sid, body, where)
             except CatalogError as exc:
                 raise ApiError(422, "invalid_catalog", str(exc)) from None
-            await server.set_catalog(catalog)
+            await host.set_catalog(catalog)
         return {"id": sid, **catalog_doc(catalog)["services"][sid]}, not existed
 
     async def delete(self, service_id: str) -> None:
-        server = self.server
+        host = self.host
         async with self.lock:
-            if server.live is None:
+            if host.live is None:
                 raise ApiError(503, "unavailable", "the server is starting or stopping")
-            if service_id not in server.catalog.services:
+            if service_id not in host.catalog.services:
                 raise ApiError(404, "not_found", f"no service {service_id!r} in the catalog")
             try:
                 path = f"DELETE /api/v1/services/{service_id}"
-                catalog = without_service(server.catalog, service_id, path)
+                catalog = without_service(host.catalog, service_id, path)
             except CatalogError as exc:
                 raise ApiError(422, "invalid_catalog", str(exc)) from None
-            await server.set_catalog(catalog)
+            await host.set_catalog(catalog)
 
 
-def build_router(server: Server, auth: Auth, edits: CatalogEdits | None = None) -> APIRouter:
+def build_router(host: Host, auth: Auth, edits: CatalogEdits | None = None) -> APIRouter:
     r = APIRouter(prefix="/api/v1", tags=["catalog"])
     routes = AdminRoutes(r, auth)
     admin, err = routes.admin, routes.err
-    edit = edits or CatalogEdits(server)
+    edit = edits or CatalogEdits(host)
 
     @r.put(
         "/services/{service_id}",
@@ -133,6 +133,6 @@ def build_router(server: Server, auth: Auth, edits: CatalogEdits | None = None) 
     async def get_catalog() -> Response:
         # Data, never a page: a browser must not guess it is HTML (names may hold markup).
         headers = {"X-Content-Type-Options": "nosniff"}
-        return Response(server.catalog.source, media_type="application/toml", headers=headers)
+        return Response(host.catalog.source, media_type="application/toml", headers=headers)
 
     return r

@@ -32,7 +32,7 @@ from outagewatch.web.ingest import ApiError
 from outagewatch.web.routes import AdminRoutes
 
 if TYPE_CHECKING:
-    from outagewatch.web.app import Server
+    from outagewatch.web.host import Host
     from outagewatch.web.live import Live
 
 MAX_TEXT = 5000
@@ -94,13 +94,13 @@ def _time(body: Mapping[str, Any], field: str) -> float:
     return ts
 
 
-def _store(server: Server) -> Any:
-    if server.reader is None:
+def _store(host: Host) -> Any:
+    if host.reader is None:
         raise ApiError(503, "unavailable", "the server is starting or stopping")
-    return server.reader
+    return host.reader
 
 
-async def add_update(server: Server, live: Live, incident_id: str, body: Any) -> dict[str, Any]:
+async def add_update(host: Host, live: Live, incident_id: str, body: Any) -> dict[str, Any]:
     """Check and store an operator's update `{"status", "text"}` on an incident, send it to
     the subscribers and tell the pages: the update (what POST .../updates and the admin
     page both do). ApiError 404/422 names what is wrong."""
@@ -116,17 +116,17 @@ async def add_update(server: Server, live: Live, incident_id: str, body: Any) ->
     doc = live.incident(incident_id)
     if doc is None:
         raise ApiError(404, "not_found", f"no incident {incident_id!r}")
-    at = server.clock()
-    await asyncio.to_thread(_store(server).add_update, incident_id, at, status, text)
+    at = host.clock()
+    await asyncio.to_thread(_store(host).add_update, incident_id, at, status, text)
     update = {"at": iso(at), "status": status, "text": text}
     doc = live.incident(incident_id) or doc
-    if server.alerter is not None:
-        await server.alerter.update(doc, update, len(doc.get("updates") or []))
+    if host.alerter is not None:
+        await host.alerter.update(doc, update, len(doc.get("updates") or []))
     await live.changes.bump()
     return update
 
 
-async def add_window(server: Server, live: Live, body: Any) -> dict[str, Any]:
+async def add_window(host: Host, live: Live, body: Any) -> dict[str, Any]:
     """Check and store a maintenance window `{"service", "starts_at", "ends_at", "title"}`
     and hand it to the pipeline and the pages: the window's document (what POST
     /maintenance and the admin page both do). ApiError 422 names what is wrong."""
@@ -147,7 +147,7 @@ async def add_window(server: Server, live: Live, body: Any) -> dict[str, Any]:
         raise ApiError(422, "invalid_body", "ends_at: must be after starts_at")
     if end - start > MAX_WINDOW_S:
         raise ApiError(422, "invalid_body", "ends_at: a window lasts at most 31 days")
-    now = server.clock()
+    now = host.clock()
     if end <= now:
         raise ApiError(422, "invalid_body", "ends_at: the window is already over")
     row = {
@@ -158,18 +158,18 @@ async def add_window(server: Server, live: Live, body: Any) -> dict[str, Any]:
         "title": _text(body, "title", MAX_TITLE),
         "created_at": now,
     }
-    await asyncio.to_thread(_store(server).add_maintenance, row)
-    await server.maintenance_changed()
+    await asyncio.to_thread(_store(host).add_maintenance, row)
+    await host.maintenance_changed()
     return window_doc(row)
 
 
-def build_router(server: Server, auth: Auth) -> APIRouter:
+def build_router(host: Host, auth: Auth) -> APIRouter:
     r = APIRouter(prefix="/api/v1", tags=["operating"])
     routes = AdminRoutes(r, auth)
     admin, err = routes.admin, routes.err
 
     def store() -> Any:
-        return _store(server)
+        return _store(host)
 
     # ------------------------------------------------------------------ tokens
     @routes.create(
@@ -180,7 +180,7 @@ def build_router(server: Server, auth: Auth) -> APIRouter:
     )
     async def create_token(request: Request) -> Response:
         body = await _json(request)
-        doc = await asyncio.to_thread(auth.create, body, server.clock())
+        doc = await asyncio.to_thread(auth.create, body, host.clock())
         return json_response(doc, 201)
 
     @r.get(
@@ -207,7 +207,7 @@ def build_router(server: Server, auth: Auth) -> APIRouter:
         "Post an operator's update on an incident (sent to its subscribers)",
     )
     async def post_update(request: Request, incident_id: str) -> Response:
-        update = await add_update(server, request.app.state.live, incident_id, await _json(request))
+        update = await add_update(host, request.app.state.live, incident_id, await _json(request))
         return json_response(update, 201)
 
     # ------------------------------------------------------------------ maintenance
@@ -218,7 +218,7 @@ def build_router(server: Server, auth: Auth) -> APIRouter:
         "Schedule maintenance of a service or a group",
     )
     async def post_maintenance(request: Request) -> Response:
-        window = await add_window(server, request.app.state.live, await _json(request))
+        window = await add_window(host, request.app.state.live, await _json(request))
         return json_response(window, 201)
 
     @r.get(
@@ -228,14 +228,14 @@ def build_router(server: Server, auth: Auth) -> APIRouter:
         summary="Maintenance windows going on or to come, soonest first (public)",
     )
     async def list_maintenance() -> Response:
-        rows = await asyncio.to_thread(store().maintenance, server.clock())
+        rows = await asyncio.to_thread(store().maintenance, host.clock())
         return json_response([window_doc(w) for w in rows])
 
     @routes.delete("/maintenance/{window_id}", "Cancel a maintenance window")
     async def delete_maintenance(window_id: str) -> Response:
         if not await asyncio.to_thread(store().delete_maintenance, window_id):
             raise ApiError(404, "not_found", f"no maintenance window {window_id!r}")
-        await server.maintenance_changed()
+        await host.maintenance_changed()
         return Response(status_code=204)
 
     return r

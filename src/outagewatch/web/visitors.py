@@ -48,7 +48,7 @@ from outagewatch.web.ingest import ApiError
 from outagewatch.web.ratelimit import Buckets, RateLimiter
 
 if TYPE_CHECKING:
-    from outagewatch.web.app import Server
+    from outagewatch.web.host import Host
     from outagewatch.web.pages import Pages
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,8 @@ SUBSCRIBE_BODY: dict[str, Any] = {
 class Visitors:
     """Subscribing, confirming and unsubscribing; what the routes and pages call."""
 
-    def __init__(self, server: Server, clock: Callable[[], float] = time.monotonic) -> None:
-        self.server = server
+    def __init__(self, host: Host, clock: Callable[[], float] = time.monotonic) -> None:
+        self.host = host
         self.by_address = Buckets(ADDRESS_PER_HOUR, clock, window_s=3600.0)
         self.by_client = RateLimiter(IP_PER_HOUR, BLOCK_PER_HOUR, clock, window_s=3600.0)
         self._key: bytes | None = None
@@ -91,7 +91,7 @@ class Visitors:
     # ------------------------------------------------------------ configuration
     def off(self) -> str | None:
         """Why visitors' email subscriptions are off, or None when they are on."""
-        st = self.server.settings
+        st = self.host.settings
         if not st.smtp_host or not st.public_url:
             return (
                 "email subscriptions are off on this server (it needs OUTAGEWATCH_SMTP_HOST "
@@ -100,7 +100,7 @@ class Visitors:
         return None
 
     def store(self) -> VisitorRows:
-        store = self.server.reader
+        store = self.host.reader
         if not isinstance(store, VisitorRows):
             raise ApiError(503, "unavailable", "the server is starting or stopping")
         return store
@@ -116,7 +116,7 @@ class Visitors:
         return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
 
     def _link(self, path: str, **query: str) -> str:
-        return f"{self.server.settings.public_url}{path}?{urlencode(query)}"
+        return f"{self.host.settings.public_url}{path}?{urlencode(query)}"
 
     def unsubscribe_url(self, visitor: str) -> str:
         return self._link("/unsubscribe", id=visitor, token=self.unsubscribe_token(visitor))
@@ -140,7 +140,7 @@ class Visitors:
             raise ApiError(
                 422, "invalid_body", f"services: a list of 1 to {MAX_SERVICES} service ids"
             )
-        live = self.server.live
+        live = self.host.live
         if live is None:
             raise ApiError(503, "unavailable", "the server is starting or stopping")
         ids: list[str] = []
@@ -180,7 +180,7 @@ class Visitors:
         email, ids = self.check(email, services)
         self.limit(email, ip)
         store = self.store()
-        now = self.server.clock()
+        now = self.host.clock()
         token, row = secret_row("vs_", "confirm_hash", {"email": email, "services": ids}, now)
         await asyncio.to_thread(store.prune_visitors, now - CONFIRM_TTL_S)
         await asyncio.to_thread(store.add_visitor, row)
@@ -193,17 +193,17 @@ class Visitors:
     async def _send_confirmation(
         self, visitor: str, email: str, services: Sequence[str], token: str
     ) -> None:
-        catalog = self.server.catalog.services
+        catalog = self.host.catalog.services
         names = ", ".join(catalog[s].name if s in catalog else s for s in services)
         link = self._link("/subscribe/confirm", id=visitor, token=token)
         text = (
             f"Someone (we hope you) asked for email alerts about outages of {names} at "
-            f"{self.server.settings.public_url}/.\n\n"
+            f"{self.host.settings.public_url}/.\n\n"
             f"To confirm, open this link within {CONFIRM_TTL_S // 3600} hours:\n{link}\n\n"
             "If you did not ask for this, ignore this mail: nothing more will be sent to you."
         )
         try:
-            alerter = self.server.alerter
+            alerter = self.host.alerter
             if alerter is None:
                 raise NotifierError("the alerter is not running")
             await alerter.send_mail(
@@ -233,7 +233,7 @@ class Visitors:
             return row  # followed twice: still subscribed
         given = digest(token)
         stored = str(row["confirm_hash"] or "")
-        now = self.server.clock()
+        now = self.host.clock()
         if not hmac.compare_digest(given, stored) or row["created_at"] + CONFIRM_TTL_S < now:
             return None
         if not await asyncio.to_thread(store.confirm_visitor, visitor, stored, now):
@@ -242,7 +242,7 @@ class Visitors:
         # per alert), and stays a row of its own: the links in mails already sent stay valid.
         earlier = await asyncio.to_thread(store.visitors_of, row["email"])
         have = {s for v in earlier if v["id"] != visitor for s in v["services"]}
-        alerter = self.server.alerter
+        alerter = self.host.alerter
         if alerter is not None:
             new = [s for s in row["services"] if s not in have]
             await alerter.follow(visitor, row["email"], new)
@@ -259,7 +259,7 @@ class Visitors:
         if row is not None:
             rows = await asyncio.to_thread(store.visitors_of, row["email"], confirmed=False)
             ids += [v["id"] for v in rows if v["id"] != visitor]
-        alerter = self.server.alerter
+        alerter = self.host.alerter
         for vid in ids:
             if alerter is not None:
                 await alerter.unfollow(vid)
@@ -283,7 +283,7 @@ async def _form(request: Request) -> dict[str, list[str]]:
     return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
 
 
-def build_router(server: Server, visitors: Visitors) -> APIRouter:
+def build_router(host: Host, visitors: Visitors) -> APIRouter:
     r = APIRouter(tags=["follow"])
 
     def pages(request: Request) -> Pages:
@@ -297,7 +297,7 @@ def build_router(server: Server, visitors: Visitors) -> APIRouter:
         )
 
     def ip_of(request: Request) -> str | None:
-        return client_ip(request, server.settings.trusted_proxies)
+        return client_ip(request, host.settings.trusted_proxies)
 
     @r.post(
         "/api/v1/email-subscriptions",
@@ -339,9 +339,7 @@ def build_router(server: Server, visitors: Visitors) -> APIRouter:
             resp = page(request, exc.status, "Not subscribed", exc.message.capitalize() + ".")
             resp.headers.update({k: v for k, v in exc.headers.items() if k == "Retry-After"})
             return resp
-        names = ", ".join(
-            server.catalog.services[s].name for s in ids if s in server.catalog.services
-        )
+        names = ", ".join(host.catalog.services[s].name for s in ids if s in host.catalog.services)
         return page(
             request,
             200,
@@ -389,7 +387,7 @@ def build_router(server: Server, visitors: Visitors) -> APIRouter:
                 "Link not valid",
                 "This confirmation link is wrong or has expired; please subscribe again.",
             )
-        catalog = server.catalog.services
+        catalog = host.catalog.services
         names = ", ".join(catalog[s].name for s in row["services"] if s in catalog)
         return page(
             request,
