@@ -705,7 +705,10 @@ def test_a_service_added_on_one_node_takes_reports_on_the_other_the_same_second(
             item = {"service": "bsky", "country": "US", "reporter": "someone"}
             r = httpx.post(f"{bases[1]}/api/v1/reports", json=item)
             assert r.status_code == 202 and r.json()["accepted"] == 1, r.text
-            assert time.monotonic() - t0 < 1.0
+            # Well inside the 5 s catalog refresh (server.WINDOWS_REFRESH_S): node B took
+            # the report because A's edit reached it, not a later re-read (1.27 s for both
+            # requests was seen at load 10 on 2 cores).
+            assert time.monotonic() - t0 < 2.5
             now = time.time()
 
             def counted() -> int:
