@@ -64,9 +64,10 @@ def assert_same(fast: Pipeline, slow: Pipeline) -> None:
     for name in Series.ARRAYS:
         a, b = fast.series.view(name), slow.series.view(name)
         assert a.dtype == b.dtype and np.array_equal(a, b), name
-    # The flood sketches: the same after chunks joined late and several at once.
-    assert np.array_equal(fast.sources.rows, slow.sources.rows)
-    assert np.array_equal(fast.sources.minute, slow.sources.minute)
+    # The flood sketches: the same after chunks joined late and several at once (the
+    # minutes of their ring: slots older than it are never read, and quiet runs leave out
+    # reports only such slots would hold).
+    assert fast.sources.dump() == slow.sources.dump()
     assert fast.sources.newest == slow.sources.newest
 
 

@@ -315,17 +315,22 @@ class Pipeline:
 
         Only ordinary ticks read the sketches (an incident opening or hot), so while the
         minutes are quiet (`_quiet_run`) the chunks wait, and join in their order before
-        the next ordinary tick, several in one addition when their minutes fit in the
-        sketches' ring (the same sketches as one chunk after the other). Returns the new
-        `sources_until`."""
+        the next ordinary tick (or at the span's end) in one addition of the reports of
+        their last `SOURCES_RING` minutes: older ones would be overwritten or left unread
+        in the sketches' ring (`Sources.dump` leaves such slots out), so the sketches are
+        those of one chunk after the other. Returns the new `sources_until`."""
         seg = wa[starts[:-1]]
-        waiting: list[int] = []  # [first report, end, first minute] of chunks not yet added
+        waiting: list[int] = []  # [first report, end] of chunks not yet added
 
         def join() -> None:
             if waiting:
-                to_sources(np.arange(waiting[0], waiting[1]))
+                lo, e = waiting
+                newest = int(wa[e - a - 1])  # in order: the reports' minutes are wa's
+                lo = max(lo, a + int(np.searchsorted(wa, newest - SOURCES_RING + 1)))
+                to_sources(np.arange(lo, e))
                 waiting.clear()
 
+        end = int(seg[-1])
         i = 0
         while i < len(seg):
             w = int(seg[i])
@@ -334,15 +339,20 @@ class Pipeline:
                 e = a + int(np.searchsorted(wa, w + SOURCES_CHUNK, side="left"))
                 # The chunk ends with the span: it covers the steps up to its last report's.
                 sources_until = int(wa[e - a - 1])
-                if waiting and sources_until - waiting[2] < SOURCES_RING:
+                if waiting:
                     waiting[1] = e
                 else:
-                    join()
-                    waiting[:] = [lo, e, w]
+                    waiting[:] = [lo, e]
             j = int(np.searchsorted(seg, sources_until, side="right"))
             target = int(seg[j - 1])
             # Quiet minutes up to the span's last step, past this chunk: they read no sketch.
-            self._close(int(seg[-1]), zero_next=False, quiet_only=True)
+            self._close(end, zero_next=False, quiet_only=True)
+            if self.closed_until >= end and sources_until < end:
+                # The rest of the span is quiet: its chunks only wait, up to its last step.
+                lo = a + int(starts[j])
+                waiting[:] = [waiting[0] if waiting else lo, a + len(wa)]
+                sources_until = end
+                break
             if self.closed_until < target:  # an ordinary tick is due: it may read them
                 join()
                 self._close(target, zero_next=False)

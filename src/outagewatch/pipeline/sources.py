@@ -300,12 +300,18 @@ class Sources:
 
     # ---------------------------------------------------------------- persistence
     def dump(self) -> dict[str, Any]:
-        live = np.flatnonzero((self.minute > self.newest - RING).any(axis=1))
+        """The sketches' minutes of the ring (older slots are never read, and are left out:
+        adding reports chunk by chunk or only the ring's last minutes at once dumps the same
+        state)."""
+        held = self.minute > self.newest - RING
+        live = np.flatnonzero(held.any(axis=1))
+        minute = np.where(held[live], self.minute[live], -1)
+        rows = np.where(held[live][:, :, None], self.rows[live], 0).astype(np.int32)
         return {
             "newest": self.newest,
             "svc": live.tolist(),
-            "minute": self.minute[live].tolist(),
-            "rows": self.rows[live].tobytes(),
+            "minute": minute.tolist(),
+            "rows": rows.tobytes(),
         }
 
     def load(self, d: dict[str, Any]) -> None:
