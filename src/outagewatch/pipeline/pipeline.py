@@ -46,7 +46,7 @@ from outagewatch.pipeline.sources import SOURCES_CHUNK, Sources
 from outagewatch.pipeline.sources import WINDOW as SOURCES_WINDOW
 from outagewatch.settings import PipelineSettings
 
-SPAN_MINUTES = 30  # ingest adds in-order reports of up to this many minutes at once
+SPAN_MARGIN = 8  # a span freshens rows at least this many minutes older than ticks read
 LEARN_BLOCK = 15  # the baseline learns from final minutes in aligned blocks of this many
 SIGNAL_LATENESS_MIN = 0  # minutes after its close that a minute's probe results are final
 RECENT_MINUTES = 180  # finished incidents stay this long as context for causes and clusters
@@ -245,17 +245,20 @@ class Pipeline:
         wm: NDArray[np.int64],
         to_sources: Callable[[NDArray[np.int64]], None],
     ) -> None:
-        """Count reports span by span (at most SPAN_MINUTES of watermark each).
+        """Count reports span by span (at most `ring - backdate_max - SPAN_MARGIN` minutes
+        of watermark each: 60 by default).
 
         A report in the newest minute at its arrival can only be read by the tick that
         closes that minute or later ones, so a span's in-order reports go into the ring at
         once, after the span's new minutes are made fresh. Only out-of-order reports are
         added one watermark step at a time. A span starts at most one minute after the last
-        closed one, so the rows it freshens held minutes over 90 minutes old, which no tick
-        of the span reads (they look back at most an hour).
+        closed one, so the rows it freshens held minutes at least backdate_max +
+        SPAN_MARGIN older than its first tick, which no tick of the span reads (they look
+        back at most backdate_max minutes, and late reports at most the lateness).
         """
         n = len(wm)
         ring = self.series.ring
+        span = max(1, ring - self.settings.backdate_max_minutes - SPAN_MARGIN)
         on_time_new = kept & (minute == wm)
         late_ish = kept & ~on_time_new
         # The source sketches (pipeline.sources) keep a short ring, so they take in-order
@@ -268,9 +271,9 @@ class Pipeline:
         while a < n:
             if wm[a] > self.closed_until + 1:
                 # A jump: close the minutes in between one by one first, so that a span
-                # never freshens more than SPAN_MINUTES rows ahead of the ticks.
+                # never freshens more than `span` rows ahead of the ticks.
                 self._advance_minute(int(wm[a]))
-            b = int(np.searchsorted(wm, wm[a] + SPAN_MINUTES, side="left"))
+            b = int(np.searchsorted(wm, wm[a] + span, side="left"))
             first_new, last = self.closed_until + 1, int(wm[b - 1])
             if last >= first_new:
                 self.series.ring_count[np.arange(first_new, last + 1) % ring] = 0
