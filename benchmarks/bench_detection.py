@@ -15,7 +15,15 @@ services that keep their demo traffic), with 103 labelled outages:
 Each cell's median delay (`detected_at` - true start; a missed outage counts as later than
 any found) is shown beside the exact (expected) delay of
 a CUSUM for that surge size at the same threshold (the pipeline's false-alarm budget),
-computed here by a Markov chain on a discretised statistic (Poisson counts).
+computed here by a Markov chain on a discretised statistic (Poisson counts), and beside the
+median delay of that optimal CUSUM on the same observations: the Poisson CUSUM that knows
+the true baseline and size, started from 0 at the outage's start and run on the simulated
+counts of its minutes (`oracle_delay`). Both count whole minutes as the pipeline does (it
+judges a minute when it closes, and the outages start on minute boundaries), so a delay
+of 1 is a detection at the end of the outage's first minute. The expected delay is a
+mean over all outages; five outages a cell give a median that can sit a minute above it
+for the optimum itself (e.g. 1/min 10x: P(N <= 2) = 0.85, so three of five need 3
+minutes about 3% of the time), which the same-observations figure shows.
 
 `--cli PATH` grades another build (e.g. /work/base/.venv/bin/outagewatch, which has no
 `evaluate`): its `replay` and `incidents --format json` run on the same files and this
@@ -156,6 +164,33 @@ def cusum_delay(mu: float, k: float, h: float, bins: int = 1500) -> float:
     return float(t[0])
 
 
+def minute_counts(lines: Sequence[bytes], services: Sequence[str]) -> dict[str, dict[int, int]]:
+    """Reports per minute (epoch minute) of each of `services`, from aggregated lines."""
+    want = {svc: f'"service":"{svc}"'.encode() for svc in services}
+    out: dict[str, dict[int, int]] = {svc: {} for svc in services}
+    for line in lines:
+        for svc, tag in want.items():
+            if tag in line:
+                d = orjson.loads(line)
+                m = int(_epoch(d["ts"]) // 60)
+                out[svc][m] = out[svc].get(m, 0) + int(d.get("count", 1))
+                break
+    return out
+
+
+def oracle_delay(counts: dict[int, int], start_min: int, mu: float, k: float, h: float,
+                 minutes: int = PLATEAU) -> float | None:  # fmt: skip
+    """Minutes until the Poisson CUSUM for a k-fold rise on rate mu, from 0 at the outage's
+    start, passes h on these counts (None: not within the outage)."""
+    a, b = math.log(k), -(k - 1) * mu
+    s = 0.0
+    for j in range(minutes):
+        s = max(0.0, s + a * counts.get(start_min + j, 0) + b)
+        if s > h:
+            return float(j + 1)
+    return None
+
+
 # ==================================================================== runs
 def write(path: Path, lines: Sequence[bytes]) -> None:
     with path.open("wb") as f:
@@ -217,12 +252,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     h = threshold(PipelineSettings().false_alarm_budget)
     t0 = time.perf_counter()
     results: dict[str, Any] = {}
+    counts: dict[str, dict[int, int]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-detection-") as tmp:
         d = Path(tmp)
         minutes = args.days * 1440
         for name, planned in (("outages", surges), ("quiet", [])):
             sim = simulate(traffic, START, minutes, planned, seed=args.seed, aggregate=True)
             write(d / f"{name}.ndjson", sim.lines)
+            if name == "outages":
+                counts = minute_counts(sim.lines, list(GRID_SERVICES))
         flood_at = START + 3 * 3600
         write(d / "flood.ndjson", to_lines(scenario("bot_flood", flood_at, seed=args.seed)))
         labels = parse_labels(b"\n".join(surge_labels(surges)), cat)
@@ -264,26 +302,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Per cell.
     print("\n| baseline /min | " + " | ".join(f"{k}x" for k in SIZES) + " |")
     print("|---|" + "---|" * len(SIZES))
-    for mu in GRID_SERVICES.values():
+    as_slow: list[str] = []
+    for svc, mu in GRID_SERVICES.items():
         row = []
         for k in SIZES:
-            got = median_delay(
-                [p["delay_min"] for o, p in zip(outages, per, strict=True)
-                 if o.kind == "grid" and o.baseline == mu and o.size == k]
-            )  # fmt: skip
+            mine = [(o, p) for o, p in zip(outages, per, strict=True)
+                    if o.kind == "grid" and o.baseline == mu and o.size == k]  # fmt: skip
+            got = median_delay([p["delay_min"] for _, p in mine])
+            best = median_delay([oracle_delay(counts[svc], int(o.surge.start // 60), mu, k, h)
+                                 for o, _ in mine])  # fmt: skip
             exact = cusum_delay(mu, k, h)
             shown = "missed" if got is None else cell(got)
             mark = ""
             if exact > PLATEAU:
                 mark = "†"
             elif got is not None and got > 1.5 * exact:
-                mark = "*"
-            row.append(f"{shown} ({cell(exact)}){mark}")
+                if best is not None and got <= best:
+                    as_slow.append(f"{mu:g}/min {k}x")
+                else:
+                    mark = "*"
+            same = "missed" if best is None else cell(best)
+            row.append(f"{shown} ({cell(exact)}) [{same}]{mark}")
         print(f"| {mu:g} | " + " | ".join(row) + " |")
     print(
-        f"\n(each cell: median delay in minutes (exact CUSUM delay for that size at h = {h:.1f});"
-        " * more than 1.5x the exact delay; † the exact delay is longer than the outage)"
+        f"\n(each cell: median delay in minutes (exact CUSUM delay for that size at h = {h:.1f})"
+        " [median delay of that CUSUM on the same observations]; * more than 1.5x the exact"
+        " delay and slower than the CUSUM on the same observations; † the exact delay is"
+        " longer than the outage)"
     )
+    if as_slow:
+        print("more than 1.5x the exact delay, but no slower than the optimal CUSUM on the same"
+              " outages: " + ", ".join(as_slow))  # fmt: skip
     # Criteria.
     big: list[float] = []
     missed_5x: list[str] = []

@@ -12,10 +12,12 @@ from numpy.typing import NDArray
 
 from outagewatch.catalog import Catalog
 from outagewatch.detect.cusum import (
+    RECENT_COLUMNS,
     SURGE_SIZES,
     cusum_skip,
     cusum_step,
     first_sizes,
+    guard_ratio,
     threshold,
     zero_increment,
 )
@@ -29,11 +31,13 @@ KS = np.asarray(SURGE_SIZES, np.float64)
 START = 1_749_427_200.0  # 2025-06-09T00:00:00Z, a Monday
 
 
-State = tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
+State = tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
+GUARD = guard_ratio(2.0, 1.6)
 
 
 def fresh(n: int) -> State:
-    return (np.zeros((n, len(KS))), np.zeros((n, len(KS))), np.zeros((n, len(KS))))
+    nk = len(KS)
+    return (np.zeros((n, nk)), np.zeros((n, nk)), np.zeros((n, nk)), np.zeros((n, RECENT_COLUMNS)))
 
 
 def step(
@@ -47,10 +51,10 @@ def step(
     n = len(x)
     fired = np.zeros(n, np.bool_)
     ratio = np.zeros(n)
-    s, sx, smu = state
+    s, sx, smu, recent = state
     sizes = np.zeros(n, np.int8) if first is None else first
-    cusum_step(s, sx, smu, n, x.astype(np.float32), mu, disp.astype(np.float32),
-               np.ones(n, np.bool_), KS, sizes, h, 2.0, 6.0, fired, ratio)  # fmt: skip
+    cusum_step(s, sx, smu, recent, n, x.astype(np.float32), mu, disp.astype(np.float32),
+               np.ones(n, np.bool_), KS, sizes, h, GUARD, 6.0, fired, ratio)  # fmt: skip
     return fired
 
 
@@ -79,14 +83,14 @@ def test_a_quiet_run_in_closed_form_equals_stepping_minute_by_minute() -> None:
     disp = rng.uniform(0.005, 0.5, n).astype(np.float32).astype(np.float64)
     for _ in range(5):  # some history, so that S and the run sums are not 0
         step(state, rng.poisson(6, n).astype(float), rng.uniform(0.1, 3, n), disp)
-    stepped: State = (state[0].copy(), state[1].copy(), state[2].copy())
+    stepped: State = (state[0].copy(), state[1].copy(), state[2].copy(), state[3].copy())
     mus = rng.uniform(0.05, 2.0, (run, n))
     for t in range(run):
         step(stepped, np.zeros(n), mus[t], disp)
     rows = np.arange(n)
     zero_sum = sum(zero_increment(np.maximum(mus[t], 1e-3), disp, KS) for t in range(run))
-    cusum_skip(*state, rows, np.asarray(zero_sum), np.maximum(mus, 1e-3).sum(axis=0))
-    for a, b in zip(state, stepped, strict=True):
+    cusum_skip(*state[:3], rows, np.asarray(zero_sum), np.maximum(mus, 1e-3).sum(axis=0))
+    for a, b in zip(state[:3], stepped[:3], strict=True):  # not the bias EWMAs (`recent`)
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
 
 
@@ -105,6 +109,33 @@ def test_alarm_needs_the_guards_and_restarts() -> None:
     state = fresh(1)
     assert step(state, np.array([40.0]), np.array([2.0]), np.array([0.05]), h=5.0)[0]
     assert not state[0].any() and not state[1].any()  # restarted after the alarm
+
+
+def test_the_ratio_guard_lies_between_the_organic_bump_and_the_smallest_outage() -> None:
+    """guard_ratio: where a run's Poisson likelihood under 2x equals that under 1.6x."""
+    g = guard_ratio(2.0, 1.6)
+    assert 1.6 < g < 2.0 and g == pytest.approx(1.7926, abs=1e-4)
+    mu = 100.0
+    assert g * mu * math.log(2.0) - 2.0 * mu == pytest.approx(g * mu * math.log(1.6) - 1.6 * mu)
+    with pytest.raises(UsageError, match="organic_ratio"):
+        PipelineSettings(organic_ratio=2.0)
+
+
+def test_a_bump_on_a_forecast_running_low_does_not_alarm() -> None:
+    """The same 1.9x run alarms on a forecast that was right in the hours before it, and not
+    on one whose forecast ran 1.3x low then (the guard's bias correction)."""
+    mu, disp = np.array([10.0]), np.array([0.005])
+    outcomes = []
+    for before in (10.0, 13.0):
+        state = fresh(1)
+        for _ in range(300):  # five hours: no run starts (S stays 0 under 1.3x at h = 1e9)
+            step(state, np.array([before]), mu, disp)
+        assert not state[0].any()
+        fired = False
+        for _ in range(30):
+            fired = fired or bool(step(state, np.array([19.0]), mu, disp, h=18.0)[0])
+        outcomes.append(fired)
+    assert outcomes == [True, False]
 
 
 def test_two_fold_cusums_run_on_a_services_total_only() -> None:

@@ -42,6 +42,9 @@ class PipelineSettings:
     """A surge needs at least this many times the expected reports (ignores organic bumps)."""
     min_excess: float = 6.0
     """...and at least this many reports above expectation."""
+    organic_ratio: float = 1.6
+    """The largest organic bump (of the forecast) the guards must ignore; with min_ratio it
+    sets the sequential test's ratio guard (detect.cusum.guard_ratio)."""
     warmup_minutes: int = 1440
     """Minutes a series must have been learned before it may open an incident."""
     level_half_life_min: float = 720.0
@@ -80,6 +83,8 @@ class PipelineSettings:
             raise UsageError("ring_minutes must cover backdate_max_minutes")
         if not 0 < self.alpha < 0.5:
             raise UsageError("alpha must be in (0, 0.5)")
+        if not 1.0 <= self.organic_ratio < self.min_ratio:
+            raise UsageError("organic_ratio must be in [1, min_ratio)")
         if not 0 <= self.false_alarm_budget < 1e6:
             raise UsageError("false_alarm_budget must be >= 0 (0: no sequential test)")
 

@@ -22,9 +22,24 @@ whole catalog opens at most `budget` false incidents per 1,000 service-days (a u
 over SERIES_PER_SERVICE series and the surge sizes; ARL >= e^h for a CUSUM of likelihood
 ratios, so h = ln(ARL) is on the safe side).
 
-The guards of the window test apply to the run of the CUSUM (the minutes since S_k last
-left 0): an alarm also needs the run's reports at least `min_ratio` times and `min_excess`
-above what the forecast expected, so an organic bump of 1.5x, however long, never alarms.
+Guards on the run of the CUSUM (the minutes since S_k last left 0): an alarm also needs
+the run's reports `min_excess` above what the forecast expected, and at least `ratio` times
+the forecast corrected for its recent bias, so that an organic bump, however long, never
+alarms:
+
+- `ratio = guard_ratio(min_ratio, organic_ratio)`: the ratio at which the run's likelihood
+  under "min_ratio x the forecast" (the smallest outage) equals that under "organic_ratio
+  x the forecast" (the largest organic bump), (min_ratio - organic) / ln(min_ratio /
+  organic), ~1.79 for 2 and 1.6. A guard of min_ratio itself passes a min_ratio-fold
+  outage only half the time (its run's ratio is as often below 2 as above).
+- the bias: how far the forecast has been running low in the hour before the run (an
+  EWMA of the observed counts and of the forecasts, half-life `BIAS_HALF_LIFE_MIN`,
+  frozen while the series is in a run), as the lower one-standard-error bound of
+  observed / forecast (Poisson error of the EWMA) and never below 1: a bump on a
+  forecast that has been low does not pass, and a forecast running high or noise at low
+  rates never loosens the guard. It is kept per series (`recent`), not read from the
+  ring, whose history depends on how reports were batched.
+
 After an alarm every S_k of the series restarts from 0.
 
 A minute with no reports only lowers S_k (l_k(0) < 0), so a run of such minutes has a
@@ -43,6 +58,15 @@ SURGE_SIZES: tuple[float, ...] = (2.0, 3.0, 5.0, 10.0, 30.0, 100.0)
 WHOLE_SERVICE_BELOW = 3.0  # surge sizes below this are tested on total series only
 SERIES_PER_SERVICE = 8  # series a service typically has (total, countries, problems)
 MINUTES_PER_DAY = 1440
+BIAS_HALF_LIFE_MIN = 60.0  # the forecast's recent bias: the last hour before a run
+BIAS_DECAY = 0.5 ** (1.0 / BIAS_HALF_LIFE_MIN)
+RECENT_COLUMNS = 4  # EWMA of counts, of forecasts; the two as they were when the run began
+
+
+def guard_ratio(min_ratio: float, organic_ratio: float) -> float:
+    """The run ratio above which "min_ratio x forecast" is likelier than "organic_ratio x
+    forecast" (Poisson; module doc)."""
+    return (min_ratio - organic_ratio) / math.log(min_ratio / organic_ratio)
 
 
 def threshold(budget_per_1000_service_days: float, sizes: int = len(SURGE_SIZES)) -> float:
@@ -73,7 +97,8 @@ def cusum_skip(
 
     `zero_sum` is (len(rows), len(SURGE_SIZES)): the sum over the run of `zero_increment`
     of each minute's forecast; `mu_sum` (len(rows),) the sum of the forecasts. Exactly
-    what stepping minute by minute with x = 0 gives (no alarm can happen in such a run).
+    what stepping minute by minute with x = 0 gives (no alarm can happen in such a run),
+    for the statistic and the run sums; the guard's bias EWMAs (`recent`) are not stepped.
     """
     s = stat[rows] + zero_sum
     ended = s <= 0.0
@@ -98,9 +123,21 @@ def _llr(x: float, mu: float, r: float, log_base: float, k: float) -> float:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _alarm(s: float, x: float, mu: float, h: float, min_ratio: float, min_excess: float) -> bool:
-    """S_k past h, and the run's reports past the window test's guards (module doc)."""
-    return s > h and x >= min_ratio * mu and x - mu >= min_excess
+def _alarm(
+    s: float, x: float, mu: float, h: float, ratio: float, bias: float, min_excess: float
+) -> bool:
+    """S_k past h, and the run's reports past the guards (module doc)."""
+    return s > h and x >= ratio * bias * mu and x - mu >= min_excess
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bias(obs: float, exp: float) -> float:
+    """The forecast's bias before the run from its EWMAs (module doc): the lower
+    one-standard-error bound of obs / exp, at least 1."""
+    if exp <= 0.0:
+        return 1.0
+    se = math.sqrt(max(obs, 0.0) * (1.0 - BIAS_DECAY) / (1.0 + BIAS_DECAY))
+    return max(1.0, (obs - se) / exp)
 
 
 @njit(cache=True, nogil=True)
@@ -108,6 +145,7 @@ def cusum_step(
     stat: NDArray[np.float64],
     run_x: NDArray[np.float64],
     run_mu: NDArray[np.float64],
+    recent: NDArray[np.float64],
     n: int,
     x: NDArray[np.float32],
     mu: NDArray[np.float64],
@@ -123,7 +161,9 @@ def cusum_step(
 ) -> bool:
     """One minute of every series' CUSUMs (in place). Marks `fired` (and the run's
     observed/expected `ratio`) where an alarm passes the guards, and restarts those series.
-    Series not `eligible` (not warm) are held at 0. Returns whether any fired."""
+    `min_ratio` is the guard's ratio (`guard_ratio`); `recent` (n, RECENT_COLUMNS) the
+    forecast-bias EWMAs (module doc), stepped here. Series not `eligible` (not warm) are
+    held at 0 and their EWMAs left alone. Returns whether any fired."""
     any_fired = False
     nk = ks.shape[0]
     log_k = np.empty(nk)  # ln k once per call, not per series-minute (the same values)
@@ -137,17 +177,22 @@ def cusum_step(
                 run_mu[i, j] = 0.0
             continue
         xi = x[i]
-        if xi == 0.0:
-            idle = True
-            for j in range(nk):
-                if stat[i, j] != 0.0:
-                    idle = False
-                    break
-            if idle:
-                continue  # S stays 0 (a quiet minute only lowers it): the common case
-        r = 1.0 / max(disp[i], 1e-9)
         m = max(mu[i], 1e-3)
+        idle = True
+        for j in range(nk):
+            if stat[i, j] != 0.0:
+                idle = False
+                break
+        if idle:  # not in a run: the EWMAs as they were before this minute
+            recent[i, 2] = recent[i, 0]
+            recent[i, 3] = recent[i, 1]
+        recent[i, 0] = BIAS_DECAY * recent[i, 0] + (1.0 - BIAS_DECAY) * xi
+        recent[i, 1] = BIAS_DECAY * recent[i, 1] + (1.0 - BIAS_DECAY) * m
+        if xi == 0.0 and idle:
+            continue  # S stays 0 (a quiet minute only lowers it): the common case
+        r = 1.0 / max(disp[i], 1e-9)
         log_base = math.log(m + r)
+        bias = -1.0  # computed when some S_k passes h
         alarm = False
         best = 0.0
         for j in range(first[i], nk):
@@ -161,7 +206,9 @@ def cusum_step(
             stat[i, j] = s
             run_x[i, j] += xi
             run_mu[i, j] += m
-            if _alarm(s, run_x[i, j], run_mu[i, j], h, min_ratio, min_excess):
+            if s > h and bias < 0.0:
+                bias = _bias(recent[i, 2], recent[i, 3])
+            if _alarm(s, run_x[i, j], run_mu[i, j], h, min_ratio, bias, min_excess):
                 alarm = True
                 best = max(best, run_x[i, j] / run_mu[i, j])
         if alarm:

@@ -51,9 +51,11 @@ def quiet_scan(
     stat: NDArray[np.float64],
     run_x: NDArray[np.float64],
     run_mu: NDArray[np.float64],
+    recent: NDArray[np.float64],
     ks: NDArray[np.float64],
     first: NDArray[np.int8],
     h: float,
+    cusum_ratio: float,
     lateness: int,
     learn_len: int,
     final_until: int,
@@ -80,8 +82,9 @@ def quiet_scan(
       windows summed and tested (`_candidate`): a quiet minute costs O(series), not
       O(series x window);
     - the sequential test (detect.cusum; off when `h` <= 0; `first`: each series' first
-      surge size, `first_sizes`) steps with the same mu; a minute where it fires is taken
-      back and not done either (the tick fires it);
+      surge size, `first_sizes`; `cusum_ratio` its ratio guard, `recent` its forecast-bias
+      EWMAs) steps with the same mu; a minute where it fires is taken back and not done
+      either (the tick fires it);
     - minute m - lateness becomes final; at the end of a learning block the baseline
       learns from it (`Baseline.learn` / `kernels.learn_block`, `busy[b]` the series
       that must not learn in the run's b-th block: maintenance), and the factors are
@@ -112,6 +115,7 @@ def quiet_scan(
     saved_stat = np.empty((n, ks.shape[0]))
     saved_x = np.empty((n, ks.shape[0]))
     saved_mu = np.empty((n, ks.shape[0]))
+    saved_recent = np.empty((n, recent.shape[1]))
     # Reports in the longest window ending at the minute before m0, per series.
     wsum = np.zeros(n)
     for k in range(1, width):
@@ -152,13 +156,15 @@ def quiet_scan(
             saved_stat[:] = stat[:n]
             saved_x[:] = run_x[:n]
             saved_mu[:] = run_mu[:n]
+            saved_recent[:] = recent[:n]
             if cusum_step(
-                stat, run_x, run_mu, n, ring_count[newest], mu, disp, eligible, ks, first, h,
-                min_ratio, min_excess, fired, ratio,
+                stat, run_x, run_mu, recent, n, ring_count[newest], mu, disp, eligible, ks,
+                first, h, cusum_ratio, min_excess, fired, ratio,
             ):  # fmt: skip
                 stat[:n] = saved_stat
                 run_x[:n] = saved_x
                 run_mu[:n] = saved_mu
+                recent[:n] = saved_recent
                 return m, learn_until, blocks
         f = m - lateness
         if f >= final_until:

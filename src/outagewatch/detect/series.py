@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from outagewatch.detect.cusum import SURGE_SIZES
+from outagewatch.detect.cusum import RECENT_COLUMNS, SURGE_SIZES
 from outagewatch.geo import utc_offset_s
 
 Kind = Literal["total", "country", "problem"]
@@ -53,6 +53,7 @@ class Series:
         "cusum",
         "cusum_x",
         "cusum_mu",
+        "cusum_recent",
     )
 
     TIME_MAJOR = frozenset({"ring_count", "ring_expected"})
@@ -93,6 +94,8 @@ class Series:
         self.cusum: NDArray[np.float64] = np.zeros((cap, nk), np.float64)
         self.cusum_x: NDArray[np.float64] = np.zeros((cap, nk), np.float64)
         self.cusum_mu: NDArray[np.float64] = np.zeros((cap, nk), np.float64)
+        # Its guard's forecast bias (detect.cusum.cusum_step's `recent`).
+        self.cusum_recent: NDArray[np.float64] = np.zeros((cap, RECENT_COLUMNS), np.float64)
 
     def _grow(self, need: int) -> None:
         cap = len(self.svc)

@@ -25,7 +25,13 @@ from numpy.typing import NDArray
 
 from outagewatch.catalog import Catalog
 from outagewatch.detect.baseline import Baseline
-from outagewatch.detect.cusum import SURGE_SIZES, cusum_step, first_sizes, threshold
+from outagewatch.detect.cusum import (
+    SURGE_SIZES,
+    cusum_step,
+    first_sizes,
+    guard_ratio,
+    threshold,
+)
 from outagewatch.detect.kernels import window_scan
 from outagewatch.detect.quiet import quiet_scan
 from outagewatch.detect.scorer import Scores, score
@@ -159,6 +165,7 @@ class Pipeline:
         self._log_alpha = math.log(self.settings.alpha)
         budget = self.settings.false_alarm_budget
         self._cusum_h = None if budget <= 0 else threshold(budget)
+        self._cusum_ratio = guard_ratio(self.settings.min_ratio, self.settings.organic_ratio)
         self._ks = np.asarray(SURGE_SIZES, np.float64)
         self._first: NDArray[np.int8] = np.zeros(0, np.int8)
         self._wide: tuple[NDArray[Any], ...] | None = None  # `_scores_of`'s, for one run
@@ -600,7 +607,8 @@ class Pipeline:
             s.view("weekend_seen"), s.view("born"), h_first, slot0, slot1, weekday,
             self.baseline.half_hour_offsets(s), cfg.warmup_minutes, cfg.min_ratio,
             cfg.min_excess, self._log_alpha, zero_next, s.cusum, s.cusum_x, s.cusum_mu,
-            self._ks, self._first_size(), 0.0 if self._cusum_h is None else self._cusum_h, lat,
+            s.cusum_recent, self._ks, self._first_size(),
+            0.0 if self._cusum_h is None else self._cusum_h, self._cusum_ratio, lat,
             LEARN_BLOCK,
             self.final_until, self.learn_until, busy, hot, self.baseline.level_alpha,
             self.baseline.season_alpha, self.baseline.dow_alpha, self.baseline.disp_alpha,
@@ -764,16 +772,20 @@ class Pipeline:
         sc = score(sums, expected, x, mu, disp, eligible, cfg, candidate=candidate)
         fired, ratio = sc.fired, sc.ratio
         if self._cusum_h is not None:
-            self._hold_open()
+            held = self._hold_open()
+            kept = s.cusum_recent[held]
             stat, run_x, run_mu = s.cusum[idx], s.cusum_x[idx], s.cusum_mu[idx]
+            recent = s.cusum_recent[idx]
             fired = fired.copy()
             ratio = ratio.copy()
             cusum_step(
-                stat, run_x, run_mu, h, x, mu, disp32, eligible, self._ks,
-                np.ascontiguousarray(self._first_size()[idx]), self._cusum_h, cfg.min_ratio,
-                cfg.min_excess, fired, ratio,
+                stat, run_x, run_mu, recent, h, x, mu, disp32, eligible, self._ks,
+                np.ascontiguousarray(self._first_size()[idx]), self._cusum_h,
+                self._cusum_ratio, cfg.min_excess, fired, ratio,
             )  # fmt: skip
             s.cusum[idx], s.cusum_x[idx], s.cusum_mu[idx] = stat, run_x, run_mu
+            s.cusum_recent[idx] = recent
+            s.cusum_recent[held] = kept
         w_fired[idx] = fired
         w_ratio[idx] = ratio
         w_sums[idx] = sums
@@ -784,17 +796,21 @@ class Pipeline:
         wide = Scores(w_fired, w_ratio, w_sums, w_expected, x_all, w_mu, w_disp, sc.w5)
         return wide, w_disp
 
-    def _hold_open(self) -> None:
+    def _hold_open(self) -> NDArray[np.int64]:
         """The sequential test of series whose service has an open incident starts every
-        minute from 0 (`_sequential`)."""
+        minute from 0 (`_sequential`). Returns those series: their guard's forecast-bias
+        EWMAs (`Series.cusum_recent`) do not learn the outage's minutes, as the baseline
+        does not (the caller puts them back after the step)."""
         s = self.series
-        if self.open_by_service:
-            busy = np.zeros(s.n_services, np.bool_)
-            busy[[s.service_index[sid] for sid in self.open_by_service]] = True
-            held = np.flatnonzero(busy[s.view("svc")])
-            s.cusum[held] = 0.0
-            s.cusum_x[held] = 0.0
-            s.cusum_mu[held] = 0.0
+        if not self.open_by_service:
+            return np.zeros(0, np.int64)
+        busy = np.zeros(s.n_services, np.bool_)
+        busy[[s.service_index[sid] for sid in self.open_by_service]] = True
+        held = np.flatnonzero(busy[s.view("svc")])
+        s.cusum[held] = 0.0
+        s.cusum_x[held] = 0.0
+        s.cusum_mu[held] = 0.0
+        return held
 
     def _sequential(
         self,
@@ -811,14 +827,16 @@ class Pipeline:
         run carried over from the surge must not open a second one after it resolves."""
         assert self._cusum_h is not None
         s = self.series
-        self._hold_open()
+        held = self._hold_open()
+        kept = s.cusum_recent[held]
         fired = sc.fired.copy()
         ratio = sc.ratio.copy()
         cfg = self.settings
         cusum_step(
-            s.cusum, s.cusum_x, s.cusum_mu, n, x, mu, disp, eligible, self._ks,
-            self._first_size(), self._cusum_h, cfg.min_ratio, cfg.min_excess, fired, ratio,
+            s.cusum, s.cusum_x, s.cusum_mu, s.cusum_recent, n, x, mu, disp, eligible, self._ks,
+            self._first_size(), self._cusum_h, self._cusum_ratio, cfg.min_excess, fired, ratio,
         )  # fmt: skip
+        s.cusum_recent[held] = kept
         return replace(sc, fired=fired, ratio=ratio)
 
     def _first_size(self) -> NDArray[np.int8]:
