@@ -25,9 +25,11 @@ import math
 import os
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from importlib import resources
 from typing import IO, Any
 
 import numpy as np
@@ -740,99 +742,18 @@ def benchmark_surges(
     return out
 
 
-# service -> (rate/min, country mix, problem weights, extra)
-_DEMO: dict[str, tuple[float, dict[str, float], dict[str, float], dict[str, Any]]] = {
-    "x": (
-        6.0,
-        {"US": 0.55, "GB": 0.15, "CA": 0.06, "IN": 0.06, "JP": 0.05, "BR": 0.05,
-         "DE": 0.04, "FR": 0.04},
-        {"app": 0.5, "website": 0.25, "login": 0.15, "spaces": 0.05},
-        {"country_growth_per_day": {"IN": 0.01}},
-    ),
-    "facebook": (
-        8.0,
-        {"US": 0.40, "IN": 0.12, "GB": 0.10, "BR": 0.10, "MX": 0.08, "PH": 0.08,
-         "DE": 0.06, "FR": 0.06},
-        {"app": 0.45, "website": 0.2, "login": 0.2, "feed": 0.1},
-        {"weekend_factor": 1.1},
-    ),
-    "instagram": (
-        6.0,
-        {"US": 0.45, "GB": 0.12, "BR": 0.10, "IN": 0.10, "DE": 0.08, "FR": 0.08, "IT": 0.07},
-        {"app": 0.55, "feed": 0.2, "login": 0.15, "website": 0.05},
-        {"weekend_factor": 1.15},
-    ),
-    "messenger": (
-        1.5,
-        {"US": 0.50, "GB": 0.15, "PH": 0.15, "MX": 0.10, "CA": 0.10},
-        {"messages": 0.5, "app": 0.35, "login": 0.1},
-        {},
-    ),
-    "threads": (
-        1.0,
-        {"US": 0.60, "GB": 0.15, "BR": 0.15, "IN": 0.10},
-        {"app": 0.6, "website": 0.2, "login": 0.15},
-        {"growth_per_day": 0.01},
-    ),
-    "whatsapp": (
-        5.0,
-        {"IN": 0.20, "BR": 0.20, "GB": 0.15, "DE": 0.10, "ES": 0.10, "IT": 0.10,
-         "MX": 0.08, "US": 0.07},
-        {"messages": 0.55, "app": 0.25, "calls": 0.15},
-        {"weekend_factor": 1.1},
-    ),
-    "cloudflare": (
-        0.5,
-        {"US": 0.45, "GB": 0.15, "DE": 0.15, "FR": 0.10, "NL": 0.10, "JP": 0.05},
-        {"website": 0.6, "dns": 0.2, "dashboard": 0.15},
-        {"weekend_factor": 0.6},
-    ),
-    "discord": (
-        2.0,
-        {"US": 0.55, "GB": 0.12, "DE": 0.10, "CA": 0.08, "BR": 0.08, "FR": 0.07},
-        {"app": 0.4, "voice": 0.25, "messages": 0.2, "login": 0.1},
-        {"weekend_factor": 1.3, "diurnal": 0.7},
-    ),
-    "shopify": (
-        0.3,
-        {"US": 0.60, "CA": 0.15, "GB": 0.15, "AU": 0.10},
-        {"website": 0.4, "checkout": 0.35, "admin": 0.2},
-        {"weekend_factor": 0.8},
-    ),
-    "youtube": (
-        3.0,
-        {"US": 0.35, "IN": 0.20, "GB": 0.10, "BR": 0.10, "MX": 0.10, "DE": 0.08, "JP": 0.07},
-        {"video": 0.6, "app": 0.2, "website": 0.1, "login": 0.05},
-        {"weekend_factor": 1.2},
-    ),
-    "gmail": (
-        1.5,
-        {"US": 0.50, "IN": 0.15, "GB": 0.12, "DE": 0.08, "CA": 0.08, "AU": 0.07},
-        {"email": 0.5, "login": 0.3, "website": 0.15},
-        {"weekend_factor": 0.7, "diurnal": 0.5},
-    ),
-    "netflix": (
-        2.0,
-        {"US": 0.50, "GB": 0.12, "BR": 0.10, "MX": 0.10, "DE": 0.10, "CA": 0.08},
-        {"streaming": 0.6, "app": 0.2, "login": 0.15},
-        {"weekend_factor": 1.3, "diurnal": 0.8, "weekend_shift_h": 1.0},
-    ),
-    "att": (
-        4.0,
-        {"US": 1.0},
-        {"mobile": 0.45, "signal": 0.25, "internet": 0.15, "phone": 0.1},
-        {"weekend_factor": 0.85},
-    ),
-}  # fmt: skip
-
-
 def demo_traffic() -> list[ServiceTraffic]:
-    """Normal traffic for every service of the built-in demo catalog (problems from it)."""
+    """Normal traffic for every service of the built-in demo catalog (problems from it; rates
+    and mixes from `data/demo_traffic.toml`)."""
+    text = resources.files("outagewatch").joinpath("data/demo_traffic.toml").read_text("utf-8")
+    table: dict[str, dict[str, Any]] = tomllib.loads(text)
     out: list[ServiceTraffic] = []
     for sid, svc in Catalog.demo().services.items():
-        rate, countries, weights, extra = _DEMO.get(sid, (0.5, {"US": 0.7, "GB": 0.3}, {}, {}))
+        shape = dict(table.get(sid, {"rate_per_min": 0.5, "countries": {"US": 0.7, "GB": 0.3}}))
+        rate, countries = shape.pop("rate_per_min"), shape.pop("countries")
+        weights = shape.pop("problems", {})
         problems = {p: weights.get(p, 0.05) for p in svc.all_problems}
-        out.append(ServiceTraffic(sid, rate, dict(countries), problems, **extra))
+        out.append(ServiceTraffic(sid, rate, dict(countries), problems, **shape))
     return out
 
 
