@@ -32,8 +32,9 @@ demo-replay: $(WARM)
 ## test: lint, typecheck and every test
 test: lint typecheck unit
 
-## check: the fast tier for the inner loop: lint, typecheck, the tests that start no server,
-## browser, PostgreSQL or NATS (tests/conftest.py says which)
+## check: the fast tier for the inner loop (under a minute): lint, typecheck, the tests that
+## start no server, browser, PostgreSQL or NATS and take under half a second each
+## (tests/conftest.py says which)
 check: lint typecheck fast
 
 lint: $(STAMP)
@@ -47,7 +48,7 @@ unit: $(WARM) browser
 	$(BIN)/pytest -n 2 -q
 
 fast: $(WARM)
-	$(BIN)/pytest -n 2 -q -m "not integration"
+	$(BIN)/pytest -n 2 -q -m "not integration and not slow"
 
 ## browser: Debian's chromium for the browser tests (installed when missing)
 browser:

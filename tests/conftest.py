@@ -1,5 +1,7 @@
 """Test tiers. Every test runs under `make test`; `make check` runs the fast tier only:
-no server process, browser, PostgreSQL, NATS or benchmark (`-m "not integration"`).
+no server process, browser, PostgreSQL, NATS or benchmark, and no test marked
+`@pytest.mark.slow` (over half a second on the 2-core CI machine: month-long replays,
+property runs; `-m "not integration and not slow"`).
 
 A test is in the integration tier when its module drives real servers, browsers or whole
 simulated weeks (listed here), when it starts a CLI process (listed here), or when it runs on

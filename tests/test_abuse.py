@@ -214,6 +214,7 @@ def by_service(docs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.slow
 def test_bot_flood_beside_a_genuine_outage(seed: int) -> None:
     """30,000 Netflix reports in 15 minutes from 25 ids behind 4 addresses, while YouTube
     really fails for thousands of people."""
@@ -234,6 +235,7 @@ def test_bot_flood_beside_a_genuine_outage(seed: int) -> None:
 
 
 @pytest.mark.parametrize(("minutes", "seed"), [(1, 0), (1, 2), (15, 2)])
+@pytest.mark.slow
 def test_the_bot_flood_is_suspected_whether_it_lasts_one_minute_or_fifteen(
     minutes: int, seed: int
 ) -> None:
@@ -291,6 +293,7 @@ def run_lines(lines: list[bytes], cat: Any) -> Any:
         ("scripted_flood", "machine-like regular intervals"),
     ],
 )
+@pytest.mark.slow
 def test_floods_that_get_past_deduplication_are_suspected(name: str, why: str) -> None:
     docs = by_service(docs_of(name))
     d = docs.pop("netflix")
@@ -300,12 +303,14 @@ def test_floods_that_get_past_deduplication_are_suspected(name: str, why: str) -
     assert docs == {}
 
 
+@pytest.mark.slow
 def test_failing_probes_confirm_a_suspected_flood() -> None:
     d = by_service(docs_of("flood_confirmed"))["netflix"]
     assert d["suspected_abuse"] is True
     assert d["probe_confirmed"] is True and public(d)
 
 
+@pytest.mark.slow
 def test_official_status_confirms_a_suspected_flood() -> None:
     """The status page says "major" from 10 to 30 minutes into the flood: the incident opens
     hidden, then an `abuse` transition makes it public (which is what alerts act on)."""
@@ -327,6 +332,7 @@ def test_official_status_confirms_a_suspected_flood() -> None:
     assert shown[0].at >= START + 10 * 60
 
 
+@pytest.mark.slow
 def test_verdicts_do_not_depend_on_batching() -> None:
     """Event by event or in batches: the same docs and the same transitions (the status
     page confirms the flood halfway, as above)."""
@@ -346,11 +352,13 @@ def test_verdicts_do_not_depend_on_batching() -> None:
 
 
 @pytest.mark.parametrize("name", [n for n in SCENARIOS if "flood" not in n and n != "rotating_ids"])
+@pytest.mark.slow
 def test_no_genuine_scenario_is_suspected(name: str) -> None:
     for d in docs_of(name).values():
         assert d["suspected_abuse"] is False, d["id"]
 
 
+@pytest.mark.slow
 def test_the_verdict_survives_a_restart_midway() -> None:
     events = scenario("rotating_ids", START)
     cat = scenario_catalog("rotating_ids")
@@ -362,6 +370,7 @@ def test_the_verdict_survives_a_restart_midway() -> None:
     assert {**first, **second} == straight
 
 
+@pytest.mark.slow
 def test_flood_events_are_valid_reports() -> None:
     lines = to_lines(flood_events("netflix", START, seed=1, ids=None, addresses=None))
     d = EventDecoder(scenario_catalog("rotating_ids")).decode(lines[:500])
@@ -382,6 +391,7 @@ def anyio_backend() -> str:
 
 
 @pytest.mark.anyio
+@pytest.mark.slow
 async def test_the_public_never_sees_the_flood_and_sees_the_outage(tmp_path: Path) -> None:
     """Through `serve`: a flood on Netflix and a genuine X outage at the same time. The
     status, the feed, the home page and alerts show X only; the flood's incident page
@@ -437,6 +447,7 @@ def _line_ts(line: bytes) -> float:
 
 
 @pytest.mark.anyio
+@pytest.mark.slow
 async def test_the_bot_flood_through_post_reports_opens_nothing_public(tmp_path: Path) -> None:
     """Through `POST /api/v1/reports` (behind a trusted proxy, rate limits lifted as if the
     bot had got past them): 30,000 Netflix reports from 25 ids behind 4 addresses in one

@@ -42,6 +42,7 @@ async def login(c: httpx.AsyncClient, token: str = TOKEN) -> httpx.Response:
     return await c.post("/admin/login", data={"token": token, "csrf": csrf(form.text)})
 
 
+@pytest.mark.slow
 async def test_a_wrong_token_is_refused_and_no_session_is_made(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (server, c):
         r = await login(c, "not-the-token")
@@ -58,6 +59,7 @@ async def test_a_wrong_token_is_refused_and_no_session_is_made(tmp_path: Path) -
         assert server.reader.db.execute("SELECT count(*) FROM admin_sessions").fetchone() == (0,)
 
 
+@pytest.mark.slow
 async def test_the_login_form_needs_its_csrf_token(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (_, c):
         await c.get("/admin")  # sets the login cookie
@@ -70,6 +72,7 @@ async def test_the_login_form_needs_its_csrf_token(tmp_path: Path) -> None:
         assert r.status_code == 403  # no cookie to match
 
 
+@pytest.mark.slow
 async def test_the_session_cookie_flags_and_its_stored_hash(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (server, c):
         form = await c.get("/admin")
@@ -92,6 +95,7 @@ async def test_the_session_cookie_flags_and_its_stored_hash(tmp_path: Path) -> N
         assert 'id="maintenance-form"' in page.text and 'id="logout"' in page.text
 
 
+@pytest.mark.slow
 async def test_the_cookie_is_secure_over_https(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (_, c):
         c.base_url = httpx.URL("https://test")
@@ -105,6 +109,7 @@ async def test_the_cookie_is_secure_over_https(tmp_path: Path) -> None:
         assert "secure" in [p.strip().lower() for p in set_cookie(r, LOGIN_COOKIE).split(";")]
 
 
+@pytest.mark.slow
 async def test_every_form_post_needs_the_session_and_its_csrf_token(tmp_path: Path) -> None:
     now = Clock().t
     window = {
@@ -166,6 +171,7 @@ async def test_every_form_post_needs_the_session_and_its_csrf_token(tmp_path: Pa
         assert 'action="/admin/login"' in (await c.get("/admin")).text
 
 
+@pytest.mark.slow
 async def test_a_session_expires(tmp_path: Path) -> None:
     clock = Clock()
     async with running(tmp_path, clock) as (_, c):

@@ -49,6 +49,7 @@ class Trickle:
 
 # ==================================================================== in process
 @pytest.mark.anyio
+@pytest.mark.slow
 async def test_a_declared_length_costs_nothing_until_its_bytes_arrive(tmp_path: Path) -> None:
     async with served(tmp_path) as (ingest, c):
         held = [Trickle() for _ in range(2)]
@@ -72,6 +73,7 @@ async def test_a_declared_length_costs_nothing_until_its_bytes_arrive(tmp_path: 
 
 
 @pytest.mark.anyio
+@pytest.mark.slow
 async def test_one_address_may_have_only_a_few_bodies_in_progress(tmp_path: Path) -> None:
     async with served(tmp_path) as (ingest, c):
         held = [HeldBody() for _ in range(MAX_BODIES_PER_ADDRESS)]
@@ -135,6 +137,7 @@ async def test_one_address_may_hold_only_a_quarter_of_the_ingest_bytes(tmp_path:
 
 
 @pytest.mark.anyio
+@pytest.mark.slow
 async def test_a_form_body_that_does_not_arrive_is_answered_408(tmp_path: Path) -> None:
     async with served(tmp_path) as (ingest, c):
         ingest.form_timeout_s = 0.2
@@ -170,6 +173,7 @@ def trickle(socks: list[socket.socket], stop: threading.Event) -> None:
                 s.sendall(b" ")
 
 
+@pytest.mark.slow
 def test_two_slow_bodies_do_not_stop_ingest(tmp_path: Path) -> None:
     port = free_port()
     head = (
@@ -199,6 +203,7 @@ def test_two_slow_bodies_do_not_stop_ingest(tmp_path: Path) -> None:
         assert len(statuses) >= 50 and ok >= 0.9, f"{ok:.0%} of {len(statuses)} answered 202"
 
 
+@pytest.mark.slow
 def test_slow_form_bodies_do_not_refuse_reads_nor_log_tracebacks(tmp_path: Path) -> None:
     port = free_port()
     head = (
@@ -224,6 +229,7 @@ def test_slow_form_bodies_do_not_refuse_reads_nor_log_tracebacks(tmp_path: Path)
         assert "Traceback" not in log, log[-3000:]
 
 
+@pytest.mark.slow
 def test_health_answers_under_4096_idle_sockets(tmp_path: Path) -> None:
     port = free_port()
     with serve(tmp_path / "h.db", port), attacker_sockets(port, 4096) as socks:
@@ -254,6 +260,7 @@ async def hello(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"hi"})
 
 
+@pytest.mark.slow
 def test_idle_and_slow_headed_connections_are_closed_after_the_head_timeout() -> None:
     uv, thread = uvicorn_in_thread(hello, http=QuickGuard)
     port = uv.servers[0].sockets[0].getsockname()[1]

@@ -147,6 +147,7 @@ def new_alerter(path: Path, **kw: Any) -> Alerter:
     return Alerter(SQLiteStore(str(path)), settings(), CATALOG, **opts)
 
 
+@pytest.mark.slow
 def test_signed_webhook_and_chat_channels(hooks: Hooks, tmp_path: Path) -> None:
     alerter = new_alerter(tmp_path / "a.db")
     url = hooks.server.url
@@ -201,6 +202,7 @@ def test_tampered_signature_is_detected() -> None:
     assert not verify_signature(SECRET, "1700000000", body, good, now=1700009999)  # replay
 
 
+@pytest.mark.slow
 def test_failing_channels_do_not_block_the_others_and_retry(hooks: Hooks, tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     # The timeout is long enough that a busy machine (CI shares two cores) does not take
@@ -262,6 +264,7 @@ def test_open_and_resolve_sent_once_across_a_restart(hooks: Hooks, tmp_path: Pat
     assert sorted(r["kind"] for r in log) == ["opened", "resolved"]
 
 
+@pytest.mark.slow
 def test_pending_delivery_resumes_after_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "ow.db"
     up = threading.Event()
@@ -517,6 +520,7 @@ def test_api_router(tmp_path: Path) -> None:
         assert client.get("/api/v1/subscriptions", headers=auth).json() == []
 
 
+@pytest.mark.slow
 def test_one_subscriber_hears_of_one_incident_in_order(hooks: Hooks, tmp_path: Path) -> None:
     """Opened and resolved queued at once arrive in that order, every time."""
     url = hooks.server.url

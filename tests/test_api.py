@@ -134,6 +134,7 @@ async def test_ts_defaults_to_arrival_and_may_be_given(tmp_path: Path) -> None:
         (b'{"service": "x", "country": "US", "pad": "' + b"a" * (1 << 20) + b'"}', 413, None),
     ],
 )
+@pytest.mark.slow
 async def test_bad_bodies_get_the_error_shape(
     tmp_path: Path, body: bytes, status: int, code: str | None
 ) -> None:
@@ -152,6 +153,7 @@ async def test_bad_bodies_get_the_error_shape(
         ("/api/v1/metrics", {"service": "x", "name": "error_rate", "value": 0.3}),
     ],
 )
+@pytest.mark.slow
 async def test_operator_endpoints_need_the_token(
     tmp_path: Path, path: str, item: dict[str, Any]
 ) -> None:
@@ -175,6 +177,7 @@ async def test_operator_endpoints_need_the_token(
         assert_error(await c.post(path, json=item, headers=AUTH), 403, "forbidden")
 
 
+@pytest.mark.slow
 async def test_a_partner_with_the_token_may_post_reports(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (_, c):
         r = await c.post("/api/v1/reports", json={"service": "x", "country": "US"}, headers=AUTH)
@@ -182,6 +185,7 @@ async def test_a_partner_with_the_token_may_post_reports(tmp_path: Path) -> None
 
 
 # ---------------------------------------------------------------------------- services
+@pytest.mark.slow
 async def test_services_list_every_catalog_service(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (server, c):
         r = await c.get("/api/v1/services")
@@ -196,6 +200,7 @@ async def test_services_list_every_catalog_service(tmp_path: Path) -> None:
         assert x["aliases"] == ["twitter"] and x["group"] is None
 
 
+@pytest.mark.slow
 async def test_service_minutes_are_the_last_24_hours_oldest_first(tmp_path: Path) -> None:
     clock = Clock()
     async with running(tmp_path, clock) as (_, c):
@@ -213,6 +218,7 @@ async def test_service_minutes_are_the_last_24_hours_oldest_first(tmp_path: Path
 
 
 # ---------------------------------------------------------------------------- incidents
+@pytest.mark.slow
 async def test_an_outage_is_served_as_an_incident(tmp_path: Path) -> None:
     clock = Clock()
     async with running(tmp_path, clock, history=("x",)) as (server, c):
@@ -273,6 +279,7 @@ async def test_an_outage_is_served_as_an_incident(tmp_path: Path) -> None:
         ({"limit": "many"}, 422, "invalid_request"),
     ],
 )
+@pytest.mark.slow
 async def test_incident_queries_are_checked(
     tmp_path: Path, params: dict[str, str], status: int, code: str
 ) -> None:
@@ -289,6 +296,7 @@ async def test_unknown_incident_and_path_and_method(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- the rest
+@pytest.mark.slow
 async def test_health_metrics_feed_and_openapi(tmp_path: Path) -> None:
     clock = Clock()
     async with running(tmp_path, clock, history=("x",)) as (server, c):
@@ -329,6 +337,7 @@ async def test_health_metrics_feed_and_openapi(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- fast path, limits
+@pytest.mark.slow
 async def test_the_fast_ingest_path_answers_exactly_like_the_routes(tmp_path: Path) -> None:
     bodies: list[Any] = [
         {"service": "x", "country": "US", "reporter": "a"},
@@ -397,6 +406,7 @@ async def test_a_publisher_that_went_away_does_not_stop_the_writer(tmp_path: Pat
         assert last_reports(doc) == 2
 
 
+@pytest.mark.slow
 async def test_minutes_closed_by_the_events_themselves_are_committed(tmp_path: Path) -> None:
     """Live traffic moves the clock too: when reports close a minute, the next tick commits
     it even though the tick itself closes nothing. (Three reports in a row must agree on a

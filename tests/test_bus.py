@@ -98,6 +98,7 @@ async def carrier(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield c
 
 
+@pytest.mark.slow
 async def test_publish_returns_once_every_line_is_durable(carrier: Carrier) -> None:
     batch = [line("x", i) for i in range(5)] + [line("netflix", i) for i in range(3)]
     await carrier.bus.publish(batch, ["x"] * 5 + ["netflix"] * 3)
@@ -107,11 +108,13 @@ async def test_publish_returns_once_every_line_is_durable(carrier: Carrier) -> N
     assert [ln for ln in got if b'"x"' in ln] == batch[:5]
 
 
+@pytest.mark.slow
 async def test_an_empty_batch_stores_nothing(carrier: Carrier) -> None:
     await carrier.bus.publish([], [])
     assert await carrier.durable() == []
 
 
+@pytest.mark.slow
 async def test_lines_and_services_must_pair_up(carrier: Carrier) -> None:
     with pytest.raises(ValueError, match="2 lines but 1 services"):
         await carrier.bus.publish([line("x", 0), line("x", 1)], ["x"])

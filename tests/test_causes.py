@@ -135,6 +135,7 @@ def test_official_status_runs_since_the_first_event_of_the_indicator() -> None:
     assert ev.official_status("bare") is None
 
 
+@pytest.mark.slow
 def test_evidence_state_round_trips() -> None:
     ev = flood("api", with_load=True)
     ev.ingest(others([probe(M0 + 40, False), status("site", START + 2400, "minor")]))
@@ -148,6 +149,7 @@ def test_evidence_state_round_trips() -> None:
 
 
 # ---------------------------------------------------------------- the rules
+@pytest.mark.slow
 def test_a_flood_without_a_load_metric_is_no_confident_ddos() -> None:
     ev = flood("bare", with_load=False)
     ex = explain(view("bare"), [], catalog=CATALOG, evidence=ev, final_minute=M0 + 29)
@@ -241,6 +243,7 @@ def test_cause_and_cluster_changes_are_transitions_of_the_table() -> None:
     assert inc.doc()["causes"][0]["kind"] == "ddos" and inc.doc()["probe_confirmed"] is True
 
 
+@pytest.mark.slow
 def test_pipeline_records_cause_and_cluster_transitions() -> None:
     p, docs = run(scenario("shared_platform", START), scenario_catalog("shared_platform"))
     assert len(docs) == 4
@@ -256,6 +259,7 @@ def test_pipeline_records_cause_and_cluster_transitions() -> None:
 
 
 # ---------------------------------------------------------------- determinism and restarts
+@pytest.mark.slow
 def test_one_by_one_equals_batches_with_probes_and_status() -> None:
     events = scenario("failover_failed", START, seed=4)
     catalog = scenario_catalog("failover_failed")
@@ -267,6 +271,7 @@ def test_one_by_one_equals_batches_with_probes_and_status() -> None:
     assert [d["causes"][0]["kind"] for d in docs_b.values()] == ["failover"]
 
 
+@pytest.mark.slow
 def test_state_survives_a_restart_in_the_middle_of_an_incident() -> None:
     events = scenario("capacity", START, seed=5)
     catalog = scenario_catalog("capacity")

@@ -350,6 +350,7 @@ def test_demo_catalog_is_the_default(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "unknown service: 1" in out
 
 
+@pytest.mark.slow
 def test_score_command_writes_a_score_per_row(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -72,6 +72,7 @@ def test_the_stream_jumps_when_three_arrivals_in_a_row_agree() -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.slow
 def test_any_batching_gives_the_same_released_sequence(seed: int) -> None:
     rng = np.random.default_rng(seed)
     base = np.arange(2000) * 7.0 + rng.normal(0, 30, 2000)
@@ -136,6 +137,7 @@ def minutes(doc: dict[str, Any]) -> float:
     return (_iso(doc["ended_at"]) - _iso(doc["started_at"])) / 60
 
 
+@pytest.mark.slow
 def test_one_line_nine_days_ahead_leaves_the_incident_whole(clean_lines: list[bytes]) -> None:
     _, clean = run(clean_lines)
     ref = outage(clean)
@@ -149,6 +151,7 @@ def test_one_line_nine_days_ahead_leaves_the_incident_whole(clean_lines: list[by
     assert p.stats.late <= 2 * run(clean_lines)[0].stats.late + 10
 
 
+@pytest.mark.slow
 def test_one_line_a_minute_four_minutes_ahead_leaves_the_incident_whole(
     clean_lines: list[bytes],
 ) -> None:

@@ -24,6 +24,7 @@ def probe(ts: float) -> dict[str, object]:
     return {"service": "x", "target": "https://x.com/", "ok": True, "ts": iso(ts)}
 
 
+@pytest.mark.slow
 async def test_a_server_an_hour_behind_takes_its_clients_true_times(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (_, c):
         r = await c.post("/api/v1/probes", json=probe(T0 + 55 * 60), headers=AUTH)
@@ -34,6 +35,7 @@ async def test_a_server_an_hour_behind_takes_its_clients_true_times(tmp_path: Pa
         assert "too far ahead" in message and "3600 s ahead of the server's clock" in message
 
 
+@pytest.mark.slow
 async def test_a_server_restarted_after_running_a_day_ahead_goes_back(tmp_path: Path) -> None:
     ahead = Clock(T0 + 86_400)
     async with running(tmp_path, ahead) as (server, c):

@@ -58,6 +58,7 @@ def step(
     return fired
 
 
+@pytest.mark.slow
 def test_the_increment_is_the_negative_binomial_likelihood_ratio() -> None:
     """One minute from 0: S_k = max(0, log NB(x; k mu) - log NB(x; mu))."""
     from scipy.stats import nbinom
@@ -173,6 +174,7 @@ def quiet_service_outage(budget: float, rate: float = 1.0, extra: float = 4.0) -
     return {"delay": (det - onset) / 60}
 
 
+@pytest.mark.slow
 def test_the_sequential_test_confirms_a_small_surge_on_a_quiet_service_sooner() -> None:
     windows_only = quiet_service_outage(0.0)["delay"]
     sequential = quiet_service_outage(1.0)["delay"]
@@ -200,6 +202,7 @@ def two_fold_delays(budget: float) -> list[float]:
     return out
 
 
+@pytest.mark.slow
 def test_a_two_fold_outage_is_confirmed_near_the_exact_cusum_delay() -> None:
     """10 reports/min doubling: the exact 2x CUSUM delay at this threshold is 5.4 minutes
     (benchmarks/bench_detection.py); the windows alone need a window whose ratio passes

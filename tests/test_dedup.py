@@ -190,6 +190,7 @@ def streams(draw: st.DrawFn, disorder: float = 0.0) -> tuple[list[Rep], float]:
 
 @settings(max_examples=200, deadline=None)
 @given(streams())
+@pytest.mark.slow
 def test_counted_reports_are_a_window_apart_in_time_order(stream: tuple[list[Rep], float]) -> None:
     reps, window = stream
     keep = run(Dedup(window), reps)
@@ -218,6 +219,7 @@ def test_counted_reports_are_a_window_apart_in_time_order(stream: tuple[list[Rep
 
 @settings(max_examples=200, deadline=None)
 @given(streams())
+@pytest.mark.slow
 def test_matches_reference_in_time_order(stream: tuple[list[Rep], float]) -> None:
     reps, window = stream
     assert run(Dedup(window), reps) == reference(reps, window)
@@ -225,6 +227,7 @@ def test_matches_reference_in_time_order(stream: tuple[list[Rep], float]) -> Non
 
 @settings(max_examples=200, deadline=None)
 @given(streams(disorder=0.99))
+@pytest.mark.slow
 def test_matches_reference_with_disorder_below_a_window(stream: tuple[list[Rep], float]) -> None:
     """Arrivals late by less than a window (the allowed lateness is far less) are judged by
     the same rule as in-order ones. (Which report of a person counts, and so how many do,
@@ -241,6 +244,7 @@ def test_matches_reference_with_disorder_below_a_window(stream: tuple[list[Rep],
     ahead=st.lists(st.sampled_from([0.0, 0.5, 1.0, 60.0]), min_size=61, max_size=61),
     batch=st.integers(1, 7),
 )
+@pytest.mark.slow
 def test_rotating_at_the_watermark_changes_no_decision(
     stream: tuple[list[Rep], float], rotate_at: list[bool], ahead: list[float], batch: int
 ) -> None:
@@ -290,6 +294,7 @@ def test_rotation_forgets_old_people() -> None:
         max_size=80,
     ),
 )
+@pytest.mark.slow
 def test_rotating_at_the_final_minute_changes_no_decision(
     window: float,
     lateness: float,

@@ -114,6 +114,7 @@ def _learn_reference(
 
 @settings(max_examples=50, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), normalise=st.booleans(), b=st.integers(1, 15))
+@pytest.mark.slow
 def test_learn_block_matches_the_plain_rule(seed: int, normalise: bool, b: int) -> None:
     rng = np.random.default_rng(seed)
     n = 12
@@ -200,6 +201,7 @@ def test_holiday_is_a_weekend_day_in_local_time() -> None:
     assert b.day_type(s, int(saturday.timestamp() // 60))[de] == 1
 
 
+@pytest.mark.slow
 def test_level_follows_growth_and_learns_the_daily_shape() -> None:
     s = _series_with([SeriesKey("a", "total")])
     b = Baseline(CFG)
@@ -219,6 +221,7 @@ def test_level_follows_growth_and_learns_the_daily_shape() -> None:
         assert b.expected(s, minute)[0] == pytest.approx(want, rel=0.2)
 
 
+@pytest.mark.slow
 def test_weekday_levels_are_learned() -> None:
     """Mondays 1.6x busier than other working days: the baseline learns it."""
     s = _series_with([SeriesKey("a", "total")])

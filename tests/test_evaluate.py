@@ -121,6 +121,7 @@ def test_bad_labels_file_is_exit_2_with_one_line(
     assert main(["evaluate", str(events), "--labels", str(tmp_path / "none")]) == 2
 
 
+@pytest.mark.slow
 def test_evaluate_end_to_end_agrees_with_replay_and_incidents(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

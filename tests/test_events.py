@@ -355,6 +355,7 @@ TS_MAX = int(dt.datetime(2100, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp())
     ts=st.integers(TS_MIN, TS_MAX),
     problem_pick=st.integers(0, 10),
 )
+@pytest.mark.slow
 def test_encode_then_decode_round_trip(
     name: str,
     country: str,
@@ -427,6 +428,7 @@ MUTATED_REPORTS = st.builds(
     ),
     first_line=st.integers(1, 10_000),
 )
+@pytest.mark.slow
 def test_arbitrary_lines_are_accepted_or_rejected(lines: list[bytes], first_line: int) -> None:
     d = EventDecoder(CATALOG).decode(lines, first_line)
     non_blank = [i for i, ln in enumerate(lines, first_line) if ln.strip()]
@@ -456,6 +458,7 @@ def test_arbitrary_lines_are_accepted_or_rejected(lines: list[bytes], first_line
 
 @settings(max_examples=200, deadline=None)
 @given(lines=st.lists(st.binary(max_size=40), max_size=20))
+@pytest.mark.slow
 def test_arbitrary_invalid_json_bytes_never_raise(lines: list[bytes]) -> None:
     # Bytes that cannot even start a JSON object never reach string decoding: always safe.
     lines = [b"#" + ln for ln in lines]
@@ -496,6 +499,7 @@ odd_times = st.sampled_from(
     st.lists(odd_times | st.floats(allow_nan=True) | st.integers(-(2**40), 2**40), max_size=3),
     st.sampled_from([EventDecoder(CATALOG).max_ts, T0, T0 + 59.0]),
 )
+@pytest.mark.slow
 def test_times_read_column_wise_are_the_times_read_one_by_one(
     common: list[str], odd: list[str | float], max_ts: float
 ) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -170,6 +171,7 @@ def check_accepted(d: Decoded) -> None:
     cells=st.lists(st.tuples(st.booleans(), BAD_LINES), min_size=1, max_size=25),
     first=st.integers(1, 10**6),
 )
+@pytest.mark.slow
 def test_bad_lines_are_rejected_by_number_and_good_ones_kept(
     cells: list[tuple[bool, bytes]], first: int
 ) -> None:
@@ -184,6 +186,7 @@ def test_bad_lines_are_rejected_by_number_and_good_ones_kept(
 
 @FUZZ
 @given(lines=st.lists(st.one_of(BAD_LINES, st.integers(0, 50).map(good_line)), max_size=25))
+@pytest.mark.slow
 def test_a_batch_decodes_as_its_lines_one_by_one(lines: list[bytes]) -> None:
     whole = EventDecoder(CATALOG).decode(lines)
     fresh = [EventDecoder(CATALOG).decode([ln], n) for n, ln in enumerate(lines, 1)]
@@ -229,6 +232,7 @@ def test_nesting_and_very_long_lines_are_clear_rejections() -> None:
     ts=st.floats(MIN_TS - 10, MAX_TS + 10) | WEIRD_TEXT | TS_TEXT,
     text=st.text(),
 )
+@pytest.mark.slow
 def test_a_report_is_kept_exactly_or_rejected(
     service: str, country: str, problem: str | None, ts: float | str, text: str
 ) -> None:
@@ -364,6 +368,7 @@ def load_or_clear_error(text: str) -> Catalog | None:
 
 @FUZZ
 @given(text=catalog_text())
+@pytest.mark.slow
 def test_catalog_junk_loads_or_names_file_service_and_key(text: str) -> None:
     cat = load_or_clear_error(text)
     if cat is None:

@@ -53,6 +53,7 @@ def test_scores_are_in_unit_interval_and_finite() -> None:
     xs=st.lists(st.one_of(st.floats(-1e6, 1e6), st.just(math.nan)), min_size=1, max_size=80),
     gaps=st.lists(st.floats(0.0, 7200.0), min_size=80, max_size=80),
 )
+@pytest.mark.slow
 def test_scores_in_unit_interval_property(xs: list[float], gaps: list[float]) -> None:
     t = np.cumsum(gaps[: len(xs)])
     s = score_series(t, np.array(xs), warmup=3)
@@ -66,6 +67,7 @@ def test_scores_in_unit_interval_property(xs: list[float], gaps: list[float]) ->
     cut_frac=st.floats(0.0, 1.0),
     gaps=st.lists(st.floats(0.0, 600.0), min_size=90, max_size=90),
 )
+@pytest.mark.slow
 def test_causal_later_rows_never_change_earlier_scores(
     xs: list[float], tail: list[float], cut_frac: float, gaps: list[float]
 ) -> None:
@@ -79,6 +81,7 @@ def test_causal_later_rows_never_change_earlier_scores(
     np.testing.assert_array_equal(sa[:cut], sb[:cut])
 
 
+@pytest.mark.slow
 def test_spike_and_dip_in_gaussian_noise() -> None:
     n, sd = 5000, 2.0
     x = noise(n, seed=1, sd=sd)
@@ -99,6 +102,7 @@ def test_spike_and_dip_in_gaussian_noise() -> None:
         assert np.all(s[i + 1 : i + 200] < 0.5)
 
 
+@pytest.mark.slow
 def test_likelihood_keeps_resolution_near_one() -> None:
     p = np.array([1.0, 0.5, 1e-5, 1e-8, 1e-9, 1e-10, 1e-30])
     np.testing.assert_allclose(
@@ -113,6 +117,7 @@ def test_likelihood_keeps_resolution_near_one() -> None:
     assert 0.2 < a < b < 1.0
 
 
+@pytest.mark.slow
 def test_refractory_period_after_a_flag() -> None:
     x = noise(3000, seed=12, sd=1.0)
     x[1000:1100] += 25.0  # a lasting anomaly: flagged at its start only
@@ -125,6 +130,7 @@ def test_refractory_period_after_a_flag() -> None:
     assert np.sum(loud[1000:1120] > 0.7) > 1  # without it the anomaly keeps scoring
 
 
+@pytest.mark.slow
 def test_out_of_range_value_is_flagged_at_once() -> None:
     rng = np.random.default_rng(13)
     x = np.where(rng.random(2000) < 0.3, rng.uniform(0.0, 100.0, 2000), 50.0)  # wild, in 0..100
@@ -137,6 +143,7 @@ def test_out_of_range_value_is_flagged_at_once() -> None:
     assert early[1500] < 1.0  # the spatial rule is what flags it
 
 
+@pytest.mark.slow
 def test_seasonality_where_the_series_has_it() -> None:
     step = 300.0  # a daily square wave at 5-minute rows
     n = 12 * 288
@@ -159,6 +166,7 @@ def test_first_rows_score_zero_during_warmup() -> None:
 
 
 @pytest.mark.parametrize("shift", [+20.0, -20.0, +200.0])
+@pytest.mark.slow
 def test_level_shift_is_flagged_then_absorbed(shift: float) -> None:
     n, at, sd = 4000, 1500, 1.0
     x = noise(n, seed=2, sd=sd)
@@ -173,6 +181,7 @@ def test_level_shift_is_flagged_then_absorbed(shift: float) -> None:
     assert np.sum(s[:at] > 0.5) <= 2
 
 
+@pytest.mark.slow
 def test_sustained_shift_is_learned_not_flagged_forever() -> None:
     x = noise(3000, seed=3, sd=1.0)
     x[1000:] += 30.0
@@ -182,6 +191,7 @@ def test_sustained_shift_is_learned_not_flagged_forever() -> None:
     assert np.mean(s[1300:] < 0.5) >= 0.99  # absorbed within a few hundred rows
 
 
+@pytest.mark.slow
 def test_vectorised_equals_independent_runs() -> None:
     rng = np.random.default_rng(4)
     n, k = 600, 5
@@ -226,6 +236,7 @@ def test_score_one_does_not_change_state() -> None:
         GenericScorer(2).load(before)
 
 
+@pytest.mark.slow
 def test_nan_means_no_observation() -> None:
     x = noise(400, seed=5)
     x[:2] = [90.0, 110.0]  # the range is seen early: no new records (and flags) later
@@ -253,6 +264,7 @@ def test_warmup_counts_observations_not_rows() -> None:
     assert s[25] > 0.99
 
 
+@pytest.mark.slow
 def test_time_only_places_rows_in_the_day() -> None:
     # the smoothing counts rows: the same rows at other instants of the same times of day
     # (whole days later, or with gaps of whole days) score the same
@@ -267,6 +279,7 @@ def test_time_only_places_rows_in_the_day() -> None:
     assert s[1400] > 0.7
 
 
+@pytest.mark.slow
 def test_irregular_timestamps_and_gaps() -> None:
     rng = np.random.default_rng(8)
     n = 3000
@@ -282,6 +295,7 @@ def test_irregular_timestamps_and_gaps() -> None:
     assert np.mean(s[normal] < 0.3) >= 0.99
 
 
+@pytest.mark.slow
 def test_rows_stepping_back_in_time_are_scored_in_file_order() -> None:
     x = noise(400, seed=14, sd=1.0)
     x[300] += 20.0
@@ -337,6 +351,7 @@ def read_rows(path: Path) -> list[list[str]]:
         return list(csv.reader(f))
 
 
+@pytest.mark.slow
 def test_csv_round_trip(tmp_path: Path) -> None:
     rng = np.random.default_rng(10)
     vals = 20.0 + rng.normal(0.0, 1.0, 200)
@@ -454,6 +469,7 @@ def test_csv_unwritable_output(tmp_path: Path) -> None:
         score_csv(src, str(tmp_path / "no" / "such" / "dir" / "out.csv"))
 
 
+@pytest.mark.slow
 def test_csv_rows_out_of_time_order_are_a_warning(tmp_path: Path) -> None:
     stamps = [f"2024-03-01T{i // 60:02d}:{i % 60:02d}:00Z" for i in range(300)]
     stamps[150] = stamps[149]  # a repeated timestamp, line 152
@@ -488,6 +504,7 @@ def test_csv_rows_out_of_time_order_are_a_warning(tmp_path: Path) -> None:
     assert notes == []
 
 
+@pytest.mark.slow
 def test_cli_score_warns_on_stderr_and_keeps_every_row(tmp_path: Path) -> None:
     src = write(
         tmp_path / "in.csv",

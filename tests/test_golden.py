@@ -11,6 +11,7 @@ from golden_outputs import DB_FOR, GOLDEN, encode, outputs
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.slow
 def test_outputs_are_byte_identical_to_the_golden_file(backend: str) -> None:
     want = orjson.loads(GOLDEN[backend].read_bytes())
     got = orjson.loads(encode(outputs(DB_FOR[backend])))

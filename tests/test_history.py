@@ -156,6 +156,7 @@ def test_days_view_counts_incidents_minutes_and_worst_status() -> None:
 
 # ---------------------------------------------------------------------- export, both stores
 @pytest.mark.parametrize("fmt", ["csv", "ndjson", "parquet"])
+@pytest.mark.slow
 def test_exported_counts_sum_to_the_stored_totals(
     store: AnyStore, tmp_path: Path, fmt: str
 ) -> None:
@@ -223,6 +224,7 @@ def test_backup_of_postgresql_says_to_use_pg_dump(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_cli_export_and_backup_refuse_bad_input_with_one_line(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
     done = cli("--db", str(db), "export", "--what", "counts", "--format", "csv",
@@ -238,6 +240,7 @@ def test_cli_export_and_backup_refuse_bad_input_with_one_line(tmp_path: Path) ->
     assert done.returncode == 2 and "already exists" in done.stderr
 
 
+@pytest.mark.slow
 def test_replay_compacts_and_export_sums_to_what_it_counted(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -28,6 +28,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.mark.slow
 async def test_history_has_a_row_per_day_with_reports_and_incidents(tmp_path: Path) -> None:
     clock = Clock()
     async with running(tmp_path, clock, history=("x",)) as (server, client):
@@ -55,6 +56,7 @@ async def test_history_has_a_row_per_day_with_reports_and_incidents(tmp_path: Pa
         assert len(r.json()["days"]) == 90
 
 
+@pytest.mark.slow
 async def test_serve_compacts_history_in_the_background(tmp_path: Path) -> None:
     clock = Clock()
     async with running(tmp_path, clock, history=("x",)) as (server, _):
@@ -72,17 +74,20 @@ async def test_serve_compacts_history_in_the_background(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("days", ["0", "401", "abc", "-3", "1.5"])
+@pytest.mark.slow
 async def test_history_refuses_a_bad_span(tmp_path: Path, days: str) -> None:
     async with running(tmp_path, Clock()) as (_, client):
         r = await client.get("/api/v1/services/x/history", params={"days": days})
         assert "days" in assert_error(r, 422, "invalid_request")["message"]
 
 
+@pytest.mark.slow
 async def test_history_of_an_unknown_service_is_404(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (_, client):
         assert_error(await client.get("/api/v1/services/nope/history"), 404, "not_found")
 
 
+@pytest.mark.slow
 async def test_the_service_page_shows_a_90_day_bar(tmp_path: Path) -> None:
     clock = Clock()
     async with running(tmp_path, clock, history=("x",)) as (server, client):
@@ -99,6 +104,7 @@ async def test_the_service_page_shows_a_90_day_bar(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- backup
+@pytest.mark.slow
 def test_backup_while_serve_ingests_has_every_acknowledged_report(tmp_path: Path) -> None:
     """A real `serve` takes reports as fast as one client posts them; `backup` runs in the
     middle. The copy opens, and restored (a `serve` on the copy: it replays its journal),

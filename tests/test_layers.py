@@ -13,6 +13,8 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 import outagewatch
 
 ROOT = Path(outagewatch.__file__).parent
@@ -84,6 +86,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+@pytest.mark.slow
 def test_no_import_cycle_between_parts() -> None:
     cycle = find_cycle(graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
@@ -94,18 +97,21 @@ def test_the_cycle_check_finds_one_when_there_is_one() -> None:
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}}) is None
 
 
+@pytest.mark.slow
 def test_the_core_imports_no_adapter() -> None:
     edges = graph()
     bad = {c: sorted(edges.get(c, set()) & ADAPTERS) for c in CORE}
     assert not any(bad.values()), bad
 
 
+@pytest.mark.slow
 def test_bus_store_probes_and_alerts_import_nothing_from_web() -> None:
     edges = graph()
     bad = {p: sorted(edges.get(p, set()) & {"web"}) for p in BELOW_WEB}
     assert not any(bad.values()), bad
 
 
+@pytest.mark.slow
 def test_only_the_cli_imports_the_composition_root() -> None:
     """web/ builds routes over what they need (web/host.py), not over `server.Server`."""
     edges = graph()

@@ -3,6 +3,8 @@ open inside them and keep their minutes out of the baseline."""
 
 from __future__ import annotations
 
+import pytest
+
 from outagewatch.pipeline.pipeline import Pipeline, dump_state, load_state
 from outagewatch.sim.simulate import Surge, simulate
 from test_e2e_seeds import CATALOG, DAY, epoch, ramped, run, utc, x_traffic
@@ -16,6 +18,7 @@ def learned(p: Pipeline, service: str) -> int:
     return int(s.nobs[s.total_of[s.service_index[service]]])
 
 
+@pytest.mark.slow
 def test_minutes_inside_a_window_do_not_teach_the_baseline() -> None:
     lines = simulate([x_traffic()], START, 2 * 1440, seed=4, aggregate=True).lines
     plain, _ = run(lines, Pipeline(catalog=CATALOG))
@@ -32,6 +35,7 @@ def test_minutes_inside_a_window_do_not_teach_the_baseline() -> None:
     assert learned(other, "x") == learned(plain, "x")
 
 
+@pytest.mark.slow
 def test_an_incident_opened_inside_a_window_is_marked_and_the_state_keeps_windows() -> None:
     history = simulate([x_traffic()], START, 2 * 1440, seed=5, aggregate=True).lines
     onset = START + 2 * DAY + 3 * 3600

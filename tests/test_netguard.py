@@ -72,6 +72,7 @@ def _hits() -> tuple[LoopbackServer, list[Request]]:
     return LoopbackServer(handler), seen
 
 
+@pytest.mark.slow
 def test_loopback_server_is_not_reached_unless_allowed() -> None:
     server, seen = _hits()
 
@@ -90,6 +91,7 @@ def test_loopback_server_is_not_reached_unless_allowed() -> None:
         assert len(seen) == 1
 
 
+@pytest.mark.slow
 def test_dns_rebinding_cannot_bypass_the_check() -> None:
     """The address checked is the address connected to: a resolver that answers a public
     address first and loopback afterwards is refused on the answer used for the connection."""
@@ -121,6 +123,7 @@ def test_mixed_answers_are_refused() -> None:
         asyncio.run(resolve_checked("mixed.test", 80, allow_private=False, resolve=mixed))
 
 
+@pytest.mark.slow
 def test_every_redirect_hop_is_checked() -> None:
     """A target that is allowed and redirects to a forbidden address fails at the second hop.
     (Here the policy forbids only 127.0.0.2, so the loopback server stands for a public one.)"""

@@ -41,6 +41,7 @@ async def make_token(c: httpx.AsyncClient, *scopes: str) -> str:
 
 
 # ---------------------------------------------------------------------------- tokens
+@pytest.mark.slow
 async def test_a_token_is_shown_once_and_stored_only_as_its_hash(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (server, c):
         r = await c.post(
@@ -62,6 +63,7 @@ async def test_a_token_is_shown_once_and_stored_only_as_its_hash(tmp_path: Path)
         assert not any(token in str(v) for v in rows[0])
 
 
+@pytest.mark.slow
 async def test_each_scope_opens_its_endpoints_only(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (_, c):
         ingest = bearer(await make_token(c, "ingest"))
@@ -91,6 +93,7 @@ async def test_each_scope_opens_its_endpoints_only(tmp_path: Path) -> None:
         assert_error(await c.get("/metrics", headers=bearer("ow_nope")), 403, "forbidden")
 
 
+@pytest.mark.slow
 async def test_a_partner_token_is_not_rate_limited(tmp_path: Path) -> None:
     flags = {"OUTAGEWATCH_RATE_PER_IP": "2", "OUTAGEWATCH_RATE_PER_BLOCK": "100"}
     async with running(tmp_path, Clock(), flags=flags) as (_, c):
@@ -109,6 +112,7 @@ async def test_a_partner_token_is_not_rate_limited(tmp_path: Path) -> None:
         assert_error(r, 429, "rate_limited")
 
 
+@pytest.mark.slow
 async def test_a_revoked_token_is_refused_and_bad_bodies_are_422(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (_, c):
         r = await c.post("/api/v1/tokens", json={"name": "p", "scopes": ["ingest"]}, headers=ADMIN)
@@ -131,6 +135,7 @@ async def test_a_revoked_token_is_refused_and_bad_bodies_are_422(tmp_path: Path)
         assert_error(r, 422, "invalid_body")
 
 
+@pytest.mark.slow
 async def test_every_operation_states_its_scope(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (_, c):
         spec = (await c.get("/openapi.json")).json()
@@ -160,6 +165,7 @@ async def incident_of(server: Server, c: httpx.AsyncClient, clock: Clock) -> dic
     return dict(doc)
 
 
+@pytest.mark.slow
 async def test_updates_show_in_the_json_page_and_feed_and_go_to_subscribers(
     tmp_path: Path,
 ) -> None:
@@ -204,6 +210,7 @@ async def test_updates_show_in_the_json_page_and_feed_and_go_to_subscribers(
             assert sorted(d["kind"] for d in log) == ["opened", "update", "update"]
 
 
+@pytest.mark.slow
 async def test_update_errors(tmp_path: Path) -> None:
     clock = Clock()
     async with running(tmp_path, clock, history=("x",)) as (server, c):
@@ -224,6 +231,7 @@ async def test_update_errors(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- maintenance
+@pytest.mark.slow
 async def test_maintenance_windows_are_listed_shown_and_silence_alerts(tmp_path: Path) -> None:
     secret = "a-webhook-secret-of-some-length"
     hooks = Hooks(secret)
@@ -278,6 +286,7 @@ async def test_maintenance_windows_are_listed_shown_and_silence_alerts(tmp_path:
             assert statuses["x"] != "maintenance"
 
 
+@pytest.mark.slow
 async def test_maintenance_errors(tmp_path: Path) -> None:
     clock = Clock()
     async with running(tmp_path, clock) as (_, c):
@@ -299,6 +308,7 @@ async def test_maintenance_errors(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- follow
+@pytest.mark.slow
 async def test_a_service_feed_has_its_incidents_and_updates_only(tmp_path: Path) -> None:
     clock = Clock()
     async with running(tmp_path, clock, history=("x", "facebook")) as (server, c):
@@ -326,6 +336,7 @@ async def test_a_service_feed_has_its_incidents_and_updates_only(tmp_path: Path)
         assert 'href="/feeds/services/x.atom"' in page and 'href="/badges/x.svg"' in page
 
 
+@pytest.mark.slow
 async def test_a_badge_names_the_service_and_colours_its_status(tmp_path: Path) -> None:
     from outagewatch.catalog import Catalog
     from test_serve_watch import DEMO
@@ -357,6 +368,7 @@ async def test_a_badge_names_the_service_and_colours_its_status(tmp_path: Path) 
 
 
 # ---------------------------------------------------------------------------- the catalog
+@pytest.mark.slow
 async def test_a_service_put_over_http_takes_reports_at_once_and_can_go(tmp_path: Path) -> None:
     import tomllib
 
@@ -404,6 +416,7 @@ async def test_a_service_put_over_http_takes_reports_at_once_and_can_go(tmp_path
         assert int(counts.sum()) == 1
 
 
+@pytest.mark.slow
 async def test_a_bad_service_is_the_loaders_error_as_422(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (server, c):
         before = server.catalog.source

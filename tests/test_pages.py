@@ -65,6 +65,7 @@ def html_ok(r: httpx.Response, status: int = 200) -> str:
 
 
 # ---------------------------------------------------------------------------- home
+@pytest.mark.slow
 async def test_home_lists_every_service_with_status_and_sparkline(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (server, c):
         html = html_ok(await c.get("/"))
@@ -76,6 +77,7 @@ async def test_home_lists_every_service_with_status_and_sparkline(tmp_path: Path
         assert html.count('data-status="ok"') >= len(ids)
 
 
+@pytest.mark.slow
 async def test_home_search_without_js_filters_by_name_and_alias(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (_, c):
         by_alias = html_ok(await c.get("/", params={"q": "TWITTER"}))
@@ -87,6 +89,7 @@ async def test_home_search_without_js_filters_by_name_and_alias(tmp_path: Path) 
         assert 'id="no-match" hidden' not in none
 
 
+@pytest.mark.slow
 async def test_home_puts_ongoing_incidents_first(tmp_path: Path) -> None:
     clock = Clock()
     async with running(tmp_path, clock, history=("x", "netflix")) as (server, c):
@@ -102,6 +105,7 @@ async def test_home_puts_ongoing_incidents_first(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- service
+@pytest.mark.slow
 async def test_service_page_by_alias_shows_chart_of_the_api_numbers(tmp_path: Path) -> None:
     clock = Clock()
     async with running(tmp_path, clock, history=("x",)) as (_, c):
@@ -116,6 +120,7 @@ async def test_service_page_by_alias_shows_chart_of_the_api_numbers(tmp_path: Pa
         assert 'id="report-form"' in html and 'method="post"' in html
 
 
+@pytest.mark.slow
 async def test_service_page_map_colours_the_incident_countries(tmp_path: Path) -> None:
     clock = Clock()
     async with running(tmp_path, clock, history=("x",)) as (server, c):
@@ -134,6 +139,7 @@ async def test_service_page_map_colours_the_incident_countries(tmp_path: Path) -
         assert 'class="span"' in html  # the incident is shaded on the chart
 
 
+@pytest.mark.slow
 async def test_service_page_answers_while_the_writer_holds_the_engine(tmp_path: Path) -> None:
     """The pages' reads (map breakdown, chart, ongoing incidents) wait for the writer at most
     once per busy spell: a page answers within 100 ms while the engine lock is held."""
@@ -172,6 +178,7 @@ async def test_service_page_answers_while_the_writer_holds_the_engine(tmp_path: 
         )
 
 
+@pytest.mark.slow
 async def test_unknown_service_and_incident_get_a_404_page(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (_, c):
         html = html_ok(await c.get("/services/nope"), 404)
@@ -183,6 +190,7 @@ async def test_unknown_service_and_incident_get_a_404_page(tmp_path: Path) -> No
 
 
 # ---------------------------------------------------------------------------- the form
+@pytest.mark.slow
 async def test_report_form_without_js_counts_and_thanks(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (_, c):
         page = await c.get("/services/x")
@@ -203,6 +211,7 @@ async def test_report_form_without_js_counts_and_thanks(tmp_path: Path) -> None:
         assert doc["minutes"][-1]["reports"] == 1
 
 
+@pytest.mark.slow
 async def test_report_form_rejects_a_missing_or_forged_token(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (_, c):
         form = {"problem": "app", "country": "US"}
@@ -219,6 +228,7 @@ async def test_report_form_rejects_a_missing_or_forged_token(tmp_path: Path) -> 
         assert doc["minutes"][-1]["reports"] == 0
 
 
+@pytest.mark.slow
 async def test_report_form_checks_problem_and_country(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (_, c):
         token = csrf_of((await c.get("/services/x")).text)
@@ -233,6 +243,7 @@ async def test_report_form_checks_problem_and_country(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- escaping
+@pytest.mark.slow
 async def test_every_shown_value_is_escaped(tmp_path: Path) -> None:
     catalog = Catalog.from_toml(EVIL_CATALOG)
     async with running(tmp_path, Clock(), catalog=catalog) as (_, c):
@@ -251,6 +262,7 @@ async def test_every_shown_value_is_escaped(tmp_path: Path) -> None:
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
+@pytest.mark.slow
 async def test_incident_page_escapes_causes_and_shows_cluster(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -290,6 +302,7 @@ async def test_incident_page_escapes_causes_and_shows_cluster(
         assert "Instagram" in html and "group" in html
 
 
+@pytest.mark.slow
 async def test_incident_page_timeline_countries_and_not_known_cause(tmp_path: Path) -> None:
     clock = Clock()
     async with running(tmp_path, clock, history=("x",)) as (server, c):
@@ -306,6 +319,7 @@ async def test_incident_page_timeline_countries_and_not_known_cause(tmp_path: Pa
 
 
 # ---------------------------------------------------------------------------- assets
+@pytest.mark.slow
 async def test_static_assets_are_served(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (_, c):
         for name, kind in (("style.css", "text/css"), ("live.js", "javascript")):
@@ -339,6 +353,7 @@ def test_chart_geometry() -> None:
     assert ch.band_path.startswith("M100 ") and ch.band_path.endswith("Z")
 
 
+@pytest.mark.slow
 async def test_report_form_shares_the_rate_limit_of_the_api(tmp_path: Path) -> None:
     from outagewatch.web.ratelimit import RateLimiter
 
@@ -363,6 +378,7 @@ def big_catalog(n: int) -> Catalog:
     return Catalog.from_toml(text, "big.toml")
 
 
+@pytest.mark.slow
 async def test_a_10000_service_catalog_keeps_health_fast_while_home_reloads(
     tmp_path: Path,
 ) -> None:

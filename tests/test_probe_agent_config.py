@@ -55,6 +55,7 @@ async def until(what: str, cond: Callable[[], bool], timeout: float = 15.0) -> N
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_the_agent_follows_the_server_list_and_buffers_while_it_is_away() -> None:
     with LoopbackServer(lambda r: Reply(200, b"fine")) as site:
         server = Server("tok", [item("x", f"{site.url}/x")])
@@ -98,6 +99,7 @@ def test_the_agent_follows_the_server_list_and_buffers_while_it_is_away() -> Non
     assert all(e["ok"] is True for e in server.posted)
 
 
+@pytest.mark.slow
 def test_a_refused_token_stops_the_agent_before_it_probes() -> None:
     server = Server("right", [])
     with server.http:
@@ -124,6 +126,7 @@ def test_bad_list_items_are_skipped_with_the_reason() -> None:
             probe_of(bad)
 
 
+@pytest.mark.slow
 def test_cli_needs_no_catalog_or_database(
     tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -91,6 +91,7 @@ async def until(what: str, cond: Callable[[], bool], timeout: float = 10.0) -> N
 
 
 @LATENESS
+@pytest.mark.slow
 async def test_quorum_outage_partial_problems_and_recovery(tmp_path: Path, lateness: str) -> None:
     target = Target()
     alerts: list[dict[str, Any]] = []
@@ -173,6 +174,7 @@ def _iso(ts: float) -> str:
 
 
 @LATENESS
+@pytest.mark.slow
 async def test_silent_sources_show_unknown_and_so_does_a_stale_tracker(
     tmp_path: Path, lateness: str
 ) -> None:

@@ -85,6 +85,7 @@ def test_ok_probe_is_a_valid_event(site: LoopbackServer) -> None:
         ({"url": "/body", "keyword": "all systems go"}, "keyword 'all systems go' not found"),
     ],
 )
+@pytest.mark.slow
 def test_failing_probes_say_why(site: LoopbackServer, probe_kw: dict[str, Any], error: str) -> None:
     kw = {**probe_kw, "url": site.url + probe_kw["url"]}
     ev = probe_once(Probe(**kw))
@@ -92,6 +93,7 @@ def test_failing_probes_say_why(site: LoopbackServer, probe_kw: dict[str, Any], 
     decodes([ev])
 
 
+@pytest.mark.slow
 def test_expected_status_and_keyword_pass(site: LoopbackServer) -> None:
     assert probe_once(Probe(site.url + "/created", expect_status=201))["ok"] is True
     ev = probe_once(Probe(site.url + "/ok", keyword="all systems go"))
@@ -99,6 +101,7 @@ def test_expected_status_and_keyword_pass(site: LoopbackServer) -> None:
 
 
 @pytest.mark.parametrize("path", ["/slow", "/trickle"])
+@pytest.mark.slow
 def test_whole_check_has_one_deadline(site: LoopbackServer, path: str) -> None:
     t0 = time.monotonic()
     ev = probe_once(Probe(site.url + path, keyword="nothing like this", timeout_s=0.5))
@@ -121,6 +124,7 @@ def test_private_target_is_refused_unless_allowed(site: LoopbackServer) -> None:
     assert site.paths() == []
 
 
+@pytest.mark.slow
 def test_tls_certificate_expiry_warning(tmp_path: Path) -> None:
     cert, key = self_signed_cert(tmp_path, days=3)
     with LoopbackServer(target, tls=server_tls(cert, key)) as tls_site:
@@ -142,6 +146,7 @@ def test_tls_certificate_expiry_warning(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- scheduler
 
 
+@pytest.mark.slow
 def test_hanging_target_does_not_delay_the_others(site: LoopbackServer) -> None:
     results: list[tuple[float, dict[str, Any]]] = []
 
@@ -241,6 +246,7 @@ def agent_catalog(site: LoopbackServer) -> Catalog:
     )
 
 
+@pytest.mark.slow
 def test_two_agents_at_two_vantages(site: LoopbackServer) -> None:
     """The target fails for eu-west only; both agents' results reach the server, tagged."""
     receiver = Receiver("s3cret", down_for=2)
@@ -289,6 +295,7 @@ def test_two_agents_at_two_vantages(site: LoopbackServer) -> None:
     decodes([{"type": "probe", **e} for e in events], ("x", "y"))
 
 
+@pytest.mark.slow
 def test_agent_with_a_wrong_token_stops_with_a_clear_error(site: LoopbackServer) -> None:
     receiver = Receiver("right")
     with receiver.server:
@@ -308,6 +315,7 @@ def test_agent_with_a_wrong_token_stops_with_a_clear_error(site: LoopbackServer)
     assert receiver.batches == []
 
 
+@pytest.mark.slow
 def test_agent_buffers_while_the_server_is_down(site: LoopbackServer) -> None:
     """A server that is unreachable: results wait (bounded), none is lost once it is back."""
     receiver = Receiver("t", down_for=3)
@@ -325,6 +333,7 @@ def test_agent_buffers_while_the_server_is_down(site: LoopbackServer) -> None:
     assert left == 0 and agent.failures == 3 and len(receiver.events) == 2
 
 
+@pytest.mark.slow
 def test_agent_cli_once(
     site: LoopbackServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

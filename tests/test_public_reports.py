@@ -25,6 +25,7 @@ def counted(doc: dict[str, Any]) -> int:
 
 
 @pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.slow
 async def test_a_public_count_of_a_million_a_minute_opens_no_incident(
     tmp_path: Path, fast: bool
 ) -> None:
@@ -54,6 +55,7 @@ async def test_a_public_count_of_a_million_a_minute_opens_no_incident(
         assert r.status_code == 202 and r.json()["accepted"] == 1
 
 
+@pytest.mark.slow
 async def test_a_public_ts_far_from_arrival_is_the_arrival_time(tmp_path: Path) -> None:
     clock = Clock()
     async with running(tmp_path, clock, fast=True) as (server, c):
@@ -97,6 +99,7 @@ async def test_a_public_ts_far_from_arrival_is_the_arrival_time(tmp_path: Path) 
         "text/json",
     ],
 )
+@pytest.mark.slow
 async def test_only_json_is_json(tmp_path: Path, fast: bool, content_type: str | None) -> None:
     async with running(tmp_path, Clock(), fast=fast) as (_, c):
         body = b'{"service": "x", "country": "US"}'
@@ -112,6 +115,7 @@ async def test_only_json_is_json(tmp_path: Path, fast: bool, content_type: str |
             assert r.status_code == 202, r.text
 
 
+@pytest.mark.slow
 async def test_a_public_batch_larger_than_the_rate_limit_is_refused_clearly(
     tmp_path: Path,
 ) -> None:

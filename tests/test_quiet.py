@@ -71,6 +71,7 @@ def assert_same(fast: Pipeline, slow: Pipeline) -> None:
     assert fast.sources.newest == slow.sources.newest
 
 
+@pytest.mark.slow
 def test_quiet_runs_equal_minute_by_minute_ticks_over_a_month() -> None:
     lines = month(0.0)
     fast, fast_docs, fast_tr = replay(lines, quiet=True)
@@ -87,6 +88,7 @@ def test_quiet_runs_equal_minute_by_minute_ticks_over_a_month() -> None:
     assert_same(fast, slow)
 
 
+@pytest.mark.slow
 def test_quiet_runs_equal_ticks_with_out_of_order_reports() -> None:
     lines = month(200.0)[:30_000]  # the first ~10 days: the gmail outage
     fast, fast_docs, fast_tr = replay(lines, quiet=True)
@@ -115,6 +117,7 @@ class Recorder:
             self.skipped.append((m0, m1))
 
 
+@pytest.mark.slow
 def test_quiet_run_hooks_cover_every_quiet_minute_once_and_can_stop_a_run() -> None:
     lines = month(0.0)[:8_000]  # three days
     slow, _, _ = replay(lines, quiet=False)
@@ -150,6 +153,7 @@ def test_learning_factors_gathered_per_half_hour_equal_the_per_minute_ones() -> 
         assert np.array_equal(got, want), start
 
 
+@pytest.mark.slow
 def test_quiet_runs_equal_ticks_with_half_hour_offsets_and_maintenance() -> None:
     """Runs cross half hours, days and learning blocks: a country on a half-hour offset
     (IN, +5:30: its profile slots change at :00 UTC), a weekend and a maintenance window
@@ -186,6 +190,7 @@ def test_quiet_runs_equal_ticks_with_half_hour_offsets_and_maintenance() -> None
     assert covered[0] > 0.9 * fast.stats.ticks and covered[1] == 0
 
 
+@pytest.mark.slow
 def test_the_read_api_answers_from_the_ring_and_the_baseline() -> None:
     """`Pipeline.recent_counts`, `breakdown`, `typical`, `live_doc`, `open_count`: what
     engine, replay and web read, without reaching into the pipeline's arrays."""
@@ -284,6 +289,7 @@ def busy_weeks() -> tuple[list[bytes], list[tuple[str, float, float]]]:
     return lines, windows
 
 
+@pytest.mark.slow
 def test_quiet_runs_go_on_beside_open_incidents() -> None:
     """Incidents open for hours while other services stay quiet: the services with an
     incident are ticked minute by minute beside a run of the others (`Pipeline._quiet_run`),
@@ -330,6 +336,7 @@ def test_quiet_runs_go_on_beside_open_incidents() -> None:
     assert len(covered) > 0.95 * fast.stats.ticks and not hooks[1].skipped
 
 
+@pytest.mark.slow
 def test_a_run_carries_the_sequential_test_of_a_service_whose_incident_has_ended() -> None:
     """A service whose incident has ended but is not yet final is ticked beside the run
     (its minutes may still be folded in and must not be learned), and its sequential test,
@@ -386,6 +393,7 @@ def test_a_run_carries_the_sequential_test_of_a_service_whose_incident_has_ended
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
+@pytest.mark.slow
 def test_quiet_runs_equal_ticks_in_every_scenario(name: str) -> None:
     """The simulator's scenarios (floods judged by the source sketches while other
     incidents are open, probes, status pages, clusters...), fed in batches as `replay`

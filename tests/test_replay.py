@@ -55,6 +55,7 @@ def incidents(db: Path) -> list[dict[str, Any]]:
         START + 3 * 86400 + 3600 * 9 + 50 * 60,  # just after it: resolving, not yet final
     ],
 )
+@pytest.mark.slow
 def test_two_halves_give_the_same_incidents_as_one_call(
     stream: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], cut_at: float | None
 ) -> None:
@@ -89,6 +90,7 @@ def test_two_halves_give_the_same_incidents_as_one_call(
     capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_replaying_the_same_file_again_does_not_double_count(
     stream: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -136,6 +138,7 @@ BAD_LINES = [
 ]
 
 
+@pytest.mark.slow
 def test_bulk_replay_with_bad_lines_matches_line_by_line(
     stream: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

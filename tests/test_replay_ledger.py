@@ -59,6 +59,7 @@ def clean(
     return counts, incs
 
 
+@pytest.mark.slow
 def test_replaying_the_same_file_twice_leaves_the_counts_unchanged(
     stream: Path, clean: tuple[np.ndarray, list[tuple[str, int]]], tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -76,6 +77,7 @@ def test_replaying_the_same_file_twice_leaves_the_counts_unchanged(
     assert incs == clean[1]
 
 
+@pytest.mark.slow
 def test_a_grown_file_a_copy_on_stdin_and_a_repeat_in_one_call_count_once(
     stream: Path, clean: tuple[np.ndarray, list[tuple[str, int]]], tmp_path: Path,
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
@@ -116,6 +118,7 @@ def test_an_edited_file_is_another_input(
     assert " 200 lines" in out
 
 
+@pytest.mark.slow
 def test_sigterm_after_a_commit_then_a_rerun_equals_one_clean_replay(
     stream: Path, clean: tuple[np.ndarray, list[tuple[str, int]]], tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

@@ -51,6 +51,7 @@ def kinds(doc: dict[str, Any]) -> list[str]:
 
 
 # ---------------------------------------------------------------- capacity vs DDoS
+@pytest.mark.slow
 def test_capacity_errors_grow_with_listeners_and_fall_when_capped() -> None:
     docs = incidents("capacity")
     assert sorted(docs) == ["x"]
@@ -64,6 +65,7 @@ def test_capacity_errors_grow_with_listeners_and_fall_when_capped() -> None:
     assert "ddos" not in kinds(docs["x"])  # claimed to be a DDoS, it was not one
 
 
+@pytest.mark.slow
 def test_ddos_traffic_far_beyond_flat_load_is_not_capacity() -> None:
     docs = incidents("ddos")
     assert sorted(docs) == ["x"]
@@ -78,6 +80,7 @@ def test_ddos_traffic_far_beyond_flat_load_is_not_capacity() -> None:
 
 
 # ---------------------------------------------------------------- failover
+@pytest.mark.slow
 def test_failed_failover_names_the_sites_and_is_probe_confirmed() -> None:
     docs = incidents("failover_failed")
     assert sorted(docs) == ["netflix"]
@@ -94,6 +97,7 @@ def test_failed_failover_names_the_sites_and_is_probe_confirmed() -> None:
     assert doc["probe_confirmed"] is True
 
 
+@pytest.mark.slow
 def test_working_failover_is_no_incident() -> None:
     """The primary failed, the public endpoint survived: users never noticed."""
     p, docs = run(scenario("failover_worked", START), scenario_catalog("failover_worked"))
@@ -104,6 +108,7 @@ def test_working_failover_is_no_incident() -> None:
 
 
 # ---------------------------------------------------------------- upstream
+@pytest.mark.slow
 def test_cdn_failure_takes_three_customers_down_with_it() -> None:
     docs = incidents("upstream")
     customers = ("discord", "shopify", "canva")
@@ -127,6 +132,7 @@ def test_cdn_failure_takes_three_customers_down_with_it() -> None:
     assert top(docs["netflix"])["kind"] == "unknown"
 
 
+@pytest.mark.slow
 def test_one_customers_own_outage_is_not_blamed_on_the_cdn() -> None:
     docs = incidents("own_outage")
     assert sorted(docs) == ["shopify"]
@@ -139,6 +145,7 @@ def test_one_customers_own_outage_is_not_blamed_on_the_cdn() -> None:
 
 
 # ---------------------------------------------------------------- regional
+@pytest.mark.slow
 def test_one_countrys_network_down_seven_of_nine_services() -> None:
     docs = incidents("regional")
     down = ["ebay", "paypal", "reddit", "slack", "spotify", "twitch", "zoom"]
@@ -154,6 +161,7 @@ def test_one_countrys_network_down_seven_of_nine_services() -> None:
         assert (cluster["kind"], cluster["key"], cluster["services"]) == ("regional", "DE", down)
 
 
+@pytest.mark.slow
 def test_global_outage_of_one_service_is_not_regional() -> None:
     docs = incidents("global_outage")
     assert sorted(docs) == ["spotify"]
@@ -166,6 +174,7 @@ def test_global_outage_of_one_service_is_not_regional() -> None:
 
 
 # ---------------------------------------------------------------- shared platform
+@pytest.mark.slow
 def test_a_companys_apps_down_together_whatsapp_spared_rival_untouched() -> None:
     docs = incidents("shared_platform")
     down = ["facebook", "instagram", "messenger", "threads"]
@@ -195,6 +204,7 @@ def test_two_unrelated_services_in_the_same_hour_share_nothing() -> None:
 
 
 # ---------------------------------------------------------------- the scenarios themselves
+@pytest.mark.slow
 def test_every_scenario_is_sorted_valid_and_deterministic() -> None:
     for name in SCENARIOS:
         events = scenario(name, START + 17, seed=3, history=False)

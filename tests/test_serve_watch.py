@@ -57,6 +57,7 @@ async def until(what: str, cond: Callable[[], bool], timeout: float = 10.0) -> N
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 async def test_failing_public_probes_confirm_the_incident(tmp_path: Path) -> None:
     with LoopbackServer(lambda r: Reply(503, b"down")) as target:
         catalog = with_probe(f"http://127.0.0.1:{target.port}/health")
@@ -81,6 +82,7 @@ async def test_failing_public_probes_confirm_the_incident(tmp_path: Path) -> Non
             assert inc["service"] == "x" and inc["probe_confirmed"] is True
 
 
+@pytest.mark.slow
 async def test_two_agents_at_two_vantages(tmp_path: Path) -> None:
     with LoopbackServer(lambda r: Reply(200, b"fine")) as target:
         catalog = with_probe(f"http://127.0.0.1:{target.port}/")
@@ -133,6 +135,7 @@ class Hooks:
         return [str(g["kind"]) for g in self.got]
 
 
+@pytest.mark.slow
 async def test_alerts_once_for_open_and_once_for_resolve_across_a_restart(
     tmp_path: Path,
 ) -> None:
@@ -168,6 +171,7 @@ async def test_alerts_once_for_open_and_once_for_resolve_across_a_restart(
         assert {d["status"] for d in log} == {"sent"}
 
 
+@pytest.mark.slow
 async def test_the_official_status_page_shows_on_the_incident(tmp_path: Path) -> None:
     summary = {
         "page": {"name": "X"},

@@ -125,6 +125,7 @@ def test_streams_are_independent() -> None:
     assert key(alone.lines) == key(more.lines)
 
 
+@pytest.mark.slow
 def test_daily_count_matches_rate() -> None:
     # US local midnight (UTC-6) on a Tuesday: one full local weekday for US and JP alike
     start = epoch("2025-03-11T06:00:00")
@@ -140,6 +141,7 @@ def test_daily_count_matches_rate() -> None:
     assert extra == 0.0
 
 
+@pytest.mark.slow
 def test_diurnal_cycle_follows_local_time() -> None:
     start = epoch("2025-03-11T00:00:00")  # a Tuesday
     traffic = [
@@ -161,6 +163,7 @@ def test_diurnal_cycle_follows_local_time() -> None:
         assert quietest in (2, 3, 4, 5)
 
 
+@pytest.mark.slow
 def test_flat_diurnal_is_flat() -> None:
     start = epoch("2025-03-11T00:00:00")
     sim = simulate([svc("f", 60.0, {"GB": 1.0}, diurnal=0.0)], start, DAY, seed=4)
@@ -168,6 +171,7 @@ def test_flat_diurnal_is_flat() -> None:
     assert min(by_hour.values()) > 0.85 * max(by_hour.values())
 
 
+@pytest.mark.slow
 def test_weekend_factor_and_shift() -> None:
     start = epoch("2025-03-14T00:00:00")  # Friday, GB is UTC+0
     flat = simulate(
@@ -187,6 +191,7 @@ def test_weekend_factor_and_shift() -> None:
     assert morning[1] < 0.7 * morning[0]  # Saturday mornings start later
 
 
+@pytest.mark.slow
 def test_growth_per_day_and_per_country() -> None:
     start = epoch("2025-03-11T00:00:00")  # Tuesday..Thursday, weekdays in GB and DE
     traffic = [
@@ -207,6 +212,7 @@ def test_growth_per_day_and_per_country() -> None:
     assert gb[0] == pytest.approx(20.0 * DAY * 0.1 / math.log(1.1), rel=0.04)
 
 
+@pytest.mark.slow
 def test_holiday_looks_like_sunday() -> None:
     # US local days (UTC-6): Thu 2025-07-03, Fri 07-04 (Independence Day), Sat, Sun
     start = epoch("2025-07-03T06:00:00")
@@ -302,6 +308,7 @@ def test_surge_clipped_to_window_and_validation() -> None:
         simulate([], start, 10, repeat_share=1.0)
 
 
+@pytest.mark.slow
 def test_repeat_share_and_repeats_are_recent() -> None:
     start = epoch("2025-03-12T12:00:00")
     sim = simulate([svc("r", 50.0, {"US": 1.0})], start, 600, seed=14, repeat_share=0.25)
@@ -401,6 +408,7 @@ def check_lines(sim: Simulation, catalog: Catalog) -> None:
         ipaddress.IPv4Address(e["ip"])
 
 
+@pytest.mark.slow
 def test_every_line_is_valid_json_with_required_fields() -> None:
     catalog = Catalog.demo()
     start = epoch("2025-03-11T06:00:00")
@@ -410,6 +418,7 @@ def test_every_line_is_valid_json_with_required_fields() -> None:
     check_lines(sim, catalog)
 
 
+@pytest.mark.slow
 def test_demo_traffic_and_scenario() -> None:
     catalog = Catalog.demo()
     traffic = {t.service: t for t in demo_traffic()}
@@ -468,6 +477,7 @@ def test_benchmark_traffic() -> None:
     assert benchmark_traffic(120, seed=1) != traffic
 
 
+@pytest.mark.slow
 def test_benchmark_cli_200k_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.ndjson"
     began = time.perf_counter()

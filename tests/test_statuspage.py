@@ -112,6 +112,7 @@ def test_statuspage_changes_become_status_events() -> None:
     assert out.rejected == [] and len(out.others) == 4  # valid §2 status events
 
 
+@pytest.mark.slow
 def test_poller_runs_on_its_interval_and_refuses_private_pages() -> None:
     page = Page(OUTAGE)
     got: list[dict[str, Any]] = []

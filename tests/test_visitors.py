@@ -60,6 +60,7 @@ async def confirm_link(c: httpx.AsyncClient, inbox: Inbox, address: str, n: int)
     return found.group(1)
 
 
+@pytest.mark.slow
 async def test_off_without_smtp_and_public_url(tmp_path: Path) -> None:
     async with running(tmp_path, Clock()) as (_, c):
         r = await subscribe(c, "ann@example.com", "x")
@@ -67,6 +68,7 @@ async def test_off_without_smtp_and_public_url(tmp_path: Path) -> None:
         assert 'action="/subscribe"' not in (await c.get("/services/x")).text
 
 
+@pytest.mark.slow
 async def test_a_confirmation_link_expires(
     tmp_path: Path, smtp: tuple[Inbox, dict[str, str]]
 ) -> None:
@@ -81,6 +83,7 @@ async def test_a_confirmation_link_expires(
         assert (await c.get("/api/v1/subscriptions", headers=ADMIN)).json() == []
 
 
+@pytest.mark.slow
 async def test_an_address_gets_one_mail_per_alert_and_any_link_unsubscribes_it(
     tmp_path: Path, smtp: tuple[Inbox, dict[str, str]]
 ) -> None:
@@ -112,6 +115,7 @@ async def test_an_address_gets_one_mail_per_alert_and_any_link_unsubscribes_it(
         assert (await c.post(url.removeprefix("https://status.example.org"))).status_code == 200
 
 
+@pytest.mark.slow
 async def test_the_html_form_answers_in_html(
     tmp_path: Path, smtp: tuple[Inbox, dict[str, str]]
 ) -> None:
@@ -131,6 +135,7 @@ async def test_the_html_form_answers_in_html(
         assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
 
 
+@pytest.mark.slow
 async def test_bad_bodies_are_clear_4xx(tmp_path: Path, smtp: tuple[Inbox, dict[str, str]]) -> None:
     _, flags = smtp
     async with running(tmp_path, Clock(), flags=flags) as (_, c):
