@@ -1,9 +1,9 @@
 """Detection quality, graded by `evaluate` on labelled simulated outages (issue 13).
 
 Four weeks of the demo catalog (growth, weekends, holidays and organic variation on the
-services that keep their demo traffic), with 103 labelled outages:
+services that keep their demo traffic), with 283 labelled outages:
 
-- a grid of step outages, three per (baseline, surge size): baselines 0.1, 1, 10, 100 and
+- a grid of step outages, nine per (baseline, surge size) (`--per-cell`): baselines 0.1, 1, 10, 100 and
   1,000 reports/min (flat traffic on shopify, threads, discord, youtube and x, so that the
   baseline of a cell is exact) x surge sizes 2, 3, 5, 10, 30 and 100 (60 minutes each);
 - 5 outages ramping up over 1 to 10 minutes, 3 in one country only, 3 of one problem only,
@@ -21,9 +21,10 @@ the true baseline and size, started from 0 at the outage's start and run on the 
 counts of its minutes (`oracle_delay`). Both count whole minutes as the pipeline does (it
 judges a minute when it closes, and the outages start on minute boundaries), so a delay
 of 1 is a detection at the end of the outage's first minute. The expected delay is a
-mean over all outages; five outages a cell give a median that can sit a minute above it
+mean over all outages; a few outages a cell give a median that can sit a minute above it
 for the optimum itself (e.g. 1/min 10x: P(N <= 2) = 0.85, so three of five need 3
-minutes about 3% of the time), which the same-observations figure shows.
+minutes about 3% of the time; hence nine a cell), which the same-observations figure
+shows.
 
 `--cli PATH` grades another build (e.g. /work/base/.venv/bin/outagewatch, which has no
 `evaluate`): its `replay` and `incidents --format json` run on the same files and this
@@ -74,7 +75,7 @@ class Outage:
     size: float  # (baseline + extra) / baseline
 
 
-def plan(days: int, seed: int, per_cell: int = 5) -> tuple[list[Any], list[Outage]]:
+def plan(days: int, seed: int, per_cell: int = 9) -> tuple[list[Any], list[Outage]]:
     traffic = [
         dataclasses.replace(
             t,
@@ -240,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--cli", default=None, help="grade another build's replay (its CLI path)")
     ap.add_argument("--out", default=None, help="also write the grades as JSON here")
-    ap.add_argument("--per-cell", type=int, default=5, help="outages per (baseline, size) cell")
+    ap.add_argument("--per-cell", type=int, default=9, help="outages per (baseline, size) cell")
     ap.add_argument("--quick", action="store_true", help="7 days, 1 outage a cell (a smoke run)")
     args = ap.parse_args(argv)
     if args.quick:
