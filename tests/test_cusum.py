@@ -47,10 +47,9 @@ def step(
     n = len(x)
     fired = np.zeros(n, np.bool_)
     ratio = np.zeros(n)
-    s, sx, smu = state
     sizes = np.zeros(n, np.int8) if first is None else first
-    cusum_step(s, sx, smu, n, x.astype(np.float32), mu, disp.astype(np.float32),
-               np.ones(n, np.bool_), KS, sizes, h, 2.0, 6.0, fired, ratio)  # fmt: skip
+    minute = (x.astype(np.float32), mu, disp.astype(np.float32), np.ones(n, np.bool_))
+    cusum_step((*state, KS, sizes, h), minute, (2.0, 6.0, 0.0), (fired, ratio))
     return fired
 
 

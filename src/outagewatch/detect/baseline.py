@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from outagewatch.detect.kernels import learn_block
+from outagewatch.detect.kernels import Rates, learn_block
 from outagewatch.detect.series import SLOTS_PER_DAY, Series
 from outagewatch.geo import is_holiday
 from outagewatch.settings import PipelineSettings
@@ -238,6 +238,11 @@ class Baseline:
         base = daytype * SLOTS_PER_DAY
         return (base + h0 % SLOTS_PER_DAY, base + (h0 + 1) % SLOTS_PER_DAY, weekday)
 
+    @property
+    def rates(self) -> Rates:
+        """The learning rates as the kernels take them (`detect.kernels.Rates`)."""
+        return (self.level_alpha, self.season_alpha, self.dow_alpha, self.disp_alpha)
+
     def learned(self, steps: int) -> None:
         """The learning steps a compiled quiet run took (detect.quiet): factors gathered
         before them are stale."""
@@ -316,11 +321,8 @@ class Baseline:
         factor = self._block_factors(series, minutes)
         mid = minutes[b // 2]
         s0, s1, frac = self._slots(series, mid)
-        learn_block(
-            series.view("level"), series.view("nobs"), series.view("disp"),
-            series.view("season"), series.view("dow"), series.view("weekend_seen"),
-            factor, np.ascontiguousarray(x, np.float64), ok, s0, s1, frac,
-            self.weekday(series, mid), self.level_alpha, self.season_alpha, self.dow_alpha,
-            self.disp_alpha, any(m % 60 == 0 for m in minutes), SLOTS_PER_DAY,
-        )  # fmt: skip
+        block = (factor, np.ascontiguousarray(x, np.float64), ok)
+        middle = (s0, s1, frac, self.weekday(series, mid))
+        normalise = any(m % 60 == 0 for m in minutes)
+        learn_block(series.model(), block, middle, self.rates, normalise, SLOTS_PER_DAY)
         self._version += 1

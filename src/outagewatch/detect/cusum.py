@@ -39,6 +39,8 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
+from outagewatch.detect.kernels import F64, Guards, Mask, Minute
+
 SURGE_SIZES: tuple[float, ...] = (2.0, 3.0, 5.0, 10.0, 30.0, 100.0)
 WHOLE_SERVICE_BELOW = 3.0  # surge sizes below this are tested on total series only
 SERIES_PER_SERVICE = 8  # series a service typically has (total, countries, problems)
@@ -103,27 +105,24 @@ def _alarm(s: float, x: float, mu: float, h: float, min_ratio: float, min_excess
     return s > h and x >= min_ratio * mu and x - mu >= min_excess
 
 
+Sequential = tuple[F64, F64, F64, F64, NDArray[np.int8], float]
+"""The sequential test of every series, (stat, run_x, run_mu, ks, first, h): its state (S_k
+and the run's reports and expectation: (series, sizes)), the surge sizes k, each series'
+first size (`first_sizes`) and the threshold (`Pipeline._sequential_test`)."""
+Alarms = tuple[Mask, F64]
+"""(fired, ratio): which series fired, and the run's observed/expected ratio where so."""
+
+
 @njit(cache=True, nogil=True)
-def cusum_step(
-    stat: NDArray[np.float64],
-    run_x: NDArray[np.float64],
-    run_mu: NDArray[np.float64],
-    n: int,
-    x: NDArray[np.float32],
-    mu: NDArray[np.float64],
-    disp: NDArray[np.float32],
-    eligible: NDArray[np.bool_],
-    ks: NDArray[np.float64],
-    first: NDArray[np.int8],
-    h: float,
-    min_ratio: float,
-    min_excess: float,
-    fired: NDArray[np.bool_],
-    ratio: NDArray[np.float64],
-) -> bool:
+def cusum_step(test: Sequential, minute: Minute, guards: Guards, alarms: Alarms) -> bool:
     """One minute of every series' CUSUMs (in place). Marks `fired` (and the run's
     observed/expected `ratio`) where an alarm passes the guards, and restarts those series.
     Series not `eligible` (not warm) are held at 0. Returns whether any fired."""
+    stat, run_x, run_mu, ks, first, h = test
+    x, mu, disp, eligible = minute
+    min_ratio, min_excess, _ = guards
+    fired, ratio = alarms
+    n = mu.shape[0]
     any_fired = False
     nk = ks.shape[0]
     log_k = np.empty(nk)  # ln k once per call, not per series-minute (the same values)

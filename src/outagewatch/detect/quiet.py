@@ -152,10 +152,9 @@ def quiet_scan(
             saved_stat[:] = stat[:n]
             saved_x[:] = run_x[:n]
             saved_mu[:] = run_mu[:n]
-            if cusum_step(
-                stat, run_x, run_mu, n, ring_count[newest], mu, disp, eligible, ks, first, h,
-                min_ratio, min_excess, fired, ratio,
-            ):  # fmt: skip
+            test = (stat, run_x, run_mu, ks, first, h)
+            minute = (ring_count[newest], mu, disp, eligible)
+            if cusum_step(test, minute, (min_ratio, min_excess, log_alpha), (fired, ratio)):
                 stat[:n] = saved_stat
                 run_x[:n] = saved_x
                 run_mu[:n] = saved_mu
@@ -264,9 +263,9 @@ def _learn(
         fracs[i] = (whole + 0.5) % 1.0 if half[i] else whole % 1.0
         ok[i] = not busy[i] and not hot[i] and born[i] <= m
     learn_block(
-        level, nobs, disp, season, dow, weekend_seen, factor, x, ok,
-        slot0[k], slot1[k], fracs, weekday[k], level_alpha, season_alpha, dow_alpha,
-        disp_alpha, normalise, SLOTS_PER_DAY,
+        (level, nobs, disp, season, dow, weekend_seen), (factor, x, ok),
+        (slot0[k], slot1[k], fracs, weekday[k]),
+        (level_alpha, season_alpha, dow_alpha, disp_alpha), normalise, SLOTS_PER_DAY,
     )  # fmt: skip
 
 
@@ -296,7 +295,7 @@ def _candidate(
         acc_c += ring_count[row, i]
         acc_e += ring_expected[row, i]
         if j + 1 == windows[k]:
-            if is_candidate(acc_c, acc_e, True, r, min_ratio, min_excess, log_alpha):
+            if is_candidate(acc_c, acc_e, True, r, (min_ratio, min_excess, log_alpha)):
                 return True
             k += 1
             if k == nw:

@@ -25,8 +25,8 @@ from numpy.typing import NDArray
 
 from outagewatch.catalog import Catalog
 from outagewatch.detect.baseline import Baseline
-from outagewatch.detect.cusum import SURGE_SIZES, cusum_step, first_sizes, threshold
-from outagewatch.detect.kernels import window_scan
+from outagewatch.detect.cusum import SURGE_SIZES, Sequential, cusum_step, first_sizes, threshold
+from outagewatch.detect.kernels import Guards, Minute, Ring, Windows, window_scan
 from outagewatch.detect.quiet import quiet_scan
 from outagewatch.detect.scorer import Scores, score
 from outagewatch.detect.series import Series, SeriesKey
@@ -679,22 +679,24 @@ class Pipeline:
             return
         mu = self.baseline.expected(s, m)
         rows = self._window_rows(m)  # the newest minute first
-        nw = len(cfg.windows)
-        sums = np.empty((n, nw))
-        expected = np.empty((n, nw))
-        candidate = np.empty((n, nw), np.bool_)
+        x = s.ring_count[m % ring, :n]
         eligible = s.view("nobs") >= cfg.warmup_minutes
         disp32 = s.view("disp")
-        window_scan(
-            s.ring_count, s.ring_expected, rows, n, self._windows, mu, eligible,
-            cfg.min_ratio, cfg.min_excess, disp32, self._log_alpha, sums, expected, candidate,
-        )  # fmt: skip
+        minute = (x, mu, disp32, eligible)
+        sums, expected, candidate = self._window_scan(s.rings(), rows, minute)
         disp = disp32.astype(np.float64)
-        x = s.ring_count[m % ring, :n]
         scores = score(sums, expected, x, mu, disp, eligible, cfg, candidate=candidate)
         if self._cusum_h is not None:
-            scores = self._sequential(scores, n, x, mu, disp32, eligible)
+            scores = self._sequential(scores, minute)
         self._tick_tail(m, scores, disp)
+
+    def _window_scan(self, ring: Ring, rows: NDArray[np.int64], minute: Minute) -> Windows:
+        """`detect.kernels.window_scan` of the series of `minute` (the columns of `ring`)."""
+        n = len(minute[1])
+        nw = len(self._windows)
+        out = (np.empty((n, nw)), np.empty((n, nw)), np.empty((n, nw), np.bool_))
+        window_scan(ring, rows, self._windows, minute, self._guards(), out)
+        return out
 
     def _tick_tail(
         self,
@@ -724,7 +726,6 @@ class Pipeline:
         s = self.series
         cfg = self.settings
         n = len(s)
-        h = len(idx)
         rows = self._window_rows(m)
         nw = len(cfg.windows)
         if self._wide is None or self._wide[0] is not idx:
@@ -738,29 +739,20 @@ class Pipeline:
         expect = np.ascontiguousarray(s.ring_expected[:, idx])
         eligible = s.view("nobs")[idx] >= cfg.warmup_minutes
         disp32 = np.ascontiguousarray(s.view("disp")[idx])
-        sums = np.empty((h, nw))
-        expected = np.empty((h, nw))
-        candidate = np.empty((h, nw), np.bool_)
-        window_scan(
-            count, expect, rows, h, self._windows, mu, eligible, cfg.min_ratio,
-            cfg.min_excess, disp32, self._log_alpha, sums, expected, candidate,
-        )  # fmt: skip
-        s.ring_expected[rows[0], idx] = expect[rows[0]]
         x = count[m % s.ring]
+        minute = (x, mu, disp32, eligible)
+        sums, expected, candidate = self._window_scan((count, expect), rows, minute)
+        s.ring_expected[rows[0], idx] = expect[rows[0]]
         disp = disp32.astype(np.float64)
         sc = score(sums, expected, x, mu, disp, eligible, cfg, candidate=candidate)
         fired, ratio = sc.fired, sc.ratio
         if self._cusum_h is not None:
             self._hold_open()
-            stat, run_x, run_mu = s.cusum[idx], s.cusum_x[idx], s.cusum_mu[idx]
+            test = self._sequential_test(idx)
             fired = fired.copy()
             ratio = ratio.copy()
-            cusum_step(
-                stat, run_x, run_mu, h, x, mu, disp32, eligible, self._ks,
-                np.ascontiguousarray(self._first_size()[idx]), self._cusum_h, cfg.min_ratio,
-                cfg.min_excess, fired, ratio,
-            )  # fmt: skip
-            s.cusum[idx], s.cusum_x[idx], s.cusum_mu[idx] = stat, run_x, run_mu
+            cusum_step(test, minute, self._guards(), (fired, ratio))
+            s.cusum[idx], s.cusum_x[idx], s.cusum_mu[idx] = test[:3]
         w_fired[idx] = fired
         w_ratio[idx] = ratio
         w_sums[idx] = sums
@@ -783,30 +775,33 @@ class Pipeline:
             s.cusum_x[held] = 0.0
             s.cusum_mu[held] = 0.0
 
-    def _sequential(
-        self,
-        sc: Scores,
-        n: int,
-        x: NDArray[np.float32],
-        mu: NDArray[np.float64],
-        disp: NDArray[np.float32],
-        eligible: NDArray[np.bool_],
-    ) -> Scores:
+    def _sequential(self, sc: Scores, minute: Minute) -> Scores:
         """This minute of the sequential surge test (detect.cusum), beside the windows: a
         series fires when either test does. While its service has an open incident a
         series' CUSUM starts every minute from 0: the incident is confirmed already, and a
         run carried over from the surge must not open a second one after it resolves."""
         assert self._cusum_h is not None
-        s = self.series
         self._hold_open()
         fired = sc.fired.copy()
         ratio = sc.ratio.copy()
-        cfg = self.settings
-        cusum_step(
-            s.cusum, s.cusum_x, s.cusum_mu, n, x, mu, disp, eligible, self._ks,
-            self._first_size(), self._cusum_h, cfg.min_ratio, cfg.min_excess, fired, ratio,
-        )  # fmt: skip
+        cusum_step(self._sequential_test(), minute, self._guards(), (fired, ratio))
         return replace(sc, fired=fired, ratio=ratio)
+
+    def _sequential_test(self, idx: NDArray[np.int64] | None = None) -> Sequential:
+        """The sequential test as `cusum_step` takes it (`detect.cusum.Sequential`): every
+        series' state itself, or copies of the series `idx` (the caller writes them back).
+        h is 0 when the test is off."""
+        s = self.series
+        h = 0.0 if self._cusum_h is None else self._cusum_h
+        if idx is None:
+            return (s.cusum, s.cusum_x, s.cusum_mu, self._ks, self._first_size(), h)
+        first = np.ascontiguousarray(self._first_size()[idx])
+        return (s.cusum[idx], s.cusum_x[idx], s.cusum_mu[idx], self._ks, first, h)
+
+    def _guards(self) -> Guards:
+        """The guards as the kernels take them (`detect.kernels.Guards`)."""
+        cfg = self.settings
+        return (cfg.min_ratio, cfg.min_excess, self._log_alpha)
 
     def _first_size(self) -> NDArray[np.int8]:
         """detect.cusum.first_sizes of every series (a series' kind never changes)."""
