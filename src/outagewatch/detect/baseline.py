@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,6 +26,9 @@ from outagewatch.detect.kernels import Rates, learn_block
 from outagewatch.detect.series import SLOTS_PER_DAY, Series
 from outagewatch.geo import is_holiday
 from outagewatch.settings import PipelineSettings
+
+if TYPE_CHECKING:
+    from outagewatch.detect.quiet import Calendar
 
 _EPOCH = dt.date(1970, 1, 1)
 
@@ -242,6 +245,12 @@ class Baseline:
     def rates(self) -> Rates:
         """The learning rates as the kernels take them (`detect.kernels.Rates`)."""
         return (self.level_alpha, self.season_alpha, self.dow_alpha, self.disp_alpha)
+
+    def run_calendar(self, series: Series, h0: int, h1: int) -> Calendar:
+        """The calendar of a quiet run (`detect.quiet.Calendar`): `calendar_span` of the half
+        hours [h0, h1) and `half_hour_offsets`."""
+        s0, s1, wd = self.calendar_span(series, h0, h1)
+        return (h0, s0, s1, wd, self.half_hour_offsets(series))
 
     def learned(self, steps: int) -> None:
         """The learning steps a compiled quiet run took (detect.quiet): factors gathered

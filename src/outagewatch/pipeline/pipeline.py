@@ -563,7 +563,6 @@ class Pipeline:
         active (see `_close`)."""
         s = self.series
         cfg = self.settings
-        n = len(s)
         lat = cfg.lateness_min
         # Rows cleared ahead are never read by a tick a hook may call for (backdating).
         longest = max(1, s.ring - cfg.backdate_max_minutes - 2)
@@ -573,7 +572,7 @@ class Pipeline:
             m1 = min(m1, hook.quiet_until(m0, m1))
         # The calendar of every half hour the run's ticks and learning blocks read.
         h_first = (m0 - lat - LEARN_BLOCK) // 30
-        slot0, slot1, weekday = self.baseline.calendar_span(s, h_first, (m1 - 1) // 30 + 1)
+        calendar = self.baseline.run_calendar(s, h_first, (m1 - 1) // 30 + 1)
         busy = self._learn_busy(m0, m1)
         hot = self._hot_series()
         ticking = np.flatnonzero(hot)
@@ -581,17 +580,14 @@ class Pipeline:
             held = (s.cusum[ticking], s.cusum_x[ticking], s.cusum_mu[ticking])
             before = (self.final_until, self.learn_until)
             self._wide = None
-        k, learn_until, learned = quiet_scan(
-            m0, m1, s.ring_count, s.ring_expected, n, self._windows, s.view("level"),
-            s.view("nobs"), s.view("disp"), s.view("season"), s.view("dow"),
-            s.view("weekend_seen"), s.view("born"), h_first, slot0, slot1, weekday,
-            self.baseline.half_hour_offsets(s), cfg.warmup_minutes, cfg.min_ratio,
-            cfg.min_excess, self._log_alpha, zero_next, s.cusum, s.cusum_x, s.cusum_mu,
-            self._ks, self._first_size(), 0.0 if self._cusum_h is None else self._cusum_h, lat,
-            LEARN_BLOCK,
-            self.final_until, self.learn_until, busy, hot, self.baseline.level_alpha,
-            self.baseline.season_alpha, self.baseline.dow_alpha, self.baseline.disp_alpha,
+        tests = (self._windows, cfg.warmup_minutes, self._guards(), self._sequential_test())
+        learning = (
+            lat, LEARN_BLOCK, self.final_until, self.learn_until, busy, s.view("born"),
+            self.baseline.rates,
         )  # fmt: skip
+        k, learn_until, learned = quiet_scan(
+            (m0, m1, hot, zero_next), s.rings(), s.model(), calendar, tests, learning
+        )
         need_tick = k < m1 or m1 < natural  # a candidate, or a hook wants the tick
         for hook in self.quiet_hooks:
             hook.skip(m0, k)
