@@ -88,6 +88,7 @@ def quiet_scan(
     m0, m1, hot, zero_next = run
     ring_count, ring_expected = ring
     level, nobs, disp = model[0], model[1], model[2]
+    half = calendar[4]
     windows, warmup, guards, sequential = tests
     stat, run_x, run_mu, ks, _, h = sequential
     lateness, learn_len, final_until, learn_until, busy, born, rates = learning
@@ -95,7 +96,6 @@ def quiet_scan(
     n = level.shape[0]
     width = windows.max()
     mu = np.empty(n)
-    factor = np.empty(n)
     f0 = np.empty(n)
     f1 = np.empty(n)
     eligible = np.empty(n, np.bool_)
@@ -119,10 +119,14 @@ def quiet_scan(
     gathered = -1  # the half hour whose factors are in f0, f1 (-1: none, or stale)
     blocks = 0
     for m in range(m0, m1):
-        gathered = _season_factors(m, gathered, model, calendar, f0, f1, factor)
         newest = m % size
+        if m // 30 != gathered:
+            gathered = m // 30
+            _gather(gathered, model, calendar, f0, f1)
+        frac_whole, frac_half = _fracs(m)
         for i in range(n):
-            mu[i] = level[i] * factor[i]
+            frac = frac_half if half[i] else frac_whole
+            mu[i] = level[i] * max(f0[i] + (f1[i] - f0[i]) * frac, 0.05)
             ring_expected[newest, i] = mu[i]
             wsum[i] += ring_count[newest, i]
         for i in range(n):
@@ -172,27 +176,16 @@ def _fracs(m: int) -> tuple[float, float]:
 
 
 @njit(cache=True, nogil=True)
-def _season_factors(
-    m: int, gathered: int, model: Model, calendar: Calendar, f0: F64, f1: F64, out: F64
-) -> int:
-    """`Baseline.season_factor` of minute m for every series, into `out`. `f0`, `f1` hold
-    `Baseline.factors` (profile x weekday level of the two slots) of half hour `gathered`
-    and are gathered again when m is in another; returns the half hour they are of."""
+def _gather(hh: int, model: Model, calendar: Calendar, f0: F64, f1: F64) -> None:
+    """`Baseline.factors` of half hour `hh` (minute // 30) for every series, into `f0`,
+    `f1`: the profile x weekday level of the two slots its minutes fall between."""
     season, dow = model[3], model[4]
-    h_first, slot0, slot1, weekday, half = calendar
-    n = out.shape[0]
-    hh = m // 30
-    if hh != gathered:
-        s0, s1, wd = slot0[hh - h_first], slot1[hh - h_first], weekday[hh - h_first]
-        for i in range(n):
-            day = np.float64(dow[i, wd[i]])
-            f0[i] = np.float64(season[i, s0[i]]) * day
-            f1[i] = np.float64(season[i, s1[i]]) * day
-    frac_whole, frac_half = _fracs(m)
-    for i in range(n):
-        frac = frac_half if half[i] else frac_whole
-        out[i] = max(f0[i] + (f1[i] - f0[i]) * frac, 0.05)
-    return hh
+    h_first, slot0, slot1, weekday = calendar[0], calendar[1], calendar[2], calendar[3]
+    s0, s1, wd = slot0[hh - h_first], slot1[hh - h_first], weekday[hh - h_first]
+    for i in range(f0.shape[0]):
+        day = np.float64(dow[i, wd[i]])
+        f0[i] = np.float64(season[i, s0[i]]) * day
+        f1[i] = np.float64(season[i, s1[i]]) * day
 
 
 @njit(cache=True, nogil=True)
@@ -209,19 +202,23 @@ def _learn(
     x = np.empty((n, b))
     f0 = np.empty(n)
     f1 = np.empty(n)
-    column = np.empty(n)
+    half = calendar[4]
     gathered = -1
     normalise = False
     for j in range(b):
         mj = first + j
         if mj % 60 == 0:
             normalise = True
-        gathered = _season_factors(mj, gathered, model, calendar, f0, f1, column)
+        if mj // 30 != gathered:
+            gathered = mj // 30
+            _gather(gathered, model, calendar, f0, f1)
+        frac_whole, frac_half = _fracs(mj)
         row = mj % size
         for i in range(n):
-            factor[i, j] = column[i]
+            frac = frac_half if half[i] else frac_whole
+            factor[i, j] = max(f0[i] + (f1[i] - f0[i]) * frac, 0.05)
             x[i, j] = np.float64(count[row, i])
-    h_first, slot0, slot1, weekday, half = calendar
+    h_first, slot0, slot1, weekday = calendar[0], calendar[1], calendar[2], calendar[3]
     mid = first + b // 2
     k = mid // 30 - h_first
     frac_whole, frac_half = _fracs(mid)
