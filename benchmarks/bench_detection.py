@@ -3,9 +3,10 @@
 Four weeks of the demo catalog (growth, weekends, holidays and organic variation on the
 services that keep their demo traffic), with 283 labelled outages:
 
-- a grid of step outages, nine per (baseline, surge size) (`--per-cell`): baselines 0.1, 1, 10, 100 and
-  1,000 reports/min (flat traffic on shopify, threads, discord, youtube and x, so that the
-  baseline of a cell is exact) x surge sizes 2, 3, 5, 10, 30 and 100 (60 minutes each);
+- a grid of step outages, nine per (baseline, surge size) (`--per-cell`): baselines 0.1, 1,
+  10, 100 and 1,000 reports/min (flat traffic on shopify, threads, discord, youtube and x, so
+  that the baseline of a cell is exact) x surge sizes 2, 3, 5, 10, 30 and 100 (60 minutes
+  each);
 - 5 outages ramping up over 1 to 10 minutes, 3 in one country only, 3 of one problem only,
   2 partial (failover-like: a third of one country's users) on the other demo services;
 - the same four weeks with no outage at all (false incidents alone);
