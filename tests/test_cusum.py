@@ -51,10 +51,10 @@ def step(
     n = len(x)
     fired = np.zeros(n, np.bool_)
     ratio = np.zeros(n)
-    s, sx, smu, recent = state
     sizes = np.zeros(n, np.int8) if first is None else first
-    cusum_step(s, sx, smu, recent, n, x.astype(np.float32), mu, disp.astype(np.float32),
-               np.ones(n, np.bool_), KS, sizes, h, GUARD, 6.0, fired, ratio)  # fmt: skip
+    minute = (x.astype(np.float32), mu, disp.astype(np.float32), np.ones(n, np.bool_))
+    # The window test's guards (min_ratio 2.0): the CUSUM's own ratio guard is GUARD.
+    cusum_step((*state, KS, sizes, h, GUARD), minute, (2.0, 6.0, 0.0), (fired, ratio))
     return fired
 
 

@@ -36,10 +36,10 @@ def test_window_scan_matches_numpy(n: int, m: int, seed: int) -> None:
     cand = np.empty((n, len(windows)), np.bool_)
     ref_ring = exp_ring.copy()
     disp = rng.uniform(0.005, 0.5, n).astype(np.float32)
-    found = window_scan(
-        counts, exp_ring, rows, n, windows, mu, eligible,
-        CFG.min_ratio, CFG.min_excess, disp, math.log(CFG.alpha), sums, expected, cand,
-    )  # fmt: skip
+    x = counts[rows[0], :n]
+    limits = (CFG.min_ratio, CFG.min_excess, math.log(CFG.alpha))
+    minute = (x, mu, disp, eligible)
+    found = window_scan((counts, exp_ring), rows, windows, minute, limits, (sums, expected, cand))
     ref_ring[rows[0], :n] = mu
     np.testing.assert_allclose(exp_ring[rows[0], :n], mu, rtol=1e-6)
     ref_sums = np.cumsum(counts[rows, :n].astype(np.float64), axis=0)[windows - 1].T
@@ -133,10 +133,8 @@ def test_learn_block_matches_the_plain_rule(seed: int, normalise: bool, b: int) 
     weekday = rng.integers(0, 7, n)
     alphas = (0.002, 0.004, 0.0003, 0.0007)
     before = (level.copy(), nobs.copy(), disp.copy(), season.copy(), dow.copy(), seen.copy())
-    learn_block(
-        level, nobs, disp, season, dow, seen, factor, x, ok, s0, s1, frac, weekday,
-        *alphas, normalise, SLOTS_PER_DAY,
-    )  # fmt: skip
+    model = (level, nobs, disp, season, dow, seen)
+    learn_block(model, (factor, x, ok), (s0, s1, frac, weekday), alphas, normalise, SLOTS_PER_DAY)
     for i in range(n):
         if not ok[i]:
             assert level[i] == before[0][i] and nobs[i] == before[1][i]

@@ -17,15 +17,18 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from outagewatch.detect.kernels import learn_block
+from outagewatch.detect.kernels import Rates, learn_block
 from outagewatch.detect.series import SLOTS_PER_DAY, Series
 from outagewatch.geo import is_holiday
 from outagewatch.settings import PipelineSettings
+
+if TYPE_CHECKING:
+    from outagewatch.detect.quiet import Calendar
 
 _EPOCH = dt.date(1970, 1, 1)
 
@@ -238,6 +241,17 @@ class Baseline:
         base = daytype * SLOTS_PER_DAY
         return (base + h0 % SLOTS_PER_DAY, base + (h0 + 1) % SLOTS_PER_DAY, weekday)
 
+    @property
+    def rates(self) -> Rates:
+        """The learning rates as the kernels take them (`detect.kernels.Rates`)."""
+        return (self.level_alpha, self.season_alpha, self.dow_alpha, self.disp_alpha)
+
+    def run_calendar(self, series: Series, h0: int, h1: int) -> Calendar:
+        """The calendar of a quiet run (`detect.quiet.Calendar`): `calendar_span` of the half
+        hours [h0, h1) and `half_hour_offsets`."""
+        s0, s1, wd = self.calendar_span(series, h0, h1)
+        return (h0, s0, s1, wd, self.half_hour_offsets(series))
+
     def learned(self, steps: int) -> None:
         """The learning steps a compiled quiet run took (detect.quiet): factors gathered
         before them are stale."""
@@ -316,11 +330,8 @@ class Baseline:
         factor = self._block_factors(series, minutes)
         mid = minutes[b // 2]
         s0, s1, frac = self._slots(series, mid)
-        learn_block(
-            series.view("level"), series.view("nobs"), series.view("disp"),
-            series.view("season"), series.view("dow"), series.view("weekend_seen"),
-            factor, np.ascontiguousarray(x, np.float64), ok, s0, s1, frac,
-            self.weekday(series, mid), self.level_alpha, self.season_alpha, self.dow_alpha,
-            self.disp_alpha, any(m % 60 == 0 for m in minutes), SLOTS_PER_DAY,
-        )  # fmt: skip
+        block = (factor, np.ascontiguousarray(x, np.float64), ok)
+        middle = (s0, s1, frac, self.weekday(series, mid))
+        normalise = any(m % 60 == 0 for m in minutes)
+        learn_block(series.model(), block, middle, self.rates, normalise, SLOTS_PER_DAY)
         self._version += 1

@@ -54,6 +54,8 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
+from outagewatch.detect.kernels import F64, Guards, Mask, Minute
+
 SURGE_SIZES: tuple[float, ...] = (2.0, 3.0, 5.0, 10.0, 30.0, 100.0)
 WHOLE_SERVICE_BELOW = 3.0  # surge sizes below this are tested on total series only
 SERIES_PER_SERVICE = 8  # series a service typically has (total, countries, problems)
@@ -140,30 +142,29 @@ def _bias(obs: float, exp: float) -> float:
     return max(1.0, (obs - se) / exp)
 
 
+Sequential = tuple[F64, F64, F64, F64, F64, NDArray[np.int8], float, float]
+"""The sequential test of every series, (stat, run_x, run_mu, recent, ks, first, h, ratio):
+its state (S_k and the run's reports and expectation: (series, sizes); the forecast-bias
+EWMAs: (series, RECENT_COLUMNS)), the surge sizes k, each series' first size
+(`first_sizes`), the threshold h and the run's ratio guard (`guard_ratio`: not `Guards`'
+min_ratio, which the window test keeps). Built by `Pipeline._sequential_test`."""
+Alarms = tuple[Mask, F64]
+"""(fired, ratio): which series fired, and the run's observed/expected ratio where so."""
+
+
 @njit(cache=True, nogil=True)
-def cusum_step(
-    stat: NDArray[np.float64],
-    run_x: NDArray[np.float64],
-    run_mu: NDArray[np.float64],
-    recent: NDArray[np.float64],
-    n: int,
-    x: NDArray[np.float32],
-    mu: NDArray[np.float64],
-    disp: NDArray[np.float32],
-    eligible: NDArray[np.bool_],
-    ks: NDArray[np.float64],
-    first: NDArray[np.int8],
-    h: float,
-    min_ratio: float,
-    min_excess: float,
-    fired: NDArray[np.bool_],
-    ratio: NDArray[np.float64],
-) -> bool:
+def cusum_step(test: Sequential, minute: Minute, guards: Guards, alarms: Alarms) -> bool:
     """One minute of every series' CUSUMs (in place). Marks `fired` (and the run's
-    observed/expected `ratio`) where an alarm passes the guards, and restarts those series.
-    `min_ratio` is the guard's ratio (`guard_ratio`); `recent` (n, RECENT_COLUMNS) the
-    forecast-bias EWMAs (module doc), stepped here. Series not `eligible` (not warm) are
-    held at 0 and their EWMAs left alone. Returns whether any fired."""
+    observed/expected `ratio`) where an alarm passes the guards (the test's own ratio guard,
+    `guard_ratio`, and the excess of `guards`), and restarts those series. The test's
+    `recent` (series, RECENT_COLUMNS), the forecast-bias EWMAs (module doc), are stepped
+    here. Series not `eligible` (not warm) are held at 0 and their EWMAs left alone.
+    Returns whether any fired."""
+    stat, run_x, run_mu, recent, ks, first, h, guard = test
+    x, mu, disp, eligible = minute
+    min_excess = guards[1]
+    fired, ratio = alarms
+    n = mu.shape[0]
     any_fired = False
     nk = ks.shape[0]
     log_k = np.empty(nk)  # ln k once per call, not per series-minute (the same values)
@@ -208,7 +209,7 @@ def cusum_step(
             run_mu[i, j] += m
             if s > h and bias < 0.0:
                 bias = _bias(recent[i, 2], recent[i, 3])
-            if _alarm(s, run_x[i, j], run_mu[i, j], h, min_ratio, bias, min_excess):
+            if _alarm(s, run_x[i, j], run_mu[i, j], h, guard, bias, min_excess):
                 alarm = True
                 best = max(best, run_x[i, j] / run_mu[i, j])
         if alarm:

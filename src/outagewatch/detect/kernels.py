@@ -12,33 +12,46 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
+# The kernels take their arrays and numbers in bundles (numba passes tuples of arrays and
+# numbers as they are, at no cost per call); each is built in one place on the Python side.
+F32 = NDArray[np.float32]
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+Mask = NDArray[np.bool_]
+Ring = tuple[F32, F32]
+"""`Series`' ring of recent minutes, (ring_count, ring_expected): row minute % ring."""
+Model = tuple[F64, NDArray[np.int32], F32, F32, F32, Mask]
+"""The baseline of every series, (level, nobs, disp, season, dow, weekend_seen):
+`Series.model`."""
+Rates = tuple[float, float, float, float]
+"""The baseline's learning rates (level, season, weekday, dispersion): `Baseline.rates`."""
+Guards = tuple[float, float, float]
+"""(min_ratio, min_excess, log_alpha): the least ratio and excess of a surge's reports over
+their expectation, and the window test's alpha (`Pipeline._guards`)."""
+Minute = tuple[F32, F64, F32, Mask]
+"""A minute of every series as the tests read it, (x, mu, disp, eligible): its reports,
+expectation and dispersion, and whether it is warm. The series are those of `mu`."""
+Windows = tuple[F64, F64, Mask]
+"""`window_scan`'s results, (sums, expected, candidate): each (series, windows)."""
+
 
 @njit(cache=True, nogil=True)
 def window_scan(
-    ring_count: NDArray[np.float32],
-    ring_expected: NDArray[np.float32],
-    rows: NDArray[np.int64],
-    n: int,
-    windows: NDArray[np.int64],
-    mu: NDArray[np.float64],
-    eligible: NDArray[np.bool_],
-    min_ratio: float,
-    min_excess: float,
-    disp: NDArray[np.float32],
-    log_alpha: float,
-    sums: NDArray[np.float64],
-    expected: NDArray[np.float64],
-    candidate: NDArray[np.bool_],
+    ring: Ring, rows: I64, windows: I64, minute: Minute, guards: Guards, out: Windows
 ) -> bool:
     """One pass over the newest minutes of every series.
 
     Writes this minute's expectation `mu` into the ring (row `rows[0]`), the sums of counts
-    and of expectations over each window (`sums`, `expected`: (n, len(windows))), and which
+    and of expectations over each window (`sums`, `expected` of `out`), and which
     windows may be a surge (`candidate`): they pass the ratio and excess guards, and the
     negative-binomial probability of exactly S, a lower bound of P(X >= S), is below alpha
     (so no window that the exact tail would call significant is ever dropped). Returns
     whether any window is a candidate.
     """
+    ring_count, ring_expected = ring
+    _, mu, disp, eligible = minute
+    sums, expected, candidate = out
+    n = mu.shape[0]
     newest = rows[0]
     for i in range(n):
         ring_expected[newest, i] = mu[i]
@@ -64,25 +77,18 @@ def window_scan(
         ok = eligible[i]
         r = 1.0 / max(disp[i], 1e-9)
         for w in range(windows.shape[0]):
-            c = is_candidate(sums[i, w], expected[i, w], ok, r, min_ratio, min_excess, log_alpha)
+            c = is_candidate(sums[i, w], expected[i, w], ok, r, guards)
             candidate[i, w] = c
             found = found or c
     return found
 
 
 @njit(cache=True, nogil=True, inline="always")
-def is_candidate(
-    sw: float,
-    e: float,
-    ok: bool,
-    r: float,
-    min_ratio: float,
-    min_excess: float,
-    log_alpha: float,
-) -> bool:
+def is_candidate(sw: float, e: float, ok: bool, r: float, guards: Guards) -> bool:
     """Whether a window with `sw` reports against `e` expected (series eligible: `ok`,
     dispersion 1 / r) may be a surge: the guards, then the NB probability of exactly sw
     (a lower bound of the tail) below alpha. Needs sw >= min_excess (e >= 0)."""
+    min_ratio, min_excess, log_alpha = guards
     c = ok and sw >= min_ratio * e
     c = c and sw - e >= min_excess
     if c:
@@ -96,37 +102,29 @@ def is_candidate(
     return c
 
 
+Block = tuple[F64, F64, Mask]
+"""A learning block, (factor, x, ok): each series' expectation factor (profile x weekday
+level) and final count of each minute (both (series, minutes)), and whether it learns."""
+Middle = tuple[I64, I64, F64, I64]
+"""A block's middle minute in each series' calendar, (s0, s1, frac, weekday): between
+profile slots s0 and s1 (`frac` of the way), on local `weekday` (holiday: 6)."""
+
+
 @njit(cache=True, nogil=True)
 def learn_block(
-    level: NDArray[np.float64],
-    nobs: NDArray[np.int32],
-    disp: NDArray[np.float32],
-    season: NDArray[np.float32],
-    dow: NDArray[np.float32],
-    weekend_seen: NDArray[np.bool_],
-    factor: NDArray[np.float64],
-    x: NDArray[np.float64],
-    ok: NDArray[np.bool_],
-    s0: NDArray[np.int64],
-    s1: NDArray[np.int64],
-    frac: NDArray[np.float64],
-    weekday: NDArray[np.int64],
-    level_alpha: float,
-    season_alpha: float,
-    dow_alpha: float,
-    disp_alpha: float,
-    normalise: bool,
-    slots_per_day: int,
+    model: Model, block: Block, middle: Middle, rates: Rates, normalise: bool, slots_per_day: int
 ) -> None:
     """The baseline's learning step for a block of final minutes (see `Baseline.learn`).
 
-    `factor` and `x` are (n, b): the expectation factor (profile x weekday level) and the
-    final count of each minute of the block; `s0`, `s1`, `frac` place the block's middle
-    minute between two profile slots and `weekday` is its local weekday (holiday: 6).
-    The profile learns the shape of a day, the weekday factor its level, each relative to
-    the other; `normalise` moves the scale of both into the level (profile blocks mean 1,
-    weekday factors mean 1).
+    `block` holds its minutes (`Block`), `middle` the calendar of its middle minute
+    (`Middle`); series not `ok` learn nothing. The profile learns the shape of a day, the
+    weekday factor its level, each relative to the other; `normalise` moves the scale of
+    both into the level (profile blocks mean 1, weekday factors mean 1).
     """
+    level, nobs, disp, season, dow, weekend_seen = model
+    factor, x, ok = block
+    s0, s1, frac, weekday = middle
+    level_alpha, season_alpha, dow_alpha, disp_alpha = rates
     n, b = x.shape
     a_block = 1.0 - (1.0 - level_alpha) ** b
     w = 1.0 - (1.0 - season_alpha) ** b

@@ -18,54 +18,41 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-from outagewatch.detect.cusum import cusum_step
-from outagewatch.detect.kernels import is_candidate, learn_block
+from outagewatch.detect.cusum import Sequential, cusum_step
+from outagewatch.detect.kernels import (
+    F32,
+    F64,
+    I64,
+    Guards,
+    Mask,
+    Model,
+    Rates,
+    Ring,
+    is_candidate,
+    learn_block,
+)
 from outagewatch.detect.series import SLOTS_PER_DAY
+
+Run = tuple[int, int, Mask, bool]
+"""(m0, m1, hot, zero_next): the minutes [m0, m1) to scan, the series left out (`hot`), and
+whether each next minute's ring row is cleared (`quiet_scan`)."""
+Calendar = tuple[int, I64, I64, I64, Mask]
+"""(h_first, slot0, slot1, weekday, half): the profile slots and local weekday of every
+series in the half hours h_first, h_first + 1, ... (minute // 30; (half hours, series)
+each), and which series live on a half-hour offset (`Baseline.run_calendar`)."""
+Tests = tuple[I64, int, Guards, Sequential]
+"""(windows, warmup, guards, sequential): the window test's windows, the minutes a series
+learns before it is tested, the guards, and the sequential test (off when h <= 0)."""
+Learning = tuple[int, int, int, int, NDArray[np.bool_], I64, Rates]
+"""(lateness, learn_len, final_until, learn_until, busy, born, rates): minutes a count may
+come late, the learning block, the minutes already final and learned, the series that
+must not learn in each of the run's blocks (maintenance), each series' first tick minute,
+and the baseline's learning rates."""
 
 
 @njit(cache=True, nogil=True)
 def quiet_scan(
-    m0: int,
-    m1: int,
-    ring_count: NDArray[np.float32],
-    ring_expected: NDArray[np.float32],
-    n: int,
-    windows: NDArray[np.int64],
-    level: NDArray[np.float64],
-    nobs: NDArray[np.int32],
-    disp: NDArray[np.float32],
-    season: NDArray[np.float32],
-    dow: NDArray[np.float32],
-    weekend_seen: NDArray[np.bool_],
-    born: NDArray[np.int64],
-    h_first: int,
-    slot0: NDArray[np.int64],
-    slot1: NDArray[np.int64],
-    weekday: NDArray[np.int64],
-    half: NDArray[np.bool_],
-    warmup: int,
-    min_ratio: float,
-    min_excess: float,
-    log_alpha: float,
-    zero_next: bool,
-    stat: NDArray[np.float64],
-    run_x: NDArray[np.float64],
-    run_mu: NDArray[np.float64],
-    recent: NDArray[np.float64],
-    ks: NDArray[np.float64],
-    first: NDArray[np.int8],
-    h: float,
-    cusum_ratio: float,
-    lateness: int,
-    learn_len: int,
-    final_until: int,
-    learn_until: int,
-    busy: NDArray[np.bool_],
-    hot: NDArray[np.bool_],
-    level_alpha: float,
-    season_alpha: float,
-    dow_alpha: float,
-    disp_alpha: float,
+    run: Run, ring: Ring, model: Model, calendar: Calendar, tests: Tests, learning: Learning
 ) -> tuple[int, int, int]:
     """Scan minutes m0, m0+1, ... < m1 as ticks without incidents would; returns (k, new
     learn_until, learning steps): minutes < k are done, minute k (< m1) has a surge
@@ -82,9 +69,9 @@ def quiet_scan(
       windows summed and tested (`_candidate`): a quiet minute costs O(series), not
       O(series x window);
     - the sequential test (detect.cusum; off when `h` <= 0; `first`: each series' first
-      surge size, `first_sizes`; `cusum_ratio` its ratio guard, `recent` its forecast-bias
-      EWMAs) steps with the same mu; a minute where it fires is taken back and not done
-      either (the tick fires it);
+      surge size, `first_sizes`; its own ratio guard, and `recent` its forecast-bias
+      EWMAs) steps with the same mu; a minute where it fires is taken back (with the
+      EWMAs) and not done either (the tick fires it);
     - minute m - lateness becomes final; at the end of a learning block the baseline
       learns from it (`Baseline.learn` / `kernels.learn_block`, `busy[b]` the series
       that must not learn in the run's b-th block: maintenance), and the factors are
@@ -95,14 +82,19 @@ def quiet_scan(
     sequential test is held at 0 here (the caller keeps and restores it) and the
     expectation written for them is overwritten by their ticks.
 
-    `slot0`, `slot1`, `weekday` hold the calendar (the profile slots and the local weekday
-    of every series) of the half hours h_first, h_first + 1, ... (minute // 30): they
-    cover the run and the learning blocks that reach back before m0. With `zero_next`, the
-    next minute's ring row is cleared once a minute is done, as `Pipeline._advance_minute`
-    does between ticks.
+    The `calendar` covers the run and the learning blocks that reach back before m0. With
+    `zero_next`, the next minute's ring row is cleared once a minute is done, as
+    `Pipeline._advance_minute` does between ticks.
     """
-    ring = ring_count.shape[0]
-    nw = windows.shape[0]
+    m0, m1, hot, zero_next = run
+    ring_count, ring_expected = ring
+    level, nobs, disp = model[0], model[1], model[2]
+    half = calendar[4]
+    windows, warmup, guards, sequential = tests
+    stat, run_x, run_mu, recent, ks, _, h, _ = sequential
+    lateness, learn_len, final_until, learn_until, busy, born, rates = learning
+    size = ring_count.shape[0]
+    n = level.shape[0]
     width = windows.max()
     mu = np.empty(n)
     f0 = np.empty(n)
@@ -110,6 +102,7 @@ def quiet_scan(
     eligible = np.empty(n, np.bool_)
     for i in range(n):
         eligible[i] = nobs[i] >= warmup and not hot[i]
+    ok = np.empty(n, np.bool_)
     fired = np.zeros(n, np.bool_)  # set only on a minute that is taken back (the tick's)
     ratio = np.zeros(n)
     saved_stat = np.empty((n, ks.shape[0]))
@@ -119,24 +112,20 @@ def quiet_scan(
     # Reports in the longest window ending at the minute before m0, per series.
     wsum = np.zeros(n)
     for k in range(1, width):
-        row = (m0 - k) % ring
+        row = (m0 - k) % size
         for i in range(n):
             wsum[i] += ring_count[row, i]
     # Counts are whole numbers: below this no window of the series can pass the guards
     # (the margin only sends a few more series to the exact test).
-    floor = min_excess - 0.5
+    floor = guards[1] - 0.5
     gathered = -1  # the half hour whose factors are in f0, f1 (-1: none, or stale)
     blocks = 0
     for m in range(m0, m1):
-        hh = m // 30
-        if hh != gathered:
-            _gather(season, dow, slot0[hh - h_first], slot1[hh - h_first],
-                    weekday[hh - h_first], n, f0, f1)  # fmt: skip
-            gathered = hh
-        whole = ((m % 60) * 60 + 30) / 3600.0 - 0.5
-        frac_whole = whole % 1.0
-        frac_half = (whole + 0.5) % 1.0
-        newest = m % ring
+        newest = m % size
+        if m // 30 != gathered:
+            gathered = m // 30
+            _gather(gathered, model, calendar, f0, f1)
+        frac_whole, frac_half = _fracs(m)
         for i in range(n):
             frac = frac_half if half[i] else frac_whole
             mu[i] = level[i] * max(f0[i] + (f1[i] - f0[i]) * frac, 0.05)
@@ -145,10 +134,7 @@ def quiet_scan(
         for i in range(n):
             if wsum[i] < floor or not eligible[i]:
                 continue
-            if _candidate(
-                ring_count, ring_expected, m, i, windows, nw, width, disp[i], min_ratio,
-                min_excess, log_alpha,
-            ):  # fmt: skip
+            if _candidate(ring, m, i, windows, width, disp[i], guards):
                 return m, learn_until, blocks
         if h > 0.0:
             # Stepped at once (one pass of the statistic, not a would-it-fire pass and a
@@ -157,10 +143,8 @@ def quiet_scan(
             saved_x[:] = run_x[:n]
             saved_mu[:] = run_mu[:n]
             saved_recent[:] = recent[:n]
-            if cusum_step(
-                stat, run_x, run_mu, recent, n, ring_count[newest], mu, disp, eligible, ks,
-                first, h, cusum_ratio, min_excess, fired, ratio,
-            ):  # fmt: skip
+            minute = (ring_count[newest], mu, disp, eligible)
+            if cusum_step(sequential, minute, guards, (fired, ratio)):
                 stat[:n] = saved_stat
                 run_x[:n] = saved_x
                 run_mu[:n] = saved_mu
@@ -170,38 +154,39 @@ def quiet_scan(
         if f >= final_until:
             if (f + 1) % learn_len == 0:
                 lo = max(learn_until, f + 1 - learn_len)
-                _learn(
-                    lo, f + 1, m, ring_count, n, level, nobs, disp, season, dow,
-                    weekend_seen, born, busy[blocks], hot, h_first, slot0, slot1, weekday, half,
-                    level_alpha, season_alpha, dow_alpha, disp_alpha,
-                )  # fmt: skip
+                for i in range(n):
+                    ok[i] = not busy[blocks, i] and not hot[i] and born[i] <= m
+                _learn(lo, f + 1, ring_count, model, calendar, ok, rates)
                 learn_until = f + 1
                 blocks += 1
                 gathered = -1  # the factors changed
                 for i in range(n):
                     eligible[i] = nobs[i] >= warmup and not hot[i]
             final_until = f + 1
-        oldest = (m - width + 1) % ring  # leaves the window of the next minute
+        oldest = (m - width + 1) % size  # leaves the window of the next minute
         for i in range(n):
             wsum[i] -= ring_count[oldest, i]
         if zero_next:
-            ring_count[(m + 1) % ring, :] = 0.0
+            ring_count[(m + 1) % size, :] = 0.0
     return m1, learn_until, blocks
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _fracs(m: int) -> tuple[float, float]:
+    """Minute m's place between two profile slots, for series on whole-hour and on
+    half-hour UTC offsets (the weight of `Baseline._slots`)."""
+    whole = ((m % 60) * 60 + 30) / 3600.0 - 0.5
+    return whole % 1.0, (whole + 0.5) % 1.0
+
+
 @njit(cache=True, nogil=True)
-def _gather(
-    season: NDArray[np.float32],
-    dow: NDArray[np.float32],
-    s0: NDArray[np.int64],
-    s1: NDArray[np.int64],
-    wd: NDArray[np.int64],
-    n: int,
-    f0: NDArray[np.float64],
-    f1: NDArray[np.float64],
-) -> None:
-    """`Baseline.factors`: profile x weekday level of the two slots, for every series."""
-    for i in range(n):
+def _gather(hh: int, model: Model, calendar: Calendar, f0: F64, f1: F64) -> None:
+    """`Baseline.factors` of half hour `hh` (minute // 30) for every series, into `f0`,
+    `f1`: the profile x weekday level of the two slots its minutes fall between."""
+    season, dow = model[3], model[4]
+    h_first, slot0, slot1, weekday = calendar[0], calendar[1], calendar[2], calendar[3]
+    s0, s1, wd = slot0[hh - h_first], slot1[hh - h_first], weekday[hh - h_first]
+    for i in range(f0.shape[0]):
         day = np.float64(dow[i, wd[i]])
         f0[i] = np.float64(season[i, s0[i]]) * day
         f1[i] = np.float64(season[i, s1[i]]) * day
@@ -209,100 +194,64 @@ def _gather(
 
 @njit(cache=True, nogil=True)
 def _learn(
-    first: int,
-    end: int,
-    m: int,
-    ring_count: NDArray[np.float32],
-    n: int,
-    level: NDArray[np.float64],
-    nobs: NDArray[np.int32],
-    disp: NDArray[np.float32],
-    season: NDArray[np.float32],
-    dow: NDArray[np.float32],
-    weekend_seen: NDArray[np.bool_],
-    born: NDArray[np.int64],
-    busy: NDArray[np.bool_],
-    hot: NDArray[np.bool_],
-    h_first: int,
-    slot0: NDArray[np.int64],
-    slot1: NDArray[np.int64],
-    weekday: NDArray[np.int64],
-    half: NDArray[np.bool_],
-    level_alpha: float,
-    season_alpha: float,
-    dow_alpha: float,
-    disp_alpha: float,
+    first: int, end: int, count: F32, model: Model, calendar: Calendar, ok: Mask, rates: Rates
 ) -> None:
-    """`Pipeline._learn` of the final minutes [first, end) at the tick of minute m:
+    """`Pipeline._learn` of the final minutes [first, end), the series `ok`:
     `Baseline.learn`'s factors (`_block_factors`), counts and middle-minute calendar,
     then `learn_block`."""
-    ring = ring_count.shape[0]
+    size = count.shape[0]
+    n = ok.shape[0]
     b = end - first
     factor = np.empty((n, b))
     x = np.empty((n, b))
     f0 = np.empty(n)
     f1 = np.empty(n)
+    half = calendar[4]
     gathered = -1
     normalise = False
     for j in range(b):
         mj = first + j
         if mj % 60 == 0:
             normalise = True
-        hh = mj // 30
-        if hh != gathered:
-            _gather(season, dow, slot0[hh - h_first], slot1[hh - h_first],
-                    weekday[hh - h_first], n, f0, f1)  # fmt: skip
-            gathered = hh
-        whole = ((mj % 60) * 60 + 30) / 3600.0 - 0.5
-        fw = whole % 1.0
-        fh = (whole + 0.5) % 1.0
-        row = mj % ring
+        if mj // 30 != gathered:
+            gathered = mj // 30
+            _gather(gathered, model, calendar, f0, f1)
+        frac_whole, frac_half = _fracs(mj)
+        row = mj % size
         for i in range(n):
-            frac = fh if half[i] else fw
+            frac = frac_half if half[i] else frac_whole
             factor[i, j] = max(f0[i] + (f1[i] - f0[i]) * frac, 0.05)
-            x[i, j] = np.float64(ring_count[row, i])
+            x[i, j] = np.float64(count[row, i])
+    h_first, slot0, slot1, weekday = calendar[0], calendar[1], calendar[2], calendar[3]
     mid = first + b // 2
     k = mid // 30 - h_first
-    whole = ((mid % 60) * 60 + 30) / 3600.0 - 0.5
+    frac_whole, frac_half = _fracs(mid)
     fracs = np.empty(n)
-    ok = np.empty(n, np.bool_)
     for i in range(n):
-        fracs[i] = (whole + 0.5) % 1.0 if half[i] else whole % 1.0
-        ok[i] = not busy[i] and not hot[i] and born[i] <= m
-    learn_block(
-        level, nobs, disp, season, dow, weekend_seen, factor, x, ok,
-        slot0[k], slot1[k], fracs, weekday[k], level_alpha, season_alpha, dow_alpha,
-        disp_alpha, normalise, SLOTS_PER_DAY,
-    )  # fmt: skip
+        fracs[i] = frac_half if half[i] else frac_whole
+    middle = (slot0[k], slot1[k], fracs, weekday[k])
+    learn_block(model, (factor, x, ok), middle, rates, normalise, SLOTS_PER_DAY)
 
 
 @njit(cache=True, nogil=True)
 def _candidate(
-    ring_count: NDArray[np.float32],
-    ring_expected: NDArray[np.float32],
-    m: int,
-    i: int,
-    windows: NDArray[np.int64],
-    nw: int,
-    width: int,
-    disp: float,
-    min_ratio: float,
-    min_excess: float,
-    log_alpha: float,
+    ring: Ring, m: int, i: int, windows: I64, width: int, disp: float, guards: Guards
 ) -> bool:
     """Whether some window of series `i` ending at minute `m` is a surge candidate: the sums
     and the test of `window_scan` (newest minute first, the same order of additions)."""
-    ring = ring_count.shape[0]
+    ring_count, ring_expected = ring
+    size = ring_count.shape[0]
+    nw = windows.shape[0]
     r = 1.0 / max(disp, 1e-9)
     acc_c = 0.0
     acc_e = 0.0
     k = 0
     for j in range(width):
-        row = (m - j) % ring
+        row = (m - j) % size
         acc_c += ring_count[row, i]
         acc_e += ring_expected[row, i]
         if j + 1 == windows[k]:
-            if is_candidate(acc_c, acc_e, True, r, min_ratio, min_excess, log_alpha):
+            if is_candidate(acc_c, acc_e, True, r, guards):
                 return True
             k += 1
             if k == nw:

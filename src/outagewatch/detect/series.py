@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from outagewatch.detect.cusum import RECENT_COLUMNS, SURGE_SIZES
+from outagewatch.detect.kernels import Model, Ring
 from outagewatch.geo import utc_offset_s
 
 Kind = Literal["total", "country", "problem"]
@@ -163,6 +164,21 @@ class Series:
         if name in self.TIME_MAJOR:
             return arr[:, : len(self.keys)]
         return arr[: len(self.keys)]
+
+    def rings(self) -> Ring:
+        """The ring of recent minutes, as the kernels take it (`detect.kernels.Ring`)."""
+        return (self.ring_count, self.ring_expected)
+
+    def model(self) -> Model:
+        """The live baseline arrays, as the kernels take them (`detect.kernels.Model`)."""
+        return (
+            self.view("level"),
+            self.view("nobs"),
+            self.view("disp"),
+            self.view("season"),
+            self.view("dow"),
+            self.view("weekend_seen"),
+        )
 
     # ------------------------------------------------------------------ persistence
     def dump(self) -> tuple[dict[str, NDArray[Any]], list[list[str]]]:

@@ -27,12 +27,13 @@ from outagewatch.catalog import Catalog
 from outagewatch.detect.baseline import Baseline
 from outagewatch.detect.cusum import (
     SURGE_SIZES,
+    Sequential,
     cusum_step,
     first_sizes,
     guard_ratio,
     threshold,
 )
-from outagewatch.detect.kernels import window_scan
+from outagewatch.detect.kernels import Guards, Minute, Ring, Windows, window_scan
 from outagewatch.detect.quiet import quiet_scan
 from outagewatch.detect.scorer import Scores, score
 from outagewatch.detect.series import Series, SeriesKey
@@ -583,7 +584,6 @@ class Pipeline:
         active (see `_close`)."""
         s = self.series
         cfg = self.settings
-        n = len(s)
         lat = cfg.lateness_min
         # Rows cleared ahead are never read by a tick a hook may call for (backdating).
         longest = max(1, s.ring - cfg.backdate_max_minutes - 2)
@@ -593,7 +593,7 @@ class Pipeline:
             m1 = min(m1, hook.quiet_until(m0, m1))
         # The calendar of every half hour the run's ticks and learning blocks read.
         h_first = (m0 - lat - LEARN_BLOCK) // 30
-        slot0, slot1, weekday = self.baseline.calendar_span(s, h_first, (m1 - 1) // 30 + 1)
+        calendar = self.baseline.run_calendar(s, h_first, (m1 - 1) // 30 + 1)
         busy = self._learn_busy(m0, m1)
         hot = self._hot_series()
         ticking = np.flatnonzero(hot)
@@ -601,18 +601,14 @@ class Pipeline:
             held = (s.cusum[ticking], s.cusum_x[ticking], s.cusum_mu[ticking])
             before = (self.final_until, self.learn_until)
             self._wide = None
-        k, learn_until, learned = quiet_scan(
-            m0, m1, s.ring_count, s.ring_expected, n, self._windows, s.view("level"),
-            s.view("nobs"), s.view("disp"), s.view("season"), s.view("dow"),
-            s.view("weekend_seen"), s.view("born"), h_first, slot0, slot1, weekday,
-            self.baseline.half_hour_offsets(s), cfg.warmup_minutes, cfg.min_ratio,
-            cfg.min_excess, self._log_alpha, zero_next, s.cusum, s.cusum_x, s.cusum_mu,
-            s.cusum_recent, self._ks, self._first_size(),
-            0.0 if self._cusum_h is None else self._cusum_h, self._cusum_ratio, lat,
-            LEARN_BLOCK,
-            self.final_until, self.learn_until, busy, hot, self.baseline.level_alpha,
-            self.baseline.season_alpha, self.baseline.dow_alpha, self.baseline.disp_alpha,
+        tests = (self._windows, cfg.warmup_minutes, self._guards(), self._sequential_test())
+        learning = (
+            lat, LEARN_BLOCK, self.final_until, self.learn_until, busy, s.view("born"),
+            self.baseline.rates,
         )  # fmt: skip
+        k, learn_until, learned = quiet_scan(
+            (m0, m1, hot, zero_next), s.rings(), s.model(), calendar, tests, learning
+        )
         need_tick = k < m1 or m1 < natural  # a candidate, or a hook wants the tick
         for hook in self.quiet_hooks:
             hook.skip(m0, k)
@@ -700,22 +696,24 @@ class Pipeline:
             return
         mu = self.baseline.expected(s, m)
         rows = self._window_rows(m)  # the newest minute first
-        nw = len(cfg.windows)
-        sums = np.empty((n, nw))
-        expected = np.empty((n, nw))
-        candidate = np.empty((n, nw), np.bool_)
+        x = s.ring_count[m % ring, :n]
         eligible = s.view("nobs") >= cfg.warmup_minutes
         disp32 = s.view("disp")
-        window_scan(
-            s.ring_count, s.ring_expected, rows, n, self._windows, mu, eligible,
-            cfg.min_ratio, cfg.min_excess, disp32, self._log_alpha, sums, expected, candidate,
-        )  # fmt: skip
+        minute = (x, mu, disp32, eligible)
+        sums, expected, candidate = self._window_scan(s.rings(), rows, minute)
         disp = disp32.astype(np.float64)
-        x = s.ring_count[m % ring, :n]
         scores = score(sums, expected, x, mu, disp, eligible, cfg, candidate=candidate)
         if self._cusum_h is not None:
-            scores = self._sequential(scores, n, x, mu, disp32, eligible)
+            scores = self._sequential(scores, minute)
         self._tick_tail(m, scores, disp)
+
+    def _window_scan(self, ring: Ring, rows: NDArray[np.int64], minute: Minute) -> Windows:
+        """`detect.kernels.window_scan` of the series of `minute` (the columns of `ring`)."""
+        n = len(minute[1])
+        nw = len(self._windows)
+        out = (np.empty((n, nw)), np.empty((n, nw)), np.empty((n, nw), np.bool_))
+        window_scan(ring, rows, self._windows, minute, self._guards(), out)
+        return out
 
     def _tick_tail(
         self,
@@ -745,7 +743,6 @@ class Pipeline:
         s = self.series
         cfg = self.settings
         n = len(s)
-        h = len(idx)
         rows = self._window_rows(m)
         nw = len(cfg.windows)
         if self._wide is None or self._wide[0] is not idx:
@@ -759,32 +756,21 @@ class Pipeline:
         expect = np.ascontiguousarray(s.ring_expected[:, idx])
         eligible = s.view("nobs")[idx] >= cfg.warmup_minutes
         disp32 = np.ascontiguousarray(s.view("disp")[idx])
-        sums = np.empty((h, nw))
-        expected = np.empty((h, nw))
-        candidate = np.empty((h, nw), np.bool_)
-        window_scan(
-            count, expect, rows, h, self._windows, mu, eligible, cfg.min_ratio,
-            cfg.min_excess, disp32, self._log_alpha, sums, expected, candidate,
-        )  # fmt: skip
-        s.ring_expected[rows[0], idx] = expect[rows[0]]
         x = count[m % s.ring]
+        minute = (x, mu, disp32, eligible)
+        sums, expected, candidate = self._window_scan((count, expect), rows, minute)
+        s.ring_expected[rows[0], idx] = expect[rows[0]]
         disp = disp32.astype(np.float64)
         sc = score(sums, expected, x, mu, disp, eligible, cfg, candidate=candidate)
         fired, ratio = sc.fired, sc.ratio
         if self._cusum_h is not None:
             held = self._hold_open()
             kept = s.cusum_recent[held]
-            stat, run_x, run_mu = s.cusum[idx], s.cusum_x[idx], s.cusum_mu[idx]
-            recent = s.cusum_recent[idx]
+            test = self._sequential_test(idx)
             fired = fired.copy()
             ratio = ratio.copy()
-            cusum_step(
-                stat, run_x, run_mu, recent, h, x, mu, disp32, eligible, self._ks,
-                np.ascontiguousarray(self._first_size()[idx]), self._cusum_h,
-                self._cusum_ratio, cfg.min_excess, fired, ratio,
-            )  # fmt: skip
-            s.cusum[idx], s.cusum_x[idx], s.cusum_mu[idx] = stat, run_x, run_mu
-            s.cusum_recent[idx] = recent
+            cusum_step(test, minute, self._guards(), (fired, ratio))
+            s.cusum[idx], s.cusum_x[idx], s.cusum_mu[idx], s.cusum_recent[idx] = test[:4]
             s.cusum_recent[held] = kept
         w_fired[idx] = fired
         w_ratio[idx] = ratio
@@ -812,15 +798,7 @@ class Pipeline:
         s.cusum_mu[held] = 0.0
         return held
 
-    def _sequential(
-        self,
-        sc: Scores,
-        n: int,
-        x: NDArray[np.float32],
-        mu: NDArray[np.float64],
-        disp: NDArray[np.float32],
-        eligible: NDArray[np.bool_],
-    ) -> Scores:
+    def _sequential(self, sc: Scores, minute: Minute) -> Scores:
         """This minute of the sequential surge test (detect.cusum), beside the windows: a
         series fires when either test does. While its service has an open incident a
         series' CUSUM starts every minute from 0: the incident is confirmed already, and a
@@ -831,13 +809,28 @@ class Pipeline:
         kept = s.cusum_recent[held]
         fired = sc.fired.copy()
         ratio = sc.ratio.copy()
-        cfg = self.settings
-        cusum_step(
-            s.cusum, s.cusum_x, s.cusum_mu, s.cusum_recent, n, x, mu, disp, eligible, self._ks,
-            self._first_size(), self._cusum_h, self._cusum_ratio, cfg.min_excess, fired, ratio,
-        )  # fmt: skip
+        cusum_step(self._sequential_test(), minute, self._guards(), (fired, ratio))
         s.cusum_recent[held] = kept
         return replace(sc, fired=fired, ratio=ratio)
+
+    def _sequential_test(self, idx: NDArray[np.int64] | None = None) -> Sequential:
+        """The sequential test as `cusum_step` takes it (`detect.cusum.Sequential`): every
+        series' state itself, or copies of the series `idx` (the caller writes them back).
+        h is 0 when the test is off; its ratio guard is `guard_ratio`'s (`_cusum_ratio`)."""
+        s = self.series
+        h = 0.0 if self._cusum_h is None else self._cusum_h
+        g = self._cusum_ratio
+        if idx is None:
+            state = (s.cusum, s.cusum_x, s.cusum_mu, s.cusum_recent)
+            return (*state, self._ks, self._first_size(), h, g)
+        first = np.ascontiguousarray(self._first_size()[idx])
+        state = (s.cusum[idx], s.cusum_x[idx], s.cusum_mu[idx], s.cusum_recent[idx])
+        return (*state, self._ks, first, h, g)
+
+    def _guards(self) -> Guards:
+        """The guards as the kernels take them (`detect.kernels.Guards`)."""
+        cfg = self.settings
+        return (cfg.min_ratio, cfg.min_excess, self._log_alpha)
 
     def _first_size(self) -> NDArray[np.int8]:
         """detect.cusum.first_sizes of every series (a series' kind never changes)."""
