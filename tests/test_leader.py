@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from outagewatch.runtime.leader import LEADER_LEASE, TransitionFollower
 from outagewatch.store.postgres import Lease, PostgresStore
 from services import fresh_pg_schema, nats_url, unique_name
 from test_store import commit
-from webutil import free_port
+from webutil import free_port, stop_processes, wait_until
 
 PARTITIONS = 2
 TTL_S = 3
@@ -44,15 +44,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def pg() -> Iterator[str]:
     with fresh_pg_schema("leader") as url:
         yield url
-
-
-def wait_until(what: str, cond: Callable[[], bool], timeout: float) -> float:
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
-    return time.monotonic() - t0
 
 
 def _transition(incident: str, action: str = "opened") -> Transition:
@@ -200,15 +191,7 @@ def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     try:
         yield procs
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)
 
 
 def _leader(store: PostgresStore) -> str | None:

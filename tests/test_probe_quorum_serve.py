@@ -21,7 +21,7 @@ from loopback import LoopbackServer, Reply, Request
 from outagewatch.catalog import Catalog
 from outagewatch.probes.agent import ProbeAgent
 from outagewatch.server import Server
-from webutil import TOKEN, Clock, running
+from webutil import TOKEN, Clock, running, stop_processes
 
 pytestmark = pytest.mark.anyio
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -250,7 +250,6 @@ def test_a_real_serve_opens_a_probe_only_incident_within_two_checks(tmp_path: Pa
     answering 503: the incident opens when the first minute with failed checks closes, not
     five minutes later."""
     import os
-    import signal
     import subprocess
     import sys
     import time
@@ -316,11 +315,4 @@ def test_a_real_serve_opens_a_probe_only_incident_within_two_checks(tmp_path: Pa
             doc = httpx.get(f"{base}/api/v1/services/shop", timeout=10).json()
             assert doc["status"] == "outage"
         finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_processes(procs)

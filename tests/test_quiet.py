@@ -57,6 +57,31 @@ def replay(lines: Sequence[bytes], *, quiet: bool) -> tuple[Pipeline, list[Any],
     return p, sorted(docs.values(), key=lambda d: d["id"]), p.drain_transitions()
 
 
+def with_and_without_runs(
+    lines: Sequence[bytes], windows: Sequence[tuple[str, float, float]], batch: int, until: float
+) -> tuple[list[tuple[Pipeline, list[Any], list[Any]]], list[Recorder]]:
+    """The lines in batches, then the clock to `until`, with quiet runs and then minute by
+    minute, under the maintenance `windows`: each pipeline, its incident docs and its
+    transitions, and the hooks that recorded the quiet minutes (stopping no run)."""
+    out = []
+    hooks: list[Recorder] = []
+    for quiet in (True, False):
+        p = Pipeline(catalog=CATALOG)
+        p.quiet_runs = quiet
+        p.set_maintenance(windows)
+        hook = Recorder(every=None)
+        p.quiet_hooks.append(hook)
+        hooks.append(hook)
+        docs: list[Any] = []
+        for i in range(0, len(lines), batch):
+            p.ingest(EventDecoder(CATALOG).decode(lines[i : i + batch], i + 1).reports)
+            docs += p.drain_incidents()
+        p.advance_to(until)
+        docs += p.drain_incidents()
+        out.append((p, docs, p.drain_transitions()))
+    return out, hooks
+
+
 def assert_same(fast: Pipeline, slow: Pipeline) -> None:
     assert fast.stats == slow.stats
     assert fast.closed_until == slow.closed_until and fast.learn_until == slow.learn_until
@@ -165,22 +190,7 @@ def test_quiet_runs_equal_ticks_with_half_hour_offsets_and_maintenance() -> None
     surges = [Surge("discord", START + 4 * 86400 + 7 * 3600, outage_profile(30.0, 3, 20, 10))]
     lines = simulate(traffic, START, 8 * 1440, surges, seed=3).lines
     windows = [("gmail", START + 2 * 86400 + 1800, START + 2 * 86400 + 9 * 3600)]
-    out = []
-    hooks: list[Recorder] = []
-    for quiet in (True, False):
-        p = Pipeline(catalog=CATALOG)
-        p.quiet_runs = quiet
-        p.set_maintenance(windows)
-        hook = Recorder(every=None)  # records the quiet minutes, stops no run
-        p.quiet_hooks.append(hook)
-        hooks.append(hook)
-        docs: list[Any] = []
-        for i in range(0, len(lines), 5_000):
-            p.ingest(EventDecoder(CATALOG).decode(lines[i : i + 5_000], i + 1).reports)
-            docs += p.drain_incidents()
-        p.advance_to(START + 8 * 86400 + 3 * 3600)
-        docs += p.drain_incidents()
-        out.append((p, docs, p.drain_transitions()))
+    out, hooks = with_and_without_runs(lines, windows, 5_000, START + 8 * 86400 + 3 * 3600)
     (fast, fast_docs, fast_tr), (slow, slow_docs, slow_tr) = out
     assert fast_docs == slow_docs and fast_tr == slow_tr
     assert [t.incident for t in fast_tr if t.action == "opened"] == ["discord-20250307T0700Z"]
@@ -300,22 +310,7 @@ def test_quiet_runs_go_on_beside_open_incidents() -> None:
     but not yet final (still in `incidents`); and a long gmail outage on a weekend."""
     lines, windows = busy_weeks()
     day = 86400
-    out = []
-    hooks: list[Recorder] = []
-    for quiet in (True, False):
-        p = Pipeline(catalog=CATALOG)
-        p.quiet_runs = quiet
-        p.set_maintenance(windows)
-        hook = Recorder(every=None)
-        p.quiet_hooks.append(hook)
-        hooks.append(hook)
-        docs: list[Any] = []
-        for i in range(0, len(lines), 7_000):
-            p.ingest(EventDecoder(CATALOG).decode(lines[i : i + 7_000], i + 1).reports)
-            docs += p.drain_incidents()
-        p.advance_to(START + 16 * day + 3 * 3600)
-        docs += p.drain_incidents()
-        out.append((p, docs, p.drain_transitions()))
+    out, hooks = with_and_without_runs(lines, windows, 7_000, START + 16 * day + 3 * 3600)
     (fast, fast_docs, fast_tr), (slow, slow_docs, slow_tr) = out
     assert fast_docs == slow_docs and fast_tr == slow_tr
     assert_same(fast, slow)

@@ -33,7 +33,7 @@ from outagewatch.sim.simulate import ServiceTraffic, Surge, simulate
 from outagewatch.store.postgres import Lease, LeaseLostError, PostgresStore
 from outagewatch.store.sqlite import SQLiteStore
 from services import fresh_pg_schema, nats_url, unique_name
-from webutil import free_port
+from webutil import free_port, stop_processes, wait_until
 
 START = dt.datetime(2025, 3, 3, tzinfo=dt.UTC).timestamp()
 PARTITIONS = 4
@@ -190,15 +190,6 @@ async def last_seqs(url: str, stream: str) -> dict[str, int]:
 
 def caught_up(store: PostgresStore, want: dict[str, int]) -> bool:
     return all(store.load_position(k) >= v for k, v in want.items())
-
-
-def wait_until(what: str, cond: Callable[[], bool], timeout: float) -> float:
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
-    return time.monotonic() - t0
 
 
 def assert_same_as_reference(store: PostgresStore, sc: Scenario) -> None:
@@ -454,14 +445,7 @@ def _api_nodes(pg: str, url: str, stream: str, tmp: Path) -> Iterator[list[str]]
             wait_until("an API node to answer", up, 60)
         yield bases
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(procs)
 
 
 def _post_with_two_nodes(bases: list[str], files: list[Path]) -> None:
