@@ -477,6 +477,23 @@ def _post_with_two_nodes(bases: list[str], files: list[Path]) -> None:
     assert not errors, errors[:3]
 
 
+def _two_workers(
+    pg: str, url: str, stream: str, tmp: Path, store: PostgresStore
+) -> dict[str, subprocess.Popen[bytes]]:
+    """Workers `wa` and `wb`, once each owns two of the partitions (both stopped if not)."""
+    workers = {w: _start_worker(pg, url, stream, w, tmp) for w in ("wa", "wb")}
+    try:
+        wait_until(
+            "both workers to own two partitions each",
+            lambda: sorted(list(_owners(store).values()).count(w) for w in workers) == [2, 2],
+            60,
+        )
+    except BaseException:
+        stop_processes(workers.values())
+        raise
+    return workers
+
+
 def _start_worker(pg: str, url: str, stream: str, wid: str, tmp: Path) -> subprocess.Popen[bytes]:
     log = (tmp / f"{wid}.log").open("wb")
     return subprocess.Popen(
@@ -526,13 +543,8 @@ def test_two_nodes_two_workers_equal_a_single_replay(
     second = _node_files(scenario, tmp_path, range(half, len(scenario.minutes)), "b")
     asyncio.run(publish(url, stream, scenario, range(0)))  # create the stream
     store = PostgresStore(pg)
-    workers = {w: _start_worker(pg, url, stream, w, tmp_path) for w in ("wa", "wb")}
+    workers = _two_workers(pg, url, stream, tmp_path, store)
     try:
-        wait_until(
-            "both workers to own two partitions each",
-            lambda: sorted(list(_owners(store).values()).count(w) for w in workers) == [2, 2],
-            60,
-        )
         nodes = contextlib.ExitStack()
         if via == "http":
             bases = nodes.enter_context(_api_nodes(pg, url, stream, tmp_path))
@@ -727,13 +739,8 @@ def test_clusters_across_partitions_are_those_of_a_single_replay(
     files = _node_files(sc, tmp_path, range(len(sc.minutes)), "all")
     asyncio.run(publish(url, stream, sc, range(0)))  # create the stream
     store = PostgresStore(pg)
-    workers = {w: _start_worker(pg, url, stream, w, tmp_path) for w in ("wa", "wb")}
+    workers = _two_workers(pg, url, stream, tmp_path, store)
     try:
-        wait_until(
-            "both workers to own two partitions each",
-            lambda: sorted(list(_owners(store).values()).count(w) for w in workers) == [2, 2],
-            60,
-        )
         _publish_with_two_nodes(url, stream, files)
         want = asyncio.run(last_seqs(url, stream))
         wait_until("the workers to commit everything", lambda: caught_up(store, want), 180)
