@@ -387,6 +387,45 @@ def test_a_run_carries_the_sequential_test_of_a_service_whose_incident_has_ended
     assert running[0] and not running[-1], running
 
 
+def test_a_run_that_reaches_a_sequential_alarm_leaves_the_minute_before_it() -> None:
+    """A quiet run that reaches a minute where the sequential test fires (and no window is
+    a candidate) stops there with every state as it was before that minute (detect.quiet
+    scans again from its start), and the tick fires it: the same state, incident and
+    transitions as minute-by-minute ticks. Set up on a warm month: gmail's total CUSUM
+    (2x) just under h with a run well past its guards, then one report 20 minutes on."""
+    lines = month(0.0)
+    head = [ln for ln in lines if parse_ts(msgspec.json.decode(ln)["ts"]) < START + 5 * 86400]
+    p = Pipeline(catalog=CATALOG)
+    dec = EventDecoder(CATALOG)
+    p.ingest(dec.decode(head).reports)
+    assert not p.incidents
+    state = dump_state(p)
+    t0 = p.closed_until * 60.0 + 20 * 60.0 + 5.0
+    report = msgspec.json.encode(
+        {"type": "report", "ts": t0, "service": "gmail", "country": "US", "reporter": "z"}
+    )
+    both = []
+    for quiet in (True, False):
+        q = load_state(state, catalog=CATALOG)
+        q.quiet_runs = quiet
+        total = q.series.total_of[q.series.service_index["gmail"]]
+        h = q._sequential_test()[6]
+        assert h > 0
+        q.series.cusum[total, 0] = h - 0.2  # 20 quiet minutes of ~0.02 take ~0.4 off
+        q.series.cusum_x[total, 0] = 20.0
+        q.series.cusum_mu[total, 0] = 2.0
+        q.ingest(dec.decode([report]).reports)
+        q.advance_to(t0 + 300.0)
+        both.append(q)
+    fast, slow = both
+    tr = fast.drain_transitions()
+    assert tr == slow.drain_transitions()
+    assert [(t.action, t.incident) for t in tr][:1] == [("opened", tr[0].incident)]
+    assert tr[0].incident.startswith("gmail-")
+    assert fast.drain_incidents() == slow.drain_incidents()
+    assert_same(fast, slow)
+
+
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 @pytest.mark.slow
 def test_quiet_runs_equal_ticks_in_every_scenario(name: str) -> None:

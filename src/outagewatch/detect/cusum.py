@@ -192,11 +192,18 @@ def cusum_step(test: Sequential, minute: Minute, guards: Guards, alarms: Alarms)
         if xi == 0.0 and idle:
             continue  # S stays 0 (a quiet minute only lowers it): the common case
         r = 1.0 / max(disp[i], 1e-9)
-        log_base = math.log(m + r)
+        log_base = math.nan  # ln(mu + r), computed when some S_k needs it
         bias = -1.0  # computed when some S_k passes h
         alarm = False
         best = 0.0
         for j in range(first[i], nk):
+            if xi == 0.0 and stat[i, j] == 0.0:
+                # S_k stays 0 (l_k(0) < 0, as below): no logarithm needed.
+                run_x[i, j] = 0.0
+                run_mu[i, j] = 0.0
+                continue
+            if math.isnan(log_base):
+                log_base = math.log(m + r)
             d = log_base - math.log(ks[j] * m + r)  # `_llr`, with ln k computed above
             s = stat[i, j] + (xi * (log_k[j] + d) + r * d)
             if s <= 0.0:

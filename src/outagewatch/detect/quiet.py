@@ -56,7 +56,50 @@ def quiet_scan(
 ) -> tuple[int, int, int]:
     """Scan minutes m0, m0+1, ... < m1 as ticks without incidents would; returns (k, new
     learn_until, learning steps): minutes < k are done, minute k (< m1) has a surge
-    candidate and needs a full tick.
+    candidate or a sequential alarm and needs a full tick (`_scan`).
+
+    A minute where the sequential test fires must be left as it was before it (the tick
+    fires it). Rather than keep a copy of the test's state before every minute, the state
+    a scan changes (the sequential test's and the baseline's) is copied once, at the start:
+    when a scan stops at an alarm at minute k, it is put back and the minutes before k are
+    scanned again, which repeats the same arithmetic on the same inputs (rare: an alarm
+    opens an incident)."""
+    m0, _, hot, zero_next = run
+    sequential = tests[3]
+    n = model[0].shape[0]
+    saved_test = (
+        sequential[0][:n].copy(), sequential[1][:n].copy(), sequential[2][:n].copy(),
+        sequential[3][:n].copy(),
+    )  # fmt: skip
+    saved_model = (
+        model[0].copy(), model[1].copy(), model[2].copy(), model[3].copy(), model[4].copy(),
+        model[5].copy(),
+    )  # fmt: skip
+    k, learn_until, blocks, alarm = _scan(run, ring, model, calendar, tests, learning)
+    if alarm:
+        sequential[0][:n] = saved_test[0]
+        sequential[1][:n] = saved_test[1]
+        sequential[2][:n] = saved_test[2]
+        sequential[3][:n] = saved_test[3]
+        model[0][:] = saved_model[0]
+        model[1][:] = saved_model[1]
+        model[2][:] = saved_model[2]
+        model[3][:] = saved_model[3]
+        model[4][:] = saved_model[4]
+        model[5][:] = saved_model[5]
+        k, learn_until, blocks, alarm = _scan(
+            (m0, k, hot, zero_next), ring, model, calendar, tests, learning
+        )
+    return k, learn_until, blocks
+
+
+@njit(cache=True, nogil=True)
+def _scan(
+    run: Run, ring: Ring, model: Model, calendar: Calendar, tests: Tests, learning: Learning
+) -> tuple[int, int, int, bool]:
+    """`quiet_scan`'s minutes; returns (k, new learn_until, learning steps, alarm): minute
+    k (< m1) has a surge candidate, or (`alarm`) the sequential test fires in it and the
+    test has stepped it (the caller takes that back).
 
     A minute's tick, in the tick's order and arithmetic:
 
@@ -70,8 +113,7 @@ def quiet_scan(
       O(series x window);
     - the sequential test (detect.cusum; off when `h` <= 0; `first`: each series' first
       surge size, `first_sizes`; its own ratio guard, and `recent` its forecast-bias
-      EWMAs) steps with the same mu; a minute where it fires is taken back (with the
-      EWMAs) and not done either (the tick fires it);
+      EWMAs) steps with the same mu; a minute where it fires ends the scan (`alarm`);
     - minute m - lateness becomes final; at the end of a learning block the baseline
       learns from it (`Baseline.learn` / `kernels.learn_block`, `busy[b]` the series
       that must not learn in the run's b-th block: maintenance), and the factors are
@@ -91,7 +133,7 @@ def quiet_scan(
     level, nobs, disp = model[0], model[1], model[2]
     half = calendar[4]
     windows, warmup, guards, sequential = tests
-    stat, run_x, run_mu, recent, ks, _, h, _ = sequential
+    h = sequential[6]
     lateness, learn_len, final_until, learn_until, busy, born, rates = learning
     size = ring_count.shape[0]
     n = level.shape[0]
@@ -105,10 +147,6 @@ def quiet_scan(
     ok = np.empty(n, np.bool_)
     fired = np.zeros(n, np.bool_)  # set only on a minute that is taken back (the tick's)
     ratio = np.zeros(n)
-    saved_stat = np.empty((n, ks.shape[0]))
-    saved_x = np.empty((n, ks.shape[0]))
-    saved_mu = np.empty((n, ks.shape[0]))
-    saved_recent = np.empty((n, recent.shape[1]))
     # Reports in the longest window ending at the minute before m0, per series.
     wsum = np.zeros(n)
     for k in range(1, width):
@@ -135,21 +173,13 @@ def quiet_scan(
             if wsum[i] < floor or not eligible[i]:
                 continue
             if _candidate(ring, m, i, windows, width, disp[i], guards):
-                return m, learn_until, blocks
+                return m, learn_until, blocks, False
         if h > 0.0:
             # Stepped at once (one pass of the statistic, not a would-it-fire pass and a
-            # step); a minute where some series fires is taken back and left to the tick.
-            saved_stat[:] = stat[:n]
-            saved_x[:] = run_x[:n]
-            saved_mu[:] = run_mu[:n]
-            saved_recent[:] = recent[:n]
+            # step); `quiet_scan` takes back a minute where some series fires.
             minute = (ring_count[newest], mu, disp, eligible)
             if cusum_step(sequential, minute, guards, (fired, ratio)):
-                stat[:n] = saved_stat
-                run_x[:n] = saved_x
-                run_mu[:n] = saved_mu
-                recent[:n] = saved_recent
-                return m, learn_until, blocks
+                return m, learn_until, blocks, True
         f = m - lateness
         if f >= final_until:
             if (f + 1) % learn_len == 0:
@@ -168,7 +198,7 @@ def quiet_scan(
             wsum[i] -= ring_count[oldest, i]
         if zero_next:
             ring_count[(m + 1) % size, :] = 0.0
-    return m1, learn_until, blocks
+    return m1, learn_until, blocks, False
 
 
 @njit(cache=True, nogil=True, inline="always")
