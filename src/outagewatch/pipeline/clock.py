@@ -35,8 +35,17 @@ def _take(rep: ReportColumns, idx: NDArray[np.int64]) -> ReportColumns:
     n = len(idx)
     if n == 0:
         return ReportColumns()
-    if n == len(rep) and bool((idx == np.arange(n)).all()):
-        return rep
+    a = int(idx[0])
+    if int(idx[-1]) - a == n - 1 and bool((np.diff(idx) == 1).all()):
+        # A run of consecutive reports (the common case: all but the last few, held).
+        if n == len(rep):
+            return rep
+        out = ReportColumns()
+        for name in _COLUMNS:
+            col = getattr(rep, name)
+            if len(col) == len(rep):  # (not when e.g. there are no line numbers)
+                setattr(out, name, col[a : a + n])
+        return out
     pick = itemgetter(*idx.tolist())
     out = ReportColumns()
     for name in _COLUMNS:
