@@ -199,9 +199,8 @@ class Pipeline:
         count = np.asarray(rep.count, np.int64)
         minute = np.floor(ts / 60.0).astype(np.int64)
         # One dict lookup per report: (service, country, problem) -> a row of the combo table.
-        combo_get = self._combo.get
         keys = rep.keys
-        rows = [combo_get(k) for k in keys]
+        rows = list(map(self._combo.get, keys))
         if None in rows:
             rows = [
                 r if r is not None else self._new_combo(k) for r, k in zip(rows, keys, strict=True)
