@@ -88,8 +88,16 @@ async def test_the_session_cookie_flags_and_its_stored_hash(tmp_path: Path) -> N
         sid = cookie.split(";")[0].split("=", 1)[1]
         assert len(sid) >= 40
         assert isinstance(server.reader, SQLiteStore)
-        rows = server.reader.db.execute("SELECT hash, expires_at FROM admin_sessions").fetchall()
-        assert rows == [(hashlib.sha256(sid.encode()).hexdigest(), server.clock() + SESSION_S)]
+        rows = server.reader.db.execute(
+            "SELECT hash, expires_at, token_hash FROM admin_sessions"
+        ).fetchall()
+        assert rows == [
+            (
+                hashlib.sha256(sid.encode()).hexdigest(),
+                server.clock() + SESSION_S,
+                hashlib.sha256(TOKEN.encode()).hexdigest(),
+            )
+        ]
         page = await c.get("/admin")
         assert "update-form" in page.text or "No incidents" in page.text
         assert 'id="maintenance-form"' in page.text and 'id="logout"' in page.text
@@ -169,6 +177,30 @@ async def test_every_form_post_needs_the_session_and_its_csrf_token(tmp_path: Pa
         r = await c.post("/admin/maintenance", data={**window, "csrf": token})
         assert r.status_code == 403
         assert 'action="/admin/login"' in (await c.get("/admin")).text
+
+
+@pytest.mark.slow
+async def test_revoking_the_token_ends_the_sessions_opened_with_it(tmp_path: Path) -> None:
+    """A session opened with a made admin token ends when that token is revoked: the page
+    asks to log in again and a form POST with the old cookie and CSRF token is refused
+    (a session of the bootstrap token goes on)."""
+    async with running(tmp_path, Clock()) as (_, c):
+        made = await c.post("/api/v1/tokens", json={"name": "ops", "scopes": ["admin"]},
+                            headers=ADMIN)  # fmt: skip
+        assert made.status_code == 201, made.text
+        token, token_id = made.json()["token"], made.json()["id"]
+        assert (await login(c, token)).status_code == 303
+        page = await c.get("/admin")
+        assert 'id="logout"' in page.text
+        form_token = csrf(page.text)
+        async with httpx.AsyncClient(transport=c._transport, base_url=c.base_url) as boot:
+            assert (await login(boot, TOKEN)).status_code == 303
+            gone = await c.delete(f"/api/v1/tokens/{token_id}", headers=ADMIN)
+            assert gone.status_code == 204
+            assert 'action="/admin/login"' in (await c.get("/admin")).text
+            r = await c.post("/admin/logout", data={"csrf": form_token})
+            assert r.status_code == 403
+            assert 'id="logout"' in (await boot.get("/admin")).text  # the bootstrap's goes on
 
 
 @pytest.mark.slow

@@ -39,13 +39,13 @@ def test_unconfirmed_requests_are_pruned(store: AnyStore) -> None:  # noqa: F811
 
 
 def test_sessions_and_site_keys(store: AnyStore) -> None:  # noqa: F811
-    store.add_session("s1", 500.0)
-    store.add_session("s2", 100.0)
-    assert store.session_expires("s1") == 500.0 and store.session_expires("nope") is None
+    store.add_session("s1", 500.0, "t1")
+    store.add_session("s2", 100.0, "t2")
+    assert store.session("s1") == (500.0, "t1") and store.session("nope") is None
     store.prune_sessions(200.0)
-    assert store.session_expires("s2") is None and store.session_expires("s1") == 500.0
+    assert store.session("s2") is None and store.session("s1") == (500.0, "t1")
     store.delete_session("s1")
-    assert store.session_expires("s1") is None
+    assert store.session("s1") is None
     first = store.site_key("unsubscribe", "aa" * 32)
     assert first == "aa" * 32
     assert store.site_key("unsubscribe", "bb" * 32) == first  # the first one stays

@@ -75,17 +75,19 @@ class VisitorRows:
         return n
 
     # ------------------------------------------------------------ admin sessions
-    def add_session(self, session_hash: str, expires_at: float) -> None:
+    def add_session(self, session_hash: str, expires_at: float, token_hash: str) -> None:
+        """A session, with the SHA-256 of the token it was opened with (`tokens.hash`)."""
         self._visitor_sql(
-            "INSERT INTO admin_sessions(hash, expires_at) VALUES (?, ?)",
-            (session_hash, expires_at),
+            "INSERT INTO admin_sessions(hash, expires_at, token_hash) VALUES (?, ?, ?)",
+            (session_hash, expires_at, token_hash),
         )
 
-    def session_expires(self, session_hash: str) -> float | None:
+    def session(self, session_hash: str) -> tuple[float, str] | None:
+        """(expires_at, token_hash) of a session, or None when there is no such session."""
         rows, _ = self._visitor_sql(
-            "SELECT expires_at FROM admin_sessions WHERE hash = ?", (session_hash,)
+            "SELECT expires_at, token_hash FROM admin_sessions WHERE hash = ?", (session_hash,)
         )
-        return float(rows[0][0]) if rows else None
+        return (float(rows[0][0]), str(rows[0][1])) if rows else None
 
     def delete_session(self, session_hash: str) -> None:
         self._visitor_sql("DELETE FROM admin_sessions WHERE hash = ?", (session_hash,))

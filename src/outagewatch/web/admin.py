@@ -9,7 +9,10 @@ edit a service, from a browser.
     POST /admin/services      `id`, `service` (a §1 service table as JSON)
 
 - The session cookie holds 32 random bytes; the store keeps only their SHA-256 with an
-  expiry (`SESSION_S`), so every API node knows the session and logging out ends it.
+  expiry (`SESSION_S`), so every API node knows the session and logging out ends it. It
+  also keeps the SHA-256 of the token the session was opened with: revoking that token
+  (or changing the bootstrap token) ends its sessions, on every node once it has re-read
+  the tokens (`auth.REFRESH_S`).
   The cookie is HttpOnly, SameSite=Strict, limited to /admin, and Secure when the page is
   served over https (the request's scheme or an https `OUTAGEWATCH_PUBLIC_URL`).
 - Every form POST carries a CSRF token: logged in, an HMAC of the session id (known only
@@ -104,10 +107,11 @@ def build_router(host: Host, auth: Auth, edits: CatalogEdits) -> APIRouter:
         sid = request.cookies.get(SESSION_COOKIE, "")
         if not sid or len(sid) > 100:
             return None
-        expires = await asyncio.to_thread(store().session_expires, digest(sid))
-        if expires is None or expires <= host.clock():
+        found = await asyncio.to_thread(store().session, digest(sid))
+        if found is None or found[0] <= host.clock():
             return None
-        return sid
+        # Only while the token it was opened with is known and an admin's (not revoked).
+        return sid if auth.holds(found[1], "admin") else None
 
     async def form_of(request: Request) -> dict[str, str]:
         body = bytearray()
@@ -212,7 +216,7 @@ def build_router(host: Host, auth: Auth, edits: CatalogEdits) -> APIRouter:
         now = host.clock()
         st = store()
         await asyncio.to_thread(st.prune_sessions, now)
-        await asyncio.to_thread(st.add_session, digest(sid), now + SESSION_S)
+        await asyncio.to_thread(st.add_session, digest(sid), now + SESSION_S, digest(token))
         resp = RedirectResponse("/admin", status_code=303)
         resp.set_cookie(
             SESSION_COOKIE,

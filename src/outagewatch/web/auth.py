@@ -129,9 +129,11 @@ class Auth:
     def scopes(self, authorization: str | None) -> frozenset[str] | None:
         """The scopes the request's bearer token holds; None when it bears no known token."""
         given = bearer(authorization)
-        if given is None:
-            return None
-        h = digest(given).encode()
+        return None if given is None else self._scopes_of(digest(given))
+
+    def _scopes_of(self, token_hash: str) -> frozenset[str] | None:
+        """The scopes of the known token whose SHA-256 is `token_hash` (None: not known)."""
+        h = token_hash.encode()
         found: frozenset[str] | None = None
         if self._bootstrap is not None and hmac.compare_digest(h, self._bootstrap.encode()):
             found = frozenset({"admin"})
@@ -139,6 +141,13 @@ class Auth:
             if hmac.compare_digest(h, k.hash.encode()) and found is None:
                 found = k.scopes
         return found
+
+    def holds(self, token_hash: str, scope: str) -> bool:
+        """Whether the token whose SHA-256 is `token_hash` is still known (the bootstrap
+        token, or a stored one not revoked) and grants `scope`: an admin page session
+        lives only as long as the token it was opened with."""
+        found = self._scopes_of(token_hash)
+        return found is not None and grants(found, scope)
 
     def allows(self, authorization: str | None, scope: str) -> bool:
         held = self.scopes(authorization)
