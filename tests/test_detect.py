@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from outagewatch.detect.baseline import Baseline
 from outagewatch.detect.kernels import learn_block, window_scan
-from outagewatch.detect.scorer import candidates, nb_upper_tail, score
+from outagewatch.detect.scorer import candidates, nb_tail_below, nb_upper_tail, score
 from outagewatch.detect.series import SLOTS_PER_DAY, Series, SeriesKey
 from outagewatch.settings import PipelineSettings
 
@@ -272,3 +272,28 @@ def test_the_typical_curve_is_the_expectation_minute_by_minute() -> None:
         got = b.curve(s, i, minutes)
         want = np.array([b.expected(s, int(m))[i] for m in minutes])
         np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [1e-2, 1e-4, 1e-9, 1e-12])
+def test_the_tail_test_by_bounds_decides_as_the_exact_tail(alpha: float) -> None:
+    """`nb_tail_below` (bounds of the tail, the exact one only between them) says what
+    `nb_upper_tail < alpha` says: on random series and counts, and on the counts next to
+    each one's alpha quantile, where the bounds cannot decide."""
+    rng = np.random.default_rng(7)
+    n = 5_000
+    mean = np.exp(rng.uniform(math.log(1e-3), math.log(500.0), n))
+    disp = np.where(rng.random(n) < 0.2, 1e-9, np.exp(rng.uniform(math.log(1e-4), 1.0, n)))
+    s = np.round(mean * np.exp(rng.uniform(0.0, 3.0, n)) + rng.integers(0, 20, n))
+    # The smallest count whose tail is below alpha, and the count before it.
+    grid = np.arange(1.0, 3_000.0)
+    edge = np.array(
+        [grid[np.argmax(nb_upper_tail(grid, np.full(len(grid), m), np.full(len(grid), d)) < alpha)]
+         for m, d in zip(mean[:300], disp[:300], strict=True)]
+    )  # fmt: skip
+    s = np.concatenate([s, edge, edge - 1.0, [0.0]])
+    mean = np.concatenate([mean, mean[:300], mean[:300], [1.0]])
+    disp = np.concatenate([disp, disp[:300], disp[:300], [0.1]])
+    got = nb_tail_below(s, mean, disp, alpha)
+    want = nb_upper_tail(s, mean, disp) < alpha
+    assert got.dtype == np.bool_ and np.array_equal(got, want)
+    assert 0 < int(want.sum()) < len(want)
