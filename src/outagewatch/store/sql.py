@@ -26,8 +26,10 @@ from numpy.typing import NDArray
 
 from outagewatch.events import epoch_of
 from outagewatch.store.base import (
+    EVERY_INCIDENT,
     Block,
     Commit,
+    IncidentQuery,
     InputMark,
     incidents_where,
     merge_chunks,
@@ -306,23 +308,16 @@ class SQLStore(VisitorRows):
         return int(rows[0][0]) if rows else 0
 
     # ---------------------------------------------------------------- reads
-    def incidents(
-        self,
-        service: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        status: str | None = None,
-        limit: int | None = None,
-    ) -> list[dict[str, Any]]:
+    def incidents(self, query: IncidentQuery = EVERY_INCIDENT) -> list[dict[str, Any]]:
         """Incidents newest first. `since`/`until` select incidents overlapping that span;
         `limit`: at most that many (the newest)."""
         d = self.dialect
-        where, args = incidents_where("%s", service, since, until, status)
+        where, args = incidents_where("%s", query)
         sql = f"SELECT doc{d.json_text} FROM incidents WHERE {where} "
         sql += f"ORDER BY started_at DESC, id{d.collate}"
-        if limit is not None:
+        if query.limit is not None:
             sql += " LIMIT %s"
-            args.append(int(limit))
+            args.append(int(query.limit))
         return [orjson.loads(r[0]) for r in self._rows(sql, args)]
 
     def incident(self, incident_id: str) -> dict[str, Any] | None:
