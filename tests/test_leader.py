@@ -29,7 +29,7 @@ import pytest
 from loopback import LoopbackServer, Reply, Request
 from outagewatch.incidents.lifecycle import State, Transition
 from outagewatch.runtime.leader import LEADER_LEASE, TransitionFollower
-from outagewatch.store.base import IncidentQuery
+from outagewatch.store.base import DeliveryUpdate, IncidentQuery
 from outagewatch.store.postgres import Lease, PostgresStore
 from services import fresh_pg_schema, nats_url, unique_name
 from test_store import commit
@@ -81,8 +81,7 @@ def test_a_delivery_attempt_is_claimed_once_and_only_under_the_leader_lease(pg: 
         assert store.claim_delivery(did, 1, b)
         # A claim by a stale epoch of the same owner is refused too.
         assert not store.claim_delivery(did, 2, Lease(LEADER_LEASE, "api-b", a.epoch))
-        store.update_delivery(did, status="sent", attempts=2, next_at=None, last_error=None,
-                              sent_at=time.time())  # fmt: skip
+        store.update_delivery(did, DeliveryUpdate(status="sent", attempts=2, sent_at=time.time()))
         assert not store.claim_delivery(did, 2, b)  # sent: nothing more to claim
         assert not store.save_leader_cursor("transitions", 5, a)
         assert store.save_leader_cursor("transitions", 5, b)

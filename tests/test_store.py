@@ -21,7 +21,7 @@ from outagewatch.events import OtherEvent, iso
 from outagewatch.incidents.lifecycle import State, Transition
 from outagewatch.pipeline.pipeline import CountRows
 from outagewatch.store import Commit, open_store
-from outagewatch.store.base import IncidentQuery, incident_matches
+from outagewatch.store.base import DeliveryUpdate, IncidentQuery, incident_matches
 from outagewatch.store.postgres import MIGRATIONS, PostgresStore
 from outagewatch.store.sql import migrations
 from outagewatch.store.sqlite import SQLiteStore
@@ -510,7 +510,7 @@ def test_subscriptions_and_the_delivery_log(store: AnyStore) -> None:
     assert a is not None and b is not None and c is not None
     assert queue("s1:i1:opened", "s1", "i1", "opened", 12.0) is None  # the key exists
     assert store.delivery_keys(["s1:i1:opened", "nope"]) == {"s1:i1:opened"}
-    store.update_delivery(c, status="sent", attempts=1, next_at=None, last_error=None, sent_at=13.0)
+    store.update_delivery(c, DeliveryUpdate(status="sent", attempts=1, sent_at=13.0))
     # Pending ones come back in the order they were queued (a subscriber's order).
     assert [d["id"] for d in store.pending_deliveries()] == [a, b]
     one = store.delivery(a)

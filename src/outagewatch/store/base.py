@@ -70,6 +70,18 @@ class IncidentQuery:
 EVERY_INCIDENT = IncidentQuery()
 
 
+@dataclass(frozen=True)
+class DeliveryUpdate:
+    """A delivery's state after an attempt, written whole by `AlertStore.update_delivery`
+    (what is left out is stored as NULL)."""
+
+    status: str  # pending, sent or failed
+    attempts: int  # attempts made so far
+    next_at: float | None = None  # when to try again (pending)
+    last_error: str | None = None
+    sent_at: float | None = None
+
+
 # The store's interface, by concern: each consumer can ask for only what it uses. Both
 # stores (store/sql.py's SQLStore and its two dialects) implement all of them.
 class PipelineState(Protocol):
@@ -147,16 +159,7 @@ class AlertStore(Protocol):
         ...
 
     def delivery_keys(self, keys: Sequence[str]) -> set[str]: ...
-    def update_delivery(
-        self,
-        delivery_id: int,
-        *,
-        status: str,
-        attempts: int,
-        next_at: float | None,
-        last_error: str | None,
-        sent_at: float | None,
-    ) -> None: ...
+    def update_delivery(self, delivery_id: int, change: DeliveryUpdate) -> None: ...
     def pending_deliveries(self) -> list[dict[str, Any]]: ...
     def delivery(self, delivery_id: int) -> dict[str, Any] | None: ...
     def deliveries(

@@ -29,6 +29,7 @@ from outagewatch.store.base import (
     EVERY_INCIDENT,
     Block,
     Commit,
+    DeliveryUpdate,
     IncidentQuery,
     InputMark,
     incidents_where,
@@ -527,21 +528,13 @@ class SQLStore(VisitorRows):
                 )
         return found
 
-    def update_delivery(
-        self,
-        delivery_id: int,
-        *,
-        status: str,
-        attempts: int,
-        next_at: float | None,
-        last_error: str | None,
-        sent_at: float | None,
-    ) -> None:
+    def update_delivery(self, delivery_id: int, change: DeliveryUpdate) -> None:
+        c = change
         with self._small("alerts") as cx:
             cx.execute(
                 "UPDATE deliveries SET status = %s, attempts = %s, next_at = %s, "
                 "last_error = %s, sent_at = %s WHERE id = %s",
-                (status, attempts, next_at, last_error, sent_at, delivery_id),
+                (c.status, c.attempts, c.next_at, c.last_error, c.sent_at, delivery_id),
             )
 
     def pending_deliveries(self) -> list[dict[str, Any]]:
