@@ -29,7 +29,7 @@ import pytest
 from loopback import LoopbackServer, Reply, Request
 from outagewatch.incidents.lifecycle import State, Transition
 from outagewatch.runtime.leader import LEADER_LEASE, TransitionFollower
-from outagewatch.store.base import DeliveryUpdate, IncidentQuery
+from outagewatch.store.base import DeliveryQuery, DeliveryUpdate, IncidentQuery
 from outagewatch.store.postgres import Lease, PostgresStore
 from services import fresh_pg_schema, nats_url, unique_name
 from test_store import commit
@@ -272,7 +272,7 @@ def test_kill_9_the_leader_and_probes_and_alerts_go_on_from_the_other_node_once(
         wait_until("the opened alert", lambda: receiver.kinds() == ["opened"], 200)
 
         def sent() -> bool:
-            rows = store.deliveries(status="sent")
+            rows = store.deliveries(DeliveryQuery(status="sent"))
             return [d["kind"] for d in rows] == ["opened"]
 
         wait_until("the alert recorded as sent", sent, 10)

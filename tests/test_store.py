@@ -21,7 +21,7 @@ from outagewatch.events import OtherEvent, iso
 from outagewatch.incidents.lifecycle import State, Transition
 from outagewatch.pipeline.pipeline import CountRows
 from outagewatch.store import Commit, open_store
-from outagewatch.store.base import DeliveryUpdate, IncidentQuery, incident_matches
+from outagewatch.store.base import DeliveryQuery, DeliveryUpdate, IncidentQuery, incident_matches
 from outagewatch.store.postgres import MIGRATIONS, PostgresStore
 from outagewatch.store.sql import migrations
 from outagewatch.store.sqlite import SQLiteStore
@@ -516,9 +516,13 @@ def test_subscriptions_and_the_delivery_log(store: AnyStore) -> None:
     one = store.delivery(a)
     assert one is not None and one["payload"] == {"kind": "opened"} and one["status"] == "pending"
     assert [d["id"] for d in store.deliveries()] == [c, b, a]  # newest first
-    assert [d["id"] for d in store.deliveries(subscription="s1")] == [b, a]
-    assert [d["id"] for d in store.deliveries(subscription="s1", status="pending", limit=1)] == [b]
-    assert [d["id"] for d in store.deliveries(incident="i2", status="sent")] == [c]
+
+    def ids(q: DeliveryQuery) -> list[int]:
+        return [d["id"] for d in store.deliveries(q)]
+
+    assert ids(DeliveryQuery(subscription="s1")) == [b, a]
+    assert ids(DeliveryQuery(subscription="s1", status="pending", limit=1)) == [b]
+    assert ids(DeliveryQuery(incident="i2", status="sent")) == [c]
     assert "payload" not in store.deliveries()[0]
     assert store.delete_subscription("s2") is True
     assert store.delete_subscription("s2") is False

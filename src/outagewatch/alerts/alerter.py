@@ -38,7 +38,7 @@ from outagewatch.incidents.lifecycle import Transition
 from outagewatch.incidents.severity import SEVERITIES, Severity, at_least, public, severity
 from outagewatch.netguard import guarded_client
 from outagewatch.settings import Settings
-from outagewatch.store.base import DeliveryUpdate, Store
+from outagewatch.store.base import LATEST_DELIVERIES, DeliveryQuery, DeliveryUpdate, Store
 
 log = logging.getLogger("outagewatch.alerts")
 
@@ -248,14 +248,8 @@ class Alerter:
             await self.delete_subscription(sub_id)
         return len(mine)
 
-    async def deliveries(
-        self,
-        subscription: str | None = None,
-        incident: str | None = None,
-        status: str | None = None,
-        limit: int = 100,
-    ) -> list[dict[str, Any]]:
-        rows = await asyncio.to_thread(self.store.deliveries, subscription, incident, status, limit)
+    async def deliveries(self, query: DeliveryQuery = LATEST_DELIVERIES) -> list[dict[str, Any]]:
+        rows = await asyncio.to_thread(self.store.deliveries, query)
         for r in rows:
             r.pop("key", None)
         return rows

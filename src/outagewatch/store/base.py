@@ -82,6 +82,20 @@ class DeliveryUpdate:
     sent_at: float | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class DeliveryQuery:
+    """Which deliveries `AlertStore.deliveries` lists, newest first: those of `subscription`,
+    for `incident`, with `status` (None: any), at most `limit`."""
+
+    subscription: str | None = None
+    incident: str | None = None
+    status: str | None = None
+    limit: int = 100
+
+
+LATEST_DELIVERIES = DeliveryQuery()
+
+
 # The store's interface, by concern: each consumer can ask for only what it uses. Both
 # stores (store/sql.py's SQLStore and its two dialects) implement all of them.
 class PipelineState(Protocol):
@@ -162,13 +176,7 @@ class AlertStore(Protocol):
     def update_delivery(self, delivery_id: int, change: DeliveryUpdate) -> None: ...
     def pending_deliveries(self) -> list[dict[str, Any]]: ...
     def delivery(self, delivery_id: int) -> dict[str, Any] | None: ...
-    def deliveries(
-        self,
-        subscription: str | None = None,
-        incident: str | None = None,
-        status: str | None = None,
-        limit: int = 100,
-    ) -> list[dict[str, Any]]: ...
+    def deliveries(self, query: DeliveryQuery = LATEST_DELIVERIES) -> list[dict[str, Any]]: ...
 
 
 class OperationsStore(Protocol):

@@ -27,8 +27,10 @@ from numpy.typing import NDArray
 from outagewatch.events import epoch_of
 from outagewatch.store.base import (
     EVERY_INCIDENT,
+    LATEST_DELIVERIES,
     Block,
     Commit,
+    DeliveryQuery,
     DeliveryUpdate,
     IncidentQuery,
     InputMark,
@@ -545,19 +547,14 @@ class SQLStore(VisitorRows):
         found = self._deliveries("WHERE id = %s", (delivery_id,))
         return found[0] if found else None
 
-    def deliveries(
-        self,
-        subscription: str | None = None,
-        incident: str | None = None,
-        status: str | None = None,
-        limit: int = 100,
-    ) -> list[dict[str, Any]]:
+    def deliveries(self, query: DeliveryQuery = LATEST_DELIVERIES) -> list[dict[str, Any]]:
         """The delivery log, newest first (without payloads)."""
-        filters = {"subscription": subscription, "incident": incident, "status": status}
+        q = query
+        filters = {"subscription": q.subscription, "incident": q.incident, "status": q.status}
         cols = [c for c, v in filters.items() if v is not None]
         where = " AND ".join(f"{c} = %s" for c in cols) or "1 = 1"
         args = [filters[c] for c in cols]
-        rows = self._deliveries(f"WHERE {where} ORDER BY id DESC LIMIT %s", (*args, int(limit)))
+        rows = self._deliveries(f"WHERE {where} ORDER BY id DESC LIMIT %s", (*args, int(q.limit)))
         for r in rows:
             del r["payload"]
         return rows
