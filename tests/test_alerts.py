@@ -31,6 +31,7 @@ from outagewatch.alerts.channels.webhook import (
 from outagewatch.catalog import Catalog
 from outagewatch.incidents.lifecycle import State, Transition
 from outagewatch.settings import Settings
+from outagewatch.store.base import DeliveryQuery
 from outagewatch.store.sqlite import SQLiteStore
 from outagewatch.web.subscriptions import make_router
 from webutil import free_port
@@ -260,7 +261,7 @@ def test_open_and_resolve_sent_once_across_a_restart(hooks: Hooks, tmp_path: Pat
     got = hooks.at("/hook")
     assert [m["kind"] for m in got] == ["opened", "resolved"]
     assert got[1]["subject"] == "X: resolved" and "after 1 h 1 min" in got[1]["text"]
-    log = second.store.deliveries(subscription=sub["id"])
+    log = second.store.deliveries(DeliveryQuery(subscription=sub["id"]))
     assert sorted(r["kind"] for r in log) == ["opened", "resolved"]
 
 

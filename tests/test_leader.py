@@ -29,6 +29,7 @@ import pytest
 from loopback import LoopbackServer, Reply, Request
 from outagewatch.incidents.lifecycle import State, Transition
 from outagewatch.runtime.leader import LEADER_LEASE, TransitionFollower
+from outagewatch.store.base import DeliveryQuery, DeliveryUpdate, IncidentQuery
 from outagewatch.store.postgres import Lease, PostgresStore
 from services import fresh_pg_schema, nats_url, unique_name
 from test_store import commit
@@ -80,8 +81,7 @@ def test_a_delivery_attempt_is_claimed_once_and_only_under_the_leader_lease(pg: 
         assert store.claim_delivery(did, 1, b)
         # A claim by a stale epoch of the same owner is refused too.
         assert not store.claim_delivery(did, 2, Lease(LEADER_LEASE, "api-b", a.epoch))
-        store.update_delivery(did, status="sent", attempts=2, next_at=None, last_error=None,
-                              sent_at=time.time())  # fmt: skip
+        store.update_delivery(did, DeliveryUpdate(status="sent", attempts=2, sent_at=time.time()))
         assert not store.claim_delivery(did, 2, b)  # sent: nothing more to claim
         assert not store.save_leader_cursor("transitions", 5, a)
         assert store.save_leader_cursor("transitions", 5, b)
@@ -272,7 +272,7 @@ def test_kill_9_the_leader_and_probes_and_alerts_go_on_from_the_other_node_once(
         wait_until("the opened alert", lambda: receiver.kinds() == ["opened"], 200)
 
         def sent() -> bool:
-            rows = store.deliveries(status="sent")
+            rows = store.deliveries(DeliveryQuery(status="sent"))
             return [d["kind"] for d in rows] == ["opened"]
 
         wait_until("the alert recorded as sent", sent, 10)
@@ -296,7 +296,7 @@ def test_kill_9_the_leader_and_probes_and_alerts_go_on_from_the_other_node_once(
             got = list(receiver.got)
         assert [k for _, k in got] == ["opened", "resolved"], got
         assert all(n == 1 for n in Counter(key for key, _ in got).values()), got
-        incidents = store.incidents(service="shop")
+        incidents = store.incidents(IncidentQuery(service="shop"))
         assert len(incidents) == 1 and incidents[0]["detected_by"] == ["probes"]
         assert incidents[0]["status"] == "resolved"
         (n_log,) = [
@@ -347,7 +347,8 @@ def test_every_api_node_shows_the_verdicts_the_workers_computed(pg: str, tmp_pat
                    180)  # fmt: skip
         html = httpx.get(f"{d.bases[1]}/services/shop", timeout=10).text
         assert "failing from eu-west only" in html
-        assert d.store.incidents(service="shop") == []  # one vantage of three: no outage
+        # one vantage of three: no outage
+        assert d.store.incidents(IncidentQuery(service="shop")) == []
         # A subscription made on one node is listed by the other within a lease round.
         sub = {"channel": "webhook", "service": "shop", "url": "http://127.0.0.1:9/h"}
         made = httpx.post(f"{d.bases[0]}/api/v1/subscriptions", json=sub, headers=AUTH).json()

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from outagewatch.catalog import Catalog
+from outagewatch.store.base import IncidentQuery
 from outagewatch.web.pages import PAGE_SIZE, band, build_chart, map_view, share_step, world_map
 from webutil import Clock, outage, running
 
@@ -272,7 +273,7 @@ async def test_incident_page_escapes_causes_and_shows_cluster(
         await outage(server, clock, "facebook")
         live = server.live
         assert live is not None
-        docs = live.incidents(status="ongoing")
+        docs = live.incidents(IncidentQuery(status="ongoing"))
         assert docs
         doc = docs[0]
         # What another part fills in: causes with evidence, a cluster of related incidents.

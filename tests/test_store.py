@@ -21,7 +21,7 @@ from outagewatch.events import OtherEvent, iso
 from outagewatch.incidents.lifecycle import State, Transition
 from outagewatch.pipeline.pipeline import CountRows
 from outagewatch.store import Commit, open_store
-from outagewatch.store.base import incident_matches
+from outagewatch.store.base import DeliveryQuery, DeliveryUpdate, IncidentQuery, incident_matches
 from outagewatch.store.postgres import MIGRATIONS, PostgresStore
 from outagewatch.store.sql import migrations
 from outagewatch.store.sqlite import SQLiteStore
@@ -400,7 +400,7 @@ def test_incident_filters_and_newest_first(store: AnyStore) -> None:
     store.commit(commit(incidents=docs))
 
     def ids(**kw: Any) -> list[str]:
-        return [d["id"] for d in store.incidents(**kw)]
+        return [d["id"] for d in store.incidents(IncidentQuery(**kw))]
 
     assert ids() == ["d", "b", "c", "e", "a"]  # equal starts (c, e): ordered by id
     assert ids(service="x") == ["b", "e", "a"]
@@ -433,8 +433,8 @@ def test_resolved_incident_is_not_overwritten_by_a_stale_ongoing_doc(store: AnyS
     assert got["status"] == "resolved"
     assert got["ended_at"] == iso(H0 + 1800)
     assert got["total_reports"] == 40
-    assert [d["id"] for d in store.incidents(status="ongoing")] == []
-    assert [d["id"] for d in store.incidents(since=H0 + 1801)] == []
+    assert [d["id"] for d in store.incidents(IncidentQuery(status="ongoing"))] == []
+    assert [d["id"] for d in store.incidents(IncidentQuery(since=H0 + 1801))] == []
 
 
 def test_ongoing_incident_is_updated(store: AnyStore) -> None:
@@ -449,8 +449,8 @@ def test_ongoing_incident_is_updated(store: AnyStore) -> None:
 
 def test_fractional_since_excludes_an_incident_that_ended_before(store: AnyStore) -> None:
     store.commit(commit(incidents=[doc("i1", status="resolved", ended=H0 + 600)]))
-    assert [d["id"] for d in store.incidents(since=H0 + 600)] == ["i1"]
-    assert [d["id"] for d in store.incidents(since=H0 + 600.5)] == []
+    assert [d["id"] for d in store.incidents(IncidentQuery(since=H0 + 600))] == ["i1"]
+    assert [d["id"] for d in store.incidents(IncidentQuery(since=H0 + 600.5))] == []
 
 
 def test_the_sql_filter_and_incident_matches_agree(store: AnyStore) -> None:
@@ -467,10 +467,9 @@ def test_the_sql_filter_and_incident_matches_agree(store: AnyStore) -> None:
         for status in (None, "ongoing", "resolved"):
             for since in (None, H0 + 599.5, H0 + 600, H0 + 601, H0 + 1300):
                 for until in (None, H0 - 1, H0 + 300, H0 + 1000):
-                    got = {d["id"] for d in store.incidents(service, since, until, status)}
-                    want = {
-                        d["id"] for d in docs if incident_matches(d, service, since, until, status)
-                    }
+                    q = IncidentQuery(service=service, since=since, until=until, status=status)
+                    got = {d["id"] for d in store.incidents(q)}
+                    want = {d["id"] for d in docs if incident_matches(d, q)}
                     assert got == want, (service, status, since, until)
 
 
@@ -511,15 +510,19 @@ def test_subscriptions_and_the_delivery_log(store: AnyStore) -> None:
     assert a is not None and b is not None and c is not None
     assert queue("s1:i1:opened", "s1", "i1", "opened", 12.0) is None  # the key exists
     assert store.delivery_keys(["s1:i1:opened", "nope"]) == {"s1:i1:opened"}
-    store.update_delivery(c, status="sent", attempts=1, next_at=None, last_error=None, sent_at=13.0)
+    store.update_delivery(c, DeliveryUpdate(status="sent", attempts=1, sent_at=13.0))
     # Pending ones come back in the order they were queued (a subscriber's order).
     assert [d["id"] for d in store.pending_deliveries()] == [a, b]
     one = store.delivery(a)
     assert one is not None and one["payload"] == {"kind": "opened"} and one["status"] == "pending"
     assert [d["id"] for d in store.deliveries()] == [c, b, a]  # newest first
-    assert [d["id"] for d in store.deliveries(subscription="s1")] == [b, a]
-    assert [d["id"] for d in store.deliveries(subscription="s1", status="pending", limit=1)] == [b]
-    assert [d["id"] for d in store.deliveries(incident="i2", status="sent")] == [c]
+
+    def ids(q: DeliveryQuery) -> list[int]:
+        return [d["id"] for d in store.deliveries(q)]
+
+    assert ids(DeliveryQuery(subscription="s1")) == [b, a]
+    assert ids(DeliveryQuery(subscription="s1", status="pending", limit=1)) == [b]
+    assert ids(DeliveryQuery(incident="i2", status="sent")) == [c]
     assert "payload" not in store.deliveries()[0]
     assert store.delete_subscription("s2") is True
     assert store.delete_subscription("s2") is False

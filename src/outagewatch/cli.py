@@ -229,9 +229,10 @@ def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
             if svc is None:
                 raise UsageError(f"--service {args.service!r}: no such service in the catalog")
             service = svc.id
-        from outagewatch.store.base import with_updates
+        from outagewatch.store.base import IncidentQuery, with_updates
 
-        docs = with_updates(store, store.incidents(service=service, since=since, until=until))
+        query = IncidentQuery(service=service, since=since, until=until)
+        docs = with_updates(store, store.incidents(query))
     finally:
         store.close()
     if args.format == "json":

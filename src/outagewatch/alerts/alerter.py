@@ -38,7 +38,7 @@ from outagewatch.incidents.lifecycle import Transition
 from outagewatch.incidents.severity import SEVERITIES, Severity, at_least, public, severity
 from outagewatch.netguard import guarded_client
 from outagewatch.settings import Settings
-from outagewatch.store.base import Store
+from outagewatch.store.base import LATEST_DELIVERIES, DeliveryQuery, DeliveryUpdate, Store
 
 log = logging.getLogger("outagewatch.alerts")
 
@@ -248,14 +248,8 @@ class Alerter:
             await self.delete_subscription(sub_id)
         return len(mine)
 
-    async def deliveries(
-        self,
-        subscription: str | None = None,
-        incident: str | None = None,
-        status: str | None = None,
-        limit: int = 100,
-    ) -> list[dict[str, Any]]:
-        rows = await asyncio.to_thread(self.store.deliveries, subscription, incident, status, limit)
+    async def deliveries(self, query: DeliveryQuery = LATEST_DELIVERIES) -> list[dict[str, Any]]:
+        rows = await asyncio.to_thread(self.store.deliveries, query)
         for r in rows:
             r.pop("key", None)
         return rows
@@ -491,7 +485,8 @@ class Alerter:
                 await asyncio.sleep(delay)
             sub = self._subs.get(row["subscription"])
             if sub is None:
-                await self._update(did, "failed", attempts, None, "subscription deleted", None)
+                gone = DeliveryUpdate("failed", attempts, last_error="subscription deleted")
+                await self._update(did, gone)
                 return
             if self.claim is not None:
                 if str(row.get("last_error") or "").startswith("in flight"):
@@ -514,11 +509,11 @@ class Alerter:
             except Exception as exc:  # a broken channel must not take the others down
                 error = f"{type(exc).__name__}: {exc}"
             if error is None:
-                await self._update(did, "sent", attempts, None, None, self.clock())
+                await self._update(did, DeliveryUpdate("sent", attempts, sent_at=self.clock()))
                 log.info("alert %s %s sent via %s", message.kind, message.incident, sub.channel)
                 return
             if permanent or attempts >= self.max_attempts:
-                await self._update(did, "failed", attempts, None, error, None)
+                await self._update(did, DeliveryUpdate("failed", attempts, last_error=error))
                 log.warning(
                     "alert %s %s via %s failed after %d attempts: %s",
                     message.kind,
@@ -530,26 +525,10 @@ class Alerter:
                 return
             wait = min(self.backoff_max_s, self.backoff_s * 2.0 ** (attempts - 1))
             next_at = self.clock() + wait
-            await self._update(did, "pending", attempts, next_at, error, None)
+            await self._update(did, DeliveryUpdate("pending", attempts, next_at, error))
 
-    async def _update(
-        self,
-        did: int,
-        status: str,
-        attempts: int,
-        next_at: float | None,
-        error: str | None,
-        sent_at: float | None,
-    ) -> None:
-        await asyncio.to_thread(
-            self.store.update_delivery,
-            did,
-            status=status,
-            attempts=attempts,
-            next_at=next_at,
-            last_error=error,
-            sent_at=sent_at,
-        )
+    async def _update(self, did: int, change: DeliveryUpdate) -> None:
+        await asyncio.to_thread(self.store.update_delivery, did, change)
 
 
 def _either(names: list[str]) -> str:

@@ -21,7 +21,7 @@ import orjson
 
 from outagewatch.errors import UsageError
 from outagewatch.events import iso
-from outagewatch.store.base import CountReader, IncidentReader
+from outagewatch.store.base import CountReader, IncidentQuery, IncidentReader
 from outagewatch.store.counts import iter_days
 from outagewatch.store.rollup import DAY_S
 
@@ -153,7 +153,7 @@ def export(
                 services = [service] if service else store.count_services()
                 n = _write_counts(fh, fmt, count_rows(store, services, since, until))
             else:
-                docs = store.incidents(service=service, since=since, until=until)
+                docs = store.incidents(IncidentQuery(service=service, since=since, until=until))
                 docs.reverse()  # oldest first
                 n = _write_incidents(fh, fmt, docs)
         os.replace(part, out)

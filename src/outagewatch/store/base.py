@@ -53,6 +53,49 @@ class Commit:
     inputs: Sequence[InputMark] = ()
 
 
+@dataclass(frozen=True, kw_only=True)
+class IncidentQuery:
+    """Which incidents `IncidentReader.incidents` returns, newest first: those of `service`
+    with `status` that overlap [`since`, `until`] (None: no bound), at most `limit` (the
+    newest). The SQL stores filter with `incidents_where`, the live view the incidents its
+    engine holds with `incident_matches`: the same selection."""
+
+    service: str | None = None
+    since: float | None = None
+    until: float | None = None
+    status: str | None = None
+    limit: int | None = None
+
+
+EVERY_INCIDENT = IncidentQuery()
+
+
+@dataclass(frozen=True)
+class DeliveryUpdate:
+    """A delivery's state after an attempt, written whole by `AlertStore.update_delivery`
+    (what is left out is stored as NULL)."""
+
+    status: str  # pending, sent or failed
+    attempts: int  # attempts made so far
+    next_at: float | None = None  # when to try again (pending)
+    last_error: str | None = None
+    sent_at: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeliveryQuery:
+    """Which deliveries `AlertStore.deliveries` lists, newest first: those of `subscription`,
+    for `incident`, with `status` (None: any), at most `limit`."""
+
+    subscription: str | None = None
+    incident: str | None = None
+    status: str | None = None
+    limit: int = 100
+
+
+LATEST_DELIVERIES = DeliveryQuery()
+
+
 # The store's interface, by concern: each consumer can ask for only what it uses. Both
 # stores (store/sql.py's SQLStore and its two dialects) implement all of them.
 class PipelineState(Protocol):
@@ -70,14 +113,7 @@ class PipelineState(Protocol):
 class IncidentReader(Protocol):
     """Incidents, their transitions, stored events and minute counts, as written."""
 
-    def incidents(
-        self,
-        service: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        status: str | None = None,
-        limit: int | None = None,
-    ) -> list[dict[str, Any]]: ...
+    def incidents(self, query: IncidentQuery = EVERY_INCIDENT) -> list[dict[str, Any]]: ...
     def incident(self, incident_id: str) -> dict[str, Any] | None: ...
     def minute_counts(self, service: str, start: float, end: float) -> NDArray[np.int64]: ...
     def events(self, kind: str, service: str, start: float, end: float) -> list[dict[str, Any]]:
@@ -137,25 +173,10 @@ class AlertStore(Protocol):
         ...
 
     def delivery_keys(self, keys: Sequence[str]) -> set[str]: ...
-    def update_delivery(
-        self,
-        delivery_id: int,
-        *,
-        status: str,
-        attempts: int,
-        next_at: float | None,
-        last_error: str | None,
-        sent_at: float | None,
-    ) -> None: ...
+    def update_delivery(self, delivery_id: int, change: DeliveryUpdate) -> None: ...
     def pending_deliveries(self) -> list[dict[str, Any]]: ...
     def delivery(self, delivery_id: int) -> dict[str, Any] | None: ...
-    def deliveries(
-        self,
-        subscription: str | None = None,
-        incident: str | None = None,
-        status: str | None = None,
-        limit: int = 100,
-    ) -> list[dict[str, Any]]: ...
+    def deliveries(self, query: DeliveryQuery = LATEST_DELIVERIES) -> list[dict[str, Any]]: ...
 
 
 class OperationsStore(Protocol):
@@ -198,45 +219,34 @@ def with_updates(store: Store, docs: list[dict[str, Any]]) -> list[dict[str, Any
     ]
 
 
-def incidents_where(
-    mark: str,
-    service: str | None,
-    since: float | None,
-    until: float | None,
-    status: str | None,
-) -> tuple[str, list[Any]]:
+def incidents_where(mark: str, q: IncidentQuery) -> tuple[str, list[Any]]:
     """The WHERE clause of `Store.incidents` and its values (`mark`: the placeholder):
-    `since`/`until` select incidents overlapping that span."""
+    `since`/`until` select incidents overlapping that span. (`limit` is the caller's.)"""
     parts: list[str] = []
     args: list[Any] = []
-    if service is not None:
+    if q.service is not None:
         parts.append(f"service = {mark}")
-        args.append(service)
-    if since is not None:
+        args.append(q.service)
+    if q.since is not None:
         parts.append(f"(ended_at IS NULL OR ended_at >= {mark})")
-        args.append(float(since))
-    if until is not None:
+        args.append(float(q.since))
+    if q.until is not None:
         parts.append(f"started_at <= {mark}")
-        args.append(float(until))
-    if status is not None:
+        args.append(float(q.until))
+    if q.status is not None:
         parts.append(f"status = {mark}")
-        args.append(status)
+        args.append(q.status)
     return " AND ".join(parts) or "1 = 1", args
 
 
-def incident_matches(
-    doc: Mapping[str, Any],
-    service: str | None,
-    since: float | None,
-    until: float | None,
-    status: str | None,
-) -> bool:
+def incident_matches(doc: Mapping[str, Any], q: IncidentQuery) -> bool:
     """Whether `doc` (an incident the engine holds, not yet stored) passes the filter
-    `incidents_where` writes in SQL for stored ones."""
-    if service is not None and doc["service"] != service:
+    `incidents_where` writes in SQL for stored ones (`limit` aside)."""
+    if q.service is not None and doc["service"] != q.service:
         return False
-    if status is not None and doc["status"] != status:
+    if q.status is not None and doc["status"] != q.status:
         return False
+    since, until = q.since, q.until
     if since is not None and doc["ended_at"] is not None and epoch_of(doc["ended_at"]) < since:
         return False
     return not (until is not None and epoch_of(doc["started_at"]) > until)

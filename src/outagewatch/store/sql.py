@@ -26,8 +26,13 @@ from numpy.typing import NDArray
 
 from outagewatch.events import epoch_of
 from outagewatch.store.base import (
+    EVERY_INCIDENT,
+    LATEST_DELIVERIES,
     Block,
     Commit,
+    DeliveryQuery,
+    DeliveryUpdate,
+    IncidentQuery,
     InputMark,
     incidents_where,
     merge_chunks,
@@ -306,23 +311,16 @@ class SQLStore(VisitorRows):
         return int(rows[0][0]) if rows else 0
 
     # ---------------------------------------------------------------- reads
-    def incidents(
-        self,
-        service: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        status: str | None = None,
-        limit: int | None = None,
-    ) -> list[dict[str, Any]]:
+    def incidents(self, query: IncidentQuery = EVERY_INCIDENT) -> list[dict[str, Any]]:
         """Incidents newest first. `since`/`until` select incidents overlapping that span;
         `limit`: at most that many (the newest)."""
         d = self.dialect
-        where, args = incidents_where("%s", service, since, until, status)
+        where, args = incidents_where("%s", query)
         sql = f"SELECT doc{d.json_text} FROM incidents WHERE {where} "
         sql += f"ORDER BY started_at DESC, id{d.collate}"
-        if limit is not None:
+        if query.limit is not None:
             sql += " LIMIT %s"
-            args.append(int(limit))
+            args.append(int(query.limit))
         return [orjson.loads(r[0]) for r in self._rows(sql, args)]
 
     def incident(self, incident_id: str) -> dict[str, Any] | None:
@@ -532,21 +530,13 @@ class SQLStore(VisitorRows):
                 )
         return found
 
-    def update_delivery(
-        self,
-        delivery_id: int,
-        *,
-        status: str,
-        attempts: int,
-        next_at: float | None,
-        last_error: str | None,
-        sent_at: float | None,
-    ) -> None:
+    def update_delivery(self, delivery_id: int, change: DeliveryUpdate) -> None:
+        c = change
         with self._small("alerts") as cx:
             cx.execute(
                 "UPDATE deliveries SET status = %s, attempts = %s, next_at = %s, "
                 "last_error = %s, sent_at = %s WHERE id = %s",
-                (status, attempts, next_at, last_error, sent_at, delivery_id),
+                (c.status, c.attempts, c.next_at, c.last_error, c.sent_at, delivery_id),
             )
 
     def pending_deliveries(self) -> list[dict[str, Any]]:
@@ -557,19 +547,14 @@ class SQLStore(VisitorRows):
         found = self._deliveries("WHERE id = %s", (delivery_id,))
         return found[0] if found else None
 
-    def deliveries(
-        self,
-        subscription: str | None = None,
-        incident: str | None = None,
-        status: str | None = None,
-        limit: int = 100,
-    ) -> list[dict[str, Any]]:
+    def deliveries(self, query: DeliveryQuery = LATEST_DELIVERIES) -> list[dict[str, Any]]:
         """The delivery log, newest first (without payloads)."""
-        filters = {"subscription": subscription, "incident": incident, "status": status}
+        q = query
+        filters = {"subscription": q.subscription, "incident": q.incident, "status": q.status}
         cols = [c for c, v in filters.items() if v is not None]
         where = " AND ".join(f"{c} = %s" for c in cols) or "1 = 1"
         args = [filters[c] for c in cols]
-        rows = self._deliveries(f"WHERE {where} ORDER BY id DESC LIMIT %s", (*args, int(limit)))
+        rows = self._deliveries(f"WHERE {where} ORDER BY id DESC LIMIT %s", (*args, int(q.limit)))
         for r in rows:
             del r["payload"]
         return rows

@@ -38,6 +38,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from outagewatch.catalog import catalog_doc
 from outagewatch.events import iso
+from outagewatch.store.base import IncidentQuery
 from outagewatch.store.visitors import VisitorRows
 from outagewatch.web import schemas
 from outagewatch.web.api import client_ip
@@ -162,7 +163,7 @@ def build_router(host: Host, auth: Auth, edits: CatalogEdits) -> APIRouter:
         live = request.app.state.live
         catalog = live.catalog
         now = host.clock()
-        incidents = live.incidents(since=now - 7 * 86_400, limit=50)
+        incidents = live.incidents(IncidentQuery(since=now - 7 * 86_400, limit=50))
         groups = sorted({s.group for s in catalog.services.values() if s.group})
         sid_edit = edit if edit is not None else request.query_params.get("edit", "")
         body = edit_body or ""

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from outagewatch.events import parse_ts
 from outagewatch.incidents.severity import public
+from outagewatch.store.base import IncidentQuery
 from outagewatch.web import schemas
 from outagewatch.web.health import StoreHealth
 from outagewatch.web.ingest import ApiError, Ingest, client_address
@@ -156,7 +157,14 @@ def build_router(ingest: Ingest) -> APIRouter:
             sid = svc.id
         if status is not None and status not in ("ongoing", "resolved"):
             raise ApiError(422, "invalid_query", f"status: {status!r} is not ongoing or resolved")
-        docs = live.incidents(sid, _time(since, "since"), _time(until, "until"), status, limit)
+        query = IncidentQuery(
+            service=sid,
+            since=_time(since, "since"),
+            until=_time(until, "until"),
+            status=status,
+            limit=limit,
+        )
+        docs = live.incidents(query)
         return json_response(docs)
 
     @r.get("/api/v1/incidents/{incident_id}", response_model=schemas.Incident, responses=err)
@@ -180,7 +188,7 @@ def build_router(ingest: Ingest) -> APIRouter:
     @r.get("/feeds/incidents.atom", response_class=Response, responses=err)
     async def feed(request: Request) -> Response:
         live = live_of(request)
-        docs = [d for d in live.incidents(limit=50) if public(d)]
+        docs = [d for d in live.incidents(IncidentQuery(limit=50)) if public(d)]
         return Response(atom_feed(docs, live.catalog.services), media_type="application/atom+xml")
 
     return r

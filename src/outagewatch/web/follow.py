@@ -20,6 +20,7 @@ from fastapi.responses import Response
 
 from outagewatch.catalog import Service
 from outagewatch.incidents.severity import public
+from outagewatch.store.base import IncidentQuery
 from outagewatch.web import schemas
 from outagewatch.web.api import atom_feed, live_of
 from outagewatch.web.ingest import ApiError
@@ -85,7 +86,8 @@ def build_router() -> APIRouter:
     async def service_feed(request: Request, service_id: str) -> Response:
         live = live_of(request)
         svc = _service(live, service_id)
-        docs = [d for d in live.incidents(svc.id, limit=FEED_ITEMS) if public(d)]
+        query = IncidentQuery(service=svc.id, limit=FEED_ITEMS)
+        docs = [d for d in live.incidents(query) if public(d)]
         body = atom_feed(
             docs,
             live.catalog.services,

@@ -29,7 +29,13 @@ from outagewatch.incidents.verdicts import ServiceVerdict
 from outagewatch.pipeline.pipeline import Pipeline, load_state
 from outagewatch.runtime.engine import FUTURE_SKEW_S, Committed, Engine, skew_means
 from outagewatch.settings import PipelineSettings
-from outagewatch.store.base import Store, incident_matches, with_updates
+from outagewatch.store.base import (
+    EVERY_INCIDENT,
+    IncidentQuery,
+    Store,
+    incident_matches,
+    with_updates,
+)
 from outagewatch.web.posted import Prepared, prepare
 from outagewatch.web.public import restrict_public
 
@@ -239,7 +245,7 @@ class Live:
         if self.engine is not None:
             return self.engine.ongoing()
         with self._read_lock:
-            docs = self.reader.incidents(status="ongoing")
+            docs = self.reader.incidents(IncidentQuery(status="ongoing"))
         return {d["service"]: d for d in docs}
 
     def public_ongoing(self) -> dict[str, dict[str, Any]]:
@@ -428,31 +434,23 @@ class Live:
                 baseline = self.baselines(service, m0, m1)
         return counts, baseline
 
-    def incidents(
-        self,
-        service: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        status: str | None = None,
-        limit: int | None = None,
-    ) -> list[dict[str, Any]]:
+    def incidents(self, query: IncidentQuery = EVERY_INCIDENT) -> list[dict[str, Any]]:
         with self._read_lock:
             # The newest `limit` stored, plus what the engine holds, hold the newest overall.
-            docs = self.reader.incidents(
-                service=service, since=since, until=until, status=status, limit=limit
-            )
+            docs = self.reader.incidents(query)
         for d in docs:  # stored before incidents said what detected them: the crowd
             d.setdefault("detected_by", ["reports"])
+        limit = query.limit
         if self.engine is None:
             return self.with_updates(docs[:limit] if limit else docs)
         # The engine's view of an incident is newer than the last commit's.
         live = {d["id"]: d for d in self.engine.ongoing().values()}
         out = [live.pop(d["id"], d) for d in docs]
         for d in live.values():  # opened since the last commit
-            if incident_matches(d, service, since, until, status):
+            if incident_matches(d, query):
                 out.append(d)
         out.sort(key=lambda d: (d["started_at"], d["id"]), reverse=True)
-        out = [d for d in out if incident_matches(d, service, since, until, status)]
+        out = [d for d in out if incident_matches(d, query)]
         return self.with_updates(out[:limit] if limit else out)
 
     def incident(self, incident_id: str) -> dict[str, Any] | None:
@@ -481,7 +479,7 @@ class Live:
         day0 = day1 - days
         with self._read_lock:
             reports = daily_reports(self.reader, service, day0, day1)
-        docs = self.incidents(service, since=day0 * 86_400.0)
+        docs = self.incidents(IncidentQuery(service=service, since=day0 * 86_400.0))
         return days_view(docs, reports, day0, now)
 
     def breakdown(self, service: str, span: int = 120) -> tuple[dict[str, int], dict[str, int]]:

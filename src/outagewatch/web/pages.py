@@ -37,6 +37,7 @@ from outagewatch.events import epoch_of
 from outagewatch.geo import COUNTRIES
 from outagewatch.history.view import history_summary
 from outagewatch.incidents.severity import public, severity
+from outagewatch.store.base import IncidentQuery
 from outagewatch.web.api import client_ip
 from outagewatch.web.live import Live
 from outagewatch.web.probeviews import vantage_rows
@@ -528,7 +529,7 @@ class Pages:
         m1 = int(now // 60) + 1
         counts, baseline = live.series(svc.id, m1 - CHART_MINUTES, m1)
         doc = live.public_ongoing().get(svc.id)
-        recent = [d for d in live.incidents(svc.id, limit=10) if public(d)]
+        recent = [d for d in live.incidents(IncidentQuery(service=svc.id, limit=10)) if public(d)]
         spans = [incident_span(d) for d in recent]
         chart = build_chart(counts, baseline, m1 - CHART_MINUTES, spans=spans)
         if doc is not None:
@@ -639,7 +640,7 @@ class Pages:
             assert since is not None
             related = [
                 d
-                for d in live.incidents(since=since - 86400)
+                for d in live.incidents(IncidentQuery(since=since - 86400))
                 if d["id"] != doc["id"] and (d.get("cluster") or {}).get("id") == cluster["id"]
             ]
         names = {sid: s.name for sid, s in live.catalog.services.items()}

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from outagewatch.alerts.alerter import Alerter, SubscriptionError
 from outagewatch.alerts.channels import REGISTRY
+from outagewatch.store.base import DeliveryQuery
 from outagewatch.web.schemas import Error
 
 STATUSES = ("pending", "sent", "failed")
@@ -101,6 +102,9 @@ def make_router(
             raise _error(
                 422, "bad_query", f"`status` {status!r}: expected one of {', '.join(STATUSES)}"
             )
-        return await alerter.deliveries(subscription, incident, status, limit)
+        query = DeliveryQuery(
+            subscription=subscription, incident=incident, status=status, limit=limit
+        )
+        return await alerter.deliveries(query)
 
     return router
