@@ -290,10 +290,10 @@ def test_the_tail_test_by_bounds_decides_as_the_exact_tail(alpha: float) -> None
         [grid[np.argmax(nb_upper_tail(grid, np.full(len(grid), m), np.full(len(grid), d)) < alpha)]
          for m, d in zip(mean[:300], disp[:300], strict=True)]
     )  # fmt: skip
-    s = np.concatenate([s, edge, edge - 1.0, [0.0]])
+    counts: NDArray[np.float64] = np.concatenate([s, edge, edge - 1.0, [0.0]]).astype(np.float64)
     mean = np.concatenate([mean, mean[:300], mean[:300], [1.0]])
     disp = np.concatenate([disp, disp[:300], disp[:300], [0.1]])
-    got = nb_tail_below(s, mean, disp, alpha)
-    want = nb_upper_tail(s, mean, disp) < alpha
+    got = nb_tail_below(counts, mean, disp, alpha)
+    want = nb_upper_tail(counts, mean, disp) < alpha
     assert got.dtype == np.bool_ and np.array_equal(got, want)
     assert 0 < int(want.sum()) < len(want)

@@ -394,7 +394,9 @@ def test_a_run_that_reaches_a_sequential_alarm_leaves_the_minute_before_it() -> 
     transitions as minute-by-minute ticks. Set up on a warm month: gmail's total CUSUM
     (2x) just under h with a run well past its guards, then one report 20 minutes on."""
     lines = month(0.0)
-    head = [ln for ln in lines if parse_ts(msgspec.json.decode(ln)["ts"]) < START + 5 * 86400]
+    head = [
+        ln for ln in lines if (parse_ts(msgspec.json.decode(ln)["ts"]) or 0) < START + 5 * 86400
+    ]
     p = Pipeline(catalog=CATALOG)
     dec = EventDecoder(CATALOG)
     p.ingest(dec.decode(head).reports)
