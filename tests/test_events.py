@@ -516,3 +516,40 @@ def test_times_read_column_wise_are_the_times_read_one_by_one(
         for x, t in zip(raw, got, strict=True):
             if isinstance(x, str) and t is not None:
                 assert t == dt.datetime.fromisoformat(x.upper()).timestamp()
+
+
+def test_a_batch_is_decoded_chunk_by_chunk_as_in_one_piece(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`decode` works `DECODE_CHUNK` lines at a time: a batch spanning several chunks, with
+    bad lines, probes and long person ids at chunk edges, gives what one piece gives (the
+    same columns, others and rejections, with their line numbers, in line order)."""
+    from outagewatch import events
+
+    cat = Catalog.demo()
+    lines: list[bytes] = []
+    for i in range(5_000):
+        ts = 1_741_000_000 + i
+        if i in (0, 2047, 2048, 4999):
+            lines.append(b'{"type":"report","ts":"nope","service":"x","country":"US"}')
+        elif i in (1, 2049, 3000):
+            lines.append(b"{not json")
+        elif i % 997 == 0:
+            lines.append(
+                b'{"type":"probe","ts":%d,"service":"x","target":"https://x.com","ok":false}' % ts
+            )
+        else:
+            person = b"p" * 80 if i in (2046, 2050) else b"p%d" % (i % 300)
+            lines.append(
+                b'{"type":"report","ts":%d,"service":"x","country":"US","reporter":"%s"}'
+                % (ts, person)
+            )
+    chunked = EventDecoder(cat).decode(lines, 10)
+    monkeypatch.setattr(events, "DECODE_CHUNK", 1_000_000)
+    whole = EventDecoder(cat).decode(lines, 10)
+    assert events.DECODE_CHUNK > len(lines) > 2 * 2048
+    assert chunked.lines == whole.lines == 5_000
+    assert chunked.rejected == whole.rejected
+    assert [r.line for r in chunked.rejected] == [10, 11, 2057, 2058, 2059, 3010, 5009]
+    assert chunked.others == whole.others and len(chunked.others) == 5
+    for col in ("keys", "ts", "person", "ip", "count", "line"):
+        assert getattr(chunked.reports, col) == getattr(whole.reports, col), col
+    assert len(chunked.reports) == 5_000 - 7 - 5
