@@ -137,8 +137,10 @@ class SQLiteStore(SQLStore):
         if not new:
             return
         existing: dict[tuple[str, int], bytes] = {}
-        for sid in sorted({s for s, _, _ in new}):
-            hours = [h for s, h, _ in new if s == sid]
+        hours_of: dict[str, list[int]] = {}
+        for s, h, _ in new:
+            hours_of.setdefault(s, []).append(h)
+        for sid, hours in sorted(hours_of.items()):
             for hour, data in cx.execute(
                 "SELECT hour, data FROM minute_counts WHERE service = %s "
                 "AND hour BETWEEN %s AND %s",
