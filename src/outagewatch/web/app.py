@@ -49,7 +49,6 @@ def create_app(host: AppHost) -> FastAPI:
         description="Crowd reports, probes and telemetry in; incidents with causes out.",
         lifespan=lifespan,
     )
-    app.state.server = host
     app.state.store_health = StoreHealth(host.settings.db)
     install_errors(app)
     st = host.settings
