@@ -12,8 +12,10 @@ and problems is a few hundred bytes instead of ~100 KB of packed rows.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +29,7 @@ _VERSION = 1
 _LEVEL = 3  # zlib level: 9 is a few times slower for under 1% smaller blocks
 _HEAD = struct.Struct("<BBIII")  # version, count type, keys, rows, key text length
 _COUNT_TYPES = (np.dtype("<u1"), np.dtype("<u2"), np.dtype("<u4"), np.dtype("<i8"))
+_EMPTY = zlib.compress(_HEAD.pack(_VERSION, 0, 0, 0, 0))  # a block of no rows
 
 
 def empty() -> NDArray[np.void]:
@@ -42,30 +45,59 @@ _MIX = np.array(
 )
 
 
+def _hashable(values: NDArray[np.bytes_]) -> bool:
+    width = values.dtype.itemsize
+    return width % 8 == 0 or width <= 8
+
+
+def _hash_codes(values: NDArray[np.bytes_]) -> tuple[NDArray[np.int64], NDArray[np.bytes_]] | None:
+    """`_codes` by hashing the values' words (a `_hashable` width); None when two distinct
+    values share a hash."""
+    n, width = len(values), values.dtype.itemsize
+    if width % 8 == 0:
+        words = values.view("<u8").reshape(n, width // 8)
+        with np.errstate(over="ignore"):
+            h = (words * _MIX[: width // 8]).sum(axis=1, dtype=np.uint64)
+    else:
+        h = np.zeros(n, np.uint64)
+        for i in range(width):
+            h = (h << np.uint64(8)) | values.view("u1").reshape(n, width)[:, i]
+    _, first, inv = np.unique(h, return_index=True, return_inverse=True)
+    inv = inv.ravel().astype(np.int64)
+    distinct = values[first]
+    if not np.array_equal(distinct[inv], values):
+        return None
+    return inv, distinct
+
+
 def _codes(col: NDArray[np.bytes_]) -> tuple[NDArray[np.int64], NDArray[np.bytes_]]:
     """(index of each value in the distinct values, the distinct values) of a bytes column,
     by hashing its words (np.unique on the strings themselves is ten times slower); the
     hash is checked against the values, with np.unique as the fallback."""
     values = np.ascontiguousarray(col)
-    width = values.dtype.itemsize
-    if width % 8 == 0:
-        words = values.view("<u8").reshape(len(values), width // 8)
-        with np.errstate(over="ignore"):
-            h = (words * _MIX[: width // 8]).sum(axis=1, dtype=np.uint64)
-    elif width <= 8:
-        h = np.zeros(len(values), np.uint64)
-        for i in range(width):
-            h = (h << np.uint64(8)) | values.view("u1").reshape(len(values), width)[:, i]
-    else:
-        u, inv = np.unique(values, return_inverse=True)
-        return inv.ravel().astype(np.int64), u
-    _, first, inv = np.unique(h, return_index=True, return_inverse=True)
-    inv = inv.ravel().astype(np.int64)
-    distinct = values[first]
-    if not np.array_equal(distinct[inv], values):  # a hash collision: sort the strings
-        u, inv2 = np.unique(values, return_inverse=True)
-        return inv2.ravel().astype(np.int64), u
-    return inv, distinct
+    found = _hash_codes(values) if _hashable(values) else None
+    if found is not None:
+        return found
+    u, inv = np.unique(values, return_inverse=True)  # a hash collision: sort the strings
+    return inv.ravel().astype(np.int64), u
+
+
+def _block_codes(col: NDArray[np.bytes_], block: NDArray[np.int64]) -> NDArray[np.int64]:
+    """A code per value of a column of the rows of many blocks (`block`: each row's block),
+    ordered within each block as `_codes` of that block's rows alone orders them."""
+    values = np.ascontiguousarray(col)
+    found = _hash_codes(values) if _hashable(values) else None
+    if found is not None:  # no block has a collision: hash order in each
+        return found[0]
+    if not _hashable(values):  # string order in each
+        return _codes(values)[0]
+    # A collision: string order in the blocks that hold both values, hash order elsewhere.
+    order = np.argsort(block, kind="stable")
+    bounds = np.searchsorted(block[order], np.arange(int(block.max()) + 2))
+    out = np.empty(len(values), np.int64)
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        out[order[a:b]] = _codes(values[order[a:b]])[0]
+    return out
 
 
 def _keys(
@@ -78,55 +110,108 @@ def _keys(
     return ci * len(pu) + pi, cu, pu
 
 
+def _grouped(
+    cols: Sequence[NDArray[np.int64]], n: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """(the index of one row of each distinct tuple of `cols` (non-negative integers), the
+    sum of `n` over the tuple's rows), tuples in lexicographic order: one sort."""
+    spans = [int(c.max()) + 1 for c in cols]
+    if math.prod(spans) < 1 << 63:  # one combined integer per row
+        code = cols[0]
+        for c, span in zip(cols[1:], spans[1:], strict=True):
+            code = code * span + c
+        order = np.argsort(code)
+        code = code[order]
+        new = code[1:] != code[:-1]
+    else:
+        order = np.lexsort(tuple(reversed(cols)))
+        new = np.zeros(len(order) - 1, bool)
+        for c in cols:
+            sc = c[order]
+            new |= sc[1:] != sc[:-1]
+    starts = np.flatnonzero(np.concatenate(([True], new)))
+    return order[starts], np.add.reduceat(n[order], starts)
+
+
 def summed(rows: NDArray[np.void]) -> NDArray[np.void]:
     """The rows with duplicates of (m, c, p) summed, sorted by m."""
     if len(rows) == 0:
         return empty()
-    k, cu, pu = _keys(rows)
-    nk = len(cu) * len(pu)
-    uniq, inv = np.unique(rows["m"].astype(np.int64) * nk + k, return_inverse=True)
-    out = np.empty(len(uniq), CHUNK_DTYPE)
-    kk = uniq % nk
-    out["m"] = uniq // nk
-    out["c"] = cu[kk // len(pu)]
-    out["p"] = pu[kk % len(pu)]
-    # Exact: counts are far below 2**53.
-    out["n"] = np.bincount(inv.ravel(), rows["n"].astype(np.float64), len(uniq)).astype(np.int64)
+    k, _, _ = _keys(rows)
+    first, sums = _grouped((rows["m"].astype(np.int64), k), rows["n"].astype(np.int64))
+    out = rows[first]
+    out["n"] = sums
     return out
 
 
 def encode(rows: NDArray[np.void]) -> bytes:
     """The compressed bytes of a block's rows (any order; (m, c, p) must be unique)."""
+    return encode_blocks(rows, np.zeros(len(rows), np.int64), 1)[0][1]
+
+
+def encode_blocks(
+    rows: NDArray[np.void], block: NDArray[np.int64], nblocks: int
+) -> list[tuple[int, bytes]]:
+    """(total, `encode(summed(r))`) of each of `nblocks` blocks, `r` the rows whose `block`
+    is its index, all blocks in one pass (a few numpy calls for all, not per block)."""
     if len(rows) == 0:
-        return zlib.compress(_HEAD.pack(_VERSION, 0, 0, 0, 0))
-    full, cu, pu = _keys(rows)
-    present, kinv = np.unique(full, return_inverse=True)
-    kinv = kinv.ravel()
-    m = rows["m"].astype(np.int32)
-    order = np.lexsort((m, kinv))
-    k, m, n = kinv[order], m[order], rows["n"][order]
-    per_key = np.bincount(k, minlength=len(present)).astype("<u4")
+        return [(0, _EMPTY)] * nblocks
+    # A (country, problem) key per row, in the order encode keeps them within a block.
+    ci, pi = _block_codes(rows["c"], block), _block_codes(rows["p"], block)
+    key = ci * (int(pi.max()) + 1) + pi
+    first, n = _grouped((block, key, rows["m"].astype(np.int64)), rows["n"].astype(np.int64))
+    block, key, m = block[first], key[first], rows["m"][first].astype(np.int64)
+    # Each block's rows by key, then bucket: a key's rows are one run, its first bucket
+    # absolute, the others deltas.
+    kstart = np.flatnonzero(
+        np.concatenate(([True], (block[1:] != block[:-1]) | (key[1:] != key[:-1])))
+    )
+    per_key = np.diff(np.append(kstart, len(m))).astype("<u4")
     dm = np.diff(m, prepend=0)
-    starts = np.concatenate(([0], np.cumsum(per_key)[:-1])).astype(np.int64)
-    dm[starts] = m[starts]  # each key's first bucket is absolute
-    top = int(n.max())
-    code = 3 if int(n.min()) < 0 else 0 if top < 1 << 8 else 1 if top < 1 << 16 else 2
-    if code == 2 and top >= 1 << 32:
-        code = 3
-    text = b"\n".join(
-        bytes(cu[i // len(pu)]) + b"\t" + bytes(pu[i % len(pu)]) for i in present.tolist()
-    )
-    body = b"".join(
-        (
-            _HEAD.pack(_VERSION, code, len(present), len(rows), len(text)),
-            text,
-            per_key.tobytes(),
-            # Low bytes of the deltas, then high bytes (mostly zero): compresses better.
-            dm.astype("<u2").view("u1").reshape(-1, 2).T.tobytes(),
-            n.astype(_COUNT_TYPES[code]).tobytes(),
+    dm[kstart] = m[kstart]
+    # Low bytes of the deltas, then high bytes (mostly zero): compresses better.
+    planes = dm.astype("<u2").view("u1").reshape(-1, 2)
+    low, high = np.ascontiguousarray(planes[:, 0]), np.ascontiguousarray(planes[:, 1])
+    texts = [
+        c + b"\t" + p
+        for c, p in zip(
+            rows["c"][first[kstart]].tolist(), rows["p"][first[kstart]].tolist(), strict=True
         )
-    )
-    return zlib.compress(body, _LEVEL)
+    ]
+    at = np.searchsorted(block, np.arange(nblocks + 1)).tolist()
+    kat = np.searchsorted(kstart, at).tolist()
+    filled = np.flatnonzero(np.diff(at))
+    starts = np.asarray(at)[filled]
+    totals = np.zeros(nblocks, np.int64)
+    totals[filled] = np.add.reduceat(n, starts)
+    top = np.zeros(nblocks, np.int64)
+    top[filled] = np.maximum.reduceat(n, starts)
+    low_n = np.zeros(nblocks, np.int64)
+    low_n[filled] = np.minimum.reduceat(n, starts)
+    out: list[tuple[int, bytes]] = []
+    for i, (total, hi, lo) in enumerate(
+        zip(totals.tolist(), top.tolist(), low_n.tolist(), strict=True)
+    ):
+        a, b, ka, kb = at[i], at[i + 1], kat[i], kat[i + 1]
+        if a == b:
+            out.append((0, _EMPTY))
+            continue
+        code = 3 if lo < 0 else 0 if hi < 1 << 8 else 1 if hi < 1 << 16 else 2
+        if code == 2 and hi >= 1 << 32:
+            code = 3
+        text = b"\n".join(texts[ka:kb])
+        body = b"".join(
+            (
+                _HEAD.pack(_VERSION, code, kb - ka, b - a, len(text)),
+                text,
+                per_key[ka:kb].tobytes(),
+                low[a:b].tobytes(),
+                high[a:b].tobytes(),
+                n[a:b].astype(_COUNT_TYPES[code]).tobytes(),
+            )
+        )
+        out.append((total, zlib.compress(body, _LEVEL)))
+    return out
 
 
 def decode(data: bytes) -> NDArray[np.void]:
@@ -168,11 +253,16 @@ def coarsen(rows: NDArray[np.void], res_from: int, res_to: int) -> NDArray[np.vo
     """The rows at a coarser resolution (buckets summed)."""
     if res_to == res_from or len(rows) == 0:
         return rows
+    out = rows.copy()
+    out["m"] = rows["m"] // factor(res_from, res_to)
+    return summed(out)
+
+
+def factor(res_from: int, res_to: int) -> int:
+    """How many buckets of `res_from` minutes one of `res_to` minutes holds."""
     if res_to < res_from or res_to % res_from:
         raise ValueError(f"cannot turn {res_from}-minute buckets into {res_to}-minute ones")
-    out = rows.copy()
-    out["m"] = rows["m"] // (res_to // res_from)
-    return summed(out)
+    return res_to // res_from
 
 
 def merge(a: NDArray[np.void], b: NDArray[np.void]) -> NDArray[np.void]:

@@ -19,7 +19,6 @@ changes; charts of old minutes show the kept resolution spread evenly over its m
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from outagewatch.store import codec
-from outagewatch.store.base import CHUNK_DTYPE, unpack
+from outagewatch.store.base import CHUNK_DTYPE
 
 DAY_S = 86_400
 HOUR_S = 3_600
@@ -67,19 +66,26 @@ class Retention:
         return today - self.minute_days + 1, today - self.rollup_days + 1
 
 
+def _buckets(parts: Sequence[tuple[bytes, int, int]]) -> tuple[NDArray[np.void], NDArray[np.int64]]:
+    """The packed rows of `parts` (packed rows, minute of the day of their `m` 0, minutes
+    per bucket) in one array, `m` the bucket of the day each row falls in (not summed),
+    and the index in `parts` of each row's part."""
+    sizes, torn = np.divmod([len(data) for data, _, _ in parts], CHUNK_DTYPE.itemsize)
+    if torn.any():
+        raise ValueError("packed count rows of a length that is not a whole number of rows")
+    part = np.repeat(np.arange(len(parts)), sizes)
+    # Joined into one writable buffer: one copy (np.concatenate of structured arrays also
+    # re-derives their common dtype field by field on every call).
+    rows = np.frombuffer(bytearray().join([data for data, _, _ in parts]), CHUNK_DTYPE)
+    first = np.array([minute for _, minute, _ in parts], np.int64)[part]
+    per = np.array([res for _, _, res in parts], np.int64)[part]
+    rows["m"] = (rows["m"] + first) // per
+    return rows, part
+
+
 def raw_rows_of_day(raw: Sequence[tuple[int, bytes]]) -> NDArray[np.void]:
     """The minute rows (minute of the day) of raw hour chunks of one day, summed."""
-    chunks = [unpack(data) for _, data in raw]
-    rows = np.empty(sum(len(c) for c in chunks), CHUNK_DTYPE)
-    # Filled in place (np.concatenate of structured arrays re-derives their common dtype
-    # field by field on every call: most of this function's time, for a day's 24 chunks).
-    at = 0
-    for (hour, _), chunk in zip(raw, chunks, strict=True):
-        part = rows[at : at + len(chunk)]
-        part[...] = chunk
-        part["m"] += (hour % 24) * 60
-        at += len(chunk)
-    return codec.summed(rows)
+    return codec.summed(_buckets([(data, hour % 24 * 60, 1) for hour, data in raw])[0])
 
 
 def fold(
@@ -92,22 +98,26 @@ def fold(
     the `raw` hours folded in, each at the resolution its age asks for (never finer than
     it already is)."""
     today = int(now // DAY_S)
-    by_day: dict[tuple[str, int], list[tuple[int, bytes]]] = defaultdict(list)
-    for service, hour, data in raw:
-        by_day[(service, hour // 24)].append((hour, data))
     existing = {(s, d): (res, data) for s, d, res, _, data in blocks}
-    out: list[DayRow] = []
-    for key in sorted(set(by_day) | set(existing)):
-        service, day = key
-        want = retention.resolution(day, today)
-        rows, res = codec.empty(), 1
-        if key in existing:
-            res, data = existing[key]
-            rows = codec.decode(data)
-        want = max(want, res)
-        rows = codec.coarsen(rows, res, want)
-        if key in by_day:
-            fresh = codec.coarsen(raw_rows_of_day(by_day[key]), 1, want)
-            rows = codec.merge(rows, fresh)
-        out.append((service, day, want, codec.total(rows), codec.encode(rows)))
-    return out
+    keys = sorted({(s, h // 24) for s, h, _ in raw} | set(existing))
+    index = {key: i for i, key in enumerate(keys)}
+    want = [
+        max(retention.resolution(day, today), existing.get((s, day), (1, b""))[0])
+        for s, day in keys
+    ]
+    # Every row of the step in one array, at its block's resolution (the raw hours'
+    # minutes, the existing blocks' buckets); encode_blocks sums and encodes them.
+    raw_of = [index[(s, h // 24)] for s, h, _ in raw]
+    old_of = [index[key] for key in existing]
+    rows, part = _buckets(
+        [(data, h % 24 * 60, want[i]) for (_, h, data), i in zip(raw, raw_of, strict=True)]
+        + [
+            (codec.decode(data).tobytes(), 0, codec.factor(res, want[i]))
+            for (res, data), i in zip(existing.values(), old_of, strict=True)
+        ]
+    )
+    encoded = codec.encode_blocks(rows, np.array(raw_of + old_of, np.int64)[part], len(keys))
+    return [
+        (service, day, res, total, data)
+        for (service, day), res, (total, data) in zip(keys, want, encoded, strict=True)
+    ]
