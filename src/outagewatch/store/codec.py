@@ -54,20 +54,27 @@ def _hash_codes(values: NDArray[np.bytes_]) -> tuple[NDArray[np.int64], NDArray[
     """`_codes` by hashing the values' words (a `_hashable` width); None when two distinct
     values share a hash."""
     n, width = len(values), values.dtype.itemsize
-    if width % 8 == 0:
-        words = values.view("<u8").reshape(n, width // 8)
+    h = np.zeros(n, np.uint64)
+    if width % 8 == 0:  # sum of word * odd constant (mod 2**64), a word at a time (~6x
+        # faster than one sum over an axis)
+        words = values.view("<u8").reshape(n, width // 8).T
         with np.errstate(over="ignore"):
-            h = (words * _MIX[: width // 8]).sum(axis=1, dtype=np.uint64)
-    else:
-        h = np.zeros(n, np.uint64)
+            for word, mix in zip(words, _MIX, strict=False):
+                h += word * mix
+    else:  # the bytes themselves, as one big-endian number: no two values share it
+        words = None
         for i in range(width):
             h = (h << np.uint64(8)) | values.view("u1").reshape(n, width)[:, i]
-    _, first, inv = np.unique(h, return_index=True, return_inverse=True)
+    hashes, inv = np.unique(h, return_inverse=True)
     inv = inv.ravel().astype(np.int64)
-    distinct = values[first]
-    if not np.array_equal(distinct[inv], values):
+    # Any row of each hash stands for it (np.unique's return_index would sort stably, ~6x
+    # slower), and every row is checked against it, a word at a time (~20x faster than as
+    # bytes).
+    first = np.empty(len(hashes), np.int64)
+    first[inv] = np.arange(n)
+    if words is not None and any(not np.array_equal(w[first][inv], w) for w in words):
         return None
-    return inv, distinct
+    return inv, values[first]
 
 
 def _codes(col: NDArray[np.bytes_]) -> tuple[NDArray[np.int64], NDArray[np.bytes_]]:
