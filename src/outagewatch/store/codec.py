@@ -65,8 +65,14 @@ def _hash_codes(values: NDArray[np.bytes_]) -> tuple[NDArray[np.int64], NDArray[
         words = None
         for i in range(width):
             h = (h << np.uint64(8)) | values.view("u1").reshape(n, width)[:, i]
-    hashes, inv = np.unique(h, return_inverse=True)
-    inv = inv.ravel().astype(np.int64)
+    if width <= 2:  # at most 16 bits: a table of the values seen instead of a sort
+        seen = np.zeros(1 << 16, bool)
+        seen[h] = True
+        hashes = np.flatnonzero(seen)
+        inv = (np.cumsum(seen) - 1)[h]
+    else:
+        hashes, inv = np.unique(h, return_inverse=True)
+        inv = inv.ravel().astype(np.int64)
     # Any row of each hash stands for it (np.unique's return_index would sort stably, ~6x
     # slower), and every row is checked against it, a word at a time (~20x faster than as
     # bytes).
