@@ -129,12 +129,15 @@ def _grouped(
     """(the index of one row of each distinct tuple of `cols` (non-negative integers), the
     sum of `n` over the tuple's rows), tuples in lexicographic order: one sort."""
     spans = [int(c.max()) + 1 for c in cols]
-    if math.prod(spans) < 1 << 63:  # one combined integer per row
+    shift = len(n).bit_length()
+    if math.prod(spans) << shift <= 1 << 63:
+        # One integer per row: the tuple, then the row's index in the low bits (np.sort of
+        # it is ~2x faster than np.argsort of the tuple's integer and a gather).
         code = cols[0]
         for c, span in zip(cols[1:], spans[1:], strict=True):
             code = code * span + c
-        order = np.argsort(code)
-        code = code[order]
+        packed = np.sort((code << shift) | np.arange(len(n)))
+        order, code = packed & ((1 << shift) - 1), packed >> shift
         new = code[1:] != code[:-1]
     else:
         order = np.lexsort(tuple(reversed(cols)))
