@@ -149,6 +149,17 @@ def test_a_days_raw_hours_are_summed_by_minute_of_the_day() -> None:
     assert len(got) == len(expected) and np.all(np.diff(got["m"].astype(int)) >= 0)
 
 
+@pytest.mark.parametrize("width", [1, 2, 3, 7])
+def test_codes_of_values_narrower_than_a_word_are_in_byte_order(width: int) -> None:
+    # Their hash is their bytes as a big-endian number: np.unique's order of the strings.
+    rng = np.random.default_rng(width)
+    pool = rng.integers(0, 256, (40, width), np.uint8).view(f"S{width}").ravel()
+    values = pool[rng.integers(0, len(pool), 5000)]
+    inv, distinct = codec._codes(values)
+    expected, expected_inv = np.unique(values, return_inverse=True)
+    assert distinct.tolist() == expected.tolist() and inv.tolist() == expected_inv.tolist()
+
+
 def test_grouping_keys_too_wide_for_one_integer_sort_by_each_column() -> None:
     rng = np.random.default_rng(3)
     cols = [rng.integers(0, 1 << 40, 300) for _ in range(3)]

@@ -54,23 +54,24 @@ def _hash_codes(values: NDArray[np.bytes_]) -> tuple[NDArray[np.int64], NDArray[
     """`_codes` by hashing the values' words (a `_hashable` width); None when two distinct
     values share a hash."""
     n, width = len(values), values.dtype.itemsize
-    h = np.zeros(n, np.uint64)
-    if width % 8 == 0:  # sum of word * odd constant (mod 2**64), a word at a time (~6x
-        # faster than one sum over an axis)
-        words = values.view("<u8").reshape(n, width // 8).T
-        with np.errstate(over="ignore"):
-            for word, mix in zip(words, _MIX, strict=False):
-                h += word * mix
-    else:  # the bytes themselves, as one big-endian number: no two values share it
-        words = None
-        for i in range(width):
-            h = (h << np.uint64(8)) | values.view("u1").reshape(n, width)[:, i]
-    if width <= 2:  # at most 16 bits: a table of the values seen instead of a sort
+    words = None  # what the hash is checked against (nothing: the hash is the bytes)
+    if width <= 2:  # the bytes as a big-endian number: a table of the 2**16, not a sort
+        small = values.view(f">u{width}").astype(np.intp)
         seen = np.zeros(1 << 16, bool)
-        seen[h] = True
-        hashes = np.flatnonzero(seen)
-        inv = (np.cumsum(seen) - 1)[h]
+        seen[small] = True
+        hashes, inv = np.flatnonzero(seen), (np.cumsum(seen) - 1)[small]
     else:
+        if width % 8 == 0:  # sum of word * odd constant (mod 2**64), a word at a time
+            # (~6x faster than one sum over an axis)
+            words = values.view("<u8").reshape(n, width // 8).T
+            h = np.zeros(n, np.uint64)
+            with np.errstate(over="ignore"):
+                for word, mix in zip(words, _MIX, strict=False):
+                    h += word * mix
+        else:  # the bytes as a big-endian number
+            padded = np.zeros((n, 8), np.uint8)
+            padded[:, 8 - width :] = values.view("u1").reshape(n, width)
+            h = padded.view(">u8").ravel().astype(np.uint64)
         hashes, inv = np.unique(h, return_inverse=True)
         inv = inv.ravel().astype(np.int64)
     # Any row of each hash stands for it (np.unique's return_index would sort stably, ~6x
