@@ -120,6 +120,11 @@ def test_fold_writes_the_blocks_of_a_day_at_a_time_reference(seed: int) -> None:
     assert fold(raw, blocks, now, retention) == reference_fold(raw, blocks, now, retention)
 
 
+def test_a_step_of_nothing_folds_to_nothing() -> None:
+    assert fold([], [], (D0 + 1) * 86_400.0, Retention()) == []
+    assert len(raw_rows_of_day([])) == 0
+
+
 @pytest.mark.parametrize("seed", range(10))
 def test_fold_is_the_reference_when_problem_hashes_collide(
     seed: int, monkeypatch: pytest.MonkeyPatch

@@ -46,6 +46,7 @@ _MIX = np.array(
 
 
 def _hashable(values: NDArray[np.bytes_]) -> bool:
+    """Whether `_hash_codes` can code a column of these values (else: np.unique)."""
     width = values.dtype.itemsize
     return width % 8 == 0 or width <= 8
 
@@ -162,7 +163,8 @@ def summed(rows: NDArray[np.void]) -> NDArray[np.void]:
 
 
 def encode(rows: NDArray[np.void]) -> bytes:
-    """The compressed bytes of a block's rows (any order; (m, c, p) must be unique)."""
+    """The compressed bytes of a block's rows (any order; duplicates of (m, c, p) are
+    summed)."""
     return encode_blocks(rows, np.zeros(len(rows), np.int64), 1)[0][1]
 
 

@@ -70,7 +70,8 @@ def _buckets(parts: Sequence[tuple[bytes, int, int]]) -> tuple[NDArray[np.void],
     """The packed rows of `parts` (packed rows, minute of the day of their `m` 0, minutes
     per bucket) in one array, `m` the bucket of the day each row falls in (not summed),
     and the index in `parts` of each row's part."""
-    sizes, torn = np.divmod([len(data) for data, _, _ in parts], CHUNK_DTYPE.itemsize)
+    lengths = np.array([len(data) for data, _, _ in parts], np.int64)
+    sizes, torn = np.divmod(lengths, CHUNK_DTYPE.itemsize)
     if torn.any():
         raise ValueError("packed count rows of a length that is not a whole number of rows")
     part = np.repeat(np.arange(len(parts)), sizes)
