@@ -211,13 +211,14 @@ def build_router(host: Host, auth: Auth, edits: CatalogEdits) -> APIRouter:
                 resp.headers["Retry-After"] = headers["Retry-After"]
                 return resp
         token = form.get("token", "").strip()
-        if not token or not auth.allows(f"Bearer {token}", "admin"):
+        token_hash = digest(token)
+        if not token or not auth.holds(token_hash, "admin"):
             return login_page(request, 403, "That token is not an admin token of this server.")
         sid = secrets.token_urlsafe(32)
         now = host.clock()
         st = store()
         await asyncio.to_thread(st.prune_sessions, now)
-        await asyncio.to_thread(st.add_session, digest(sid), now + SESSION_S, digest(token))
+        await asyncio.to_thread(st.add_session, digest(sid), now + SESSION_S, token_hash)
         resp = RedirectResponse("/admin", status_code=303)
         resp.set_cookie(
             SESSION_COOKIE,

@@ -150,8 +150,8 @@ class Auth:
         return found is not None and grants(found, scope)
 
     def allows(self, authorization: str | None, scope: str) -> bool:
-        held = self.scopes(authorization)
-        return held is not None and grants(held, scope)
+        given = bearer(authorization)
+        return given is not None and self.holds(digest(given), scope)
 
     def require(self, authorization: str | None, scope: str) -> None:
         """Raise the contract's 401/403 unless the request holds `scope`."""
