@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,9 @@ from outagewatch.history.export import export
 from outagewatch.history.view import days_view
 from outagewatch.store import codec
 from outagewatch.store.base import CHUNK_DTYPE
-from outagewatch.store.counts import daily_reports
+from outagewatch.store.counts import daily_reports, iter_days
 from outagewatch.store.rollup import Retention
-from test_store import AnyStore, commit, doc
+from test_store import AnyStore, Backend, commit, doc
 
 # The store suite's fixtures: every test taking `store` runs on SQLite and on PostgreSQL.
 backend = test_store.backend
@@ -273,3 +274,38 @@ def test_replay_compacts_and_export_sums_to_what_it_counted(
         assert [d for d, _, _, _ in s.count_days("x", D0, D0 + 3)] == [D0, D0 + 1]
     finally:
         s.close()
+
+
+def test_a_read_during_compaction_counts_every_report_once(
+    store: AnyStore, backend: Backend
+) -> None:
+    """Compaction moves raw hours into day blocks in one transaction; a reader (another
+    connection, as the server's pages and API are) sees either side of it, never both —
+    the pages once showed a day's counts doubled while it was being compacted."""
+    days = 12
+    store.commit(commit(rows=history_rows(days)))
+    total = int(store.minute_counts("x", T0, T0 + days * DAY).sum())
+    reader = backend.open()
+    seen: list[tuple[int, int, int]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            seen.append((
+                int(reader.minute_counts("x", T0, T0 + days * DAY).sum()),
+                int(daily_reports(reader, "x", D0, D0 + days).sum()),
+                sum(int(codec.total(rows)) for _, _, rows in iter_days(reader, "x", D0, D0 + days)),
+            ))  # fmt: skip
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        now = T0 + (days + 2) * DAY
+        for _ in range(days * 24):  # one raw hour per step: many moments to read between
+            if store.compact_step(now, Retention(minute_days=1, rollup_days=3), budget=2) == 0:
+                break
+    finally:
+        done.set()
+        thread.join()
+        reader.close()
+    assert seen and all(s == (total, total, total) for s in seen), {s for s in seen}

@@ -64,12 +64,12 @@ async def test_serve_compacts_history_in_the_background(tmp_path: Path) -> None:
         assert reader is not None
         hour = int(clock.t // 3600)
         for _ in range(200):  # the compactor's first round starts with the server
-            raw = [h for h, _ in reader.raw_hours("x", 0, 10**9)]
+            raw = [h for h, _ in reader.stored_counts("x", 0, 10**9).raw]
             if raw and min(raw) >= hour - 1:
                 break
             await asyncio.sleep(0.05)
         assert raw and min(raw) >= hour - 1, "only the current and the previous hour stay raw"
-        days = [d for d, res, _, _ in reader.count_days("x", 0, 10**9) if res == 1]
+        days = [d for d, res, _, _ in reader.stored_counts("x", 0, 10**9).blocks if res == 1]
         assert days == [hour // 24 - 2, hour // 24 - 1, hour // 24]
 
 

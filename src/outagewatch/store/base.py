@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -130,12 +130,24 @@ class IncidentReader(Protocol):
 Block = tuple[int, int, int, bytes]
 
 
+class StoredCounts(NamedTuple):
+    """A service's stored counts over a span of hours, as one read saw them: the day blocks
+    of the days it touches (oldest first) and the raw hours within it (`(hour, packed
+    chunk)`, oldest first). Compaction moves an hour from `raw` into its day's block in one
+    transaction; read together, every report is in exactly one of the two."""
+
+    blocks: list[Block]
+    raw: list[tuple[int, bytes]]
+
+
 class CountReader(Protocol):
     """What a store offers for reading history (store/counts.py, history/)."""
 
-    def count_days(self, service: str, day0: int, day1: int) -> list[Block]: ...
-    def day_totals(self, service: str, day0: int, day1: int) -> list[tuple[int, int]]: ...
-    def raw_hours(self, service: str, hour0: int, hour1: int) -> list[tuple[int, bytes]]: ...
+    def stored_counts(self, service: str, hour0: int, hour1: int) -> StoredCounts:
+        """Blocks of days hour0 // 24 .. hour1 // 24 and raw hours hour0..hour1, in one
+        snapshot of the store."""
+        ...
+
     def count_services(self) -> list[str]: ...
 
 

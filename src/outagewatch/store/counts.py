@@ -28,9 +28,10 @@ def daily_reports(store: CountReader, service: str, day0: int, day1: int) -> NDA
     out = np.zeros(max(day1 - day0, 0), np.int64)
     if day1 <= day0:
         return out
-    for day, n in store.day_totals(service, day0, day1 - 1):
+    stored = store.stored_counts(service, day0 * 24, day1 * 24 - 1)
+    for day, _, n, _ in stored.blocks:
         out[day - day0] += n
-    for hour, data in store.raw_hours(service, day0 * 24, day1 * 24 - 1):
+    for hour, data in stored.raw:
         out[hour // 24 - day0] += int(unpack(data)["n"].sum())
     return out
 
@@ -42,9 +43,10 @@ def iter_days(
     into their day's block (at its resolution). Reads `span` days at a time."""
     for lo in range(day0, day1, span):
         hi = min(lo + span, day1)
-        blocks = {d: (res, data) for d, res, _, data in store.count_days(service, lo, hi - 1)}
+        stored = store.stored_counts(service, lo * 24, hi * 24 - 1)
+        blocks = {d: (res, data) for d, res, _, data in stored.blocks}
         raw: dict[int, list[tuple[int, bytes]]] = {}
-        for hour, data in store.raw_hours(service, lo * 24, hi * 24 - 1):
+        for hour, data in stored.raw:
             raw.setdefault(hour // 24, []).append((hour, data))
         for day in sorted(set(blocks) | set(raw)):
             res, rows = 1, codec.empty()

@@ -34,6 +34,7 @@ from outagewatch.store.base import (
     DeliveryUpdate,
     IncidentQuery,
     InputMark,
+    StoredCounts,
     incidents_where,
     merge_chunks,
     unpack,
@@ -354,42 +355,43 @@ class SQLStore(VisitorRows):
         out = np.zeros(max(m1 - m0, 0), np.int64)
         if m1 <= m0:
             return out
-        for hour, data in self._rows(
-            "SELECT hour, data FROM minute_counts WHERE service = %s AND hour BETWEEN %s AND %s",
-            (service, m0 // 60, (m1 - 1) // 60),
-        ):
-            chunk = unpack(bytes(data))
-            minute = int(hour) * 60 + chunk["m"].astype(np.int64)
+        stored = self.stored_counts(service, m0 // 60, (m1 - 1) // 60)
+        for hour, data in stored.raw:
+            chunk = unpack(data)
+            minute = hour * 60 + chunk["m"].astype(np.int64)
             sel = (minute >= m0) & (minute < m1)
             np.add.at(out, minute[sel] - m0, chunk["n"][sel])
-        add_day_blocks(out, m0, self.count_days(service, m0 // 1440, (m1 - 1) // 1440))
+        add_day_blocks(out, m0, stored.blocks)
         return out
 
     # ---------------------------------------------------------------- history (issue 20)
-    def count_days(self, service: str, day0: int, day1: int) -> list[Block]:
-        """(day, res, total, data) of the service's day blocks of days day0..day1."""
+    def stored_counts(self, service: str, hour0: int, hour1: int) -> StoredCounts:
+        """The day blocks of days hour0 // 24 .. hour1 // 24 and the raw hours hour0..hour1,
+        in one statement: one snapshot on either database (two reads could fall either side
+        of a compaction and count its hours twice, or not at all)."""
         rows = self._rows(
             "SELECT day, res, total, data FROM count_days WHERE service = %s "
-            "AND day BETWEEN %s AND %s ORDER BY day",
-            (service, day0, day1),
+            "AND day BETWEEN %s AND %s UNION ALL "
+            "SELECT hour, 0, 0, data FROM minute_counts WHERE service = %s "
+            "AND hour BETWEEN %s AND %s",
+            (service, hour0 // 24, hour1 // 24, service, hour0, hour1),
         )
-        return [(int(d), int(r), int(t), bytes(b)) for d, r, t, b in rows]
+        blocks: list[Block] = []
+        raw: list[tuple[int, bytes]] = []
+        for key, res, total, data in rows:
+            if res:  # a block's resolution is 1, 15 or 60 minutes; 0 marks a raw hour
+                blocks.append((int(key), int(res), int(total), bytes(data)))
+            else:
+                raw.append((int(key), bytes(data)))
+        return StoredCounts(sorted(blocks), sorted(raw))
 
-    def day_totals(self, service: str, day0: int, day1: int) -> list[tuple[int, int]]:
-        rows = self._rows(
-            "SELECT day, total FROM count_days WHERE service = %s AND day BETWEEN %s AND %s",
-            (service, day0, day1),
-        )
-        return [(int(d), int(t)) for d, t in rows]
+    def count_days(self, service: str, day0: int, day1: int) -> list[Block]:
+        """(day, res, total, data) of the service's day blocks of days day0..day1."""
+        return self.stored_counts(service, day0 * 24, day1 * 24 + 23).blocks
 
     def raw_hours(self, service: str, hour0: int, hour1: int) -> list[tuple[int, bytes]]:
         """(hour, packed chunk) of the raw (not yet compacted) hours hour0..hour1."""
-        rows = self._rows(
-            "SELECT hour, data FROM minute_counts WHERE service = %s "
-            "AND hour BETWEEN %s AND %s ORDER BY hour",
-            (service, hour0, hour1),
-        )
-        return [(int(h), bytes(b)) for h, b in rows]
+        return self.stored_counts(service, hour0, hour1).raw
 
     def count_services(self) -> list[str]:
         rows = self._rows(
