@@ -7,7 +7,14 @@ only decide which local calendar day (weekday, weekend, holiday) a minute belong
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
+import os
+import warnings
 from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
 
 # Officially assigned ISO 3166-1 alpha-2 codes (249), plus XK (Kosovo, user-assigned, in wide use).
 _CODES = (
@@ -22,6 +29,7 @@ _CODES = (
     "VN VU WF WS YE YT ZA ZM ZW XK"
 )
 COUNTRIES: frozenset[str] = frozenset(_CODES.split())
+_EPOCH = dt.date(1970, 1, 1)
 ALIASES = {"UK": "GB"}
 
 # Standard-time offset in hours of the most populous part; unlisted countries use 0.
@@ -50,15 +58,88 @@ def utc_offset_s(country: str) -> int:
     return int(UTC_OFFSET_H.get(country, 0) * 3600)
 
 
-@lru_cache(maxsize=4096)
-def _holiday_table(country: str, year: int) -> frozenset[dt.date]:
-    import holidays  # imported lazily: building a country's calendar is not free
+# Every country's public holidays of these years are kept in one small file beside the
+# package's bytecode (`write_holiday_table`, run by `make install` through runtime.warm): a
+# process then reads its calendars from it instead of importing the `holidays` package and
+# one module per country (about 0.1 s of a replay's start-up).
+TABLE_YEARS = (2000, 2060)
+
+
+def holiday_table_path() -> Path:
+    return Path(__file__).parent / "__pycache__" / "holiday-table.npz"
+
+
+def _holidays_stamp() -> str:
+    """What the table was computed from: the installed `holidays` package, by its file's
+    path, size and time (a new release is new files). Cheap: no import of it."""
+    spec = importlib.util.find_spec("holidays")
+    if spec is None or spec.origin is None:
+        return ""
+    st = os.stat(spec.origin)
+    return f"{spec.origin}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _computed(country: str, years: range) -> list[dt.date]:
+    """`country`'s national public holidays in `years` from the `holidays` package."""
+    import holidays  # imported only when the table cannot say
 
     try:
-        cal = holidays.country_holidays(country, years=year)
+        cal = holidays.country_holidays(country, years=years)
     except NotImplementedError:
-        return frozenset()
-    return frozenset(cal.keys())
+        return []
+    return [d for d in cal if d.year in years]
+
+
+def write_holiday_table(path: Path | None = None) -> int:
+    """Compute the holidays of every country and every year of TABLE_YEARS and write them
+    to the table (atomically); returns the number of dates."""
+    path = path or holiday_table_path()
+    years = range(TABLE_YEARS[0], TABLE_YEARS[1] + 1)
+    codes = sorted(COUNTRIES)
+    days: list[int] = []
+    start = [0]
+    with warnings.catch_warnings():  # some calendars cover fewer years: they say so, once each
+        warnings.simplefilter("ignore")
+        for code in codes:
+            days += sorted({(d - _EPOCH).days for d in _computed(code, years)})
+            start.append(len(days))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "wb") as f:
+        np.savez(
+            f,
+            codes=np.array(codes),
+            start=np.array(start, np.int64),
+            days=np.array(days, np.int32),
+            years=np.array(TABLE_YEARS, np.int64),
+            stamp=np.array(_holidays_stamp()),
+        )
+    os.replace(tmp, path)
+    return len(days)
+
+
+@lru_cache(maxsize=1)
+def holiday_table() -> dict[str, NDArray[np.int32]] | None:
+    """Each country's holidays (days since the epoch) from the table, or None when there
+    is no table or it was computed from another `holidays` release."""
+    try:
+        with np.load(holiday_table_path()) as z:
+            if str(z["stamp"]) != _holidays_stamp() or tuple(z["years"]) != TABLE_YEARS:
+                return None
+            start, days = z["start"], z["days"]
+            return {str(c): days[start[i] : start[i + 1]] for i, c in enumerate(z["codes"])}
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+@lru_cache(maxsize=4096)
+def _holiday_table(country: str, year: int) -> frozenset[dt.date]:
+    table = holiday_table() if TABLE_YEARS[0] <= year <= TABLE_YEARS[1] else None
+    if table is None or country not in table:
+        return frozenset(_computed(country, range(year, year + 1)))
+    days = table[country]
+    lo, hi = (dt.date(year, 1, 1) - _EPOCH).days, (dt.date(year + 1, 1, 1) - _EPOCH).days
+    return frozenset(_EPOCH + dt.timedelta(days=int(d)) for d in days[(days >= lo) & (days < hi)])
 
 
 def is_holiday(country: str, day: dt.date) -> bool:

@@ -1,4 +1,5 @@
-"""Fill numba's on-disk cache of the detection kernels, so that no command compiles.
+"""Fill numba's on-disk cache of the detection kernels, so that no command compiles (and
+write the table of public holidays, `geo.write_holiday_table`, so that none computes them).
 
 The kernels (`detect.kernels`, `detect.quiet`) are compiled with `cache=True`: the machine
 code is written next to their source (`detect/__pycache__`, or numba's user-wide cache
@@ -17,11 +18,13 @@ it was filled from (`drop_stale`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 import time
 from pathlib import Path
 
+from outagewatch import geo
 from outagewatch.catalog import Catalog
 from outagewatch.events import EventDecoder
 from outagewatch.pipeline.pipeline import Pipeline
@@ -71,8 +74,17 @@ def drop_stale(here: Path | None = None) -> int:
     return dropped
 
 
+def holiday_table() -> None:
+    """Write the table of public holidays (geo.py) when it is missing or stale."""
+    if geo.holiday_table() is None:
+        # A read-only package: calendars come from `holidays` as they are needed.
+        with contextlib.suppress(OSError):
+            geo.write_holiday_table()
+
+
 def main() -> int:
     t0 = time.perf_counter()
+    holiday_table()
     drop_stale()
     opened = warm()
     print(f"numba kernels ready ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
