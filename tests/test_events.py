@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -553,3 +554,144 @@ def test_a_batch_is_decoded_chunk_by_chunk_as_in_one_piece(monkeypatch: pytest.M
     for col in ("keys", "ts", "person", "ip", "count", "line"):
         assert getattr(chunked.reports, col) == getattr(whole.reports, col), col
     assert len(chunked.reports) == 5_000 - 7 - 5
+
+
+# ------------------------------------------------------- the compiled scanner (linescan.py)
+def exact(lines: list[bytes], first_line: int = 1, max_ts: float | None = None) -> Decoded:
+    """What the exact path (msgspec, line by line) makes of `lines`, however many."""
+    dec = EventDecoder(CATALOG) if max_ts is None else EventDecoder(CATALOG, max_ts=max_ts)
+    out = Decoded()
+    dec._decode_lines(lines, first_line, out)
+    out.rejected.sort(key=lambda r: r.line)
+    out.lines = len(lines)
+    return out
+
+
+def assert_same(got: Decoded, want: Decoded) -> None:
+    assert got.rejected == want.rejected
+    assert got.others == want.others
+    assert got.lines == want.lines
+    for col in ("keys", "ts", "person", "ip", "count", "line"):
+        assert getattr(got.reports, col) == getattr(want.reports, col), col
+
+
+def plain(ts: str = "2025-03-10T08:31:00Z", **fields: str | int) -> bytes:
+    body: dict[str, object] = {"type": "report", "ts": ts, "service": "x", "country": "US"}
+    body.update(fields)
+    return msgspec.json.encode(body)
+
+
+FIELD_VALUES = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["report", "probe", "Report", 1]),
+        "ts": zulu_times
+        | odd_times
+        | st.sampled_from([T0, int(T0), 0, -int(T0), 10**13, "2025-03-10T08:31:00Z"])
+        | st.integers(0, 2**40),
+        "service": st.sampled_from(["x", "X", "twitter", "netflix", "nope", "", "x\\"]),
+        "country": st.sampled_from(["US", "us", "uk", "GB", "ZZ", "", "U\u00e9"]),
+        "problem": st.sampled_from(["login", "app", "Login", "", "other", None]),
+        "reporter": st.sampled_from(["p1", "p2", "", "p\u00e9", "p" * 70, None])
+        | st.text(max_size=8),
+        "ip": st.sampled_from(["203.0.113.7", "", None, "2001:db8::1"]),
+        "count": st.sampled_from([1, 2, 0, -1, 10**12, 10**12 + 1, 1.5, "3"]),
+        "region": st.sampled_from(["CA", None, 3]),
+        "city": st.sampled_from(["Paris", ""]),
+        "extra": st.sampled_from([1, "x", None]),
+    },
+)
+
+
+def _spaced(body: dict[str, object], order: list[int], space: str) -> bytes:
+    """`body` as JSON in the given field order, with `space` between every token."""
+    items = [list(body.items())[i] for i in order]
+    inner = f"{space},{space}".join(
+        f"{msgspec.json.encode(k).decode()}{space}:{space}{msgspec.json.encode(v).decode()}"
+        for k, v in items
+    )
+    return f"{space}{{{space}{inner}{space}}}{space}".encode()
+
+
+SCANNER_LINES = st.one_of(
+    st.builds(plain),
+    FIELD_VALUES.map(msgspec.json.encode),
+    st.builds(
+        lambda base, extra: msgspec.json.encode({**msgspec.json.decode(base), **extra}),
+        st.builds(plain),
+        FIELD_VALUES,
+    ),
+    st.builds(
+        lambda body, seed, space: _spaced(
+            body, sorted(range(len(body)), key=lambda i: (i * seed) % 7), space
+        ),
+        st.builds(lambda extra: {**msgspec.json.decode(plain()), **extra}, FIELD_VALUES),
+        st.integers(1, 6),
+        st.sampled_from(["", " ", "\t", "\r", "  "]),
+    ),
+    st.sampled_from([
+        b"", b"  ", b"{}", b"[]", b"{", b'{"type":"report"}', b"\xff",
+        b'{"type":"report","ts":"2025-03-10T08:31:00Z","service":"x","country":"US","ts":"2025-03-10T08:31:01Z"}',
+        b'{"type":"report","ts":"2025-03-10T08:31:00Z","service":"x","country":"US"} x',
+        b'{"type":"report","ts":"2025-03-10T08:31:00Z","service":"x","country":"US",}',
+        b'{"type":"report","ts":"2025-03-10T08:31:00Z","service":"x","country":"US","count":01}',
+        b'{"type":"report","ts":"2025-03-10T08:31:00Z","service":"x","country":"US","count":1e2}',
+        b'{"type":"report","ts":"2025-03-10T08:31:00Z","service":"\\u0078","country":"US"}',
+        b'{"type":"report","ts":1741595460,"service":"x","country":"US"}',
+        b'{"type":"report","ts":1741595460.5,"service":"x","country":"US"}',
+        b'{"type":"report","ts":1741595460e0,"service":"x","country":"US"}',
+        b'{"type":"report","ts":01741595460,"service":"x","country":"US"}',
+        b'{"type":"report","ts":1741595460,"service":"x","country":"US"}\r',
+    ]),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(SCANNER_LINES, max_size=40),
+    first_line=st.integers(1, 10_000),
+    max_ts=st.sampled_from([EventDecoder(CATALOG).max_ts, T0, T0 + 59.0]),
+)
+@pytest.mark.slow
+def test_the_scanner_decodes_as_the_exact_path(
+    lines: list[bytes], first_line: int, max_ts: float
+) -> None:
+    """Whatever the lines, the scanner's decoding (64 lines or more) is the exact path's:
+    the same reports (keys, times, persons, addresses, counts, line numbers), others and
+    rejections, in the same order."""
+    from outagewatch import events
+
+    lines = [*lines, *[plain(reporter=f"pad{i}") for i in range(64 - len(lines))]]
+    lines = lines[len(lines) // 2 :] + lines[: len(lines) // 2]  # the padding in the middle
+    assert len(lines) >= events.SCAN_MIN_LINES
+    got = EventDecoder(CATALOG, max_ts=max_ts).decode(lines, first_line)
+    assert_same(got, exact(lines, first_line, max_ts))
+
+
+def test_the_scanner_takes_the_plain_lines_and_leaves_the_others() -> None:
+    from outagewatch import linescan
+
+    lines = [
+        plain(reporter="p1", problem="login"),  # taken
+        b'  {"country":"GB" , "service":"twitter","type":"report","count":3,\t'
+        b'"ts":"2025-03-10T08:31:00Z"}\r',
+        plain(reporter="p\u00e9"),  # non-ASCII: msgspec's
+        b'{"type":"report","ts":"2025-03-10T08:31:00Z","service":"x","country":"US","extra":1}',
+        plain(ts="2025-02-29T08:31:00Z"),  # no such day
+        plain(reporter="p1", problem="login"),  # the same key and reporter as line 0
+        b'{"type":"probe","ts":"2025-03-10T08:31:00Z","service":"x","target":"t","ok":true}',
+    ]
+    blob = b"\n".join(lines)
+    starts, ok, ts, count, spans, same_key = linescan.scan(
+        np.frombuffer(blob, np.uint8), len(lines), 7e9
+    )
+    assert starts.tolist() == [0, *np.cumsum([len(x) + 1 for x in lines]).tolist()]
+    assert ok.tolist() == [True, True, False, False, False, True, False]
+    assert ts[0] == T0 and count[1] == 3
+    assert blob[spans[1, 2 * linescan.SERVICE] : spans[1, 2 * linescan.SERVICE + 1]] == b"twitter"
+    assert spans[1, 2 * linescan.PROBLEM] == -1  # absent
+    assert same_key[5] == 0 and same_key[1] == 1
+    many = [*lines, *[plain(reporter=f"p{i}") for i in range(64)]]
+    assert_same(EventDecoder(CATALOG).decode(many, 5), exact(many, 5))
+    joined = b"\n".join(many)  # as a reader hands it over, unsplit
+    assert_same(EventDecoder(CATALOG).decode(many, 5, joined), exact(many, 5))

@@ -169,7 +169,7 @@ class Replayer:
             for b in _batches(reader, name):
                 for r in b.rejected:  # over-long lines (left empty in b.lines)
                     summary.reject(name, r)
-                d = self.decoder.decode(b.lines, b.first_line)
+                d = self.decoder.decode(b.lines, b.first_line, b.joined)
                 self.ingest(d, name, summary)
                 if self._since_commit >= COMMIT_LINES:
                     self.commit(summary)

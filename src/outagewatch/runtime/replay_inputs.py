@@ -53,6 +53,7 @@ class Batch:
     first_line: int  # the number of lines[0] in the input (1-based)
     rejected: list[Rejection]  # over-long lines
     nbytes: int  # bytes of the input this batch covers
+    joined: bytes | None = None  # b"\n".join(lines), when the reader has it at no cost
 
 
 class StopFlag:
@@ -146,7 +147,9 @@ class InputReader:
                     self._consume(pending)
                     pending = b""
                 continue
-            lines = data[:cut].split(b"\n")
+            text = data[:cut]
+            lines = text.split(b"\n")
+            joined: bytes | None = text
             pending = data[cut + 1 :]
             self._consume(memoryview(data)[: cut + 1])
             rejected: list[Rejection] = []
@@ -155,13 +158,14 @@ class InputReader:
                     if len(ln) > self.max_line:
                         rejected.append(self._too_long(self.next_line + i, len(ln)))
                         lines[i] = b""
+                joined = None
             first_line = self.next_line
             self.next_line += len(lines)
             if len(pending) > self.max_line:
                 skipping = len(pending)
                 self._consume(pending)
                 pending = b""
-            yield Batch(lines, first_line, rejected, cut + 1)
+            yield Batch(lines, first_line, rejected, cut + 1, joined)
         if skipping:  # an over-long last line without a newline
             yield Batch([b""], self.next_line, [self._too_long(self.next_line, skipping)], 0)
         elif pending:  # a last line without a newline: its number stays the next line's

@@ -1,0 +1,327 @@
+"""A compiled reader of report lines of the plain shape, for bulk decoding (events.py).
+
+Most report lines are flat JSON objects whose values are plain strings or whole numbers:
+
+    {"type":"report","ts":"2025-03-03T00:00:08Z","service":"x","country":"FR","reporter":"p0"}
+
+`scan` reads such lines in one compiled pass over the bytes of a whole batch: per line,
+whether it is of that shape, its time and count, where its fields' values are, and which
+earlier line had the same (service, country, problem), so that the caller resolves each
+distinct one once per batch. A line it does not take (any other type, a value with an
+escape or a non-ASCII byte, `null`, a fraction, an unknown or repeated field, a time
+neither "YYYY-MM-DDTHH:MM:SSZ" nor whole epoch seconds, a time out of range, ...) is left
+to the exact decoder (msgspec), which gives it the result or the rejection it always did:
+this path only takes what that one accepts, with the same values.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from numpy.typing import NDArray
+
+# Fields of a report, by position in `spans` (start and end offsets of the value's text).
+SERVICE, COUNTRY, PROBLEM, REPORTER, IP, REGION, CITY = range(7)
+FIELDS = 7
+MAX_COUNT = 10**12  # as events.MAX_COUNT
+
+_TYPE, _TS, _COUNT = 100, 101, 102  # the fields that are not kept as spans
+_NAMES = (
+    (b"service", SERVICE),
+    (b"country", COUNTRY),
+    (b"problem", PROBLEM),
+    (b"reporter", REPORTER),
+    (b"ip", IP),
+    (b"region", REGION),
+    (b"city", CITY),
+    (b"type", _TYPE),
+    (b"ts", _TS),
+    (b"count", _COUNT),
+)
+# Each name as a little-endian word of its bytes (none is longer than 8), for `_field`.
+_NAME_WORDS = np.array([int.from_bytes(n, "little") for n, _ in _NAMES], np.uint64)
+_NAME_FIELDS = np.array([f for _, f in _NAMES], np.int64)
+_REPORT = np.frombuffer(b"report", np.uint8)
+_DAYS_BEFORE_MONTH = np.array([0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334], np.int64)
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int64)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _ws(buf: NDArray[np.uint8], i: int, end: int) -> int:
+    """The first position at or after `i` that is not JSON whitespace within a line (a
+    space, tab or carriage return: a newline ends the line)."""
+    while i < end:
+        c = buf[i]
+        if c != 32 and c != 9 and c != 13:  # noqa: PLR1714 (numba: plain comparisons)
+            break
+        i += 1
+    return i
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _string_end(buf: NDArray[np.uint8], i: int, end: int) -> int:
+    """Position of the closing quote of a plain string whose text starts at `i` (printable
+    ASCII, no escape), or -1."""
+    while i < end:
+        c = buf[i]
+        if c == 34:
+            return i
+        if c < 32 or c > 126 or c == 92:
+            return -1
+        i += 1
+    return -1
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _field(buf: NDArray[np.uint8], a: int, b: int) -> int:
+    """Which field the name buf[a:b] is (see _NAMES), or -1: its bytes (at most 8) as one
+    little-endian word, compared with each name's."""
+    n = b - a
+    if n < 2 or n > 8:
+        return -1
+    w = np.uint64(0)
+    for j in range(n):
+        w |= np.uint64(buf[a + j]) << np.uint64(8 * j)
+    for k in range(len(_NAME_WORDS)):
+        if w == _NAME_WORDS[k]:
+            return int(_NAME_FIELDS[k])
+    return -1
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _two(buf: NDArray[np.uint8], a: int) -> int:
+    return int(buf[a]) * 10 + int(buf[a + 1]) - 528  # two ASCII digits: 48 * 11
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _zulu(buf: NDArray[np.uint8], a: int) -> float:
+    """Epoch seconds of "YYYY-MM-DDTHH:MM:SSZ" at buf[a:a+20] (a proleptic Gregorian UTC
+    date, as events.parse_ts reads it), or -1.0 when it is not a valid such time."""
+    for j in (4, 7):
+        if buf[a + j] != 45:  # -
+            return -1.0
+    if buf[a + 10] != 84 or buf[a + 13] != 58 or buf[a + 16] != 58 or buf[a + 19] != 90:
+        return -1.0  # T : : Z
+    for j in (0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18):
+        if buf[a + j] < 48 or buf[a + j] > 57:
+            return -1.0
+    year = (
+        (np.int64(buf[a]) - 48) * 1000 + (np.int64(buf[a + 1]) - 48) * 100
+        + (np.int64(buf[a + 2]) - 48) * 10 + np.int64(buf[a + 3]) - 48
+    )  # fmt: skip
+    month = _two(buf, a + 5)
+    day = _two(buf, a + 8)
+    hour = _two(buf, a + 11)
+    minute = _two(buf, a + 14)
+    sec = _two(buf, a + 17)
+    if month < 1 or month > 12 or hour > 23 or minute > 59 or sec > 59:
+        return -1.0
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if day < 1 or day > _DAYS_IN_MONTH[month] + (1 if leap and month == 2 else 0):
+        return -1.0
+    y = year - 1
+    days = (
+        365 * y + y // 4 - y // 100 + y // 400
+        + _DAYS_BEFORE_MONTH[month] + (1 if leap and month > 2 else 0) + day - 1
+        - 719_162
+    )  # fmt: skip
+    return float(days * 86_400 + hour * 3600 + minute * 60 + sec)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _line(
+    buf: NDArray[np.uint8], a: int, spans: NDArray[np.int64], row: int
+) -> tuple[float, int, int]:
+    """Read the line that starts at buf[a] (and ends at a newline or the end of `buf`) into
+    spans[row]: (ts, count, where the line ends), ts -1.0 (and no end) when the line is not
+    of the plain shape (or its time not valid)."""
+    end = len(buf)
+    for f in range(FIELDS):
+        spans[row, 2 * f] = -1
+        spans[row, 2 * f + 1] = -1
+    ts = -1.0
+    count = 1
+    seen = 0
+    i = a
+    if i < end and buf[i] <= 32:  # whitespace (rare): skip it
+        i = _ws(buf, i, end)
+    if i >= end or buf[i] != 123:  # {
+        return -1.0, 0, -1
+    i = i + 1
+    if i < end and buf[i] <= 32:  # whitespace (rare): skip it
+        i = _ws(buf, i, end)
+    while True:
+        if i >= end or buf[i] != 34:
+            return -1.0, 0, -1
+        name_end = _string_end(buf, i + 1, end)
+        if name_end < 0:
+            return -1.0, 0, -1
+        f = _field(buf, i + 1, name_end)
+        if f < 0:
+            return -1.0, 0, -1  # a field reports do not have: msgspec's verdict
+        bit = 1 << (f if f < FIELDS else f - _TYPE + FIELDS)
+        if seen & bit:
+            return -1.0, 0, -1  # repeated
+        seen |= bit
+        i = name_end + 1
+        if i < end and buf[i] <= 32:  # whitespace (rare): skip it
+            i = _ws(buf, i, end)
+        if i >= end or buf[i] != 58:  # :
+            return -1.0, 0, -1
+        i = i + 1
+        if i < end and buf[i] <= 32:  # whitespace (rare): skip it
+            i = _ws(buf, i, end)
+        if i >= end:
+            return -1.0, 0, -1
+        if f == _COUNT or (f == _TS and buf[i] != 34):  # a whole number
+            c = buf[i]
+            if c < 49 or c > 57:  # 1-9: no sign, no leading zero
+                return -1.0, 0, -1
+            v = 0
+            while i < end and 48 <= buf[i] <= 57:
+                v = v * 10 + int(buf[i]) - 48
+                if v > MAX_COUNT:  # no count; as a time, far out of range
+                    return -1.0, 0, -1
+                i += 1
+            if f == _COUNT:
+                count = v
+            else:
+                ts = float(v)  # exact: v < 2**53 (a fraction or exponent is no plain line)
+        else:
+            if buf[i] != 34:
+                return -1.0, 0, -1
+            s = i + 1
+            e = _string_end(buf, s, end)
+            if e < 0:
+                return -1.0, 0, -1
+            if f == _TYPE:
+                if e - s != 6:
+                    return -1.0, 0, -1
+                for j in range(6):
+                    if buf[s + j] != _REPORT[j]:
+                        return -1.0, 0, -1
+            elif f == _TS:
+                if e - s != 20:
+                    return -1.0, 0, -1
+                ts = _zulu(buf, s)
+                if ts < 0.0:
+                    return -1.0, 0, -1
+            else:
+                spans[row, 2 * f] = s
+                spans[row, 2 * f + 1] = e
+            i = e + 1
+        if i < end and buf[i] <= 32:  # whitespace (rare): skip it
+            i = _ws(buf, i, end)
+        if i >= end:
+            return -1.0, 0, -1
+        if buf[i] == 44:  # ,
+            i = i + 1
+            if i < end and buf[i] <= 32:  # whitespace (rare): skip it
+                i = _ws(buf, i, end)
+            continue
+        if buf[i] == 125:  # }
+            break
+        return -1.0, 0, -1
+    i = _ws(buf, i + 1, end)
+    if i < end and buf[i] != 10:
+        return -1.0, 0, -1
+    need = (1 << (_TYPE - _TYPE + FIELDS)) | (1 << (_TS - _TYPE + FIELDS)) | 1 | 2
+    if seen & need != need:  # type, ts, service and country are required
+        return -1.0, 0, -1
+    return ts, count, i
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _same(buf: NDArray[np.uint8], a0: int, a1: int, b0: int, b1: int) -> bool:
+    """Whether two values are the same text (a missing one is only the same as another)."""
+    if (a0 < 0) != (b0 < 0) or a1 - a0 != b1 - b0:
+        return False
+    for j in range(a1 - a0):  # noqa: SIM110 (numba: no generators)
+        if buf[a0 + j] != buf[b0 + j]:
+            return False
+    return True
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _hash(buf: NDArray[np.uint8], a: int, b: int, h: np.uint64) -> np.uint64:
+    """FNV-1a over buf[a:b], continuing from `h` (a missing value hashes as one byte 0xFF)."""
+    if a < 0:
+        return (h ^ np.uint64(0xFF)) * np.uint64(0x100000001B3)
+    for j in range(a, b):
+        h = (h ^ np.uint64(buf[j])) * np.uint64(0x100000001B3)
+    return (h ^ np.uint64(0xFE)) * np.uint64(0x100000001B3)  # ends a value
+
+
+@nb.njit(cache=True, nogil=True)
+def _intern(
+    buf: NDArray[np.uint8],
+    spans: NDArray[np.int64],
+    ok: NDArray[np.bool_],
+    fields: tuple[int, ...],
+) -> NDArray[np.int64]:
+    """For every taken line, the first taken line with the same values of `fields` (itself
+    when none before it): an exact comparison of the bytes, a hash only to find them."""
+    n = len(ok)
+    size = 16
+    while size < 2 * n:
+        size *= 2
+    table = np.full(size, -1, np.int64)
+    first = np.full(n, -1, np.int64)
+    for r in range(n):
+        if not ok[r]:
+            continue
+        h = np.uint64(0xCBF29CE484222325)
+        for f in fields:
+            h = _hash(buf, spans[r, 2 * f], spans[r, 2 * f + 1], h)
+        slot = np.int64(h & np.uint64(size - 1))
+        while True:
+            other = table[slot]
+            if other < 0:
+                table[slot] = r
+                first[r] = r
+                break
+            same = True
+            for f in fields:
+                if not _same(
+                    buf, spans[r, 2 * f], spans[r, 2 * f + 1],
+                    spans[other, 2 * f], spans[other, 2 * f + 1],
+                ):  # fmt: skip
+                    same = False
+                    break
+            if same:
+                first[r] = other
+                break
+            slot = (slot + 1) & (size - 1)
+    return first
+
+
+@nb.njit(cache=True, nogil=True)
+def scan(
+    buf: NDArray[np.uint8], n: int, max_ts: float
+) -> tuple[
+    NDArray[np.int64], NDArray[np.bool_], NDArray[np.float64], NDArray[np.int64],
+    NDArray[np.int64], NDArray[np.int64],
+]:  # fmt: skip
+    """Read the `n` lines of `buf` (lines joined by newlines): (where each starts, taken,
+    ts, count, spans, first line of the same (service, country, problem)). A line is taken
+    when it is a report of the plain shape with a valid time in [MIN_TS, max_ts]."""
+    starts = np.empty(n + 1, np.int64)
+    ok = np.zeros(n, np.bool_)
+    ts = np.zeros(n, np.float64)
+    count = np.ones(n, np.int64)
+    spans = np.empty((n, 2 * FIELDS), np.int64)
+    a = 0
+    for r in range(n):
+        starts[r] = a
+        t, c, e = _line(buf, a, spans, r)
+        if t >= 946_684_800.0 and t <= max_ts:  # events.MIN_TS
+            ok[r] = True
+            ts[r] = t
+            count[r] = c
+        if e < 0:  # not read to its end: find it
+            e = a
+            while e < len(buf) and buf[e] != 10:
+                e += 1
+        a = e + 1
+    starts[n] = a
+    return starts, ok, ts, count, spans, _intern(buf, spans, ok, (SERVICE, COUNTRY, PROBLEM))
