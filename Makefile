@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WARM := $(VENV)/.warm
-KERNELS := $(wildcard src/outagewatch/detect/*.py)
+KERNELS := $(wildcard src/outagewatch/detect/*.py) src/outagewatch/linescan.py src/outagewatch/geo.py
 
 .PHONY: install demo demo-replay test check lint typecheck unit fast browser bench clean
 
@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# numba's cache of the detection kernels, refilled whenever detect/ changes: no command compiles
+# numba's cache of the kernels (detection, the line scanner) and the holiday table, refilled
+# whenever their sources change: no command compiles
 $(WARM): $(STAMP) $(KERNELS)
 	$(BIN)/python -m outagewatch.runtime.warm
 	touch $(WARM)
