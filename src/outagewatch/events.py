@@ -312,30 +312,32 @@ class EventDecoder:
         blob = b"\n".join(lines) if joined is None else joined
         buf = np.frombuffer(blob, np.uint8)
         _, ok, ts, count, spans, same_key = ls.scan(buf, len(lines), self.max_ts)
-        text = blob.decode("latin-1")  # ASCII where the scanner took a line: slices are str
 
-        def values(rows: NDArray[np.int64], f: int) -> list[str | None]:
-            a, b = spans[rows, 2 * f].tolist(), spans[rows, 2 * f + 1].tolist()
-            if min(a, default=0) >= 0:
-                return [text[i:j] for i, j in zip(a, b, strict=True)]
-            return [text[i:j] if i >= 0 else None for i, j in zip(a, b, strict=True)]
+        def values(rows: NDArray[np.int64], f: int) -> list[str]:
+            """Field `f` of the lines `rows` ("" where absent), in one split."""
+            if len(rows) == 0:
+                return []
+            return ls.joined_values(buf, spans, rows, f).tobytes().decode("ascii").split("\n")
 
         # (service, country, problem) of each distinct raw triple, resolved as `_key` does;
         # lines whose triple does not resolve are left to the exact path (their rejection).
         keys: dict[int, tuple[str, str, str]] = {}
         unresolved = []
         firsts = np.flatnonzero(ok & (same_key == np.arange(len(ok))))
+        problems: list[str | None] = list(values(firsts, ls.PROBLEM))
+        for k in np.flatnonzero(spans[firsts, 2 * ls.PROBLEM] < 0).tolist():
+            problems[k] = None  # absent, not empty
         raws = zip(
             firsts.tolist(),
             values(firsts, ls.SERVICE),
             values(firsts, ls.COUNTRY),
-            values(firsts, ls.PROBLEM),
+            problems,
             strict=True,
         )
         for r, service, country, problem in raws:
-            key = self._keys.get((service, country, problem))  # type: ignore[arg-type]
+            key = self._keys.get((service, country, problem))
             if key is None:
-                ev = ReportIn(service=service, ts=0.0, country=country, problem=problem)  # type: ignore[arg-type]
+                ev = ReportIn(service=service, ts=0.0, country=country, problem=problem)
                 key = self._key(ev, 0, [])
             if key is None:
                 unresolved.append(r)
@@ -344,10 +346,14 @@ class EventDecoder:
         if unresolved:
             ok &= ~np.isin(same_key, unresolved)
         taken = np.flatnonzero(ok)
-        persons = values(taken, ls.REPORTER)
+        persons: list[str | None] = list(values(taken, ls.REPORTER))  # "" where none
         has_ip = spans[taken, 2 * ls.IP] >= 0
-        ips = values(taken, ls.IP) if has_ip.any() else [None] * len(taken)
-        if None in persons or "" in persons:
+        ips: list[str | None] = [None] * len(taken)
+        if has_ip.any():
+            ips = list(values(taken, ls.IP))
+            for k in np.flatnonzero(~has_ip).tolist():
+                ips[k] = None  # absent, not empty
+        if "" in persons:  # no reporter: the address, if any
             persons = [p or i or None for p, i in zip(persons, ips, strict=True)]
         longest = spans[taken, 2 * ls.REPORTER + 1] - spans[taken, 2 * ls.REPORTER]
         if has_ip.any():

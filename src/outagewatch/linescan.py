@@ -325,3 +325,28 @@ def scan(
         a = e + 1
     starts[n] = a
     return starts, ok, ts, count, spans, _intern(buf, spans, ok, (SERVICE, COUNTRY, PROBLEM))
+
+
+@nb.njit(cache=True, nogil=True)
+def joined_values(
+    buf: NDArray[np.uint8], spans: NDArray[np.int64], rows: NDArray[np.int64], f: int
+) -> NDArray[np.uint8]:
+    """The values of field `f` of the lines `rows` (taken lines: printable ASCII, no
+    newline), joined by newlines, an absent one empty: one `split` makes them strings."""
+    size = max(len(rows) - 1, 0)
+    for r in rows:
+        if spans[r, 2 * f] >= 0:
+            size += spans[r, 2 * f + 1] - spans[r, 2 * f]
+    out = np.empty(size, np.uint8)
+    o = 0
+    for k in range(len(rows)):
+        r = rows[k]
+        if k:
+            out[o] = 10
+            o += 1
+        a = spans[r, 2 * f]
+        if a >= 0:
+            for j in range(a, spans[r, 2 * f + 1]):
+                out[o] = buf[j]
+                o += 1
+    return out
