@@ -49,6 +49,8 @@ def test_replay_imports_no_scipy_special_pandas_or_web(tmp_path: Path) -> None:
     # compaction after replay without asyncio.
     assert "numba.np.arraymath" in mods
     assert not {"scipy.linalg", "scipy.linalg.cython_blas", "asyncio"} & mods
+    # Calendars come from the holiday table `make install` wrote (geo.write_holiday_table).
+    assert "holidays" not in mods
 
 
 def test_a_fresh_replay_compiles_nothing_once_the_kernels_are_warm(tmp_path: Path) -> None:
@@ -69,6 +71,7 @@ def test_a_fresh_replay_compiles_nothing_once_the_kernels_are_warm(tmp_path: Pat
     loaded = {line for line in out.stdout.splitlines() if "data loaded" in line}
     assert any("quiet_scan" in x for x in loaded) and any("window_scan" in x for x in loaded)
     assert any("learn_block" in x for x in loaded)
+    assert any("linescan" in x and "scan" in x for x in loaded)  # the line scanner's kernels
     assert "data saved" not in out.stdout + out.stderr  # nothing was compiled
 
 
