@@ -118,13 +118,6 @@ def first_sizes(kind: NDArray[np.int8], sizes: tuple[float, ...] = SURGE_SIZES) 
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _llr(x: float, mu: float, r: float, log_base: float, k: float) -> float:
-    """l_k(x) of the module doc, given log_base = ln(mu + r)."""
-    d = log_base - math.log(k * mu + r)  # ln[(mu + r) / (k mu + r)]
-    return x * (math.log(k) + d) + r * d
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _alarm(
     s: float, x: float, mu: float, h: float, ratio: float, bias: float, min_excess: float
 ) -> bool:
@@ -204,7 +197,7 @@ def cusum_step(test: Sequential, minute: Minute, guards: Guards, alarms: Alarms)
                 continue
             if math.isnan(log_base):
                 log_base = math.log(m + r)
-            d = log_base - math.log(ks[j] * m + r)  # `_llr`, with ln k computed above
+            d = log_base - math.log(ks[j] * m + r)  # ln[(mu + r) / (k mu + r)]: l_k of the doc
             s = stat[i, j] + (xi * (log_k[j] + d) + r * d)
             if s <= 0.0:
                 stat[i, j] = 0.0
