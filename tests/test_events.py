@@ -695,3 +695,20 @@ def test_the_scanner_takes_the_plain_lines_and_leaves_the_others() -> None:
     assert_same(EventDecoder(CATALOG).decode(many, 5), exact(many, 5))
     joined = b"\n".join(many)  # as a reader hands it over, unsplit
     assert_same(EventDecoder(CATALOG).decode(many, 5, joined), exact(many, 5))
+
+
+def test_lines_made_to_collide_in_the_scanner_are_resolved_each_on_its_own() -> None:
+    """`_intern` tries a bounded number of slots (an attacker can make values collide: the
+    hash is no secret); past it a line is its own first and is resolved on its own, so the
+    work stays linear and the result is the same."""
+    from outagewatch import linescan
+
+    lines = [plain(problem=p, reporter=f"r{i}") for i, p in enumerate(["login", "app"] * 40)]
+    blob = b"\n".join(lines)
+    buf = np.frombuffer(blob, np.uint8)
+    _, ok, _, _, spans, same_key = linescan.scan(buf, len(lines), 7e9)
+    assert same_key.tolist() == [0, 1] * 40
+    fields = (linescan.SERVICE, linescan.COUNTRY, linescan.PROBLEM)
+    bounded = linescan._intern(buf, spans, ok, fields, 0)  # no slot may be tried
+    assert bounded.tolist() == list(range(80))
+    assert_same(EventDecoder(CATALOG).decode(lines, 3), exact(lines, 3))

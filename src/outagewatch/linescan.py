@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 SERVICE, COUNTRY, PROBLEM, REPORTER, IP, REGION, CITY = range(7)
 FIELDS = 7
 MAX_COUNT = 10**12  # as events.MAX_COUNT
+MAX_PROBES = 32  # slots a look-up of `_intern` may try (the table is at most half full)
 
 _TYPE, _TS, _COUNT = 100, 101, 102  # the fields that are not kept as spans
 _NAMES = (
@@ -258,9 +259,14 @@ def _intern(
     spans: NDArray[np.int64],
     ok: NDArray[np.bool_],
     fields: tuple[int, ...],
+    max_probes: int = MAX_PROBES,
 ) -> NDArray[np.int64]:
     """For every taken line, the first taken line with the same values of `fields` (itself
-    when none before it): an exact comparison of the bytes, a hash only to find them."""
+    when none before it): an exact comparison of the bytes, a hash only to find them.
+
+    A line whose look-up takes more than `max_probes` slots (values made to collide: the
+    hash is no secret) is its own first, and not remembered: the caller then resolves it
+    on its own, as lines of the exact path are, and the work stays linear."""
     n = len(ok)
     size = 16
     while size < 2 * n:
@@ -274,11 +280,11 @@ def _intern(
         for f in fields:
             h = _hash(buf, spans[r, 2 * f], spans[r, 2 * f + 1], h)
         slot = np.int64(h & np.uint64(size - 1))
-        while True:
+        first[r] = r
+        for _ in range(max_probes):
             other = table[slot]
             if other < 0:
                 table[slot] = r
-                first[r] = r
                 break
             same = True
             for f in fields:
