@@ -8,12 +8,15 @@ page confirm an incident whatever the suspicion.
 from __future__ import annotations
 
 import asyncio
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from outagewatch.events import EventDecoder, parse_ts
 from outagewatch.incidents.severity import public
@@ -496,3 +499,19 @@ async def test_the_bot_flood_through_post_reports_opens_nothing_public(tmp_path:
         assert nf["suspected_abuse"] is True and not public(nf)
         nf_now = (await c.get("/api/v1/services/netflix")).json()
         assert nf_now["status"] == "ok" and nf_now["incident"] is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.none() | st.text(max_size=12) | st.sampled_from(["", "p1", "a\nb", "\ud800", "é"]),
+        max_size=40,
+    )
+)
+def test_person_buckets_are_zlib_crc32_of_each_person(persons: list[str | None]) -> None:
+    """The compiled pass over the joined persons gives each report the bucket of its own
+    crc32 (-1 for none), whatever the persons hold (newlines, surrogates, nothing)."""
+    want = [
+        zlib.crc32(p.encode("utf-8", "surrogatepass")) % src.BUCKETS if p else -1 for p in persons
+    ]
+    assert src.person_buckets(persons).tolist() == want

@@ -356,3 +356,34 @@ def joined_values(
                 out[o] = buf[j]
                 o += 1
     return out
+
+
+def _crc_table() -> NDArray[np.int64]:
+    """zlib's CRC-32 (reflected polynomial 0xEDB88320) table, one entry per byte value."""
+    table = np.empty(256, np.int64)
+    for b in range(256):
+        c = b
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table[b] = c
+    return table
+
+
+_CRC = _crc_table()
+
+
+@nb.njit(cache=True, nogil=True)
+def crc32_buckets(buf: NDArray[np.uint8], n: int, buckets: int) -> NDArray[np.int64]:
+    """zlib.crc32 of each of the `n` newline-separated parts of `buf`, mod `buckets`; -1 for
+    an empty part (pipeline.sources: the reporter bucket of every report in one pass)."""
+    out = np.empty(n, np.int64)
+    a = 0
+    for r in range(n):
+        c = 0xFFFFFFFF
+        e = a
+        while e < len(buf) and buf[e] != 10:
+            c = _CRC[(c ^ buf[e]) & 0xFF] ^ (c >> 8)
+            e += 1
+        out[r] = -1 if e == a else (c ^ 0xFFFFFFFF) % buckets
+        a = e + 1
+    return out
