@@ -2,7 +2,8 @@
 under `if TYPE_CHECKING:` are types only and left out.
 
 - no import cycle between the top-level modules and subpackages;
-- the core (pipeline, detect, incidents, events, catalog) imports no driver or adapter;
+- the core (pipeline, detect, incidents, events, catalog, linescan) imports no driver or
+  adapter;
 - bus, store, probes and alerts import nothing from web;
 - only the command line imports the composition root (`server`).
 """
@@ -18,7 +19,7 @@ import pytest
 import outagewatch
 
 ROOT = Path(outagewatch.__file__).parent
-CORE = {"pipeline", "detect", "incidents", "events", "catalog"}
+CORE = {"pipeline", "detect", "incidents", "events", "catalog", "linescan"}
 ADAPTERS = {"runtime", "web", "store", "bus", "probes", "alerts", "history", "cli", "sim", "server"}
 BELOW_WEB = {"bus", "store", "probes", "alerts"}
 
