@@ -613,8 +613,26 @@ def _spaced(body: dict[str, object], order: list[int], space: str) -> bytes:
     return f"{space}{{{space}{inner}{space}}}{space}".encode()
 
 
+UTF8_EDGES = st.sampled_from([
+    b"\xc3\xa9", b"\xef\xbf\xbf", b"\xf0\x9f\x98\x80", b"\xf4\x8f\xbf\xbf", b"\x7f",
+    b"\xed\x9f\xbf", b"\xe0\xa0\x80",  # valid: the edges of the ranges
+    b"\xed\xa0\x80", b"\xc0\xaf", b"\xc1\xbf", b"\xf4\x90\x80\x80", b"\xc3", b"\xe0\x80\xaf",
+    b"\xf5\x80\x80\x80", b"\x80", b"\xc3\xa9\xa9", b"\xe2\x82", b"\xf0\x9f\x98",  # not
+])  # fmt: skip
+
+
+def _with_bytes(field: str, raw: bytes) -> bytes:
+    """A plain line whose `field` holds `raw` between its quotes, as it is."""
+    return plain(**{field: "@@"}).replace(b"@@", raw)
+
+
 SCANNER_LINES = st.one_of(
     st.builds(plain),
+    st.builds(
+        _with_bytes,
+        st.sampled_from(["reporter", "service", "country", "problem", "ip", "city"]),
+        st.lists(UTF8_EDGES | st.binary(max_size=4), max_size=3).map(b"".join),
+    ),
     FIELD_VALUES.map(msgspec.json.encode),
     st.builds(
         lambda base, extra: msgspec.json.encode({**msgspec.json.decode(base), **extra}),
@@ -675,7 +693,7 @@ def test_the_scanner_takes_the_plain_lines_and_leaves_the_others() -> None:
         plain(reporter="p1", problem="login"),  # taken
         b'  {"country":"GB" , "service":"twitter","type":"report","count":3,\t'
         b'"ts":"2025-03-10T08:31:00Z"}\r',
-        plain(reporter="p\u00e9"),  # non-ASCII: msgspec's
+        b'{"type":"report","ts":"2025-03-10T08:31:00Z","service":"x","country":"US","reporter":"p\\u00e9"}',
         b'{"type":"report","ts":"2025-03-10T08:31:00Z","service":"x","country":"US","extra":1}',
         plain(ts="2025-02-29T08:31:00Z"),  # no such day
         plain(reporter="p1", problem="login"),  # the same key and reporter as line 0
@@ -687,6 +705,9 @@ def test_the_scanner_takes_the_plain_lines_and_leaves_the_others() -> None:
     )
     assert starts.tolist() == [0, *np.cumsum([len(x) + 1 for x in lines]).tolist()]
     assert ok.tolist() == [True, True, False, False, False, True, False]
+    utf8 = [plain(reporter="p\u00e9\U0001f600"), _with_bytes("reporter", b"p\xed\xa0\x80")]
+    taken = linescan.scan(np.frombuffer(b"\n".join(utf8), np.uint8), 2, 7e9)[1]
+    assert taken.tolist() == [True, False]  # valid UTF-8 is taken; a surrogate is msgspec's
     assert ts[0] == T0 and count[1] == 3
     assert blob[spans[1, 2 * linescan.SERVICE] : spans[1, 2 * linescan.SERVICE + 1]] == b"twitter"
     assert spans[1, 2 * linescan.PROBLEM] == -1  # absent

@@ -40,6 +40,7 @@ MAX_PERSON_CHARS = 64
 DECODE_CHUNK = 2048  # lines decoded and turned into columns at a time (`EventDecoder.decode`)
 # From this many lines, `decode` reads the plain report lines with the compiled scanner.
 SCAN_MIN_LINES = 64
+SCAN_BACKOFF = 16  # batches decoded without it after one where it took under half the lines
 MIN_TS = 946_684_800.0  # 2000-01-01: earlier is surely a mistake (e.g. milliseconds/1000 twice)
 MAX_TS = 7_258_118_400.0  # 2200-01-01
 
@@ -209,6 +210,7 @@ class EventDecoder:
         self._minutes = _MinuteCache(self)
         # raw (service, country, problem) as sent -> resolved key (only valid ones)
         self._keys: dict[tuple[str, str, str | None], tuple[str, str, str]] = {}
+        self._scan_skips = 0  # batches left to decode without the scanner (`decode`)
 
     def _service(self, name: str) -> str | None:
         sid = self._names.get(name)
@@ -288,9 +290,13 @@ class EventDecoder:
         than passes over a whole 4 MiB batch of them)."""
         out = Decoded()
         lines = lines if isinstance(lines, list) else list(lines)
-        if len(lines) >= SCAN_MIN_LINES:
-            self._decode_scanned(lines, first_line, out, joined)
+        if len(lines) >= SCAN_MIN_LINES and self._scan_skips == 0:
+            taken = self._decode_scanned(lines, first_line, out, joined)
+            # Most lines not of the plain shape: the scan is wasted work on such input, so
+            # the next SCAN_BACKOFF batches go straight to the exact path.
+            self._scan_skips = SCAN_BACKOFF if 2 * taken < len(lines) else 0
         else:
+            self._scan_skips = max(self._scan_skips - 1, 0)
             self._decode_lines(lines, first_line, out)
         out.lines = len(lines)
         if out.rejected:
@@ -303,21 +309,30 @@ class EventDecoder:
 
     def _decode_scanned(
         self, lines: list[bytes], first_line: int, out: Decoded, joined: bytes | None
-    ) -> None:
+    ) -> int:
         """`decode` of many lines: those of the plain report shape read by the compiled
         scanner (linescan.py), each distinct (service, country, problem) resolved once;
-        runs of the other lines through `_decode_lines`, in line order."""
+        runs of the other lines through `_decode_lines`, in line order. Returns how many
+        lines the scanner took."""
         from outagewatch import linescan as ls  # numba: only where many lines are decoded
 
         blob = b"\n".join(lines) if joined is None else joined
         buf = np.frombuffer(blob, np.uint8)
-        _, ok, ts, count, spans, same_key = ls.scan(buf, len(lines), self.max_ts)
+        starts, ok, ts, count, spans, same_key = ls.scan(buf, len(lines), self.max_ts)
+        if starts[-1] != len(blob) + 1:  # a line holds a newline: lines are not the scan's
+            self._decode_lines(lines, first_line, out)
+            return 0
 
         def values(rows: NDArray[np.int64], f: int) -> list[str]:
-            """Field `f` of the lines `rows` ("" where absent), in one split."""
+            """Field `f` of the lines `rows` ("" where absent), in one split (the scanner
+            took only valid UTF-8 without newlines)."""
             if len(rows) == 0:
                 return []
-            return ls.joined_values(buf, spans, rows, f).tobytes().decode("ascii").split("\n")
+            raw = ls.joined_values(buf, spans, rows, f).tobytes()
+            try:
+                return raw.decode("ascii").split("\n")  # the common case, and the fastest
+            except UnicodeDecodeError:
+                return raw.decode("utf-8").split("\n")
 
         # (service, country, problem) of each distinct raw triple, resolved as `_key` does;
         # lines whose triple does not resolve are left to the exact path (their rejection).
@@ -358,7 +373,7 @@ class EventDecoder:
         longest = spans[taken, 2 * ls.REPORTER + 1] - spans[taken, 2 * ls.REPORTER]
         if has_ip.any():
             longest = np.maximum(longest, spans[taken, 2 * ls.IP + 1] - spans[taken, 2 * ls.IP])
-        if longest.max(initial=0) > MAX_PERSON_CHARS:  # ASCII: characters are bytes
+        if longest.max(initial=0) > MAX_PERSON_CHARS:  # bytes: at least the characters
             persons = [_person(p) for p in persons]
         cols = (
             list(map(keys.__getitem__, same_key[taken].tolist())),
@@ -383,6 +398,7 @@ class EventDecoder:
             ):
                 column.extend(vals[done:m])  # type: ignore[attr-defined]
             done = m
+        return len(taken)
 
     def _decode_chunk(self, lines: list[bytes], first_line: int, out: Decoded) -> None:
         decode = _DECODER.decode

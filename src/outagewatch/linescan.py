@@ -8,7 +8,7 @@ Most report lines are flat JSON objects whose values are plain strings or whole 
 whether it is of that shape, its time and count, where its fields' values are, and which
 earlier line had the same (service, country, problem), so that the caller resolves each
 distinct one once per batch. A line it does not take (any other type, a value with an
-escape or a non-ASCII byte, `null`, a fraction, an unknown or repeated field, a time
+escape or a byte that is not valid UTF-8, `null`, a fraction, an unknown or repeated field, a time
 neither "YYYY-MM-DDTHH:MM:SSZ" nor whole epoch seconds, a time out of range, ...) is left
 to the exact decoder (msgspec), which gives it the result or the rejection it always did:
 this path only takes what that one accepts, with the same values.
@@ -61,16 +61,75 @@ def _ws(buf: NDArray[np.uint8], i: int, end: int) -> int:
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _string_end(buf: NDArray[np.uint8], i: int, end: int) -> int:
-    """Position of the closing quote of a plain string whose text starts at `i` (printable
-    ASCII, no escape), or -1."""
+    """Position of the closing quote of a plain string of printable ASCII whose text starts
+    at `i`; -1 when it is no such string, -2 at a byte beyond ASCII (then
+    `_string_end_utf8` reads it: kept out of this loop, which every value of every line
+    runs through, so that it stays a tight one)."""
     while i < end:
         c = buf[i]
         if c == 34:
             return i
-        if c < 32 or c > 126 or c == 92:
+        if c < 32 or c == 92:
             return -1
+        if c > 126:
+            return -2
         i += 1
     return -1
+
+
+@nb.njit(cache=True, nogil=True)
+def _string_end_utf8(buf: NDArray[np.uint8], i: int, end: int) -> int:
+    """Position of the closing quote of a plain string whose text starts at `i` (no escape,
+    no control character, valid UTF-8 as Python's strict decoder takes it), or -1."""
+    while i < end:
+        c = buf[i]
+        if c == 34:
+            return i
+        if c < 32 or c == 92:
+            return -1
+        if c < 128:
+            i += 1
+        else:
+            i = _utf8_next(buf, i, end)
+            if i < 0:
+                return -1
+    return -1
+
+
+@nb.njit(cache=True, nogil=True)
+def _utf8_next(buf: NDArray[np.uint8], i: int, end: int) -> int:
+    """The position after the UTF-8 sequence at buf[i] (a byte >= 0x80), or -1 when it is
+    not one Python's strict decoder takes (RFC 3629: no overlong form, no surrogate, nothing
+    past U+10FFFF)."""
+    c = buf[i]
+    n, lo, hi = _utf8_lead(c)
+    if n == 0 or i + n >= end or buf[i + 1] < lo or buf[i + 1] > hi:
+        return -1
+    for k in range(2, n + 1):
+        if buf[i + k] < 0x80 or buf[i + k] > 0xBF:
+            return -1
+    return i + n + 1
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _utf8_lead(c: int) -> tuple[int, int, int]:
+    """(continuation bytes, range of the first of them) of a UTF-8 lead byte; (0, 0, 0)
+    for a byte no valid sequence starts with."""
+    if 0xC2 <= c <= 0xDF:
+        return 1, 0x80, 0xBF
+    if c == 0xE0:
+        return 2, 0xA0, 0xBF
+    if c == 0xED:
+        return 2, 0x80, 0x9F
+    if 0xE1 <= c <= 0xEF:
+        return 2, 0x80, 0xBF
+    if c == 0xF0:
+        return 3, 0x90, 0xBF
+    if 0xF1 <= c <= 0xF3:
+        return 3, 0x80, 0xBF
+    if c == 0xF4:
+        return 3, 0x80, 0x8F
+    return 0, 0, 0
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -193,6 +252,8 @@ def _line(
                 return -1.0, 0, -1
             s = i + 1
             e = _string_end(buf, s, end)
+            if e == -2:
+                e = _string_end_utf8(buf, s, end)
             if e < 0:
                 return -1.0, 0, -1
             if f == _TYPE:
@@ -337,8 +398,8 @@ def scan(
 def joined_values(
     buf: NDArray[np.uint8], spans: NDArray[np.int64], rows: NDArray[np.int64], f: int
 ) -> NDArray[np.uint8]:
-    """The values of field `f` of the lines `rows` (taken lines: printable ASCII, no
-    newline), joined by newlines, an absent one empty: one `split` makes them strings."""
+    """The values of field `f` of the lines `rows` (taken lines: valid UTF-8, no newline),
+    joined by newlines, an absent one empty: one `split` makes them strings."""
     size = max(len(rows) - 1, 0)
     for r in rows:
         if spans[r, 2 * f] >= 0:
