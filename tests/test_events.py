@@ -733,3 +733,33 @@ def test_lines_made_to_collide_in_the_scanner_are_resolved_each_on_its_own() -> 
     bounded = linescan._intern(buf, spans, ok, fields, 0)  # no slot may be tried
     assert bounded.tolist() == list(range(80))
     assert_same(EventDecoder(CATALOG).decode(lines, 3), exact(lines, 3))
+
+
+def test_after_a_batch_the_scanner_mostly_left_the_next_ones_skip_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lines of another shape (here `null` problems) cost the scan and then msgspec's path:
+    after a batch where the scanner took under half, the next SCAN_BACKOFF batches go to
+    msgspec at once; then it is tried again. The results are the same either way."""
+    from outagewatch import events, linescan
+
+    calls = []
+    scan = linescan.scan
+
+    def counted(*args: object) -> object:
+        calls.append(1)
+        return scan(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(linescan, "scan", counted)
+    other = [plain(reporter=f"p{i}").replace(b"}", b',"problem":null}') for i in range(100)]
+    dec = EventDecoder(CATALOG)
+    for k in range(events.SCAN_BACKOFF + 2):
+        assert_same(dec.decode(other, 1), exact(other, 1))
+        assert len(calls) == (1 if k <= events.SCAN_BACKOFF else 2), k
+    mine = [plain(reporter=f"p{i}") for i in range(100)]
+    for _ in range(events.SCAN_BACKOFF):  # the back-off the last batch above started
+        assert_same(dec.decode(mine, 1), exact(mine, 1))
+    assert len(calls) == 2
+    for _ in range(3):  # then plain lines are scanned every time
+        assert_same(dec.decode(mine, 1), exact(mine, 1))
+    assert len(calls) == 5
