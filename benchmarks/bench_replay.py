@@ -10,6 +10,12 @@ and replayed into fresh SQLite databases by the CLI in a fresh process pinned to
   35 days and 10 services (~12 a minute in all) with four small outages.
   Target >= 600,000 events/s (aim 1,000,000).
 
+`--shape` writes the same reports in another line shape, as other producers would (the
+simulator writes one): `varied` puts the fields in another order with spaces, gives `ts`
+as epoch seconds, adds an `ip`, and every 50th line escapes a character (msgspec's path);
+`unicode` gives reporters non-ASCII names. The decoder reads plain lines with a compiled
+scanner and the others with msgspec, so these measure what another producer's lines cost.
+
 Peak memory <= 1 GiB for both. The best run is reported, with the spread of all runs.
 `--baseline EXE` also runs another `outagewatch` executable (e.g. the code before a change,
 `/work/base/.venv/bin/outagewatch`) on the same input, alternating with this one run by run,
@@ -18,13 +24,15 @@ for an A/B on a shared machine. `--phases` adds one more replay (of each) under
 store, compaction). The input is deleted afterwards.
 
     .venv/bin/python benchmarks/bench_replay.py [--quick] [--case sparse] [--runs N]
-        [--baseline EXE] [--phases] [--lines N --days D --services S]
+        [--shape plain|varied|unicode] [--baseline EXE] [--phases]
+        [--lines N --days D --services S]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -249,6 +257,43 @@ def _spread(runs: Sequence[ReplayRun]) -> str:
     return f"{rates[0]:,.0f}-{rates[-1]:,.0f}"
 
 
+SHAPES = ("plain", "varied", "unicode")
+_NAMES = ("Zoë", "Jürgen", "日本", "Ωmega", "Łukasz")
+
+
+def reshape(path: Path, shape: str) -> None:
+    """Rewrite the simulator's NDJSON at `path` in another line shape (module doc): the
+    same reports, so the same counts and incidents."""
+    if shape == "plain":
+        return
+    out = path.with_suffix(".reshaped")
+    with path.open("rb") as src, out.open("w", encoding="utf-8") as dst:
+        for n, line in enumerate(src):
+            ev = json.loads(line)
+            person = ev.get("reporter")
+            if shape == "varied":
+                ev["ts"] = int(_epoch(ev["ts"]))
+                ev["ip"] = f"198.51.{n % 200}.{n % 250 + 1}"
+                body = dict(reversed(list(ev.items())))
+                text = json.dumps(body, ensure_ascii=n % 50 == 0, separators=(", ", ": "))
+                if n % 50 == 0 and person is not None:  # an escape: msgspec's path
+                    text = text.replace(f'"{person}"', f'"{person}\\u00e9"')
+            else:
+                if person is not None:
+                    ev["reporter"] = f"{_NAMES[n % len(_NAMES)]}-{person}"
+                text = json.dumps(ev, ensure_ascii=False, separators=(",", ":"))
+            dst.write(text + "\n")
+    out.replace(path)
+
+
+def _epoch(ts: str) -> float:
+    from outagewatch.events import parse_ts
+
+    t = parse_ts(ts)
+    assert t is not None, ts
+    return t
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--case", choices=("dense", "sparse"), default="dense")
@@ -261,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--baseline", default=None, metavar="EXE", help="also run this outagewatch (A/B)"
     )
     ap.add_argument("--phases", action="store_true", help="also show where the CPU time goes")
+    ap.add_argument("--shape", choices=SHAPES, default="plain", help="the lines' shape")
     args = ap.parse_args(argv)
     case = args.case
     if case == "dense":
@@ -278,10 +324,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         make = make_input if case == "dense" else make_sparse_input
         inp = make(workdir, lines, days, services)
+        reshape(inp.ndjson, args.shape)
         size = inp.ndjson.stat().st_size
         print(
-            f"input ({case}): {inp.lines:,} lines ({mib(size)}), {days:g} days, "
-            f"{services} services, generated in {time.perf_counter() - t0:.1f} s "
+            f"input ({case}, {args.shape} lines): {inp.lines:,} lines ({mib(size)}), "
+            f"{days:g} days, {services} services, generated in {time.perf_counter() - t0:.1f} s "
             "(temporary, deleted afterwards)"
         )
         runs = []
@@ -331,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(spread {_spread(base_runs)}; CPU {min(r.cpu_s for r in base_runs):.2f} s), "
             f"{bb.opened} incidents"
         )
-    name = f"replay {case} {inp.lines:,} lines, {days:g} d, {services} services, 1 core"
+    shape = "" if args.shape == "plain" else f", {args.shape} lines"
+    name = f"replay {case}{shape} {inp.lines:,} lines, {days:g} d, {services} services, 1 core"
     goal = f">= {target:,} events/s (not done < {not_done:,}); <= 1 GiB"
     print(table_row(name, figure, goal))
     return 0
