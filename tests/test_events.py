@@ -763,3 +763,37 @@ def test_after_a_batch_the_scanner_mostly_left_the_next_ones_skip_it(
     for _ in range(3):  # then plain lines are scanned every time
         assert_same(dec.decode(mine, 1), exact(mine, 1))
     assert len(calls) == 5
+
+
+@pytest.mark.slow
+def test_mutated_lines_decode_as_the_exact_path() -> None:
+    """Plain lines with a few random bytes changed, added or removed (quotes, braces,
+    escapes, digits, bytes beyond ASCII, broken UTF-8...): in batches the scanner reads,
+    every result is the exact path's. Seeded: the same 300 batches every run."""
+    import random
+
+    rng = random.Random(20261203)
+    base = [
+        plain(reporter="p1", problem="login"),
+        plain(ts=int(T0), count=3),  # type: ignore[arg-type]
+        plain(ip="203.0.113.9", city="Zo\u00eb"),
+        _with_bytes("reporter", b"\xc3\xa9\xe6\x97\xa5"),
+    ]
+    alphabet = b'{}[]":,\\ \t\r0123456789.-eEtrufalsn\x80\xc3\xa9\xed\xa0\xf0\x9f\x00\x1f\x7fxUSGB'
+    for _ in range(300):
+        lines = []
+        for _ in range(rng.randint(64, 100)):
+            line = bytearray(rng.choice(base))
+            for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
+                i = rng.randrange(len(line))
+                op = rng.random()
+                if op < 0.4:
+                    line[i] = rng.choice(alphabet)
+                elif op < 0.7:
+                    line[i:i] = bytes([rng.choice(alphabet)])
+                else:
+                    del line[i]
+            lines.append(bytes(line).replace(b"\n", b""))
+        max_ts = rng.choice([EventDecoder(CATALOG).max_ts, T0, T0 + 59.0])
+        got = EventDecoder(CATALOG, max_ts=max_ts).decode(lines, 7)
+        assert_same(got, exact(lines, 7, max_ts))
