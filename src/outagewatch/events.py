@@ -336,7 +336,7 @@ class EventDecoder:
 
         # (service, country, problem) of each distinct raw triple, resolved as `_key` does;
         # lines whose triple does not resolve are left to the exact path (their rejection).
-        keys: dict[int, tuple[str, str, str]] = {}
+        keys = np.empty(len(ok), object)  # at each first line, its key
         unresolved = []
         firsts = np.flatnonzero(ok & (same_key == np.arange(len(ok))))
         problems: list[str | None] = list(values(firsts, ls.PROBLEM))
@@ -376,7 +376,7 @@ class EventDecoder:
         if longest.max(initial=0) > MAX_PERSON_CHARS:  # bytes: at least the characters
             persons = [_person(p) for p in persons]
         cols = (
-            list(map(keys.__getitem__, same_key[taken].tolist())),
+            keys[same_key[taken]].tolist(),
             ts[taken].tolist(),
             persons,
             ips,
@@ -387,15 +387,18 @@ class EventDecoder:
         edges = np.flatnonzero(np.diff(ok.astype(np.int8))) + 1
         bounds = [0, *edges.tolist(), len(ok)]
         rep = out.reports
+        columns = (rep.keys, rep.ts, rep.person, rep.ip, rep.count, rep.line)
+        if len(bounds) == 2 and ok[0]:  # every line taken: no run to cut
+            for column, vals in zip(columns, cols, strict=True):
+                column.extend(vals)  # type: ignore[attr-defined]
+            return len(taken)
         done = 0  # taken lines appended so far
         for a, b in itertools.pairwise(bounds):
             if not ok[a]:
                 self._decode_lines(lines[a:b], first_line + a, out)
                 continue
             m = done + (b - a)
-            for column, vals in zip(
-                (rep.keys, rep.ts, rep.person, rep.ip, rep.count, rep.line), cols, strict=True
-            ):
+            for column, vals in zip(columns, cols, strict=True):
                 column.extend(vals[done:m])  # type: ignore[attr-defined]
             done = m
         return len(taken)
