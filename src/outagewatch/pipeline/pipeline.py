@@ -200,11 +200,15 @@ class Pipeline:
         minute = np.floor(ts / 60.0).astype(np.int64)
         # One dict lookup per report: (service, country, problem) -> a row of the combo table.
         keys = rep.keys
-        rows = list(map(self._combo.get, keys))
-        if None in rows:
-            rows = [
-                r if r is not None else self._new_combo(k) for r, k in zip(rows, keys, strict=True)
-            ]
+        rows: list[int | None] = list(map(self._combo.get, keys))
+        if None in rows:  # new combinations: found by C-level searches, not a pass in Python
+            i = rows.index(None)
+            while True:
+                rows[i] = self._new_combo(keys[i])
+                try:
+                    i = rows.index(None, i + 1)
+                except ValueError:
+                    break
         table = self._combo_table[np.asarray(rows, np.int64)]
         ids = table[:, :3]
         svc, cidx, pidx = table[:, 3], table[:, 4], table[:, 5]
