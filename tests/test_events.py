@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from outagewatch.catalog import Catalog
-from outagewatch.events import MAX_COUNT, Decoded, EventDecoder, decode_lines, encode_report
+from outagewatch.events import (
+    MAX_COUNT,
+    MIN_TS,
+    Decoded,
+    EventDecoder,
+    decode_lines,
+    encode_report,
+)
 from outagewatch.geo import COUNTRIES
 
 CATALOG = Catalog.demo()
@@ -701,13 +708,19 @@ def test_the_scanner_takes_the_plain_lines_and_leaves_the_others() -> None:
     ]
     blob = b"\n".join(lines)
     starts, ok, ts, count, spans, same_key = linescan.scan(
-        np.frombuffer(blob, np.uint8), len(lines), 7e9
+        np.frombuffer(blob, np.uint8), len(lines), MIN_TS, 7e9, MAX_COUNT
     )
     assert starts.tolist() == [0, *np.cumsum([len(x) + 1 for x in lines]).tolist()]
     assert ok.tolist() == [True, True, False, False, False, True, False]
-    utf8 = [plain(reporter="p\u00e9\U0001f600"), _with_bytes("reporter", b"p\xed\xa0\x80")]
-    taken = linescan.scan(np.frombuffer(b"\n".join(utf8), np.uint8), 2, 7e9)[1]
-    assert taken.tolist() == [True, False]  # valid UTF-8 is taken; a surrogate is msgspec's
+    utf8 = [
+        plain(reporter="p\u00e9\U0001f600"),
+        _with_bytes("reporter", b"p\xed\xa0\x80"),
+        _with_bytes("reporter", b"a\x7fb\xc3\xa9cd\x7f"),  # DEL (JSON allows it), UTF-8, DEL
+        _with_bytes("reporter", b"ab\xc3\xa9cd\xc3"),  # valid, then a lead byte cut short
+    ]
+    taken = linescan.scan(np.frombuffer(b"\n".join(utf8), np.uint8), 4, MIN_TS, 7e9, MAX_COUNT)[1]
+    # Valid UTF-8 is taken; a surrogate or a cut sequence is msgspec's.
+    assert taken.tolist() == [True, False, True, False]
     assert ts[0] == T0 and count[1] == 3
     assert blob[spans[1, 2 * linescan.SERVICE] : spans[1, 2 * linescan.SERVICE + 1]] == b"twitter"
     assert spans[1, 2 * linescan.PROBLEM] == -1  # absent
@@ -727,7 +740,7 @@ def test_lines_made_to_collide_in_the_scanner_are_resolved_each_on_its_own() -> 
     lines = [plain(problem=p, reporter=f"r{i}") for i, p in enumerate(["login", "app"] * 40)]
     blob = b"\n".join(lines)
     buf = np.frombuffer(blob, np.uint8)
-    _, ok, _, _, spans, same_key = linescan.scan(buf, len(lines), 7e9)
+    _, ok, _, _, spans, same_key = linescan.scan(buf, len(lines), MIN_TS, 7e9, MAX_COUNT)
     assert same_key.tolist() == [0, 1] * 40
     fields = (linescan.SERVICE, linescan.COUNTRY, linescan.PROBLEM)
     bounded = linescan._intern(buf, spans, ok, fields, 0)  # no slot may be tried

@@ -318,7 +318,9 @@ class EventDecoder:
 
         blob = b"\n".join(lines) if joined is None else joined
         buf = np.frombuffer(blob, np.uint8)
-        starts, ok, ts, count, spans, same_key = ls.scan(buf, len(lines), self.max_ts)
+        starts, ok, ts, count, spans, same_key = ls.scan(
+            buf, len(lines), MIN_TS, self.max_ts, MAX_COUNT
+        )
         if starts[-1] != len(blob) + 1:  # a line holds a newline: lines are not the scan's
             self._decode_lines(lines, first_line, out)
             return 0
