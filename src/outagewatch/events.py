@@ -336,19 +336,23 @@ class EventDecoder:
             except UnicodeDecodeError:
                 return raw.decode("utf-8").split("\n")
 
+        def optional(rows: NDArray[np.int64], f: int) -> list[str | None]:
+            """`values`, with None where the field is absent (not the empty string)."""
+            out: list[str | None] = list(values(rows, f))
+            for k in np.flatnonzero(spans[rows, 2 * f] < 0).tolist():
+                out[k] = None
+            return out
+
         # (service, country, problem) of each distinct raw triple, resolved as `_key` does;
         # lines whose triple does not resolve are left to the exact path (their rejection).
         keys = np.empty(len(ok), object)  # at each first line, its key
         unresolved = []
         firsts = np.flatnonzero(ok & (same_key == np.arange(len(ok))))
-        problems: list[str | None] = list(values(firsts, ls.PROBLEM))
-        for k in np.flatnonzero(spans[firsts, 2 * ls.PROBLEM] < 0).tolist():
-            problems[k] = None  # absent, not empty
         raws = zip(
             firsts.tolist(),
             values(firsts, ls.SERVICE),
             values(firsts, ls.COUNTRY),
-            problems,
+            optional(firsts, ls.PROBLEM),
             strict=True,
         )
         for r, service, country, problem in raws:
@@ -364,16 +368,12 @@ class EventDecoder:
             ok &= ~np.isin(same_key, unresolved)
         taken = np.flatnonzero(ok)
         persons: list[str | None] = list(values(taken, ls.REPORTER))  # "" where none
-        has_ip = spans[taken, 2 * ls.IP] >= 0
-        ips: list[str | None] = [None] * len(taken)
-        if has_ip.any():
-            ips = list(values(taken, ls.IP))
-            for k in np.flatnonzero(~has_ip).tolist():
-                ips[k] = None  # absent, not empty
+        any_ip = bool((spans[taken, 2 * ls.IP] >= 0).any())
+        ips = optional(taken, ls.IP) if any_ip else [None] * len(taken)
         if "" in persons:  # no reporter: the address, if any
             persons = [p or i or None for p, i in zip(persons, ips, strict=True)]
         longest = spans[taken, 2 * ls.REPORTER + 1] - spans[taken, 2 * ls.REPORTER]
-        if has_ip.any():
+        if any_ip:
             longest = np.maximum(longest, spans[taken, 2 * ls.IP + 1] - spans[taken, 2 * ls.IP])
         if longest.max(initial=0) > MAX_PERSON_CHARS:  # bytes: at least the characters
             persons = [_person(p) for p in persons]
