@@ -95,7 +95,7 @@ def day_rows(db: Path, services: list[str], days: int, day0: int) -> list[CountR
     per_day: list[list[np.ndarray]] = [[] for _ in range(days)]
     try:
         for si, sid in enumerate(services):
-            for hour, data in store.raw_hours(sid, day0 * 24, (day0 + days) * 24 - 1):
+            for hour, data in store.stored_counts(sid, day0 * 24, (day0 + days) * 24 - 1).raw:
                 chunk = unpack(data)
                 n = len(chunk)
                 cols = np.empty((5, n), np.int64)

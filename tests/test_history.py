@@ -105,8 +105,8 @@ def test_compaction_keeps_every_count_and_coarsens_old_days(store: AnyStore) -> 
     handled = compact(store, now, Retention(minute_days=5, rollup_days=8))
     assert handled >= 20
     assert store.count_bounds() == (D0 * 24, (D0 + 9) * 24 + 23)
-    assert store.raw_hours("x", 0, 10**9) == []
-    blocks = store.count_days("x", D0, D0 + 9)
+    assert store.stored_counts("x", 0, 10**9).raw == []
+    blocks = store.stored_counts("x", D0 * 24, (D0 + 9) * 24 + 23).blocks
     assert [res for _, res, _, _ in blocks] == [60] * 5 + [15] * 3 + [1] * 2
     after_x = store.minute_counts("x", T0, T0 + 10 * DAY)
     assert after_x.sum() == before_x.sum()
@@ -129,7 +129,7 @@ def test_a_late_report_after_compaction_is_folded_in(store: AnyStore) -> None:
     store.commit(commit(rows=[(late, "x", "US", "app", 4)]))
     assert daily_reports(store, "x", D0, D0 + 2).tolist() == [16, 12]  # raw + block
     compact(store, now, Retention(30, 395))
-    assert store.raw_hours("x", 0, 10**9) == []
+    assert store.stored_counts("x", 0, 10**9).raw == []
     assert daily_reports(store, "x", D0, D0 + 2).tolist() == [16, 12]
     assert store.minute_counts("x", late * 60, late * 60 + 60).tolist() == [4]
 
@@ -138,7 +138,7 @@ def test_the_current_and_previous_hour_stay_raw(store: AnyStore) -> None:
     m = (T0 + 5 * 3600) // 60
     store.commit(commit(rows=[(m - 60, "x", "US", "app", 1), (m, "x", "US", "app", 2)]))
     compact(store, T0 + 5 * 3600 + 30, Retention())
-    assert [h for h, _ in store.raw_hours("x", 0, 10**9)] == [D0 * 24 + 4, D0 * 24 + 5]
+    assert [h for h, _ in store.stored_counts("x", 0, 10**9).raw] == [D0 * 24 + 4, D0 * 24 + 5]
 
 
 def test_days_view_counts_incidents_minutes_and_worst_status() -> None:
@@ -270,8 +270,11 @@ def test_replay_compacts_and_export_sums_to_what_it_counted(
     s = SQLiteStore(db)
     try:
         # The replay ends in hour 27 of D0: only the last replayed hour is still raw.
-        assert [h for h, _ in s.raw_hours("x", 0, 10**9)] == [D0 * 24 + 27]
-        assert [d for d, _, _, _ in s.count_days("x", D0, D0 + 3)] == [D0, D0 + 1]
+        assert [h for h, _ in s.stored_counts("x", 0, 10**9).raw] == [D0 * 24 + 27]
+        assert [d for d, _, _, _ in s.stored_counts("x", D0 * 24, (D0 + 3) * 24 + 23).blocks] == [
+            D0,
+            D0 + 1,
+        ]
     finally:
         s.close()
 

@@ -385,14 +385,6 @@ class SQLStore(VisitorRows):
                 raw.append((int(key), bytes(data)))
         return StoredCounts(sorted(blocks), sorted(raw))
 
-    def count_days(self, service: str, day0: int, day1: int) -> list[Block]:
-        """(day, res, total, data) of the service's day blocks of days day0..day1."""
-        return self.stored_counts(service, day0 * 24, day1 * 24 + 23).blocks
-
-    def raw_hours(self, service: str, hour0: int, hour1: int) -> list[tuple[int, bytes]]:
-        """(hour, packed chunk) of the raw (not yet compacted) hours hour0..hour1."""
-        return self.stored_counts(service, hour0, hour1).raw
-
     def count_services(self) -> list[str]:
         rows = self._rows(
             f"SELECT service{self.dialect.collate} AS s FROM count_days UNION "
@@ -533,12 +525,18 @@ class SQLStore(VisitorRows):
         return found
 
     def update_delivery(self, delivery_id: int, change: DeliveryUpdate) -> None:
-        c = change
         with self._small("alerts") as cx:
             cx.execute(
                 "UPDATE deliveries SET status = %s, attempts = %s, next_at = %s, "
                 "last_error = %s, sent_at = %s WHERE id = %s",
-                (c.status, c.attempts, c.next_at, c.last_error, c.sent_at, delivery_id),
+                (
+                    change.status,
+                    change.attempts,
+                    change.next_at,
+                    change.last_error,
+                    change.sent_at,
+                    delivery_id,
+                ),
             )
 
     def pending_deliveries(self) -> list[dict[str, Any]]:
@@ -551,12 +549,17 @@ class SQLStore(VisitorRows):
 
     def deliveries(self, query: DeliveryQuery = LATEST_DELIVERIES) -> list[dict[str, Any]]:
         """The delivery log, newest first (without payloads)."""
-        q = query
-        filters = {"subscription": q.subscription, "incident": q.incident, "status": q.status}
+        filters = {
+            "subscription": query.subscription,
+            "incident": query.incident,
+            "status": query.status,
+        }
         cols = [c for c, v in filters.items() if v is not None]
         where = " AND ".join(f"{c} = %s" for c in cols) or "1 = 1"
         args = [filters[c] for c in cols]
-        rows = self._deliveries(f"WHERE {where} ORDER BY id DESC LIMIT %s", (*args, int(q.limit)))
+        rows = self._deliveries(
+            f"WHERE {where} ORDER BY id DESC LIMIT %s", (*args, int(query.limit))
+        )
         for r in rows:
             del r["payload"]
         return rows
