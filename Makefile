@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WARM := $(VENV)/.warm
 KERNELS := $(wildcard src/outagewatch/detect/*.py) src/outagewatch/linescan.py src/outagewatch/geo.py
+SOURCES := $(shell find src/outagewatch -name '*.py')
+BYTECODE := $(VENV)/.bytecode
 
 .PHONY: install demo demo-replay test check lint typecheck unit fast browser bench clean
 
@@ -20,14 +22,20 @@ $(WARM): $(STAMP) $(KERNELS)
 	$(BIN)/python -m outagewatch.runtime.warm
 	touch $(WARM)
 
-install: $(WARM)
+# the package's bytecode, written again when a module changes (where PYTHONDONTWRITEBYTECODE
+# is set, Python would otherwise compile every module in every process)
+$(BYTECODE): $(WARM) $(SOURCES)
+	$(BIN)/python -m compileall -q src/outagewatch
+	touch $(BYTECODE)
+
+install: $(BYTECODE)
 
 ## demo: the live demo on http://127.0.0.1:8000/ — simulated crowd, outages every few minutes
-demo: $(WARM)
+demo: $(BYTECODE)
 	$(BIN)/outagewatch demo --port $${PORT:-8000}
 
 ## demo-replay: simulate a week of reports with seed-like outages, replay them, list the incidents
-demo-replay: $(WARM)
+demo-replay: $(BYTECODE)
 	bash scripts/demo.sh
 
 ## test: lint, typecheck and every test
@@ -45,17 +53,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(WARM) browser
+unit: $(BYTECODE) browser
 	$(BIN)/pytest -n 2 -q
 
-fast: $(WARM)
+fast: $(BYTECODE)
 	$(BIN)/pytest -n 2 -q -m "not integration and not slow"
 
 ## browser: Debian's chromium for the browser tests (installed when missing)
 browser:
 	sh scripts/ensure_chromium.sh
 
-bench: $(WARM)
+bench: $(BYTECODE)
 	$(BIN)/python benchmarks/bench_replay.py
 	$(BIN)/python benchmarks/bench_tick.py
 	$(BIN)/python benchmarks/bench_memory.py

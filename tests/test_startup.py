@@ -55,8 +55,10 @@ def test_replay_imports_no_scipy_special_pandas_or_web(tmp_path: Path) -> None:
 
 def test_a_fresh_replay_compiles_nothing_once_the_kernels_are_warm(tmp_path: Path) -> None:
     """`make install` runs `python -m outagewatch.runtime.warm`; after it, a replay in a fresh
-    process loads every kernel from numba's cache (with the types the pipeline uses)."""
-    env = {**os.environ, "NUMBA_DEBUG_CACHE": "1"}
+    process loads every kernel from numba's cache (with the types the pipeline uses), and
+    every module of the package from its bytecode, even where Python is told not to write
+    bytecode itself (PYTHONDONTWRITEBYTECODE, as on the CI machines)."""
+    env = {**os.environ, "NUMBA_DEBUG_CACHE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = [sys.executable, "-m", "outagewatch.runtime.warm"]
     warm = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
     assert warm.returncode == 0, warm.stderr
@@ -64,7 +66,11 @@ def test_a_fresh_replay_compiles_nothing_once_the_kernels_are_warm(tmp_path: Pat
     f.write_bytes(b"\n".join(warm_lines()) + b"\n")
     cmd = [sys.executable, "-m", "outagewatch.cli", "--db", str(tmp_path / "o.db"), "replay"]
     out = subprocess.run(
-        [*cmd, "--no-progress", str(f)], check=False, env=env, capture_output=True, text=True
+        [*cmd, "--no-progress", str(f)],
+        check=False,
+        env={**env, "PYTHONVERBOSE": "1"},
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     assert "incidents: 1 opened" in out.stdout
@@ -73,6 +79,22 @@ def test_a_fresh_replay_compiles_nothing_once_the_kernels_are_warm(tmp_path: Pat
     assert any("learn_block" in x for x in loaded)
     assert any("linescan" in x and "scan" in x for x in loaded)  # the line scanner's kernels
     assert "data saved" not in out.stdout + out.stderr  # nothing was compiled
+    # `python -v`: "code object from '.../__pycache__/m.cpython-311.pyc'" for bytecode read,
+    # "code object from .../m.py" for a module compiled from its source.
+    package = str(Path(cli_file()).parent)
+    compiled = [
+        line
+        for line in out.stderr.splitlines()
+        if line.startswith("# code object from ") and package in line and line.endswith(".py")
+    ]
+    assert compiled == []
+    assert any(package in line and line.endswith(".pyc'") for line in out.stderr.splitlines())
+
+
+def cli_file() -> str:
+    import outagewatch.cli
+
+    return outagewatch.cli.__file__
 
 
 def warm_lines() -> list[bytes]:
