@@ -18,6 +18,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from outagewatch.cli import main
 from outagewatch.runtime.replay_inputs import InputReader
@@ -233,3 +235,37 @@ def test_the_reader_never_holds_a_line_longer_than_the_cap() -> None:
     assert [r.reason for b in batches for r in b.rejected] == ["line too long"]
     assert [ln for b in batches for ln in b.lines] == [b""]
     assert reader.pos == 64 << 20
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, 40), max_size=60),
+    st.integers(1, 24),
+    st.integers(1, 64),
+    st.booleans(),
+)
+def test_batches_hold_the_input_lines_and_reject_exactly_the_long_ones(
+    lengths: list[int], max_line: int, batch_bytes: int, last_newline: bool
+) -> None:
+    """Whether a batch is split at once or only when a line is asked for (`SplitLines`,
+    when no line can be over the cap), the lines handed out, their numbers and the
+    rejected ones are those of splitting the input at its newlines."""
+    lines = [bytes([97 + i % 26]) * n for i, n in enumerate(lengths)]
+    data = b"\n".join(lines) + (b"\n" if last_newline and lines else b"")
+    reader = InputReader(io.BytesIO(data), max_line=max_line, batch_bytes=batch_bytes)
+    got: list[tuple[int, bytes]] = []
+    rejected: list[int] = []
+    for b in reader.batches():
+        assert b.joined is None or b.joined == b"\n".join(b.lines)
+        got += [(b.first_line + i, ln) for i, ln in enumerate(b.lines)]
+        rejected += [r.line for r in b.rejected]
+    want = data.split(b"\n")
+    if data.endswith(b"\n"):
+        want.pop()
+    if not data:
+        want = []
+    too_long = [i + 1 for i, ln in enumerate(want) if len(ln) > max_line]
+    assert rejected == too_long
+    kept = [(i + 1, ln) for i, ln in enumerate(want) if i + 1 not in too_long]
+    assert [(k, ln) for k, ln in got if k not in too_long] == kept
+    assert reader.pos == len(data)

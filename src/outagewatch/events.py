@@ -283,13 +283,14 @@ class EventDecoder:
     ) -> Decoded:
         """Decode lines (numbered from `first_line`): accepted events as columns, the others
         rejected with their line numbers and reasons. `joined`, when the caller has it, is
-        `b"\\n".join(lines)` (a reader's batch before it was split).
+        `b"\\n".join(lines)` (a reader's batch before it was split; `lines` may then be a
+        sequence that splits it only when a line is asked for: the scanner reads `joined`).
 
         Lines are decoded `DECODE_CHUNK` at a time: the column passes over the decoded
         events then find them still in the CPU's cache (about a third less time per line
         than passes over a whole 4 MiB batch of them)."""
         out = Decoded()
-        lines = lines if isinstance(lines, list) else list(lines)
+        lines = lines if isinstance(lines, Sequence) else list(lines)
         if len(lines) >= SCAN_MIN_LINES and self._scan_skips == 0:
             taken = self._decode_scanned(lines, first_line, out, joined)
             # Most lines not of the plain shape: the scan is wasted work on such input, so
@@ -303,12 +304,12 @@ class EventDecoder:
             out.rejected.sort(key=lambda r: r.line)
         return out
 
-    def _decode_lines(self, lines: list[bytes], first_line: int, out: Decoded) -> None:
+    def _decode_lines(self, lines: Sequence[bytes], first_line: int, out: Decoded) -> None:
         for a in range(0, len(lines), DECODE_CHUNK):
             self._decode_chunk(lines[a : a + DECODE_CHUNK], first_line + a, out)
 
     def _decode_scanned(
-        self, lines: list[bytes], first_line: int, out: Decoded, joined: bytes | None
+        self, lines: Sequence[bytes], first_line: int, out: Decoded, joined: bytes | None
     ) -> int:
         """`decode` of many lines: those of the plain report shape read by the compiled
         scanner (linescan.py), each distinct (service, country, problem) resolved once;
@@ -405,7 +406,7 @@ class EventDecoder:
             done = m
         return len(taken)
 
-    def _decode_chunk(self, lines: list[bytes], first_line: int, out: Decoded) -> None:
+    def _decode_chunk(self, lines: Sequence[bytes], first_line: int, out: Decoded) -> None:
         decode = _DECODER.decode
         try:  # the common case: every line is a well-formed event
             evs: list[EventIn] = [decode(line) for line in lines]
@@ -423,7 +424,7 @@ class EventDecoder:
 
     @staticmethod
     def _decode_each(
-        lines: list[bytes], first_line: int, rej: list[Rejection]
+        lines: Sequence[bytes], first_line: int, rej: list[Rejection]
     ) -> tuple[list[EventIn], list[int]]:
         """Decode line by line: a bad line is rejected, the others kept."""
         decode = _DECODER.decode

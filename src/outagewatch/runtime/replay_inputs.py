@@ -21,9 +21,9 @@ import hashlib
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, overload
 
 from outagewatch.events import Rejection
 from outagewatch.store.base import InputMark
@@ -47,9 +47,32 @@ def _digest(data: bytes) -> bytes:
     return bytes(h.digest())
 
 
+class SplitLines(Sequence[bytes]):
+    """The lines of `text` (`n` of them, joined by newlines), split only when a line is
+    asked for: the compiled line scanner reads the text whole, and only lines it leaves to
+    the exact decoder need to be bytes objects of their own."""
+
+    def __init__(self, text: bytes, n: int) -> None:
+        self.text = text
+        self.n = n
+        self._lines: list[bytes] | None = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[bytes]: ...
+    def __getitem__(self, i: int | slice) -> bytes | list[bytes]:
+        if self._lines is None:
+            self._lines = self.text.split(b"\n")
+        return self._lines[i]
+
+
 @dataclass
 class Batch:
-    lines: list[bytes]  # without their newlines; an over-long line is left empty
+    lines: Sequence[bytes]  # without their newlines; an over-long line is left empty
     first_line: int  # the number of lines[0] in the input (1-based)
     rejected: list[Rejection]  # over-long lines
     nbytes: int  # bytes of the input this batch covers
@@ -111,6 +134,14 @@ class InputReader:
             line, "line too long", f"{n:,} bytes, more than the {self.max_line:,} a line may have"
         )
 
+    def _short_lines(self, text: bytes) -> bool:
+        """Whether no line of `text` can be longer than `max_line`, found without splitting
+        it: every stretch of `max_line // 2` bytes holds a newline, so no two newlines are
+        `max_line` bytes apart (a few searches per batch). False says only "maybe"."""
+        half = max(1, self.max_line // 2)
+        find = text.find
+        return all(find(b"\n", a, a + half) >= 0 for a in range(0, len(text) - half, half))
+
     def batches(self) -> Iterator[Batch]:
         pending = b""  # the start of a line not finished yet (at most max_line bytes)
         skipping = 0  # > 0: bytes of an over-long line dropped so far
@@ -148,17 +179,21 @@ class InputReader:
                     pending = b""
                 continue
             text = data[:cut]
-            lines = text.split(b"\n")
+            lines: Sequence[bytes]
             joined: bytes | None = text
             pending = data[cut + 1 :]
             self._consume(memoryview(data)[: cut + 1])
             rejected: list[Rejection] = []
-            if max(map(len, lines)) > self.max_line:
-                for i, ln in enumerate(lines):
-                    if len(ln) > self.max_line:
-                        rejected.append(self._too_long(self.next_line + i, len(ln)))
-                        lines[i] = b""
-                joined = None
+            if self._short_lines(text):
+                lines = SplitLines(text, text.count(b"\n") + 1)
+            else:
+                lines = text.split(b"\n")
+                if max(map(len, lines)) > self.max_line:
+                    for i, ln in enumerate(lines):
+                        if len(ln) > self.max_line:
+                            rejected.append(self._too_long(self.next_line + i, len(ln)))
+                            lines[i] = b""
+                    joined = None
             first_line = self.next_line
             self.next_line += len(lines)
             if len(pending) > self.max_line:
