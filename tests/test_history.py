@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -132,6 +133,30 @@ def test_a_late_report_after_compaction_is_folded_in(store: AnyStore) -> None:
     assert store.stored_counts("x", 0, 10**9).raw == []
     assert daily_reports(store, "x", D0, D0 + 2).tolist() == [16, 12]
     assert store.minute_counts("x", late * 60, late * 60 + 60).tolist() == [4]
+
+
+def test_a_replay_commit_folds_old_hours_as_compaction_would(store: AnyStore) -> None:
+    """`Commit.fold` (replay): the hours before the commit's last two go straight into day
+    blocks, with raw hours stored before for them; the blocks are those of committing raw
+    and compacting as of the end of the commit's newest hour, byte for byte."""
+    rows = history_rows(4)  # days D0..D0+3; hours 0, 6 and 13 of each day
+    early = [((T0 + 1800) // 60, "x", "US", "app", 6)]  # an hour already stored raw
+    same = [(m, f"{s}-raw", c, p, n) for m, s, c, p, n in rows + early]
+    store.commit(commit(rows=early + [(m, f"{s}-raw", c, p, n) for m, s, c, p, n in early]))
+    retention = Retention(minute_days=2, rollup_days=3)
+    store.commit(dataclasses.replace(commit(rows=rows), fold=retention))
+    store.commit(commit(rows=same[: -len(early)]))
+    newest = max(m for m, *_ in rows) // 60
+    # The newest hour stays raw (compaction keeps the current and previous hour).
+    assert [h for h, _ in store.stored_counts("x", 0, 10**9).raw] == [newest]
+    assert compact(store, (newest + 1) * 3600, retention) > 0  # the "-raw" services only
+    for s in ("x", "y"):
+        folded = store.stored_counts(s, 0, 10**9)
+        reference = store.stored_counts(f"{s}-raw", 0, 10**9)
+        assert folded == reference
+    blocks = store.stored_counts("x", 0, 10**9).blocks
+    assert [res for _, res, _, _ in blocks] == [60, 15, 1, 1]  # by age, as of D0 + 3
+    assert daily_reports(store, "x", D0, D0 + 4).tolist() == [18, 12, 12, 12]
 
 
 def test_the_current_and_previous_hour_stay_raw(store: AnyStore) -> None:

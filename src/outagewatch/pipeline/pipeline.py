@@ -105,6 +105,13 @@ class CountRows:
     def __len__(self) -> int:
         return len(self.minute)
 
+    def select(self, mask: NDArray[np.bool_]) -> CountRows:
+        """The rows where `mask` is true (the same vocabularies)."""
+        return CountRows(
+            self.minute[mask], self.service[mask], self.country[mask], self.problem[mask],
+            self.count[mask], self.services, self.countries, self.problems,
+        )  # fmt: skip
+
 
 @dataclass
 class _Vocab:

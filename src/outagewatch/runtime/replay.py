@@ -36,6 +36,7 @@ from outagewatch.runtime.replay_inputs import (
 from outagewatch.settings import PipelineSettings
 from outagewatch.store import Commit, Store
 from outagewatch.store.base import InputMark
+from outagewatch.store.rollup import Retention
 
 COMMIT_LINES = 1_000_000  # commit at least this often
 
@@ -57,6 +58,7 @@ class Summary:
     skipped: int = 0  # lines already replayed before (the ledger), not counted again
     held: int = 0  # reports ahead of the stream's time at the end (counted once it gets there)
     interrupted: str | None = None  # the signal that stopped it
+    newest_hour: int | None = None  # the newest hour of the counts committed (epoch hours)
 
     MAX_LISTED = 20
 
@@ -132,10 +134,14 @@ class Replayer:
         *,
         now: Callable[[], float] = time.time,
         state_key: str = "pipeline",
+        fold: Retention | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.state_key = state_key  # which stored pipeline state (a worker: its partition)
+        # `replay`: hours compaction would take at once go into day blocks as they are
+        # committed (`Commit.fold`); a live worker's commits stay raw.
+        self.fold = fold
         state = store.load_state(state_key)
         self.pipeline = (
             Pipeline(settings, catalog=catalog)
@@ -219,14 +225,19 @@ class Replayer:
                 summary.opened += 1
             elif tr.action == "resolved":
                 summary.resolved += 1
+        counts = p.drain_counts()
+        if len(counts):
+            newest = int(counts.minute.max()) // 60
+            summary.newest_hour = max(newest, summary.newest_hour or newest)
         c = Commit(
             state=dump_state(p),
             incidents=p.drain_incidents(),
             transitions=transitions,
-            counts=p.drain_counts(),
+            counts=counts,
             others=self._others,
             state_key=self.state_key,
             inputs=self._take_marks(),
+            fold=self.fold,
         )
         self._others = []
         self._since_commit = 0
@@ -284,8 +295,11 @@ def replay(
     names: list[str],
     *,
     show_progress: bool = False,
+    fold: Retention | None = None,
 ) -> Summary:
-    """Replay the named files (`-` is stdin) in order; returns the summary."""
+    """Replay the named files (`-` is stdin) in order; returns the summary. With `fold`
+    (the store's retention), the hours before each commit's last two are written as day
+    blocks (`Commit.fold`), as compaction after the replay would leave them."""
     summary = Summary()
     t0 = time.perf_counter()
     numba_without_blas()
@@ -296,23 +310,21 @@ def replay(
     stop = StopFlag()
     try:
         with _stop_on_signals(stop):
-            return _replay(store, catalog, settings, names, show_progress, summary, t0, stop)
+            rp = Replayer(store, catalog, settings, fold=fold)
+            return _replay(rp, names, show_progress, summary, t0, stop)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
 def _replay(
-    store: Store,
-    catalog: Catalog,
-    settings: PipelineSettings,
+    rp: Replayer,
     names: list[str],
     show_progress: bool,
     summary: Summary,
     t0: float,
     stop: StopFlag,
 ) -> Summary:
-    rp = Replayer(store, catalog, settings)
     stats0 = rp.pipeline.stats.as_dict()
     for i, name in enumerate(names):
         f = open_input(name)

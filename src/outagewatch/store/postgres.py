@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -23,6 +23,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from outagewatch.errors import StoreError
 from outagewatch.incidents.lifecycle import State, Transition
 from outagewatch.store.base import Commit, chunks
+
+if TYPE_CHECKING:
+    from outagewatch.pipeline.pipeline import CountRows
 from outagewatch.store.sql import POSTGRES, Cx, SQLStore, merged, migrations
 
 MIGRATIONS = "postgresql"  # the dialect whose migrations apply (store/sql.py)
@@ -182,8 +185,8 @@ class PostgresStore(SQLStore):
             (c.state_key, c.state, position),
         )
 
-    def _write_counts(self, cx: Cx, c: Commit) -> None:
-        new = list(chunks(c.counts))
+    def _write_counts(self, cx: Cx, counts: CountRows) -> None:
+        new = list(chunks(counts))
         if not new:
             return
         keys = sorted({(s, h) for s, h, _ in new})

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -35,13 +35,17 @@ from outagewatch.store.base import (
     IncidentQuery,
     InputMark,
     StoredCounts,
+    chunks,
     incidents_where,
     merge_chunks,
     unpack,
 )
 from outagewatch.store.counts import add_day_blocks
-from outagewatch.store.rollup import DayRow, Retention, fold
+from outagewatch.store.rollup import HOUR_S, DayRow, RawRow, Retention, fold
 from outagewatch.store.visitors import VisitorRows
+
+if TYPE_CHECKING:
+    from outagewatch.pipeline.pipeline import CountRows
 
 
 @dataclass(frozen=True)
@@ -214,7 +218,7 @@ class SQLStore(VisitorRows):
     def _tx(self, what: str) -> AbstractContextManager[Cx]:
         raise NotImplementedError
 
-    def _write_counts(self, cx: Cx, c: Commit) -> None:
+    def _write_counts(self, cx: Cx, counts: CountRows) -> None:
         raise NotImplementedError
 
     def _write_state(self, cx: Cx, c: Commit, position: int | None) -> None:
@@ -243,7 +247,10 @@ class SQLStore(VisitorRows):
     # ---------------------------------------------------------------- one pipeline step
     def _write_step(self, cx: Cx, c: Commit, position: int | None = None) -> None:
         """Everything of one commit, inside the caller's transaction."""
-        self._write_counts(cx, c)
+        counts = c.counts
+        if c.fold is not None:
+            counts = self._fold_on_commit(cx, counts, c.fold)
+        self._write_counts(cx, counts)
         self._write_incidents(cx, c)
         if c.others:
             cx.many(
@@ -420,36 +427,80 @@ class SQLStore(VisitorRows):
                     (retention.raw_limit(now), budget),
                 )
             ]
-            blocks: dict[tuple[str, int], DayRow] = {}
-            found = [
-                row
-                for sid, day in sorted({(s, h // 24) for s, h, _ in raw})
-                for row in cx.rows(
-                    "SELECT service, day, res, total, data FROM count_days "
-                    "WHERE service = %s AND day = %s",
-                    (sid, day),
-                )
-            ]
             due = cx.rows(
                 "SELECT service, day, res, total, data FROM count_days "
                 "WHERE (res = 1 AND day < %s) OR (res = 15 AND day < %s) LIMIT %s",
                 (d15, d60, budget),
             )
-            for row in found + due:
-                blocks[(row[0], row[1])] = (row[0], row[1], row[2], row[3], bytes(row[4]))
             if not raw and not due:
                 return 0
-            cx.many(
-                "INSERT INTO count_days(service, day, res, total, data) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (service, day) DO UPDATE SET "
-                "res = excluded.res, total = excluded.total, data = excluded.data",
-                fold(raw, list(blocks.values()), now, retention),
-            )
+            self._fold_into_blocks(cx, raw, due, now, retention)
             cx.many(
                 "DELETE FROM minute_counts WHERE service = %s AND hour = %s",
                 [(s, h) for s, h, _ in raw],
             )
         return len(raw) + len(due)
+
+    def _fold_into_blocks(
+        self, cx: Cx, raw: Sequence[RawRow], due: Sequence[Any], now: float, retention: Retention
+    ) -> None:
+        """Fold the raw hours `raw` into their days' blocks (read here), and recode the
+        blocks `due` for coarsening (rows of count_days), at `retention` as of `now`."""
+        blocks: dict[tuple[str, int], DayRow] = {}
+        found = [
+            row
+            for sid, day in sorted({(s, h // 24) for s, h, _ in raw})
+            for row in cx.rows(
+                "SELECT service, day, res, total, data FROM count_days "
+                "WHERE service = %s AND day = %s",
+                (sid, day),
+            )
+        ]
+        for row in [*found, *due]:
+            blocks[(row[0], row[1])] = (row[0], row[1], row[2], row[3], bytes(row[4]))
+        cx.many(
+            "INSERT INTO count_days(service, day, res, total, data) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (service, day) DO UPDATE SET "
+            "res = excluded.res, total = excluded.total, data = excluded.data",
+            fold(raw, list(blocks.values()), now, retention),
+        )
+
+    def _fold_on_commit(self, cx: Cx, counts: CountRows, retention: Retention) -> CountRows:
+        """`Commit.fold`: the counts of the hours before the commit's last two folded into
+        their day blocks (with any raw rows stored for those services and hours, which are
+        deleted), as a compaction step as of the end of the commit's newest hour would;
+        returns the counts left to write raw. When another process is compacting
+        (PostgreSQL), nothing is folded here: compaction takes the raw hours later."""
+        if len(counts) == 0:
+            return counts
+        hour = counts.minute // 60
+        newest = int(hour.max())
+        now = float((newest + 1) * HOUR_S)
+        limit = retention.raw_limit(now)
+        old = hour < limit
+        if not old.any() or not self._compact_lock(cx):
+            return counts
+        raw: list[RawRow] = [(s, h, p.tobytes()) for s, h, p in chunks(counts.select(old))]
+        span: dict[str, tuple[int, int]] = {}
+        for s, h, _ in raw:
+            lo, hi = span.get(s, (h, h))
+            span[s] = (min(lo, h), max(hi, h))
+        stored = [
+            (str(s), int(h), bytes(b))
+            for sid, (lo, hi) in sorted(span.items())
+            for s, h, b in cx.rows(
+                "SELECT service, hour, data FROM minute_counts "
+                f"WHERE service = %s AND hour BETWEEN %s AND %s{self.dialect.skip_locked}",
+                (sid, lo, hi),
+            )
+        ]
+        self._fold_into_blocks(cx, raw + stored, (), now, retention)
+        if stored:
+            cx.many(
+                "DELETE FROM minute_counts WHERE service = %s AND hour = %s",
+                [(s, h) for s, h, _ in stored],
+            )
+        return counts.select(~old)
 
     def _compact_lock(self, cx: Cx) -> bool:
         """Whether this process may compact now (PostgreSQL: one at a time)."""

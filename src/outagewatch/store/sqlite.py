@@ -10,9 +10,13 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from outagewatch.errors import StoreError
 from outagewatch.store.base import Commit, chunks
+
+if TYPE_CHECKING:
+    from outagewatch.pipeline.pipeline import CountRows
 from outagewatch.store.sql import SQLITE, Cx, SQLStore, merged, migrations
 
 
@@ -132,8 +136,8 @@ class SQLiteStore(SQLStore):
             (c.state_key, c.state),
         )
 
-    def _write_counts(self, cx: Cx, c: Commit) -> None:
-        new = list(chunks(c.counts))
+    def _write_counts(self, cx: Cx, counts: CountRows) -> None:
+        new = list(chunks(counts))
         if not new:
             return
         existing: dict[tuple[str, int], bytes] = {}
