@@ -16,6 +16,7 @@ from outagewatch.detect.series import Series
 from outagewatch.events import EventDecoder, parse_ts
 from outagewatch.incidents.lifecycle import Incident, State
 from outagewatch.pipeline.pipeline import Pipeline, dump_state, load_state
+from outagewatch.settings import PipelineSettings
 from outagewatch.sim.scenarios import SCENARIOS, run, scenario, scenario_catalog
 from outagewatch.sim.simulate import ServiceTraffic, Surge, outage_profile, simulate
 
@@ -110,6 +111,42 @@ def test_quiet_runs_equal_minute_by_minute_ticks_over_a_month() -> None:
         "gmail-20250312T0300Z",
         "shopify-20250319T1410Z",
     ]
+    assert_same(fast, slow)
+
+
+def test_quiet_runs_stop_at_every_window_candidate_near_the_guards() -> None:
+    """The window test alone (sequential test off): bursts whose windows pass the guards
+    by little (a few reports more than `min_excess` over the forecast) open the same
+    incidents, at the same minutes, with quiet runs as minute by minute. The quiet scan
+    tests a series' windows exactly only when its running sums say they may pass the
+    guards (`detect.quiet._may_pass`); this is where a prefilter too strict would show."""
+    traffic = [
+        ServiceTraffic("gmail", 0.05, {"US": 1.0}, {"email": 1.0}),
+        ServiceTraffic("shopify", 0.2, {"US": 0.7, "CA": 0.3}, {"checkout": 1.0}),
+    ]
+    day = 86400
+    surges = [
+        Surge(svc, START + d * day + 3600 * (4 + d % 7), rates, name=f"{svc}{d}")
+        for d, (svc, rates) in enumerate(
+            [("gmail", [7.0]), ("shopify", [4.0, 4.0]), ("gmail", [3.0, 3.0, 3.0]),
+             ("shopify", [8.0]), ("gmail", [2.0] * 5), ("shopify", [3.0] * 4)] * 2,
+            start=3,
+        )
+    ]  # fmt: skip
+    lines = simulate(traffic, START, 16 * 1440, surges, seed=5, jitter_s=0.0).lines
+    settings = PipelineSettings(false_alarm_budget=0.0)
+    got = []
+    for quiet in (True, False):
+        p = Pipeline(settings, catalog=CATALOG)
+        p.quiet_runs = quiet
+        docs: list[Any] = []
+        for i in range(0, len(lines), 5_000):
+            p.ingest(EventDecoder(CATALOG).decode(lines[i : i + 5_000], i + 1).reports)
+            docs += p.drain_incidents()
+        got.append((p, docs, p.drain_transitions()))
+    (fast, fast_docs, fast_tr), (slow, slow_docs, slow_tr) = got
+    assert fast_tr == slow_tr and fast_docs == slow_docs
+    assert len({t.incident for t in fast_tr if t.action == "opened"}) >= 4
     assert_same(fast, slow)
 
 

@@ -107,10 +107,14 @@ def _scan(
       profile x weekday factors of the two slots of the minute's half hour, `frac` the
       minute's place between them) goes into the ring;
     - the windows ending at it are tested as `window_scan` does. A window can only be a
-      candidate with at least `min_excess` reports in it, so only series with that many in
-      their longest window (a running sum of whole counts: exact in any order) have their
-      windows summed and tested (`_candidate`): a quiet minute costs O(series), not
-      O(series x window);
+      candidate when its reports pass the guards (at least `min_ratio` times and
+      `min_excess` more than expected), so each series keeps running sums of every window
+      (`_sums`: its reports, exact in any order since counts are whole numbers, and its
+      expectation, to within rounding, recomputed every half hour), and only series where
+      some window passes the guards by them, with a margin far above the rounding
+      (`_may_pass`), have their windows summed and tested exactly (`_candidate`): a quiet
+      minute costs O(series x windows), not O(series x window length), and a busy series
+      running at its forecast is not summed at all;
     - the sequential test (detect.cusum; off when `h` <= 0; `first`: each series' first
       surge size, `first_sizes`; its own ratio guard, and `recent` its forecast-bias
       EWMAs) steps with the same mu; a minute where it fires ends the scan (`alarm`);
@@ -147,15 +151,13 @@ def _scan(
     ok = np.empty(n, np.bool_)
     fired = np.zeros(n, np.bool_)  # set only on a minute that is taken back (the tick's)
     ratio = np.zeros(n)
-    # Reports in the longest window ending at the minute before m0, per series.
-    wsum = np.zeros(n)
-    for k in range(1, width):
-        row = (m0 - k) % size
-        for i in range(n):
-            wsum[i] += ring_count[row, i]
-    # Counts are whole numbers: below this no window of the series can pass the guards
-    # (the margin only sends a few more series to the exact test).
-    floor = guards[1] - 0.5
+    nw = windows.shape[0]
+    # Each window's reports and expectation ending at the minute before m0, less its
+    # oldest minute: the minute scanned adds its row (`_sums`).
+    counts = np.zeros((nw, n))
+    expected = np.zeros((nw, n))
+    may = np.empty(n, np.bool_)  # some window may pass the guards (`_may_pass`)
+    min_ratio, min_excess = guards[0], guards[1]
     gathered = -1  # the half hour whose factors are in f0, f1 (-1: none, or stale)
     blocks = 0
     for m in range(m0, m1):
@@ -163,14 +165,21 @@ def _scan(
         if m // 30 != gathered:
             gathered = m // 30
             _gather(gathered, model, calendar, f0, f1)
+            _sums(ring, m, windows, counts, expected)
         frac_whole, frac_half = _fracs(m)
         for i in range(n):
             frac = frac_half if half[i] else frac_whole
             mu[i] = level[i] * max(f0[i] + (f1[i] - f0[i]) * frac, 0.05)
             ring_expected[newest, i] = mu[i]
-            wsum[i] += ring_count[newest, i]
         for i in range(n):
-            if wsum[i] < floor or not eligible[i]:
+            may[i] = False
+        for w in range(nw):
+            for i in range(n):
+                counts[w, i] += ring_count[newest, i]
+                expected[w, i] += ring_expected[newest, i]
+                may[i] |= _may_pass(counts[w, i], expected[w, i], min_ratio, min_excess)
+        for i in range(n):
+            if not may[i] or not eligible[i]:
                 continue
             if _candidate(ring, m, i, windows, width, disp[i], guards):
                 return m, learn_until, blocks, False
@@ -193,12 +202,47 @@ def _scan(
                 for i in range(n):
                     eligible[i] = nobs[i] >= warmup and not hot[i]
             final_until = f + 1
-        oldest = (m - width + 1) % size  # leaves the window of the next minute
-        for i in range(n):
-            wsum[i] -= ring_count[oldest, i]
+        for w in range(nw):
+            oldest = (m - windows[w] + 1) % size  # leaves the window of the next minute
+            for i in range(n):
+                counts[w, i] -= ring_count[oldest, i]
+                expected[w, i] -= ring_expected[oldest, i]
         if zero_next:
             ring_count[(m + 1) % size, :] = 0.0
     return m1, learn_until, blocks, False
+
+
+@njit(cache=True, nogil=True)
+def _sums(ring: Ring, m: int, windows: I64, counts: F64, expected: F64) -> None:
+    """Each window's reports and expectation over the minutes before `m` that its window
+    ending at `m` holds (the newest first: no rounding carried over from earlier sums)."""
+    ring_count, ring_expected = ring
+    size = ring_count.shape[0]
+    n = counts.shape[1]
+    for w in range(windows.shape[0]):
+        for i in range(n):
+            counts[w, i] = 0.0
+            expected[w, i] = 0.0
+        for j in range(1, windows[w]):
+            row = (m - j) % size
+            for i in range(n):
+                counts[w, i] += ring_count[row, i]
+                expected[w, i] += ring_expected[row, i]
+
+
+# The running expectation sums of `_scan` differ from the newest-first ones of the exact
+# test by rounding only (~1e-14 relative over a half hour of additions and subtractions).
+SUM_SLACK = 1e-9
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _may_pass(c: float, e: float, min_ratio: float, min_excess: float) -> bool:
+    """Whether a window of `c` reports against `e` expected by the running sums may pass the
+    guards of `is_candidate` (at least `min_ratio` times and `min_excess` more than
+    expected): with the expectation lowered by far more than their rounding, so a window
+    that passes by its exact sums always passes here."""
+    low = e - SUM_SLACK * (1.0 + abs(e))
+    return c >= min_ratio * low and c - low >= min_excess
 
 
 @njit(cache=True, nogil=True, inline="always")
