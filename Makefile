@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WARM := $(VENV)/.warm
-KERNELS := $(wildcard src/outagewatch/detect/*.py) src/outagewatch/linescan.py src/outagewatch/geo.py
+KERNELS := $(wildcard src/outagewatch/detect/*.py) src/outagewatch/linescan.py src/outagewatch/geo.py \
+	src/outagewatch/pipeline/dedup.py
 SOURCES := $(shell find src/outagewatch -name '*.py')
 BYTECODE := $(VENV)/.bytecode
 

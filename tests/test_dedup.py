@@ -337,3 +337,104 @@ def test_memory_is_bounded_under_a_flood_of_fresh_ids(monkeypatch: pytest.Monkey
         assert len(d) <= 2 * 1_000 + n
     # Repeats of the latest people are still caught.
     assert not d.filter(["x"], ["b19-3"], [t0 + 30], [1])[0]
+
+
+# ---------------------------------------------------------------------- keys and tables
+def siphash(key: tuple[int, int], data: bytes, c: int = 1, d: int = 3) -> int:
+    """SipHash-c-d as its paper defines it, in plain Python (1-3: CPython's string hash)."""
+    mask = (1 << 64) - 1
+
+    def rotl(x: int, b: int) -> int:
+        return ((x << b) | (x >> (64 - b))) & mask
+
+    def rnd(v: list[int]) -> None:
+        v[0] = (v[0] + v[1]) & mask
+        v[1] = rotl(v[1], 13) ^ v[0]
+        v[0] = rotl(v[0], 32)
+        v[2] = (v[2] + v[3]) & mask
+        v[3] = rotl(v[3], 16) ^ v[2]
+        v[0] = (v[0] + v[3]) & mask
+        v[3] = rotl(v[3], 21) ^ v[0]
+        v[2] = (v[2] + v[1]) & mask
+        v[1] = rotl(v[1], 17) ^ v[2]
+        v[2] = rotl(v[2], 32)
+
+    k0, k1 = key
+    v = [k0 ^ 0x736F6D6570736575, k1 ^ 0x646F72616E646F6D]
+    v += [k0 ^ 0x6C7967656E657261, k1 ^ 0x7465646279746573]
+    words = [int.from_bytes(data[i : i + 8], "little") for i in range(0, len(data) - 7, 8)]
+    tail = data[len(words) * 8 :]
+    words.append(int.from_bytes(tail, "little") | (len(data) & 0xFF) << 56)
+    for m in words:
+        v[3] ^= m
+        for _ in range(c):
+            rnd(v)
+        v[0] ^= m
+    v[2] ^= 0xFF
+    for _ in range(d):
+        rnd(v)
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
+
+
+def test_the_reference_siphash_gives_the_papers_vector() -> None:
+    """SipHash-2-4, key 00..0f, message 00..0e (Aumasson and Bernstein, appendix A)."""
+    key = (0x0706050403020100, 0x0F0E0D0C0B0A0908)
+    assert siphash(key, bytes(range(15)), 2, 4) == 0xA129CA6149BE45E5
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=20),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+)
+def test_the_compiled_siphash_is_the_reference(parts: list[bytes], k0: int, k1: int) -> None:
+    from outagewatch.linescan import siphash_parts
+
+    buf = np.frombuffer(b"\n".join(parts), np.uint8)
+    got = siphash_parts(buf, len(parts), np.uint64(k0), np.uint64(k1)).tolist()
+    assert got == [(siphash((k0, k1), p) or 1) if p else 0 for p in parts]
+
+
+def test_reporters_with_newlines_and_other_text_are_judged_by_the_rule() -> None:
+    """Persons are hashed from their text joined by newlines; a person holding a newline
+    (or any code point) is hashed alone, with the same result as the rule."""
+    persons = ["a\nb", "a", "b", "a\nb", "é\u2028", "é\u2028", "\ud800", "\ud800", "", None]
+    reps = [Rep("x", p, float(i)) for i, p in enumerate(persons)]
+    assert run(Dedup(W), reps) == reference(
+        [Rep("x", p or None, r.ts) for p, r in zip(persons, reps, strict=True)], W
+    )
+    assert run(Dedup(W), reps) == [True, True, True, False, True, False, True, False, True, True]
+
+
+def test_many_people_grow_the_tables_and_rotations_shrink_them() -> None:
+    """Thousands of people (tables grown several times over), then a quiet stream after
+    rotations (tables shrunk): the same decisions as the rule."""
+    rng = np.random.default_rng(3)
+    t = np.cumsum(rng.exponential(0.05, 20_000)) + 1_700_000_000.0
+    people = [f"u{int(i)}" for i in rng.integers(0, 6_000, len(t))]
+    reps = [Rep(str(rng.choice(["x", "y"])), p, float(s)) for p, s in zip(people, t, strict=True)]
+    d = Dedup(W)
+    got = [k for i in range(0, len(reps), 1_500) for k in run(d, reps[i : i + 1_500])]
+    assert got == reference(reps, W)
+    assert d._tables[0].shape[1] >= 8_192
+    for k in range(1, 4):
+        d.rotate(float(t[-1]) + k * 2 * W)
+    assert len(d) == 0
+    assert run(d, [Rep("x", "u1", float(t[-1]) + 7 * W)]) == [True]
+    assert d._tables[0].shape[1] == mod.MIN_CAPACITY
+
+
+def test_a_state_from_before_hashed_keys_loads_with_its_decisions() -> None:
+    """The dump of the version that kept "service<SEP>person" strings ([start], then
+    [service, person, times, generation]) still loads."""
+    old: list[list[object]] = [[0.0], ["x", "p", [10.0], 0], ["x", "q", [20.0, 950.0], 1]]
+    old.append(["y", "p", [30.0], 1])
+    d = Dedup(W)
+    d.load(old)
+    assert len(d) == 3
+    later = [Rep("x", "p", 500.0), Rep("x", "q", 1800.0), Rep("y", "p", 40.0), Rep("x", "r", 1.0)]
+    assert run(d, later) == [False, False, False, True]
+    again = Dedup(W)
+    again.load(d.dump())
+    assert again.seed == d.seed and len(again) == len(d)

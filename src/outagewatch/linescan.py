@@ -444,3 +444,86 @@ def crc32_buckets(buf: NDArray[np.uint8], n: int, buckets: int) -> NDArray[np.in
         out[r] = -1 if e == a else (c ^ 0xFFFFFFFF) % buckets
         a = e + 1
     return out
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _rotl(x: np.uint64, b: int) -> np.uint64:
+    return (x << np.uint64(b)) | (x >> np.uint64(64 - b))
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sipround(
+    v0: np.uint64, v1: np.uint64, v2: np.uint64, v3: np.uint64
+) -> tuple[np.uint64, np.uint64, np.uint64, np.uint64]:
+    v0 += v1
+    v1 = _rotl(v1, 13)
+    v1 ^= v0
+    v0 = _rotl(v0, 32)
+    v2 += v3
+    v3 = _rotl(v3, 16)
+    v3 ^= v2
+    v0 += v3
+    v3 = _rotl(v3, 21)
+    v3 ^= v0
+    v2 += v1
+    v1 = _rotl(v1, 17)
+    v1 ^= v2
+    v2 = _rotl(v2, 32)
+    return v0, v1, v2, v3
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _siphash(buf: NDArray[np.uint8], a: int, e: int, k0: np.uint64, k1: np.uint64) -> np.uint64:
+    """SipHash-1-3 of buf[a:e] under the key (k0, k1)."""
+    v0 = k0 ^ np.uint64(0x736F6D6570736575)
+    v1 = k1 ^ np.uint64(0x646F72616E646F6D)
+    v2 = k0 ^ np.uint64(0x6C7967656E657261)
+    v3 = k1 ^ np.uint64(0x7465646279746573)
+    length = e - a
+    full = a + (length // 8) * 8
+    i = a
+    while i < full:
+        m = np.uint64(0)
+        for j in range(8):
+            m |= np.uint64(buf[i + j]) << np.uint64(8 * j)
+        v3 ^= m
+        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
+        v0 ^= m
+        i += 8
+    last = np.uint64(length & 0xFF) << np.uint64(56)
+    for j in range(e - full):
+        last |= np.uint64(buf[full + j]) << np.uint64(8 * j)
+    v3 ^= last
+    v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
+    v0 ^= last
+    v2 ^= np.uint64(0xFF)
+    for _ in range(3):
+        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
+    return v0 ^ v1 ^ v2 ^ v3
+
+
+@nb.njit(cache=True, nogil=True)
+def siphash_parts(
+    buf: NDArray[np.uint8], n: int, k0: np.uint64, k1: np.uint64
+) -> NDArray[np.uint64]:
+    """SipHash-1-3 (the keyed hash CPython gives strings) under the key (k0, k1) of each of
+    the `n` newline-separated parts of `buf` (n = 1: all of `buf`, newlines included); 0
+    for an empty part, and never 0 for another (a hash of 0 becomes 1). pipeline.dedup:
+    the key of every reporter in one pass."""
+    out = np.empty(n, np.uint64)
+    a = 0
+    size = len(buf)
+    for r in range(n):
+        e = a
+        if n == 1:
+            e = size
+        while e < size and buf[e] != 10:
+            e += 1
+        h = np.uint64(0)
+        if e > a:
+            h = _siphash(buf, a, e, k0, k1)
+            if h == np.uint64(0):
+                h = np.uint64(1)
+        out[r] = h
+        a = e + 1
+    return out

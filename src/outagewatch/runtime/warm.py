@@ -25,10 +25,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from outagewatch import geo
 from outagewatch.catalog import Catalog
 from outagewatch.events import EventDecoder
-from outagewatch.pipeline.pipeline import Pipeline
+from outagewatch.pipeline.dedup import MIN_CAPACITY, Dedup
+from outagewatch.pipeline.pipeline import Pipeline, dump_state, load_state
 from outagewatch.sim.simulate import ServiceTraffic, Surge, simulate
 
 START = 1_740_960_000.0  # 2025-03-03T00:00:00Z
@@ -42,7 +45,21 @@ def warm() -> int:
     lines = simulate(traffic, START, 1620, [surge], seed=1).lines
     p = Pipeline(catalog=Catalog.demo())
     p.ingest(EventDecoder(Catalog.demo()).decode(lines).reports)
-    return sum(1 for t in p.drain_transitions() if t.action == "opened")
+    opened = sum(1 for t in p.drain_transitions() if t.action == "opened")
+    load_state(dump_state(p), catalog=Catalog.demo())  # a restart: the state's kernels
+    dedup_tables()
+    return opened
+
+
+def dedup_tables() -> None:
+    """The deduplication tables' other kernels: growing them (more people in a batch than
+    the first tables hold), turning a generation by the clock, and a state's tables."""
+    d = Dedup(60.0)
+    n = 4 * MIN_CAPACITY
+    ts = [START + i / 10 for i in range(n)]
+    d.filter_stream(["x"] * n, [f"p{i}" for i in range(n)], ts, [1] * n, np.asarray(ts))
+    d.rotate(START + 3600.0)
+    Dedup(60.0).load(d.dump())
 
 
 def drop_stale(here: Path | None = None) -> int:
