@@ -276,7 +276,7 @@ class Dedup:
             self._tables = new
 
     def _judge(
-        self, key: U64, ts: Sequence[float], watermark: NDArray[np.float64]
+        self, key: U64, ts: Sequence[float] | NDArray[np.float64], watermark: NDArray[np.float64]
     ) -> NDArray[np.bool_]:
         if self.window_s <= 0:
             return np.ones(len(key), np.bool_)
@@ -319,8 +319,8 @@ class Dedup:
         self,
         services: Sequence[str],
         persons: Sequence[str | None],
-        ts: Sequence[float],
-        counts: Sequence[int],
+        ts: Sequence[float] | NDArray[np.float64],
+        counts: Sequence[int] | NDArray[np.int64],
         watermark: NDArray[np.float64],
     ) -> NDArray[np.bool_]:
         """`filter`, rotating generations as the watermark (latest time seen so far, per

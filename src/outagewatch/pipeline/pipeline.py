@@ -222,7 +222,7 @@ class Pipeline:
         if self.watermark is None:
             self._start(int(minute[0]))
         wm_s = np.maximum.accumulate(np.maximum(ts, self.watermark or 0.0))
-        kept = self.dedup.filter_stream(rep.service, rep.person, rep.ts, rep.count, wm_s)
+        kept = self.dedup.filter_stream(rep.service, rep.person, ts, count, wm_s)
         wm = np.maximum.accumulate(np.maximum(minute, self.closed_until))
         if self.series.fresh:
             self._birth(ids, wm)
@@ -388,11 +388,17 @@ class Pipeline:
         fresh = np.asarray(s.fresh, np.int64)
         s.fresh.clear()
         first = np.full(len(fresh), len(wm), np.int64)
-        for col in range(ids.shape[1]):
-            uniq, at = np.unique(ids[:, col], return_index=True)
-            pos = np.searchsorted(uniq, fresh)
-            hit = (pos < len(uniq)) & (uniq[np.minimum(pos, len(uniq) - 1)] == fresh)
-            first[hit] = np.minimum(first[hit], at[pos[hit]])
+        if len(fresh) <= 16:  # the common case: a few new series, found by comparisons
+            for k, f in enumerate(fresh.tolist()):
+                at = np.flatnonzero((ids == f).any(axis=1))
+                if len(at):
+                    first[k] = at[0]
+        else:
+            for col in range(ids.shape[1]):
+                uniq, at = np.unique(ids[:, col], return_index=True)
+                pos = np.searchsorted(uniq, fresh)
+                hit = (pos < len(uniq)) & (uniq[np.minimum(pos, len(uniq) - 1)] == fresh)
+                first[hit] = np.minimum(first[hit], at[pos[hit]])
         s.born[fresh] = np.where(first < len(wm), wm[np.minimum(first, len(wm) - 1)], 0)
 
     def _close_until(self, m_now: int) -> None:
