@@ -232,6 +232,13 @@ class Pipeline:
             if len(idx) == n:
                 self.sources.add(svc, ts, rep.person, rep.ip, count, kept)
             elif len(idx):
+                a, b = int(idx[0]), int(idx[-1]) + 1
+                if b - a == len(idx):  # a run of reports (the common case): slices
+                    cut = slice(a, b)
+                    self.sources.add(
+                        svc[cut], ts[cut], rep.person[cut], rep.ip[cut], count[cut], kept[cut]
+                    )
+                    return
                 at = idx.tolist()
                 persons = [rep.person[i] for i in at]
                 ips = [rep.ip[i] for i in at]

@@ -133,6 +133,8 @@ def block_buckets(ips: Sequence[str | None], kept: NDArray[np.bool_]) -> NDArray
     """The address-block bucket of each counted report, -1 for none or not counted: the
     common dotted public IPv4 in one pass (the block's text is what is hashed), the rest
     (marked -2 on the way) through `_block_bucket`."""
+    if ips.count(None) == len(ips):  # no addresses (most imports): nothing to hash
+        return np.full(len(ips), -1, np.int64)
     crc = zlib.crc32
     out = [
         (
