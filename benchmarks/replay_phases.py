@@ -67,6 +67,7 @@ def main() -> int:
     wrap(EventDecoder, "_reports", "decode: report columns")
     wrap(EventDecoder, "_times", "decode: times")
     wrap(Dedup, "filter_stream", "dedup")
+    wrap(Dedup, "filter_indexed", "dedup")
     wrap(Pipeline, "ingest", "pipeline ingest + ticks")
     wrap(Pipeline, "ingest_others", "pipeline ingest + ticks")
     wrap(rp.Replayer, "take_commit", "state dump + drains")

@@ -438,3 +438,29 @@ def test_a_state_from_before_hashed_keys_loads_with_its_decisions() -> None:
     again = Dedup(W)
     again.load(d.dump())
     assert again.seed == d.seed and len(again) == len(d)
+
+
+def test_services_by_index_are_judged_as_by_name() -> None:
+    """`filter_indexed` (the pipeline's: services as indices into its vocabulary, which
+    grows between batches) decides as `filter_stream` does with the names."""
+    rng = np.random.default_rng(8)
+    names = ["x", "facebook", "y", "z"]
+    by_name, by_index = Dedup(W, seed=(1, 2)), Dedup(W, seed=(1, 2))
+    t0 = 1_700_000_000.0
+    for batch in range(6):
+        vocab = names[: 2 + batch // 2]  # the vocabulary grows between batches
+        n = 300
+        idx = rng.integers(0, len(vocab), n)
+        persons = [None if k % 17 == 0 else f"p{k}" for k in rng.integers(0, 40, n).tolist()]
+        ts = np.sort(t0 + batch * 600 + rng.uniform(0, 600, n))
+        counts = np.where(rng.random(n) < 0.05, 3, 1)
+        want = by_name.filter_stream([vocab[i] for i in idx], persons, ts, counts, ts)
+        got = by_index.filter_indexed(idx, vocab, persons, ts, counts, ts)
+        assert got.tolist() == want.tolist()
+    # Another vocabulary (a restored pipeline's order): hashed again, the same decisions.
+    other = ["z", "y", "facebook", "x"]
+    idx = np.array([3, 2, 1, 0])
+    ts = np.full(4, t0 + 3600.0)
+    got = by_index.filter_indexed(idx, other, ["p1"] * 4, ts, np.ones(4, np.int64), ts)
+    want = by_name.filter_stream(["x", "facebook", "y", "z"], ["p1"] * 4, ts, [1] * 4, ts)
+    assert got.tolist() == want.tolist()

@@ -206,6 +206,8 @@ class Dedup:
         self.seed = seed or (secrets.randbits(64), secrets.randbits(64))
         self._services: dict[str, int] = {}  # service id -> its row in _service_hash
         self._service_hash: U64 = np.zeros(0, np.uint64)
+        self._vocab: list[str] = []  # `filter_indexed`'s vocabulary, and its hashes
+        self._vocab_hash: U64 = np.zeros(0, np.uint64)
         self._tables = _tables(MIN_CAPACITY)
         self._cur = 0
         # (window, period, start of the current generation: NaN before the first report)
@@ -246,8 +248,6 @@ class Dedup:
         person, or a pre-aggregated count)."""
         if not len(services) == len(persons) == len(counts):
             raise ValueError("services, persons and counts must have the same length")
-        plain = None not in persons
-        hp = self._hashes(persons if plain else [p or "" for p in persons])  # type: ignore[arg-type]
         index = self._services
         try:
             at = list(map(index.__getitem__, services))
@@ -256,11 +256,29 @@ class Dedup:
             index.update(zip(new, range(len(index), len(index) + len(new)), strict=True))
             self._service_hash = np.concatenate((self._service_hash, self._hashes(new)))
             at = list(map(index.__getitem__, services))
-        hs = self._service_hash[np.asarray(at, np.int64)]
+        return self._keys(self._service_hash[np.asarray(at, np.int64)], persons, counts)
+
+    def _keys(
+        self, hs: U64, persons: Sequence[str | None], counts: Sequence[int] | NDArray[np.int64]
+    ) -> U64:
+        """`keys`, from each report's service hash."""
+        plain = None not in persons
+        hp = self._hashes(persons if plain else [p or "" for p in persons])  # type: ignore[arg-type]
         key = hp ^ hs
         key[key == 0] = 1  # (0 marks "not deduplicated")
         key[(hp == 0) | (np.asarray(counts) != 1)] = 0
         return key
+
+    def _vocabulary(self, names: Sequence[str]) -> U64:
+        """The hash of each service of a caller's vocabulary (which only grows), kept."""
+        known = len(self._vocab)
+        if len(names) < known or list(names[:known]) != self._vocab:
+            self._vocab, self._vocab_hash, known = [], np.zeros(0, np.uint64), 0
+        if len(names) > known:
+            tail = list(names[known:])
+            self._vocab += tail
+            self._vocab_hash = np.concatenate((self._vocab_hash, self._hashes(tail)))
+        return self._vocab_hash
 
     # ---------------------------------------------------------------- judging
     def _fit(self, incoming: int) -> None:
@@ -330,6 +348,22 @@ class Dedup:
         key = self.keys(services, persons, counts)
         return self._judge(key, ts, np.asarray(watermark, np.float64))
 
+    def filter_indexed(
+        self,
+        service: NDArray[np.int64],
+        names: Sequence[str],
+        persons: Sequence[str | None],
+        ts: NDArray[np.float64],
+        counts: NDArray[np.int64],
+        watermark: NDArray[np.float64],
+    ) -> NDArray[np.bool_]:
+        """`filter_stream` of reports whose services are given as indices into `names` (a
+        vocabulary that only grows, as the pipeline's): the same decisions."""
+        if not len(service) == len(ts) == len(watermark):
+            raise ValueError("one service and one watermark per report")
+        key = self._keys(self._vocabulary(names)[service], persons, counts)
+        return self._judge(key, ts, np.asarray(watermark, np.float64))
+
     # ---------------------------------------------------------------- state
     def dump(self) -> dict[str, Any]:
         keys, times, held, sizes, order = self._tables
@@ -351,6 +385,7 @@ class Dedup:
         self.seed = (int(state["seed"][0]), int(state["seed"][1]))
         self._services = {}
         self._service_hash = np.zeros(0, np.uint64)
+        self._vocab, self._vocab_hash = [], np.zeros(0, np.uint64)
         start = state["start"]
         self._clock[2] = math.nan if start is None else float(start)
         gens = []

@@ -222,7 +222,7 @@ class Pipeline:
         if self.watermark is None:
             self._start(int(minute[0]))
         wm_s = np.maximum.accumulate(np.maximum(ts, self.watermark or 0.0))
-        kept = self.dedup.filter_stream(rep.service, rep.person, ts, count, wm_s)
+        kept = self.dedup.filter_indexed(svc, self.series.services, rep.person, ts, count, wm_s)
         wm = np.maximum.accumulate(np.maximum(minute, self.closed_until))
         if self.series.fresh:
             self._birth(ids, wm)
