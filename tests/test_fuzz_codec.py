@@ -192,7 +192,7 @@ def test_a_batch_decodes_as_its_lines_one_by_one(lines: list[bytes]) -> None:
     fresh = [EventDecoder(CATALOG).decode([ln], n) for n, ln in enumerate(lines, 1)]
     assert whole.rejected == [r for d in fresh for r in d.rejected]
     assert whole.reports.keys == [k for d in fresh for k in d.reports.keys]
-    assert whole.reports.ts == [t for d in fresh for t in d.reports.ts]
+    assert whole.reports.ts.tolist() == [t for d in fresh for t in d.reports.ts.tolist()]
     assert whole.reports.person == [p for d in fresh for p in d.reports.person]
     # Other events come after the batch's reports; the same, in order, per kind of list.
     assert sorted(o.body for o in whole.others) == sorted(o.body for d in fresh for o in d.others)
@@ -251,7 +251,7 @@ def test_a_report_is_kept_exactly_or_rejected(
     assert d.reports.country == ["GB" if code == "UK" else code]
     known = {p.lower(): p for p in svc.problems}
     assert d.reports.problem == [known.get((problem or "").lower(), "other")]
-    assert d.reports.ts == [ts if isinstance(ts, float) else parse_ts(ts)]
+    assert d.reports.ts.tolist() == [ts if isinstance(ts, float) else parse_ts(ts)]
     assert d.reports.person == [text or None]
 
 

@@ -162,12 +162,14 @@ def test_bulk_replay_with_bad_lines_matches_line_by_line(
     catalog = Catalog.demo()
     dec = EventDecoder(catalog)
     rejected = []
-    reports = ReportColumns()
+    fields = ("keys", "ts", "person", "ip", "count", "line")
+    columns: dict[str, list[object]] = {f: [] for f in fields}
     for n, line in enumerate(lines, start=1):
         d = dec.decode([line], n)
         rejected.extend(d.rejected)
-        for f in ("keys", "ts", "person", "ip", "count", "line"):
-            getattr(reports, f).extend(getattr(d.reports, f))
+        for f in fields:
+            columns[f].extend(getattr(d.reports, f))
+    reports = ReportColumns(**columns)  # type: ignore[arg-type]
     p = Pipeline(catalog=catalog)
     assert p.ingest(reports) == []
     assert [r.line for r in rejected] == sorted(

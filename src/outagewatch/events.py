@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
@@ -100,18 +100,32 @@ class Rejection:
         return f"line {self.line}: {self.reason}: {self.detail}"
 
 
+def _floats() -> NDArray[np.float64]:
+    return np.zeros(0, np.float64)
+
+
+def _ints() -> NDArray[np.int64]:
+    return np.zeros(0, np.int64)
+
+
 @dataclass(slots=True)
 class ReportColumns:
-    """Accepted reports as columns, in arrival order."""
+    """Accepted reports as columns, in arrival order. Times, counts and line numbers are
+    arrays (lists given are made arrays), the rest lists of Python objects."""
 
     # (service id, ISO country, problem): aliases resolved, country upper case, problem one
     # of the service's problems or "other". Equal keys are the same tuple object.
     keys: list[tuple[str, str, str]] = field(default_factory=list)
-    ts: list[float] = field(default_factory=list)  # epoch seconds
+    ts: NDArray[np.float64] = field(default_factory=_floats)  # epoch seconds
     person: list[str | None] = field(default_factory=list)  # reporter, else ip (non-empty)
     ip: list[str | None] = field(default_factory=list)  # the client's address, if known
-    count: list[int] = field(default_factory=list)
-    line: list[int] = field(default_factory=list)  # line numbers, when decoded from lines
+    count: NDArray[np.int64] = field(default_factory=_ints)
+    line: NDArray[np.int64] = field(default_factory=_ints)  # line numbers, when from lines
+
+    def __post_init__(self) -> None:
+        self.ts = np.asarray(self.ts, np.float64)
+        self.count = np.asarray(self.count, np.int64)
+        self.line = np.asarray(self.line, np.int64)
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -145,6 +159,43 @@ class Decoded:
     others: list[OtherEvent] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     lines: int = 0
+    # While decoding: runs of accepted reports, (keys, ts, person, ip, count, line) each,
+    # joined into `reports` at the end (`_join`).
+    _runs: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def add(
+        self,
+        keys: Sequence[tuple[str, str, str]],
+        ts: Sequence[float] | NDArray[np.float64],
+        person: Sequence[str | None],
+        ip: Sequence[str | None],
+        count: Sequence[int] | NDArray[np.int64],
+        line: Sequence[int] | NDArray[np.int64],
+    ) -> None:
+        """A run of accepted reports, after those added before."""
+        if len(keys):
+            self._runs.append((keys, ts, person, ip, count, line))
+
+    def _join(self) -> None:
+        runs, self._runs = self._runs, []
+        if not runs:
+            return
+        if len(runs) == 1:
+            keys, ts, person, ip, count, line = runs[0]
+            self.reports = ReportColumns(
+                list(keys), np.asarray(ts, np.float64), list(person), list(ip),
+                np.asarray(count, np.int64), np.asarray(line, np.int64),
+            )  # fmt: skip
+            return
+        cols = list(zip(*runs, strict=True))
+        self.reports = ReportColumns(
+            [k for run in cols[0] for k in run],
+            np.concatenate([np.asarray(c, np.float64) for c in cols[1]]),
+            [p for run in cols[2] for p in run],
+            [i for run in cols[3] for i in run],
+            np.concatenate([np.asarray(c, np.int64) for c in cols[4]]),
+            np.concatenate([np.asarray(c, np.int64) for c in cols[5]]),
+        )
 
 
 # ---------------------------------------------------------------------------- decoding
@@ -300,6 +351,7 @@ class EventDecoder:
             self._scan_skips = max(self._scan_skips - 1, 0)
             self._decode_lines(lines, first_line, out)
         out.lines = len(lines)
+        out._join()
         if out.rejected:
             out.rejected.sort(key=lambda r: r.line)
         return out
@@ -378,22 +430,19 @@ class EventDecoder:
             longest = np.maximum(longest, spans[taken, 2 * ls.IP + 1] - spans[taken, 2 * ls.IP])
         if longest.max(initial=0) > MAX_PERSON_CHARS:  # bytes: at least the characters
             persons = [_person(p) for p in persons]
-        cols = (
+        cols: tuple[Any, ...] = (
             keys[same_key[taken]].tolist(),
-            ts[taken].tolist(),
+            ts[taken],
             persons,
             ips,
-            count[taken].tolist(),
-            (taken + first_line).tolist(),
+            count[taken],
+            taken + first_line,
         )
         # Runs of taken lines and of the others, in order.
         edges = np.flatnonzero(np.diff(ok.astype(np.int8))) + 1
         bounds = [0, *edges.tolist(), len(ok)]
-        rep = out.reports
-        columns = (rep.keys, rep.ts, rep.person, rep.ip, rep.count, rep.line)
         if len(bounds) == 2 and ok[0]:  # every line taken: no run to cut
-            for column, vals in zip(columns, cols, strict=True):
-                column.extend(vals)  # type: ignore[attr-defined]
+            out.add(*cols)
             return len(taken)
         done = 0  # taken lines appended so far
         for a, b in itertools.pairwise(bounds):
@@ -401,8 +450,7 @@ class EventDecoder:
                 self._decode_lines(lines[a:b], first_line + a, out)
                 continue
             m = done + (b - a)
-            for column, vals in zip(columns, cols, strict=True):
-                column.extend(vals[done:m])  # type: ignore[attr-defined]
+            out.add(*(vals[done:m] for vals in cols))
             done = m
         return len(taken)
 
@@ -487,10 +535,6 @@ class EventDecoder:
             keys = [keys[i] for i in good]
             ts = [ts[i] for i in good]
             nos = [nos[i] for i in good]
-        rep = out.reports
-        rep.line.extend(nos)
-        rep.keys.extend(keys)  # type: ignore[arg-type]
-        rep.ts.extend(ts)  # type: ignore[arg-type]
         ips = list(map(_IP, evs))
         persons = list(map(_REPORTER, evs))
         if None in persons or "" in persons:
@@ -500,9 +544,7 @@ class EventDecoder:
             longest = max(map(len, persons), default=0)
         if longest > MAX_PERSON_CHARS:
             persons = [_person(p) for p in persons]
-        rep.person.extend(persons)
-        rep.ip.extend(ips)
-        rep.count.extend(map(_COUNT, evs))
+        out.add(keys, ts, persons, ips, list(map(_COUNT, evs)), nos)  # type: ignore[arg-type]
 
     def _key(
         self, e: ReportIn, line: int, rejected: list[Rejection]

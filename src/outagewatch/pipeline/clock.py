@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 from outagewatch.events import Rejection, ReportColumns, iso
 
 _COLUMNS = ("keys", "ts", "person", "ip", "count", "line")
+_ARRAYS = ("ts", "count", "line")  # numpy columns; the others are lists
 
 
 def _take(rep: ReportColumns, idx: NDArray[np.int64]) -> ReportColumns:
@@ -52,6 +53,9 @@ def _take(rep: ReportColumns, idx: NDArray[np.int64]) -> ReportColumns:
         col = getattr(rep, name)
         if len(col) != len(rep):  # e.g. no line numbers
             continue
+        if name in _ARRAYS:
+            setattr(out, name, col[idx])
+            continue
         got = pick(col)
         setattr(out, name, list(got) if n > 1 else [got])
     return out
@@ -64,7 +68,7 @@ def _concat(a: ReportColumns, b: ReportColumns) -> ReportColumns:
     for name in _COLUMNS:
         ca, cb = getattr(a, name), getattr(b, name)
         if len(ca) == len(a) and len(cb) == len(b):
-            setattr(out, name, ca + cb)
+            setattr(out, name, np.concatenate((ca, cb)) if name in _ARRAYS else ca + cb)
     return out
 
 
@@ -92,7 +96,7 @@ class StreamClock:
         if n == 0:
             return rep, []
         k = self.agree
-        ts = np.asarray(rep.ts, np.float64)
+        ts = rep.ts
         ext = np.concatenate((self.tail, ts))
         w = np.full(n, -math.inf)
         if len(ext) >= k:
@@ -101,7 +105,7 @@ class StreamClock:
             w[first - len(self.tail) :] = mins
         w = np.maximum(np.maximum.accumulate(np.minimum(w, self.cap)), self.wm)
         pool = _concat(self.held, rep)
-        pool_ts = np.concatenate((np.asarray(self.held.ts, np.float64), ts))
+        pool_ts = np.concatenate((self.held.ts, ts))
         seq = np.concatenate((self.held_seq, self.seen + np.arange(n, dtype=np.int64)))
         arrived = np.maximum(seq - self.seen, 0)  # batch step at which each is in the pool
         step = np.maximum(np.searchsorted(w, pool_ts, side="left"), arrived)
@@ -141,8 +145,7 @@ class StreamClock:
         self.wm = max(self.wm, min(t, self.cap))
         if len(self.held) == 0:
             return ReportColumns()
-        ts = np.asarray(self.held.ts, np.float64)
-        go = ts <= self.wm
+        go = self.held.ts <= self.wm
         if not go.any():
             return ReportColumns()
         out = _take(self.held, np.flatnonzero(go))
@@ -162,7 +165,12 @@ class StreamClock:
             "wm": None if self.wm == -math.inf else self.wm,
             "tail": self.tail.tolist(),
             "seen": self.seen,
-            "held": {name: getattr(self.held, name) for name in _COLUMNS},
+            "held": {
+                name: getattr(self.held, name).tolist()
+                if name in _ARRAYS
+                else getattr(self.held, name)
+                for name in _COLUMNS
+            },
             "held_seq": self.held_seq.tolist(),
         }
 
@@ -170,9 +178,9 @@ class StreamClock:
         self.wm = -math.inf if d["wm"] is None else float(d["wm"])
         self.tail = np.asarray(d["tail"], np.float64)
         self.seen = int(d["seen"])
-        held = ReportColumns()
-        for name in _COLUMNS:
-            setattr(held, name, list(d["held"][name]))
-        held.keys = [tuple(k) for k in held.keys]  # type: ignore[misc]
-        self.held = held
+        h = d["held"]
+        self.held = ReportColumns(
+            [tuple(k) for k in h["keys"]],
+            h["ts"], list(h["person"]), list(h["ip"]), h["count"], h["line"],
+        )  # fmt: skip
         self.held_seq = np.asarray(d["held_seq"], np.int64)

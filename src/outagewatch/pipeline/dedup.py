@@ -314,8 +314,8 @@ class Dedup:
         self,
         services: Sequence[str],
         persons: Sequence[str | None],
-        ts: Sequence[float],
-        counts: Sequence[int],
+        ts: Sequence[float] | NDArray[np.float64],
+        counts: Sequence[int] | NDArray[np.int64],
     ) -> list[bool]:
         """Which of these reports count, in order; remembers the ones that do."""
         if len(ts) != len(services):

@@ -202,8 +202,7 @@ class Pipeline:
         if n == 0:
             return
         self.stats.reports += n
-        ts = np.asarray(rep.ts, np.float64)
-        count = np.asarray(rep.count, np.int64)
+        ts, count = rep.ts, rep.count
         minute = np.floor(ts / 60.0).astype(np.int64)
         # One dict lookup per report: (service, country, problem) -> a row of the combo table.
         keys = rep.keys
