@@ -201,7 +201,7 @@ def replay_into_temp(
 
     class _Spanned(Replayer):
         def ingest(self, d: Decoded, name: str, summary: Summary) -> None:
-            ts = [*d.reports.ts, *(o.ts for o in d.others)]
+            ts = [*d.reports.ts.tolist(), *(o.ts for o in d.others)]
             if ts:
                 span[0] = min(span[0], *ts)
                 span[1] = max(span[1], *ts)

@@ -323,7 +323,7 @@ class Worker:
             # shared store has it; decode again with it.
             d = run.rp.decoder.decode(lines, 1)
         run.rp.ingest(d, run.lease.name, run.summary)
-        newest = max([*d.reports.ts, *(o.ts for o in d.others)], default=None)
+        newest = max([*d.reports.ts.tolist(), *(o.ts for o in d.others)], default=None)
         if newest is not None:
             run.latest_ts = max(run.latest_ts or newest, newest)
         # Live, as in `serve`: reports the wall clock has reached are not ahead of anything,

@@ -173,7 +173,7 @@ def run(
             raise ValueError(f"scenario event rejected: {d.rejected[0]}")
         p.ingest_others(d.others)
         p.ingest(d.reports)
-        last = max([last, *d.reports.ts, *(o.ts for o in d.others)])
+        last = max([last, *d.reports.ts.tolist(), *(o.ts for o in d.others)])
         for doc in p.drain_incidents():
             docs[doc["id"]] = doc
     if settle_s > 0 and last:
