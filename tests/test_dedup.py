@@ -464,3 +464,18 @@ def test_services_by_index_are_judged_as_by_name() -> None:
     got = by_index.filter_indexed(idx, other, ["p1"] * 4, ts, np.ones(4, np.int64), ts)
     want = by_name.filter_stream(["x", "facebook", "y", "z"], ["p1"] * 4, ts, [1] * 4, ts)
     assert got.tolist() == want.tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=12)), max_size=30))
+def test_person_hashes_are_the_hash_and_the_sketch_bucket_of_each_person(
+    persons: list[str | None],
+) -> None:
+    """The pipeline's one pass over the reporters (`Dedup.person_hashes`, whatever they
+    hold: newlines, surrogates, nothing) gives `_hashes` and `sources.person_buckets`."""
+    from outagewatch.pipeline import sources
+
+    d = Dedup(W, seed=(5, 6))
+    hp, pb = d.person_hashes(persons, sources.BUCKETS)
+    assert hp.tolist() == d._hashes([p or "" for p in persons]).tolist()
+    assert pb.tolist() == sources.person_buckets(persons).tolist()

@@ -527,3 +527,30 @@ def siphash_parts(
         out[r] = h
         a = e + 1
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def person_keys(
+    buf: NDArray[np.uint8], n: int, k0: np.uint64, k1: np.uint64, buckets: int
+) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
+    """`siphash_parts` and `crc32_buckets` of the same `n` newline-separated parts, in one
+    pass (the pipeline: every reporter's deduplication key and flood-sketch bucket)."""
+    keys = np.empty(n, np.uint64)
+    out = np.empty(n, np.int64)
+    a = 0
+    size = len(buf)
+    for r in range(n):
+        c = 0xFFFFFFFF
+        e = a
+        while e < size and buf[e] != 10:
+            c = _CRC[(c ^ buf[e]) & 0xFF] ^ (c >> 8)
+            e += 1
+        if e == a:
+            keys[r] = np.uint64(0)
+            out[r] = -1
+        else:
+            h = _siphash(buf, a, e, k0, k1)
+            keys[r] = h if h != np.uint64(0) else np.uint64(1)
+            out[r] = (c ^ 0xFFFFFFFF) % buckets
+        a = e + 1
+    return keys, out

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-from outagewatch.linescan import siphash_parts
+from outagewatch.linescan import person_keys, siphash_parts
 
 KEEP = 4  # counted times kept per person: enough to judge reports up to a few windows late
 # People remembered per generation at most (~50 bytes each in the tables): a flood of fresh
@@ -258,12 +258,34 @@ class Dedup:
             at = list(map(index.__getitem__, services))
         return self._keys(self._service_hash[np.asarray(at, np.int64)], persons, counts)
 
+    def person_hashes(
+        self, persons: Sequence[str | None], buckets: int
+    ) -> tuple[U64, NDArray[np.int64]]:
+        """Each person's hash under the seed (0: none) and, from the same pass over their
+        text, zlib.crc32 of it mod `buckets` (-1: none; the flood sketches' bucket)."""
+        texts = persons if None not in persons else [p or "" for p in persons]
+        text = "\n".join(texts)  # type: ignore[arg-type]
+        n = len(texts)
+        if n and text.count("\n") == n - 1:
+            buf = np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8)
+            k0, k1 = np.uint64(self.seed[0]), np.uint64(self.seed[1])
+            hp, pb = person_keys(buf, n, k0, k1, buckets)
+            return hp, pb
+        from outagewatch.pipeline.sources import person_buckets  # (a newline: one by one)
+
+        return self._hashes(texts), person_buckets(texts)  # type: ignore[arg-type]
+
     def _keys(
-        self, hs: U64, persons: Sequence[str | None], counts: Sequence[int] | NDArray[np.int64]
+        self,
+        hs: U64,
+        persons: Sequence[str | None],
+        counts: Sequence[int] | NDArray[np.int64],
+        hp: U64 | None = None,
     ) -> U64:
-        """`keys`, from each report's service hash."""
-        plain = None not in persons
-        hp = self._hashes(persons if plain else [p or "" for p in persons])  # type: ignore[arg-type]
+        """`keys`, from each report's service hash (and person hash, when given)."""
+        if hp is None:
+            plain = None not in persons
+            hp = self._hashes(persons if plain else [p or "" for p in persons])  # type: ignore[arg-type]
         key = hp ^ hs
         key[key == 0] = 1  # (0 marks "not deduplicated")
         key[(hp == 0) | (np.asarray(counts) != 1)] = 0
@@ -356,12 +378,14 @@ class Dedup:
         ts: NDArray[np.float64],
         counts: NDArray[np.int64],
         watermark: NDArray[np.float64],
+        hp: U64 | None = None,
     ) -> NDArray[np.bool_]:
         """`filter_stream` of reports whose services are given as indices into `names` (a
-        vocabulary that only grows, as the pipeline's): the same decisions."""
+        vocabulary that only grows, as the pipeline's): the same decisions. `hp`: the
+        persons' hashes when the caller has them (`person_hashes`)."""
         if not len(service) == len(ts) == len(watermark):
             raise ValueError("one service and one watermark per report")
-        key = self._keys(self._vocabulary(names)[service], persons, counts)
+        key = self._keys(self._vocabulary(names)[service], persons, counts, hp)
         return self._judge(key, ts, np.asarray(watermark, np.float64))
 
     # ---------------------------------------------------------------- state

@@ -48,8 +48,8 @@ from outagewatch.incidents.severity import confirmed, public
 from outagewatch.incidents.verdicts import Verdicts
 from outagewatch.pipeline.clock import StreamClock
 from outagewatch.pipeline.dedup import Dedup
+from outagewatch.pipeline.sources import BUCKETS, SOURCES_CHUNK, Sources
 from outagewatch.pipeline.sources import RING as SOURCES_RING
-from outagewatch.pipeline.sources import SOURCES_CHUNK, Sources
 from outagewatch.pipeline.sources import WINDOW as SOURCES_WINDOW
 from outagewatch.settings import PipelineSettings
 
@@ -221,7 +221,8 @@ class Pipeline:
         if self.watermark is None:
             self._start(int(minute[0]))
         wm_s = np.maximum.accumulate(np.maximum(ts, self.watermark or 0.0))
-        kept = self.dedup.filter_indexed(svc, self.series.services, rep.person, ts, count, wm_s)
+        hp, pb = self.dedup.person_hashes(rep.person, BUCKETS)
+        kept = self.dedup.filter_indexed(svc, self.series.services, rep.person, ts, count, wm_s, hp)
         wm = np.maximum.accumulate(np.maximum(minute, self.closed_until))
         if self.series.fresh:
             self._birth(ids, wm)
@@ -229,19 +230,20 @@ class Pipeline:
         def to_sources(idx: NDArray[np.int64]) -> None:
             """The reports `idx` join the source sketches (pipeline.sources)."""
             if len(idx) == n:
-                self.sources.add(svc, ts, rep.person, rep.ip, count, kept)
+                self.sources.add(svc, ts, rep.person, rep.ip, count, kept, pb)
             elif len(idx):
                 a, b = int(idx[0]), int(idx[-1]) + 1
                 if b - a == len(idx):  # a run of reports (the common case): slices
                     cut = slice(a, b)
                     self.sources.add(
-                        svc[cut], ts[cut], rep.person[cut], rep.ip[cut], count[cut], kept[cut]
-                    )
+                        svc[cut], ts[cut], rep.person[cut], rep.ip[cut], count[cut], kept[cut],
+                        pb[cut],
+                    )  # fmt: skip
                     return
                 at = idx.tolist()
                 persons = [rep.person[i] for i in at]
                 ips = [rep.ip[i] for i in at]
-                self.sources.add(svc[idx], ts[idx], persons, ips, count[idx], kept[idx])
+                self.sources.add(svc[idx], ts[idx], persons, ips, count[idx], kept[idx], pb[idx])
 
         steps = np.diff(np.concatenate(([self.closed_until], wm)))
         if steps.max() > self.settings.max_catchup_minutes:

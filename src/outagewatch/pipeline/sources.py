@@ -179,9 +179,11 @@ class Sources:
         ips: Sequence[str | None],
         counts: NDArray[np.int64],
         kept: NDArray[np.bool_],
+        pb: NDArray[np.int64] | None = None,
     ) -> None:
-        """Record a batch of accepted reports (`kept`: counted after deduplication).
-        Pre-aggregated reports (`count` > 1) are not people and are left out."""
+        """Record a batch of accepted reports (`kept`: counted after deduplication; `pb`:
+        the persons' buckets, `person_buckets`, when the caller has them). Pre-aggregated
+        reports (`count` > 1) are not people and are left out."""
         single = counts == 1
         if not single.any():
             return
@@ -195,7 +197,10 @@ class Sources:
                 return
             svc, ts, kept, minute = svc[idx], ts[idx], kept[idx], minute[idx]
             at = idx.tolist()
-            persons = [persons[i] for i in at]
+            if pb is None:
+                persons = [persons[i] for i in at]
+            else:
+                pb = pb[idx]
             ips = [ips[i] for i in at]
         self._grow(int(svc.max()) + 1)
         slot = minute % RING
@@ -205,7 +210,8 @@ class Sources:
             s_svc, s_slot, s_min = svc[stale], slot[stale], minute[stale]
             self.rows[s_svc, s_slot] = 0
             self.minute[s_svc, s_slot] = s_min
-        pb = person_buckets(persons)
+        if pb is None:
+            pb = person_buckets(persons)
         bb = block_buckets(ips, kept)
         cell = (svc * RING + slot) * _WIDTH
         sec = (np.floor(ts).astype(np.int64) % 60) // BIN_S
