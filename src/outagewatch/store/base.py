@@ -280,11 +280,15 @@ def chunks(rows: CountRows) -> Iterator[tuple[str, int, NDArray[np.void]]]:
     bounds = np.concatenate(([0], brk, [len(order)]))
     countries = np.array([c.encode() for c in rows.countries] or [b""], "S2")
     problems = np.array([p.encode()[:32] for p in rows.problems] or [b""], "S32")
-    # Pack every row once, in (service, hour) order; each chunk is then a slice of it.
-    packed = np.empty(len(order), CHUNK_DTYPE)
+    # Pack every row once, in (service, hour) order; each chunk is then a slice of it. The
+    # (country, problem) of a row comes from a table of every pair (one gather of whole
+    # records, not two columns of strings built and copied in).
+    npb = len(problems)
+    pairs = np.zeros(len(countries) * npb, CHUNK_DTYPE)
+    pairs["c"] = np.repeat(countries, npb)
+    pairs["p"] = np.tile(problems, len(countries))
+    packed = pairs[rows.country[order].astype(np.int64) * npb + rows.problem[order]]
     packed["m"] = rows.minute[order] - hour_sorted * 60
-    packed["c"] = countries[rows.country[order]]
-    packed["p"] = problems[rows.problem[order]]
     packed["n"] = rows.count[order]
     services = rows.services
     for a, b in itertools.pairwise(bounds.tolist()):
