@@ -4,7 +4,7 @@ Each (service, person) is a 64-bit key: SipHash-1-3 (the keyed hash CPython give
 of the person, XOR that of the service, under a 128-bit key drawn at random when a
 pipeline starts and kept in its state (so that no one can craft a reporter id that takes
 another's place: two ids share a key with probability 2^-64 otherwise). The persons of a
-batch are hashed in one compiled pass over their joined text (`linescan.siphash_parts`), and
+batch are hashed in one compiled pass over their joined text (`linescan.person_keys`), and
 the judging is a compiled loop over the batch (`_judge`) on two generations of
 open-addressing tables held in numpy arrays: no Python object per report.
 """
@@ -230,7 +230,8 @@ class Dedup:
         n = len(texts)
         if n and text.count("\n") == n - 1:
             buf = np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8)
-            out: U64 = siphash_parts(buf, n, k0, k1)
+            # (person_keys, not siphash_parts: the kernel a replay loads anyway, `person_hashes`)
+            out: U64 = person_keys(buf, n, k0, k1, 1)[0]
             return out
         out = np.zeros(n, np.uint64)
         for i, t in enumerate(texts):
@@ -312,7 +313,8 @@ class Dedup:
         cap = keys.shape[1]
         if cap < need or (cap > 8 * want and cap > MIN_CAPACITY):
             new = _tables(want)
-            _rehash(self._tables, new)
+            if self._tables[3].any():  # (empty tables: nothing to move)
+                _rehash(self._tables, new)
             self._tables = new
 
     def _judge(

@@ -57,7 +57,11 @@ def dedup_tables() -> None:
     d = Dedup(60.0)
     n = 4 * MIN_CAPACITY
     ts = [START + i / 10 for i in range(n)]
-    d.filter_stream(["x"] * n, [f"p{i}" for i in range(n)], ts, [1] * n, np.asarray(ts))
+    for a, b in ((0, 8), (8, n)):  # the second grows tables that hold people
+        part = ts[a:b]
+        persons = [f"p{i}" for i in range(a, b)]
+        d.filter_stream(["x"] * len(part), persons, part, [1] * len(part), np.asarray(part))
+    d.filter_stream(["x"], ["a\nb"], [START], [1], np.asarray([START]))  # one text alone
     d.rotate(START + 3600.0)
     Dedup(60.0).load(d.dump())
 
