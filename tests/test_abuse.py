@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from outagewatch.events import EventDecoder, parse_ts
 from outagewatch.incidents.severity import public
 from outagewatch.pipeline import sources as src
+from outagewatch.pipeline.dedup import Dedup
 from outagewatch.pipeline.pipeline import dump_state, load_state
 from outagewatch.pipeline.sources import Sources, block_of
 from outagewatch.sim.scenarios import (
@@ -87,7 +88,7 @@ def feed(
     s.add(
         np.full(n, svc, np.int64),
         minute * 60.0 + secs,
-        persons,
+        src.person_buckets(persons),
         ips,
         np.ones(n, np.int64),
         np.asarray(kept if kept is not None else [True] * n),
@@ -509,9 +510,11 @@ async def test_the_bot_flood_through_post_reports_opens_nothing_public(tmp_path:
     )
 )
 def test_person_buckets_are_zlib_crc32_of_each_person(persons: list[str | None]) -> None:
-    """The compiled pass over the joined persons gives each report the bucket of its own
-    crc32 (-1 for none), whatever the persons hold (newlines, surrogates, nothing)."""
+    """The compiled pass over the joined persons (the pipeline's, `Dedup.person_hashes`)
+    gives each report the bucket of its own crc32 (-1 for none), whatever the persons hold
+    (newlines, surrogates, nothing); so does `person_buckets`, one at a time."""
     want = [
         zlib.crc32(p.encode("utf-8", "surrogatepass")) % src.BUCKETS if p else -1 for p in persons
     ]
+    assert Dedup(900.0).person_hashes(persons, src.BUCKETS)[1].tolist() == want
     assert src.person_buckets(persons).tolist() == want

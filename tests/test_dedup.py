@@ -472,10 +472,12 @@ def test_person_hashes_are_the_hash_and_the_sketch_bucket_of_each_person(
     persons: list[str | None],
 ) -> None:
     """The pipeline's one pass over the reporters (`Dedup.person_hashes`, whatever they
-    hold: newlines, surrogates, nothing) gives `_hashes` and `sources.person_buckets`."""
+    hold: newlines, surrogates, nothing) gives each one's SipHash-1-3 under the seed and
+    `sources.person_buckets`."""
     from outagewatch.pipeline import sources
 
     d = Dedup(W, seed=(5, 6))
     hp, pb = d.person_hashes(persons, sources.BUCKETS)
-    assert hp.tolist() == d._hashes([p or "" for p in persons]).tolist()
+    texts = [(p or "").encode("utf-8", "surrogatepass") for p in persons]
+    assert hp.tolist() == [(siphash((5, 6), t) or 1) if t else 0 for t in texts]
     assert pb.tolist() == sources.person_buckets(persons).tolist()

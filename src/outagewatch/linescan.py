@@ -16,6 +16,8 @@ this path only takes what that one accepts, with the same values.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numba as nb
 import numpy as np
 from numpy.typing import NDArray
@@ -429,21 +431,14 @@ def _crc_table() -> NDArray[np.int64]:
 _CRC = _crc_table()
 
 
-@nb.njit(cache=True, nogil=True)
-def crc32_buckets(buf: NDArray[np.uint8], n: int, buckets: int) -> NDArray[np.int64]:
-    """zlib.crc32 of each of the `n` newline-separated parts of `buf`, mod `buckets`; -1 for
-    an empty part (pipeline.sources: the reporter bucket of every report in one pass)."""
-    out = np.empty(n, np.int64)
-    a = 0
-    for r in range(n):
-        c = 0xFFFFFFFF
-        e = a
-        while e < len(buf) and buf[e] != 10:
-            c = _CRC[(c ^ buf[e]) & 0xFF] ^ (c >> 8)
-            e += 1
-        out[r] = -1 if e == a else (c ^ 0xFFFFFFFF) % buckets
-        a = e + 1
-    return out
+def joined(texts: Sequence[str]) -> NDArray[np.uint8] | None:
+    """The texts joined by newlines, as UTF-8 bytes (lone surrogates kept), for the compiled
+    passes over newline-separated parts; None when some text holds a newline (its parts
+    would not be the texts: the caller takes them one by one)."""
+    text = "\n".join(texts)
+    if not texts or text.count("\n") != len(texts) - 1:
+        return None
+    return np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -533,8 +528,9 @@ def siphash_parts(
 def person_keys(
     buf: NDArray[np.uint8], n: int, k0: np.uint64, k1: np.uint64, buckets: int
 ) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
-    """`siphash_parts` and `crc32_buckets` of the same `n` newline-separated parts, in one
-    pass (the pipeline: every reporter's deduplication key and flood-sketch bucket)."""
+    """`siphash_parts` and zlib.crc32 mod `buckets` (-1 for an empty part) of the same `n`
+    newline-separated parts, in one pass (the pipeline: every reporter's deduplication key
+    and flood-sketch bucket, `pipeline.dedup.Dedup.person_hashes`)."""
     keys = np.empty(n, np.uint64)
     out = np.empty(n, np.int64)
     a = 0

@@ -20,7 +20,8 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-from outagewatch.linescan import person_keys, siphash_parts
+from outagewatch.linescan import joined, person_keys, siphash_parts
+from outagewatch.pipeline.sources import person_buckets
 
 KEEP = 4  # counted times kept per person: enough to judge reports up to a few windows late
 # People remembered per generation at most (~50 bytes each in the tables): a flood of fresh
@@ -222,22 +223,24 @@ class Dedup:
         return None if math.isnan(start) else start
 
     # ---------------------------------------------------------------- keys
-    def _hashes(self, texts: Sequence[str]) -> U64:
-        """SipHash of each text under the seed (0 for ""): one compiled pass over the texts
-        joined, or one text at a time where some holds a newline."""
+    def person_hashes(
+        self, persons: Sequence[str | None], buckets: int = 1
+    ) -> tuple[U64, NDArray[np.int64]]:
+        """Each person's (or any text's) hash under the seed (0: none or empty) and, from
+        the same pass over their text, zlib.crc32 of it mod `buckets` (-1: none; the flood
+        sketches' bucket): one compiled pass over the texts joined, or one text at a time
+        where some holds a newline."""
+        texts: Sequence[str] = persons if None not in persons else [p or "" for p in persons]  # type: ignore[assignment]
         k0, k1 = np.uint64(self.seed[0]), np.uint64(self.seed[1])
-        text = "\n".join(texts)
-        n = len(texts)
-        if n and text.count("\n") == n - 1:
-            buf = np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8)
-            # (person_keys, not siphash_parts: the kernel a replay loads anyway, `person_hashes`)
-            out: U64 = person_keys(buf, n, k0, k1, 1)[0]
-            return out
-        out = np.zeros(n, np.uint64)
+        buf = joined(texts)
+        if buf is not None:
+            hp, pb = person_keys(buf, len(texts), k0, k1, buckets)
+            return hp, pb
+        hp = np.zeros(len(texts), np.uint64)
         for i, t in enumerate(texts):
             raw = np.frombuffer(t.encode("utf-8", "surrogatepass"), np.uint8)
-            out[i] = siphash_parts(raw, 1, k0, k1)[0]  # the whole text, newlines and all
-        return out
+            hp[i] = siphash_parts(raw, 1, k0, k1)[0]  # the whole text, newlines and all
+        return hp, person_buckets(texts, buckets)
 
     def keys(
         self,
@@ -255,26 +258,9 @@ class Dedup:
         except KeyError:
             new = sorted(set(services) - index.keys())
             index.update(zip(new, range(len(index), len(index) + len(new)), strict=True))
-            self._service_hash = np.concatenate((self._service_hash, self._hashes(new)))
+            self._service_hash = np.concatenate((self._service_hash, self.person_hashes(new)[0]))
             at = list(map(index.__getitem__, services))
         return self._keys(self._service_hash[np.asarray(at, np.int64)], persons, counts)
-
-    def person_hashes(
-        self, persons: Sequence[str | None], buckets: int
-    ) -> tuple[U64, NDArray[np.int64]]:
-        """Each person's hash under the seed (0: none) and, from the same pass over their
-        text, zlib.crc32 of it mod `buckets` (-1: none; the flood sketches' bucket)."""
-        texts = persons if None not in persons else [p or "" for p in persons]
-        text = "\n".join(texts)  # type: ignore[arg-type]
-        n = len(texts)
-        if n and text.count("\n") == n - 1:
-            buf = np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8)
-            k0, k1 = np.uint64(self.seed[0]), np.uint64(self.seed[1])
-            hp, pb = person_keys(buf, n, k0, k1, buckets)
-            return hp, pb
-        from outagewatch.pipeline.sources import person_buckets  # (a newline: one by one)
-
-        return self._hashes(texts), person_buckets(texts)  # type: ignore[arg-type]
 
     def _keys(
         self,
@@ -285,8 +271,7 @@ class Dedup:
     ) -> U64:
         """`keys`, from each report's service hash (and person hash, when given)."""
         if hp is None:
-            plain = None not in persons
-            hp = self._hashes(persons if plain else [p or "" for p in persons])  # type: ignore[arg-type]
+            hp = self.person_hashes(persons)[0]
         key = hp ^ hs
         key[key == 0] = 1  # (0 marks "not deduplicated")
         key[(hp == 0) | (np.asarray(counts) != 1)] = 0
@@ -300,7 +285,7 @@ class Dedup:
         if len(names) > known:
             tail = list(names[known:])
             self._vocab += tail
-            self._vocab_hash = np.concatenate((self._vocab_hash, self._hashes(tail)))
+            self._vocab_hash = np.concatenate((self._vocab_hash, self.person_hashes(tail)[0]))
         return self._vocab_hash
 
     # ---------------------------------------------------------------- judging

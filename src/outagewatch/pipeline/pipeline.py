@@ -230,20 +230,15 @@ class Pipeline:
         def to_sources(idx: NDArray[np.int64]) -> None:
             """The reports `idx` join the source sketches (pipeline.sources)."""
             if len(idx) == n:
-                self.sources.add(svc, ts, rep.person, rep.ip, count, kept, pb)
+                self.sources.add(svc, ts, pb, rep.ip, count, kept)
             elif len(idx):
                 a, b = int(idx[0]), int(idx[-1]) + 1
                 if b - a == len(idx):  # a run of reports (the common case): slices
                     cut = slice(a, b)
-                    self.sources.add(
-                        svc[cut], ts[cut], rep.person[cut], rep.ip[cut], count[cut], kept[cut],
-                        pb[cut],
-                    )  # fmt: skip
+                    self.sources.add(svc[cut], ts[cut], pb[cut], rep.ip[cut], count[cut], kept[cut])
                     return
-                at = idx.tolist()
-                persons = [rep.person[i] for i in at]
-                ips = [rep.ip[i] for i in at]
-                self.sources.add(svc[idx], ts[idx], persons, ips, count[idx], kept[idx], pb[idx])
+                ips = [rep.ip[i] for i in idx.tolist()]
+                self.sources.add(svc[idx], ts[idx], pb[idx], ips, count[idx], kept[idx])
 
         steps = np.diff(np.concatenate(([self.closed_until], wm)))
         if steps.max() > self.settings.max_catchup_minutes:

@@ -38,8 +38,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from outagewatch.linescan import crc32_buckets
-
 BUCKETS = 32
 WINDOW = 16  # minutes judged at most (the dedup window and one more)
 # The pipeline adds in-order reports at most this many minutes ahead of its ticks:
@@ -108,20 +106,15 @@ def _bucket(value: str) -> int:
     return zlib.crc32(value.encode("utf-8", "surrogatepass")) % BUCKETS
 
 
-def person_buckets(persons: Sequence[str | None]) -> NDArray[np.int64]:
-    """The reporter bucket of each report, -1 for none: the persons joined by newlines,
-    encoded once and hashed by a compiled pass (this runs for every report); one by one
-    when some person holds a newline."""
-    n = len(persons)
-    text = "\n".join(persons if None not in persons else [p or "" for p in persons])  # type: ignore[arg-type]
-    if n == 0 or text.count("\n") != n - 1:
-        crc = zlib.crc32
-        return np.asarray(
-            [crc(p.encode("utf-8", "surrogatepass")) % BUCKETS if p else -1 for p in persons],
-            np.int64,
-        )
-    buf = np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8)
-    return crc32_buckets(buf, n, BUCKETS)
+def person_buckets(persons: Sequence[str | None], buckets: int = BUCKETS) -> NDArray[np.int64]:
+    """The reporter bucket of each report, -1 for none, one person at a time (the pipeline
+    has them from its one compiled pass over a batch's reporters, `Dedup.person_hashes`,
+    which comes here only when some reporter holds a newline)."""
+    crc = zlib.crc32
+    return np.asarray(
+        [crc(p.encode("utf-8", "surrogatepass")) % buckets if p else -1 for p in persons],
+        np.int64,
+    )
 
 
 # Addresses that need the careful path (`block_of`): IPv6, and IPv4 whose first octet may
@@ -175,15 +168,14 @@ class Sources:
         self,
         svc: NDArray[np.int64],
         ts: NDArray[np.float64],
-        persons: Sequence[str | None],
+        pb: NDArray[np.int64],
         ips: Sequence[str | None],
         counts: NDArray[np.int64],
         kept: NDArray[np.bool_],
-        pb: NDArray[np.int64] | None = None,
     ) -> None:
-        """Record a batch of accepted reports (`kept`: counted after deduplication; `pb`:
-        the persons' buckets, `person_buckets`, when the caller has them). Pre-aggregated
-        reports (`count` > 1) are not people and are left out."""
+        """Record a batch of accepted reports (`pb`: their reporters' buckets, -1 for none,
+        `person_buckets`; `kept`: counted after deduplication). Pre-aggregated reports
+        (`count` > 1) are not people and are left out."""
         single = counts == 1
         if not single.any():
             return
@@ -195,13 +187,8 @@ class Sources:
             idx = np.flatnonzero(take)
             if len(idx) == 0:
                 return
-            svc, ts, kept, minute = svc[idx], ts[idx], kept[idx], minute[idx]
-            at = idx.tolist()
-            if pb is None:
-                persons = [persons[i] for i in at]
-            else:
-                pb = pb[idx]
-            ips = [ips[i] for i in at]
+            svc, ts, kept, minute, pb = svc[idx], ts[idx], kept[idx], minute[idx], pb[idx]
+            ips = [ips[i] for i in idx.tolist()]
         self._grow(int(svc.max()) + 1)
         slot = minute % RING
         # Slots that hold an older minute are cleared before this minute is written.
@@ -210,8 +197,6 @@ class Sources:
             s_svc, s_slot, s_min = svc[stale], slot[stale], minute[stale]
             self.rows[s_svc, s_slot] = 0
             self.minute[s_svc, s_slot] = s_min
-        if pb is None:
-            pb = person_buckets(persons)
         bb = block_buckets(ips, kept)
         cell = (svc * RING + slot) * _WIDTH
         sec = (np.floor(ts).astype(np.int64) % 60) // BIN_S
