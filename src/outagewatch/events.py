@@ -180,22 +180,18 @@ class Decoded:
         runs, self._runs = self._runs, []
         if not runs:
             return
-        if len(runs) == 1:
-            keys, ts, person, ip, count, line = runs[0]
-            self.reports = ReportColumns(
-                list(keys), np.asarray(ts, np.float64), list(person), list(ip),
-                np.asarray(count, np.int64), np.asarray(line, np.int64),
-            )  # fmt: skip
-            return
-        cols = list(zip(*runs, strict=True))
+
+        def flat(parts: Sequence[Sequence[Any]]) -> list[Any]:
+            out: list[Any] = []
+            for part in parts:
+                out.extend(part)  # (a list's extend by a list copies it whole)
+            return out
+
+        keys, ts, person, ip, count, line = zip(*runs, strict=True)
         self.reports = ReportColumns(
-            [k for run in cols[0] for k in run],
-            np.concatenate([np.asarray(c, np.float64) for c in cols[1]]),
-            [p for run in cols[2] for p in run],
-            [i for run in cols[3] for i in run],
-            np.concatenate([np.asarray(c, np.int64) for c in cols[4]]),
-            np.concatenate([np.asarray(c, np.int64) for c in cols[5]]),
-        )
+            list(flat(keys)), np.concatenate(ts), list(flat(person)), list(flat(ip)),
+            np.concatenate(count), np.concatenate(line),
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- decoding
