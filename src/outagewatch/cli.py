@@ -452,12 +452,15 @@ def _compact_after_replay(store: Store, settings: Settings, newest_hour: int | N
     from outagewatch.history.compactor import compact
     from outagewatch.store.rollup import Retention
 
-    bounds = store.count_bounds() if newest_hour is None else (newest_hour, newest_hour)
-    if bounds is not None:
-        # Steps are kept short for a live server's ingest; replay holds the writer lock, so
-        # it takes larger ones (fewer transactions, day blocks re-coded less often).
-        retention = Retention(settings.minute_days, settings.rollup_days)
-        compact(store, (bounds[1] + 1) * 3600.0, retention, budget=REPLAY_COMPACT_BUDGET)
+    if newest_hour is None:
+        bounds = store.count_bounds()
+        if bounds is None:
+            return
+        newest_hour = bounds[1]
+    # Steps are kept short for a live server's ingest; replay holds the writer lock, so it
+    # takes larger ones (fewer transactions, day blocks re-coded less often).
+    retention = Retention(settings.minute_days, settings.rollup_days)
+    compact(store, (newest_hour + 1) * 3600.0, retention, budget=REPLAY_COMPACT_BUDGET)
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:

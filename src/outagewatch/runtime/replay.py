@@ -298,7 +298,7 @@ def replay(
     fold: Retention | None = None,
 ) -> Summary:
     """Replay the named files (`-` is stdin) in order; returns the summary. With `fold`
-    (the store's retention), the hours before each commit's last two are written as day
+    (the store's retention), the hours before each commit's newest are written as day
     blocks (`Commit.fold`), as compaction after the replay would leave them."""
     summary = Summary()
     t0 = time.perf_counter()

@@ -52,8 +52,8 @@ class Commit:
     # The replay ledger's marks that moved since the last commit (stored under `state_key`).
     inputs: Sequence[InputMark] = ()
     # Replay: the counts of hours that compaction would take at once (all but the commit's
-    # last two) go straight into day blocks at this retention, not raw hours that
-    # compaction reads back (`SQLStore.fold_on_commit`); None: every hour is written raw.
+    # newest) go straight into day blocks at this retention, not raw hours that compaction
+    # reads back (`SQLStore._fold_on_commit`); None: every hour is written raw.
     fold: Retention | None = None
 
 

@@ -466,7 +466,7 @@ class SQLStore(VisitorRows):
         )
 
     def _fold_on_commit(self, cx: Cx, counts: CountRows, retention: Retention) -> CountRows:
-        """`Commit.fold`: the counts of the hours before the commit's last two folded into
+        """`Commit.fold`: the counts of the hours before the commit's newest folded into
         their day blocks (with any raw rows stored for those services and hours, which are
         deleted), as a compaction step as of the end of the commit's newest hour would;
         returns the counts left to write raw. When another process is compacting
