@@ -205,10 +205,7 @@ class Dedup:
         # A generation is kept until no on-time report can fall within a window of it.
         self.period_s = self.window_s + float(lateness_s) + 120.0
         self.seed = seed or (secrets.randbits(64), secrets.randbits(64))
-        self._services: dict[str, int] = {}  # service id -> its row in _service_hash
-        self._service_hash: U64 = np.zeros(0, np.uint64)
-        self._vocab: list[str] = []  # `filter_indexed`'s vocabulary, and its hashes
-        self._vocab_hash: U64 = np.zeros(0, np.uint64)
+        self._service_hash: dict[str, int] = {}  # service id -> its hash under the seed
         self._tables = _tables(MIN_CAPACITY)
         self._cur = 0
         # (window, period, start of the current generation: NaN before the first report)
@@ -252,15 +249,15 @@ class Dedup:
         person, or a pre-aggregated count)."""
         if not len(services) == len(persons) == len(counts):
             raise ValueError("services, persons and counts must have the same length")
-        index = self._services
-        try:
-            at = list(map(index.__getitem__, services))
-        except KeyError:
-            new = sorted(set(services) - index.keys())
-            index.update(zip(new, range(len(index), len(index) + len(new)), strict=True))
-            self._service_hash = np.concatenate((self._service_hash, self.person_hashes(new)[0]))
-            at = list(map(index.__getitem__, services))
-        return self._keys(self._service_hash[np.asarray(at, np.int64)], persons, counts)
+        return self._keys(self._service_hashes(services), persons, counts)
+
+    def _service_hashes(self, names: Sequence[str]) -> U64:
+        """The hash of each of `names` (service ids), each id hashed once per Dedup."""
+        known = self._service_hash
+        if not known.keys() >= set(names):
+            new = sorted(set(names) - known.keys())
+            known.update(zip(new, self.person_hashes(new)[0].tolist(), strict=True))
+        return np.fromiter(map(known.__getitem__, names), np.uint64, len(names))
 
     def _keys(
         self,
@@ -276,17 +273,6 @@ class Dedup:
         key[key == 0] = 1  # (0 marks "not deduplicated")
         key[(hp == 0) | (np.asarray(counts) != 1)] = 0
         return key
-
-    def _vocabulary(self, names: Sequence[str]) -> U64:
-        """The hash of each service of a caller's vocabulary (which only grows), kept."""
-        known = len(self._vocab)
-        if len(names) < known or list(names[:known]) != self._vocab:
-            self._vocab, self._vocab_hash, known = [], np.zeros(0, np.uint64), 0
-        if len(names) > known:
-            tail = list(names[known:])
-            self._vocab += tail
-            self._vocab_hash = np.concatenate((self._vocab_hash, self.person_hashes(tail)[0]))
-        return self._vocab_hash
 
     # ---------------------------------------------------------------- judging
     def _fit(self, incoming: int) -> None:
@@ -367,12 +353,12 @@ class Dedup:
         watermark: NDArray[np.float64],
         hp: U64 | None = None,
     ) -> NDArray[np.bool_]:
-        """`filter_stream` of reports whose services are given as indices into `names` (a
-        vocabulary that only grows, as the pipeline's): the same decisions. `hp`: the
-        persons' hashes when the caller has them (`person_hashes`)."""
+        """`filter_stream` of reports whose services are given as indices into `names` (the
+        pipeline's services): the same decisions. `hp`: the persons' hashes when the caller
+        has them (`person_hashes`)."""
         if not len(service) == len(ts) == len(watermark):
             raise ValueError("one service and one watermark per report")
-        key = self._keys(self._vocabulary(names)[service], persons, counts, hp)
+        key = self._keys(self._service_hashes(names)[service], persons, counts, hp)
         return self._judge(key, ts, np.asarray(watermark, np.float64))
 
     # ---------------------------------------------------------------- state
@@ -394,9 +380,7 @@ class Dedup:
             self._load_rows(state)
             return
         self.seed = (int(state["seed"][0]), int(state["seed"][1]))
-        self._services = {}
-        self._service_hash = np.zeros(0, np.uint64)
-        self._vocab, self._vocab_hash = [], np.zeros(0, np.uint64)
+        self._service_hash = {}
         start = state["start"]
         self._clock[2] = math.nan if start is None else float(start)
         gens = []
