@@ -389,11 +389,17 @@ def test_the_reference_siphash_gives_the_papers_vector() -> None:
     st.integers(0, 2**64 - 1),
 )
 def test_the_compiled_siphash_is_the_reference(parts: list[bytes], k0: int, k1: int) -> None:
-    from outagewatch.linescan import siphash_parts
+    """Each newline-separated part (`person_keys`), and a whole text (`siphash`, newlines
+    and all), hash as the reference does."""
+    from outagewatch import linescan
 
+    key = np.uint64(k0), np.uint64(k1)
     buf = np.frombuffer(b"\n".join(parts), np.uint8)
-    got = siphash_parts(buf, len(parts), np.uint64(k0), np.uint64(k1)).tolist()
+    got = linescan.person_keys(buf, len(parts), *key, 1)[0].tolist()
     assert got == [(siphash((k0, k1), p) or 1) if p else 0 for p in parts]
+    whole = b"\n".join(parts)
+    want = (siphash((k0, k1), whole) or 1) if whole else 0
+    assert int(linescan.siphash(np.frombuffer(whole, np.uint8), *key)) == want
 
 
 def test_reporters_with_newlines_and_other_text_are_judged_by_the_rule() -> None:

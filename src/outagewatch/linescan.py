@@ -498,38 +498,23 @@ def _siphash(buf: NDArray[np.uint8], a: int, e: int, k0: np.uint64, k1: np.uint6
 
 
 @nb.njit(cache=True, nogil=True)
-def siphash_parts(
-    buf: NDArray[np.uint8], n: int, k0: np.uint64, k1: np.uint64
-) -> NDArray[np.uint64]:
-    """SipHash-1-3 (the keyed hash CPython gives strings) under the key (k0, k1) of each of
-    the `n` newline-separated parts of `buf` (n = 1: all of `buf`, newlines included); 0
-    for an empty part, and never 0 for another (a hash of 0 becomes 1). pipeline.dedup:
-    the key of every reporter in one pass."""
-    out = np.empty(n, np.uint64)
-    a = 0
-    size = len(buf)
-    for r in range(n):
-        e = a
-        if n == 1:
-            e = size
-        while e < size and buf[e] != 10:
-            e += 1
-        h = np.uint64(0)
-        if e > a:
-            h = _siphash(buf, a, e, k0, k1)
-            if h == np.uint64(0):
-                h = np.uint64(1)
-        out[r] = h
-        a = e + 1
-    return out
+def siphash(buf: NDArray[np.uint8], k0: np.uint64, k1: np.uint64) -> np.uint64:
+    """SipHash-1-3 (the keyed hash CPython gives strings) of all of `buf` under the key
+    (k0, k1), newlines included; 0 for no bytes, and never 0 for some (0 becomes 1), as
+    `person_keys` gives each part."""
+    if len(buf) == 0:
+        return np.uint64(0)
+    h = _siphash(buf, 0, len(buf), k0, k1)
+    return h if h != np.uint64(0) else np.uint64(1)
 
 
 @nb.njit(cache=True, nogil=True)
 def person_keys(
     buf: NDArray[np.uint8], n: int, k0: np.uint64, k1: np.uint64, buckets: int
 ) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
-    """`siphash_parts` and zlib.crc32 mod `buckets` (-1 for an empty part) of the same `n`
-    newline-separated parts, in one pass (the pipeline: every reporter's deduplication key
+    """SipHash-1-3 under the key (k0, k1) (0 for an empty part, never 0 for another: see
+    `siphash`) and zlib.crc32 mod `buckets` (-1 for an empty part) of each of the `n`
+    newline-separated parts of `buf`, in one pass (the pipeline: every reporter's deduplication key
     and flood-sketch bucket, `pipeline.dedup.Dedup.person_hashes`)."""
     keys = np.empty(n, np.uint64)
     out = np.empty(n, np.int64)

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-from outagewatch.linescan import joined, person_keys, siphash_parts
+from outagewatch.linescan import joined, person_keys, siphash
 from outagewatch.pipeline.sources import person_buckets
 
 KEEP = 4  # counted times kept per person: enough to judge reports up to a few windows late
@@ -236,7 +236,7 @@ class Dedup:
         hp = np.zeros(len(texts), np.uint64)
         for i, t in enumerate(texts):
             raw = np.frombuffer(t.encode("utf-8", "surrogatepass"), np.uint8)
-            hp[i] = siphash_parts(raw, 1, k0, k1)[0]  # the whole text, newlines and all
+            hp[i] = siphash(raw, k0, k1)  # the whole text, newlines and all
         return hp, person_buckets(texts, buckets)
 
     def keys(
