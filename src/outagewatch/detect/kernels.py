@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 from numpy.typing import NDArray
+
+from outagewatch.jit import njit
 
 # The kernels take their arrays and numbers in bundles (numba passes tuples of arrays and
 # numbers as they are, at no cost per call); each is built in one place on the Python side.
@@ -61,10 +62,10 @@ def window_scan(
     acc_c = np.zeros(n)
     acc_e = np.zeros(n)
     for j in range(rows.shape[0]):
-        r = rows[j]
+        row = rows[j]
         for i in range(n):
-            acc_c[i] += ring_count[r, i]
-            acc_e[i] += ring_expected[r, i]
+            acc_c[i] += ring_count[row, i]
+            acc_e[i] += ring_expected[row, i]
         if j + 1 == windows[k]:
             for i in range(n):
                 sums[i, k] = acc_c[i]
