@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WARM := $(VENV)/.warm
 KERNELS := $(wildcard src/outagewatch/detect/*.py) src/outagewatch/linescan.py src/outagewatch/geo.py \
-	src/outagewatch/pipeline/dedup.py
+	src/outagewatch/pipeline/dedup.py src/outagewatch/jit.py
 SOURCES := $(shell find src/outagewatch -name '*.py')
 BYTECODE := $(VENV)/.bytecode
 
@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# numba's cache of the kernels (detection, the line scanner) and the holiday table, refilled
-# whenever their sources change: no command compiles
+# numba's cache of the kernels (detection, the line scanner), the same kernels compiled ahead
+# of time into one extension (outagewatch/jit.py: replay imports no numba) and the holiday
+# table, made again whenever their sources change: no command compiles
 $(WARM): $(STAMP) $(KERNELS)
 	$(BIN)/python -m outagewatch.runtime.warm
 	touch $(WARM)
@@ -75,4 +76,4 @@ bench: $(BYTECODE)
 	$(BIN)/python benchmarks/bench_soak.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache src/outagewatch/_kernels_aot*

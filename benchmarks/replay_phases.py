@@ -5,8 +5,10 @@ Run it in a fresh process pinned to one core, as the benchmark runs the CLI:
     taskset -c 0 .venv/bin/python benchmarks/replay_phases.py --db NEW.db --catalog C FILE
 
 It runs the real `outagewatch` command line (`cli.main`) with timers wrapped around its
-parts, and prints the CPU seconds (user + system of this process) of each: imports, numba
-(loading the cached kernels at their first call), reading, decoding, deduplication, the
+parts, and prints the CPU seconds (user + system of this process) of each: imports (the
+kernels' extension compiled ahead of time included, `outagewatch.jit`), numba (loading the
+cached kernels at their first call, where numba's kernels are used: `OUTAGEWATCH_AOT=0`, or
+no extension), reading, decoding, deduplication, the
 pipeline's ingest and ticks (deduplication and numba excluded), committing to the store
 and compaction after the replay. The parts are exclusive: a part's time inside another's
 is counted once, in the innermost.
@@ -52,8 +54,10 @@ def wrap(owner: Any, attr: str, name: str) -> None:
 
 
 def main() -> int:
-    import numba.core.dispatcher as nbd
+    from outagewatch import jit
 
+    if hasattr(jit, "prefer_ahead_of_time") and "replay" in sys.argv:
+        jit.prefer_ahead_of_time()  # as `cli.cmd_replay` does, before the kernels' import
     from outagewatch import cli
     from outagewatch.events import EventDecoder
     from outagewatch.pipeline.dedup import Dedup
@@ -62,7 +66,10 @@ def main() -> int:
     from outagewatch.runtime.replay_inputs import InputReader
 
     SPENT["imports"] = CPU() - T0  # numba's import included
-    wrap(nbd.Dispatcher, "_compile_for_args", "numba (cache loads)")
+    if "numba" in sys.modules:
+        import numba.core.dispatcher as nbd
+
+        wrap(nbd.Dispatcher, "_compile_for_args", "numba (cache loads)")
     wrap(EventDecoder, "decode", "decode")
     wrap(EventDecoder, "_reports", "decode: report columns")
     wrap(EventDecoder, "_times", "decode: times")
@@ -73,7 +80,7 @@ def main() -> int:
     wrap(rp.Replayer, "take_commit", "state dump + drains")
     wrap(rp.Replayer, "commit", "store commit")
     wrap(cli, "_compact_after_replay", "compaction")
-    wrap(rp, "numba_without_blas", "numba (cache loads)")
+    wrap(rp, "numba_without_blas", "numba (cache loads)")  # older trees
 
     def batches(self: InputReader) -> Any:
         it = orig(self)

@@ -12,6 +12,13 @@ from __future__ import annotations
 
 import pytest
 
+# The kernels of test processes are numba's (outagewatch.jit): their modules are imported
+# here, before a test can call `cli.main(["replay", ...])`, which asks for the kernels
+# compiled ahead of time and would hand them to every later test of its worker. The
+# extension is tested through the command line in fresh processes (test_jit, test_startup).
+import outagewatch.detect.quiet
+import outagewatch.pipeline.dedup  # noqa: F401
+
 INTEGRATION_MODULES = frozenset(
     {
         "test_benchmarks",
@@ -21,6 +28,7 @@ INTEGRATION_MODULES = frozenset(
         "test_client_memory",
         "test_serve_hardening",
         "test_startup",
+        "test_jit",
         "test_writer_lock",
         "test_bus_nats",
         "test_demo",

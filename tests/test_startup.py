@@ -45,20 +45,38 @@ def test_replay_imports_no_scipy_special_pandas_or_web(tmp_path: Path) -> None:
     assert code == 0
     assert "outagewatch.pipeline.pipeline" in mods
     assert not set(HEAVY) & mods
-    # numba's array math loads without scipy's BLAS (runtime.replay.numba_without_blas), and
-    # compaction after replay without asyncio.
-    assert "numba.np.arraymath" in mods
-    assert not {"scipy.linalg", "scipy.linalg.cython_blas", "asyncio"} & mods
+    # The kernels compiled ahead of time (outagewatch.jit), not numba's; compaction after
+    # replay without asyncio.
+    assert "outagewatch._kernels_aot" in mods
+    assert not {"numba", "llvmlite", "scipy", "asyncio"} & mods
     # Calendars come from the holiday table `make install` wrote (geo.write_holiday_table).
     assert "holidays" not in mods
 
 
+def test_numbas_kernels_import_numba_without_scipy_or_yaml() -> None:
+    """Where the kernels are numba's (servers; a replay without the extension), numba and
+    its array math load without scipy, its BLAS or PyYAML (`jit._lean_import`)."""
+    code = "import json, sys, outagewatch.detect.quiet; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    mods = set(json.loads(out))
+    assert {"numba", "numba.np.arraymath"} <= mods
+    assert not {"scipy", "scipy.linalg.cython_blas", "yaml"} & mods
+
+
 def test_a_fresh_replay_compiles_nothing_once_the_kernels_are_warm(tmp_path: Path) -> None:
     """`make install` runs `python -m outagewatch.runtime.warm`; after it, a replay in a fresh
-    process loads every kernel from numba's cache (with the types the pipeline uses), and
-    every module of the package from its bytecode, even where Python is told not to write
+    process on numba's kernels (`OUTAGEWATCH_AOT=0`: as where the extension is not built)
+    loads every kernel from numba's cache (with the types the pipeline uses), and every
+    module of the package from its bytecode, even where Python is told not to write
     bytecode itself (PYTHONDONTWRITEBYTECODE, as on the CI machines)."""
-    env = {**os.environ, "NUMBA_DEBUG_CACHE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {
+        **os.environ,
+        "NUMBA_DEBUG_CACHE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OUTAGEWATCH_AOT": "0",
+    }
     cmd = [sys.executable, "-m", "outagewatch.runtime.warm"]
     warm = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
     assert warm.returncode == 0, warm.stderr

@@ -188,6 +188,9 @@ def stored_catalog(settings: Settings) -> Catalog:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from outagewatch import jit
+
+    jit.prefer_ahead_of_time()  # before the kernels are imported: no numba in a replay
     from outagewatch.runtime.replay import replay
     from outagewatch.store.rollup import Retention
 

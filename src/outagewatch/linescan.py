@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numba as nb
 import numpy as np
 from numpy.typing import NDArray
+
+from outagewatch.jit import njit
 
 # Fields of a report, by position in `spans` (start and end offsets of the value's text).
 SERVICE, COUNTRY, PROBLEM, REPORTER, IP, REGION, CITY = range(7)
@@ -48,7 +49,7 @@ _DAYS_BEFORE_MONTH = np.array([0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 3
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int64)
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _ws(buf: NDArray[np.uint8], i: int, end: int) -> int:
     """The first position at or after `i` that is not JSON whitespace within a line (a
     space, tab or carriage return: a newline ends the line)."""
@@ -60,7 +61,7 @@ def _ws(buf: NDArray[np.uint8], i: int, end: int) -> int:
     return i
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _string_end(buf: NDArray[np.uint8], i: int, end: int) -> int:
     """Position of the closing quote of a plain string of printable ASCII (no escape) whose
     text starts at `i`; -1 when it is no such string; -2 - j when a byte beyond printable
@@ -79,7 +80,7 @@ def _string_end(buf: NDArray[np.uint8], i: int, end: int) -> int:
     return -1
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _string_end_utf8(buf: NDArray[np.uint8], j: int, end: int) -> int:
     """`_string_end` of a string with a byte beyond printable ASCII at `j`: the position of
     its closing quote when all of it is valid UTF-8 as Python's strict decoder takes it
@@ -95,7 +96,7 @@ def _string_end_utf8(buf: NDArray[np.uint8], j: int, end: int) -> int:
         j = -2 - e
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _utf8_next(buf: NDArray[np.uint8], i: int, end: int) -> int:
     """The position after the UTF-8 sequence at buf[i] (a byte >= 0x80), or -1 when it is
     not one Python's strict decoder takes (RFC 3629: no overlong form, no surrogate, nothing
@@ -110,7 +111,7 @@ def _utf8_next(buf: NDArray[np.uint8], i: int, end: int) -> int:
     return i + n + 1
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _utf8_lead(c: int) -> tuple[int, int, int]:
     """(continuation bytes, range of the first of them) of a UTF-8 lead byte; (0, 0, 0)
     for a byte no valid sequence starts with."""
@@ -131,7 +132,7 @@ def _utf8_lead(c: int) -> tuple[int, int, int]:
     return 0, 0, 0
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _field(buf: NDArray[np.uint8], a: int, b: int) -> int:
     """Which field the name buf[a:b] is (see _NAMES), or -1: its bytes (at most 8) as one
     little-endian word, compared with each name's."""
@@ -147,13 +148,13 @@ def _field(buf: NDArray[np.uint8], a: int, b: int) -> int:
     return -1
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _two(buf: NDArray[np.uint8], a: int) -> int:
     """The number written by the two ASCII digits at buf[a]."""
     return int(buf[a]) * 10 + int(buf[a + 1]) - 528  # two ASCII digits: 48 * 11
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _zulu(buf: NDArray[np.uint8], a: int) -> float:
     """Epoch seconds of "YYYY-MM-DDTHH:MM:SSZ" at buf[a:a+20] (a proleptic Gregorian UTC
     date, as events.parse_ts reads it), or -1.0 when it is not a valid such time."""
@@ -185,7 +186,7 @@ def _zulu(buf: NDArray[np.uint8], a: int) -> float:
     return float(days * 86_400 + hour * 3600 + minute * 60 + sec)
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _line(
     buf: NDArray[np.uint8], a: int, spans: NDArray[np.int64], row: int, max_count: int
 ) -> tuple[float, int, int]:
@@ -290,7 +291,7 @@ def _line(
     return ts, count, i
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _same(buf: NDArray[np.uint8], a0: int, a1: int, b0: int, b1: int) -> bool:
     """Whether two values are the same text (a missing one is only the same as another)."""
     if (a0 < 0) != (b0 < 0) or a1 - a0 != b1 - b0:
@@ -301,7 +302,7 @@ def _same(buf: NDArray[np.uint8], a0: int, a1: int, b0: int, b1: int) -> bool:
     return True
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _hash(buf: NDArray[np.uint8], a: int, b: int, h: np.uint64) -> np.uint64:
     """FNV-1a over buf[a:b], continuing from `h` (a missing value hashes as one byte 0xFF)."""
     if a < 0:
@@ -311,7 +312,7 @@ def _hash(buf: NDArray[np.uint8], a: int, b: int, h: np.uint64) -> np.uint64:
     return (h ^ np.uint64(0xFE)) * np.uint64(0x100000001B3)  # ends a value
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _intern(
     buf: NDArray[np.uint8],
     spans: NDArray[np.int64],
@@ -359,7 +360,7 @@ def _intern(
     return first
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def scan(
     buf: NDArray[np.uint8], n: int, min_ts: float, max_ts: float, max_count: int
 ) -> tuple[
@@ -392,7 +393,7 @@ def scan(
     return starts, ok, ts, count, spans, _intern(buf, spans, ok, (SERVICE, COUNTRY, PROBLEM))
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def joined_values(
     buf: NDArray[np.uint8], spans: NDArray[np.int64], rows: NDArray[np.int64], f: int
 ) -> NDArray[np.uint8]:
@@ -441,12 +442,12 @@ def joined(texts: Sequence[str]) -> NDArray[np.uint8] | None:
     return np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8)
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _rotl(x: np.uint64, b: int) -> np.uint64:
     return (x << np.uint64(b)) | (x >> np.uint64(64 - b))
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _sipround(
     v0: np.uint64, v1: np.uint64, v2: np.uint64, v3: np.uint64
 ) -> tuple[np.uint64, np.uint64, np.uint64, np.uint64]:
@@ -467,7 +468,7 @@ def _sipround(
     return v0, v1, v2, v3
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _siphash(buf: NDArray[np.uint8], a: int, e: int, k0: np.uint64, k1: np.uint64) -> np.uint64:
     """SipHash-1-3 of buf[a:e] under the key (k0, k1)."""
     v0 = k0 ^ np.uint64(0x736F6D6570736575)
@@ -497,7 +498,7 @@ def _siphash(buf: NDArray[np.uint8], a: int, e: int, k0: np.uint64, k1: np.uint6
     return v0 ^ v1 ^ v2 ^ v3
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def siphash(buf: NDArray[np.uint8], k0: np.uint64, k1: np.uint64) -> np.uint64:
     """SipHash-1-3 (the keyed hash CPython gives strings) of all of `buf` under the key
     (k0, k1), newlines included; 0 for no bytes, and never 0 for some (0 becomes 1), as
@@ -508,7 +509,7 @@ def siphash(buf: NDArray[np.uint8], k0: np.uint64, k1: np.uint64) -> np.uint64:
     return h if h != np.uint64(0) else np.uint64(1)
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def person_keys(
     buf: NDArray[np.uint8], n: int, k0: np.uint64, k1: np.uint64, buckets: int
 ) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:

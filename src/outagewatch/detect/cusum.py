@@ -51,10 +51,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 from numpy.typing import NDArray
 
 from outagewatch.detect.kernels import F64, Guards, Mask, Minute
+from outagewatch.jit import njit
 
 SURGE_SIZES: tuple[float, ...] = (2.0, 3.0, 5.0, 10.0, 30.0, 100.0)
 WHOLE_SERVICE_BELOW = 3.0  # surge sizes below this are tested on total series only

@@ -15,7 +15,6 @@ run leaves exactly the state the ticks would have (tests/test_quiet.py).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 from numpy.typing import NDArray
 
 from outagewatch.detect.cusum import Sequential, cusum_step
@@ -32,6 +31,7 @@ from outagewatch.detect.kernels import (
     learn_block,
 )
 from outagewatch.detect.series import SLOTS_PER_DAY
+from outagewatch.jit import njit
 
 Run = tuple[int, int, Mask, bool]
 """(m0, m1, hot, zero_next): the minutes [m0, m1) to scan, the series left out (`hot`), and

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from numba import njit
 from numpy.typing import NDArray
 
+from outagewatch.jit import njit
 from outagewatch.linescan import joined, person_keys, siphash
 from outagewatch.pipeline.sources import person_buckets
 

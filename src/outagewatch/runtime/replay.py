@@ -273,21 +273,6 @@ def _stop_on_signals(stop: StopFlag) -> Iterator[None]:
             signal.signal(sig, h)
 
 
-def numba_without_blas() -> None:
-    """Let numba start without scipy's BLAS: its array-math module imports
-    `scipy.linalg.cython_blas` when it loads (0.2-0.3 s of a replay's start-up) only to know
-    whether `np.convolve` and `np.correlate` may be compiled, which no kernel here uses
-    (dot products and linear algebra check for BLAS again when compiled, and find it). No
-    effect when that module is loaded already."""
-    if "numba.np.arraymath" in sys.modules or "scipy.linalg.cython_blas" in sys.modules:
-        return
-    sys.modules["scipy.linalg.cython_blas"] = None  # type: ignore[assignment]
-    try:
-        import numba.np.arraymath  # noqa: F401
-    finally:
-        del sys.modules["scipy.linalg.cython_blas"]
-
-
 def replay(
     store: Store,
     catalog: Catalog,
@@ -302,7 +287,6 @@ def replay(
     blocks (`Commit.fold`), as compaction after the replay would leave them."""
     summary = Summary()
     t0 = time.perf_counter()
-    numba_without_blas()
     # Replay makes millions of short-lived objects and no reference cycles worth collecting
     # mid-run: the cyclic collector only costs time here (about 4%).
     gc_was_enabled = gc.isenabled()

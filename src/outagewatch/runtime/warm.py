@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import numpy as np
 
-from outagewatch import geo
+from outagewatch import geo, jit
 from outagewatch.catalog import Catalog
 from outagewatch.events import EventDecoder
 from outagewatch.pipeline.dedup import MIN_CAPACITY, Dedup
@@ -119,6 +122,67 @@ def bytecode(here: Path | None = None) -> bool:
     return bool(compileall.compile_dir(here, quiet=1))
 
 
+def ahead_of_time() -> list[str]:
+    """Compile every kernel the warm-up called, for each set of argument types it was called
+    with, into one extension module beside the package's modules (`outagewatch.jit`),
+    and stamp it with the sources it came from (`jit.fingerprint`). Run after `warm` in the
+    same process. Returns the names exported; none when the package is read-only (the
+    kernels stay numba's)."""
+    import importlib
+    import warnings
+
+    from numba.core.registry import CPUDispatcher
+
+    pycc: Any = importlib.import_module("numba.pycc")  # untyped
+
+    if not os.access(jit.HERE, os.W_OK):
+        return []
+    cc = pycc.CC(jit.EXTENSION.rpartition(".")[2])
+    cc.output_dir = str(jit.HERE)
+    cc.target_cpu = "host"  # as numba compiles its own (`jit.fingerprint` names the CPU)
+    exported = []
+    manifest: dict[str, list[jit.Spec]] = {}
+    for name, module in sorted(sys.modules.items()):
+        if not name.startswith("outagewatch.") or module is None:
+            continue
+        for found in vars(module).values():
+            if not isinstance(found, CPUDispatcher) or found.py_func.__module__ != name:
+                continue
+            value: Any = found  # numba's types are partial
+            if not value.signatures:  # inlined into its callers, or not called from Python
+                continue
+            # One export per set of argument types (a kernel called by another kernel with
+            # other types than from Python has several): `jit` tries each in turn.
+            for k, args in enumerate(value.signatures):
+                returns = value.overloads[args].signature.return_type
+                export = f"{jit.export_name(value.py_func)}__{k}"
+                cc.export(export, returns(*args))(value.py_func)
+                manifest[export] = [describe(a) for a in args]
+            exported.append(f"{name}.{value.__name__}")
+    jit.STAMP.unlink(missing_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba.pycc's pending deprecation
+        cc.compile()
+    jit.MANIFEST.write_bytes(msgspec.json.encode(manifest))
+    jit.STAMP.write_text(jit.fingerprint() + "\n", encoding="ascii")
+    return exported
+
+
+def describe(t: Any) -> jit.Spec:
+    """numba type `t` of a kernel's argument, for `jit.checker`."""
+    from numba.core import types
+
+    if isinstance(t, types.Array):
+        return {"a": [str(t.dtype), t.ndim, t.layout, t.mutable, t.aligned]}
+    if isinstance(t, types.BaseTuple):
+        return {"t": [describe(x) for x in getattr(t, "types")]}  # noqa: B009  (untyped)
+    if isinstance(t, types.Boolean):
+        return {"s": "bool"}
+    if isinstance(t, types.Integer | types.Float):
+        return {"s": str(t)}
+    raise TypeError(f"a kernel's argument of type {t} cannot be compiled ahead of time")
+
+
 def main() -> int:
     t0 = time.perf_counter()
     bytecode()
@@ -126,6 +190,15 @@ def main() -> int:
     drop_stale()
     opened = warm()
     print(f"numba kernels ready ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+    if not jit.fresh():
+        t1 = time.perf_counter()
+        try:
+            names = ahead_of_time()
+        except Exception as exc:  # no C compiler, say: the kernels stay numba's (jit.py)
+            print(f"kernels not compiled ahead of time: {exc!r}", file=sys.stderr)
+        else:
+            took = time.perf_counter() - t1
+            print(f"{len(names)} kernels compiled ahead of time ({took:.1f} s)", file=sys.stderr)
     return 0 if opened == 1 else 1
 
 
