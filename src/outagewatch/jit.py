@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-import platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -82,11 +81,12 @@ def fingerprint() -> str:
     for pattern in SOURCES:
         for f in sorted(HERE.glob(pattern)):
             h.update(f.relative_to(HERE).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-    h.update(f"{sys.version}\0{platform.machine()}\0{_cpu_flags()}".encode())
+    h.update(f"{sys.version}\0{os.uname().machine}\0{_cpu_flags()}".encode())
     return h.hexdigest()
 
 
 def _cpu_flags() -> str:
+    """The CPU's features as Linux lists them (`platform` is not imported for this: ~10 ms)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
@@ -94,7 +94,7 @@ def _cpu_flags() -> str:
                     return line.strip()
     except OSError:
         pass
-    return platform.processor()
+    return ""
 
 
 def fresh() -> bool:
@@ -191,7 +191,10 @@ def checker(spec: Spec) -> Check:
         def tuple_of(x: Any) -> bool:
             if type(x) is not tuple or len(x) != size:
                 return False
-            return all(c(v) for c, v in zip(parts, x, strict=True))
+            for c, v in zip(parts, x, strict=True):  # noqa: SIM110 (~2x faster than all() of a
+                if not c(v):  # generator (every call of a kernel runs this)
+                    return False
+            return True
 
         return tuple_of
     if kind == "a":
@@ -203,7 +206,9 @@ def checker(spec: Spec) -> Check:
         contiguous = {"C": "c_contiguous", "F": "f_contiguous"}.get(layout)
 
         def array(x: Any) -> bool:
-            if type(x) is not np.ndarray or x.dtype != dtype or x.ndim != ndim:
+            if type(x) is not np.ndarray or x.ndim != ndim:
+                return False
+            if x.dtype is not dtype and x.dtype != dtype:  # mostly numpy's one instance
                 return False
             flags = x.flags
             if contiguous is not None and not getattr(flags, contiguous):
