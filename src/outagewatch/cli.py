@@ -414,6 +414,9 @@ COMMANDS["worker"] = cmd_worker
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from outagewatch import jit
+
+    jit.prefer_ahead_of_time()  # replays in memory: as `replay`, no numba
     from outagewatch.evaluate import format_table as grades_table
     from outagewatch.evaluate import parse_labels, run_evaluate
 
