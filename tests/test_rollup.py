@@ -17,8 +17,9 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
+from outagewatch.pipeline.pipeline import CountRows
 from outagewatch.store import codec
-from outagewatch.store.base import CHUNK_DTYPE, unpack
+from outagewatch.store.base import CHUNK_DTYPE, chunks, unpack
 from outagewatch.store.rollup import DayRow, RawRow, Retention, fold, raw_rows_of_day
 
 D0 = 20_000  # a UTC day number
@@ -133,6 +134,41 @@ def test_fold_is_the_reference_when_problem_hashes_collide(
     monkeypatch.setattr(codec, "_MIX", np.zeros(4, np.uint64))
     raw, blocks, now, retention = random_step(seed)
     assert fold(raw, blocks, now, retention) == reference_fold(raw, blocks, now, retention)
+
+
+def random_counts(seed: int) -> CountRows:
+    """Counted rows as the pipeline drains them (integer columns into vocabularies), over
+    days D0..D0+7: some (service, day)s also in `random_step`'s raw hours and blocks."""
+    rng = np.random.default_rng(1000 + seed)
+    n = int(rng.integers(0, 400))
+    services = ["b", "a", "e"]  # not sorted: the vocabulary's order is the pipeline's
+    countries = [c.decode() for c in COUNTRIES[::-1]]
+    problems = [p.decode() for p in PROBLEMS] + ["ünïcode-problem-name-past-32-bytes-long"]
+    minute = D0 * 1440 + rng.integers(0, 8 * 1440, n)
+    return CountRows(
+        minute.astype(np.int64),
+        rng.integers(0, len(services), n).astype(np.int32),
+        rng.integers(0, len(countries), n).astype(np.int32),
+        rng.integers(0, len(problems), n).astype(np.int32),
+        rng.choice([1, 300, 70_000, 1 << 33], n).astype(np.int64),
+        services, countries, problems,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("collide", [False, True])
+@pytest.mark.parametrize("seed", range(12))
+def test_fold_of_counts_as_columns_is_their_fold_as_packed_hours(
+    seed: int, collide: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replay's commits hand `fold` the pipeline's rows as integer columns (`counts`), coded
+    once per value rather than packed and hashed per row: the same blocks, byte for byte,
+    as those rows packed into raw hours (`base.chunks`), beside raw hours and blocks."""
+    if collide:  # every problem hashes alike: string order, from packed rows
+        monkeypatch.setattr(codec, "_MIX", np.zeros(4, np.uint64))
+    raw, blocks, now, retention = random_step(seed)
+    counts = random_counts(seed)
+    packed = [(s, h, chunk.tobytes()) for s, h, chunk in chunks(counts)]
+    assert fold(raw, blocks, now, retention, counts) == fold(raw + packed, blocks, now, retention)
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 2000])

@@ -268,6 +268,14 @@ def incident_matches(doc: Mapping[str, Any], q: IncidentQuery) -> bool:
     return not (until is not None and epoch_of(doc["started_at"]) > until)
 
 
+def code_tables(rows: CountRows) -> tuple[NDArray[np.bytes_], NDArray[np.bytes_]]:
+    """The countries and problems `rows` index, as packed rows hold them (CHUNK_DTYPE: two
+    bytes, and the first 32 bytes of a problem's UTF-8)."""
+    countries = np.array([c.encode() for c in rows.countries] or [b""], "S2")
+    problems = np.array([p.encode()[:32] for p in rows.problems] or [b""], "S32")
+    return countries, problems
+
+
 def chunks(rows: CountRows) -> Iterator[tuple[str, int, NDArray[np.void]]]:
     """Split counted rows into (service, hour, packed chunk) for storage."""
     if len(rows) == 0:
@@ -278,8 +286,7 @@ def chunks(rows: CountRows) -> Iterator[tuple[str, int, NDArray[np.void]]]:
     hour_sorted = hour[order]
     brk = np.flatnonzero((np.diff(svc_sorted) != 0) | (np.diff(hour_sorted) != 0)) + 1
     bounds = np.concatenate(([0], brk, [len(order)]))
-    countries = np.array([c.encode() for c in rows.countries] or [b""], "S2")
-    problems = np.array([p.encode()[:32] for p in rows.problems] or [b""], "S32")
+    countries, problems = code_tables(rows)
     # Pack every row once, in (service, hour) order; each chunk is then a slice of it. The
     # (country, problem) of a row comes from a table of every pair (one gather of whole
     # records, not two columns of strings built and copied in).

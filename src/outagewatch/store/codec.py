@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -177,9 +177,96 @@ def encode_blocks(
         return [(0, _EMPTY)] * nblocks
     # A (country, problem) key per row, in the order encode keeps them within a block.
     ci, pi = _block_codes(rows["c"], block), _block_codes(rows["p"], block)
+
+    def texts(r: NDArray[np.int64]) -> list[bytes]:
+        pairs = zip(rows["c"][r].tolist(), rows["p"][r].tolist(), strict=True)
+        return [c + b"\t" + p for c, p in pairs]
+
+    keyed = (rows["m"].astype(np.int64), rows["n"].astype(np.int64), ci, pi, block)
+    return _encode_keyed(keyed, texts, nblocks)
+
+
+Coded = tuple[
+    NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64],
+    NDArray[np.int64], NDArray[np.bytes_], NDArray[np.bytes_],
+]  # fmt: skip
+"""Rows given by integer columns, (m, n, country, problem, block, countries, problems): the
+country and problem of a row are indices into the two tables of values (S2, S32 as a
+packed row holds them; see `store.base.code_tables`)."""
+
+
+def encode_mixed(
+    rows: NDArray[np.void], block: NDArray[np.int64], coded: Coded, nblocks: int
+) -> list[tuple[int, bytes]]:
+    """`encode_blocks` of `rows` (packed, each of block `block`) and the rows `coded`
+    together, without packing the coded ones: their values are coded once per table entry,
+    not hashed per row. The same bytes as `encode_blocks` of all of them packed (the codes
+    order the keys as the values' hashes do, whichever rows they come from)."""
+    m, n, country, problem, cblock, countries, problems = coded
+    ci = _joint_codes(countries, rows["c"])
+    pi = _joint_codes(problems, rows["p"])
+    if ci is None or pi is None:  # two values share a hash: string order, from packed rows
+        packed = np.zeros(len(m), CHUNK_DTYPE)
+        packed["m"], packed["n"] = m, n
+        packed["c"], packed["p"] = countries[country], problems[problem]
+        return encode_blocks(
+            np.concatenate((rows, packed)), np.concatenate((block, cblock)), nblocks
+        )
+    (ci_table, ci_rows), (pi_table, pi_rows) = ci, pi
+    cut = len(rows)
+
+    def texts(r: NDArray[np.int64]) -> list[bytes]:
+        out: list[bytes] = []
+        for i in r.tolist():
+            if i < cut:
+                c, p = rows["c"][i], rows["p"][i]
+            else:
+                c, p = countries[country[i - cut]], problems[problem[i - cut]]
+            out.append(bytes(c) + b"\t" + bytes(p))
+        return out
+
+    keyed = (
+        np.concatenate((rows["m"].astype(np.int64), m)),
+        np.concatenate((rows["n"].astype(np.int64), n)),
+        np.concatenate((ci_rows, ci_table[country])),
+        np.concatenate((pi_rows, pi_table[problem])),
+        np.concatenate((block, cblock)),
+    )
+    return _encode_keyed(keyed, texts, nblocks)
+
+
+def _joint_codes(
+    table: NDArray[np.bytes_], col: NDArray[np.bytes_]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
+    """Codes of the values of `table` and of `col` in one numbering ordered as `_hash_codes`
+    orders values (the order of their hashes); None when some value is not `_hashable` or
+    two distinct ones share a hash (the caller packs the rows and codes them by string)."""
+    values = np.concatenate((table, np.ascontiguousarray(col, table.dtype)))
+    found = _hash_codes(values) if _hashable(values) else None
+    if found is None:
+        return None
+    inv = found[0]
+    return inv[: len(table)], inv[len(table) :]
+
+
+Keyed = tuple[
+    NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]
+]
+"""Rows as (bucket, count, country code, problem code, block), for `_encode_keyed`."""
+
+
+def _encode_keyed(
+    keyed: Keyed,
+    texts_of: Callable[[NDArray[np.int64]], list[bytes]],
+    nblocks: int,
+) -> list[tuple[int, bytes]]:
+    """`encode_blocks` of rows given as (bucket, count, country code, problem code, block):
+    the codes order a block's keys (country, then problem); `texts_of(rows)` gives the
+    "country\tproblem" text of each of those rows."""
+    m, n, ci, pi, block = keyed
     key = ci * (int(pi.max()) + 1) + pi
-    first, n = _grouped((block, key, rows["m"].astype(np.int64)), rows["n"].astype(np.int64))
-    block, key, m = block[first], key[first], rows["m"][first].astype(np.int64)
+    first, n = _grouped((block, key, m), n)
+    block, key, m = block[first], key[first], m[first]
     # Each block's rows by key, then bucket: a key's rows are one run, its first bucket
     # absolute, the others deltas.
     kstart = np.flatnonzero(
@@ -191,12 +278,7 @@ def encode_blocks(
     # Low bytes of the deltas, then high bytes (mostly zero): compresses better.
     planes = dm.astype("<u2").view("u1").reshape(-1, 2)
     low, high = np.ascontiguousarray(planes[:, 0]), np.ascontiguousarray(planes[:, 1])
-    texts = [
-        c + b"\t" + p
-        for c, p in zip(
-            rows["c"][first[kstart]].tolist(), rows["p"][first[kstart]].tolist(), strict=True
-        )
-    ]
+    texts = texts_of(first[kstart])
     at = np.searchsorted(block, np.arange(nblocks + 1)).tolist()
     kat = np.searchsorted(kstart, at).tolist()
     filled = np.flatnonzero(np.diff(at))

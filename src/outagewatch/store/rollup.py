@@ -21,15 +21,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from outagewatch.store import codec
-from outagewatch.store.base import CHUNK_DTYPE
+from outagewatch.store.base import CHUNK_DTYPE, code_tables
+
+if TYPE_CHECKING:
+    from outagewatch.pipeline.pipeline import CountRows
 
 DAY_S = 86_400
 HOUR_S = 3_600
+MINUTES_PER_DAY = 1_440
 
 # (service, hour, packed chunk bytes) of a raw row; (service, day, res, total, data) of a block.
 RawRow = tuple[str, int, bytes]
@@ -89,18 +94,38 @@ def raw_rows_of_day(raw: Sequence[tuple[int, bytes]]) -> NDArray[np.void]:
     return codec.summed(_buckets([(data, hour % 24 * 60, 1) for hour, data in raw])[0])
 
 
+def service_days(counts: CountRows | None) -> tuple[list[tuple[str, int]], NDArray[np.int64]]:
+    """The distinct (service, day) of the rows `counts`, and each row's index among them."""
+    if counts is None or len(counts) == 0:
+        return [], np.zeros(0, np.int64)
+    days = counts.minute // MINUTES_PER_DAY
+    first = int(days.min())
+    span = int(days.max()) - first + 1  # a commit's rows span a day or two: a table, no sort
+    code = counts.service.astype(np.int64) * span + (days - first)
+    size = len(counts.services) * span
+    if size <= 4 * len(code) + (1 << 20):
+        seen = np.bincount(code, minlength=size) > 0
+        found, pair = np.flatnonzero(seen), (np.cumsum(seen) - 1)[code]
+    else:  # rows spread over many days (a sparse file over years): sort them
+        found, pair = np.unique(code, return_inverse=True)
+    pairs = [(counts.services[c // span], first + c % span) for c in found.tolist()]
+    return pairs, pair.ravel().astype(np.int64)
+
+
 def fold(
     raw: Sequence[RawRow],
     blocks: Sequence[DayRow],
     now: float,
     retention: Retention,
+    counts: CountRows | None = None,
 ) -> list[DayRow]:
     """The day blocks to write: `blocks` (existing ones, and ones due for coarsening) with
-    the `raw` hours folded in, each at the resolution its age asks for (never finer than
-    it already is)."""
+    the `raw` hours and the `counts` rows (drained from the pipeline, not packed) folded
+    in, each at the resolution its age asks for (never finer than it already is)."""
     today = int(now // DAY_S)
     existing = {(s, d): (res, data) for s, d, res, _, data in blocks}
-    keys = sorted({(s, h // 24) for s, h, _ in raw} | set(existing))
+    fresh, pair = service_days(counts)
+    keys = sorted({(s, h // 24) for s, h, _ in raw} | set(existing) | set(fresh))
     index = {key: i for i, key in enumerate(keys)}
     want = [
         max(retention.resolution(day, today), existing.get((s, day), (1, b""))[0])
@@ -110,14 +135,29 @@ def fold(
     # minutes, the existing blocks' buckets); encode_blocks sums and encodes them.
     raw_of = [index[(s, h // 24)] for s, h, _ in raw]
     old_of = [index[key] for key in existing]
-    rows, part = _buckets(
-        [(data, h % 24 * 60, want[i]) for (_, h, data), i in zip(raw, raw_of, strict=True)]
-        + [
-            (codec.decode(data).tobytes(), 0, codec.factor(res, want[i]))
-            for (res, data), i in zip(existing.values(), old_of, strict=True)
-        ]
-    )
-    encoded = codec.encode_blocks(rows, np.array(raw_of + old_of, np.int64)[part], len(keys))
+    parts = [(data, h % 24 * 60, want[i]) for (_, h, data), i in zip(raw, raw_of, strict=True)]
+    parts += [
+        (codec.decode(data).tobytes(), 0, codec.factor(res, want[i]))
+        for (res, data), i in zip(existing.values(), old_of, strict=True)
+    ]
+    rows, part = _buckets(parts)
+    block = np.array(raw_of + old_of, np.int64)[part]
+    if counts is None or len(counts) == 0:
+        encoded = codec.encode_blocks(rows, block, len(keys))
+    else:
+        of_pair = np.array([index[key] for key in fresh], np.int64)[pair]
+        per = np.array(want, np.int64)[of_pair]
+        countries, problems = code_tables(counts)
+        coded = (
+            counts.minute % MINUTES_PER_DAY // per,
+            counts.count.astype(np.int64),
+            counts.country.astype(np.int64),
+            counts.problem.astype(np.int64),
+            of_pair,
+            countries,
+            problems,
+        )
+        encoded = codec.encode_mixed(rows, block, coded, len(keys))
     return [
         (service, day, res, total, data)
         for (service, day), res, (total, data) in zip(keys, want, encoded, strict=True)

@@ -35,13 +35,12 @@ from outagewatch.store.base import (
     IncidentQuery,
     InputMark,
     StoredCounts,
-    chunks,
     incidents_where,
     merge_chunks,
     unpack,
 )
 from outagewatch.store.counts import add_day_blocks
-from outagewatch.store.rollup import HOUR_S, DayRow, RawRow, Retention, fold
+from outagewatch.store.rollup import HOUR_S, DayRow, RawRow, Retention, fold, service_days
 from outagewatch.store.visitors import VisitorRows
 
 if TYPE_CHECKING:
@@ -442,14 +441,22 @@ class SQLStore(VisitorRows):
         return len(raw) + len(due)
 
     def _fold_into_blocks(
-        self, cx: Cx, raw: Sequence[RawRow], due: Sequence[Any], now: float, retention: Retention
+        self,
+        cx: Cx,
+        raw: Sequence[RawRow],
+        due: Sequence[Any],
+        now: float,
+        retention: Retention,
+        counts: CountRows | None = None,
     ) -> None:
-        """Fold the raw hours `raw` into their days' blocks (read here), and recode the
-        blocks `due` for coarsening (rows of count_days), at `retention` as of `now`."""
+        """Fold the raw hours `raw` and the rows `counts` into their days' blocks (read
+        here), and recode the blocks `due` for coarsening (rows of count_days), at
+        `retention` as of `now`."""
         blocks: dict[tuple[str, int], DayRow] = {}
+        days = {(s, h // 24) for s, h, _ in raw} | set(service_days(counts)[0])
         found = [
             row
-            for sid, day in sorted({(s, h // 24) for s, h, _ in raw})
+            for sid, day in sorted(days)
             for row in cx.rows(
                 "SELECT service, day, res, total, data FROM count_days "
                 "WHERE service = %s AND day = %s",
@@ -462,7 +469,7 @@ class SQLStore(VisitorRows):
             "INSERT INTO count_days(service, day, res, total, data) "
             "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (service, day) DO UPDATE SET "
             "res = excluded.res, total = excluded.total, data = excluded.data",
-            fold(raw, list(blocks.values()), now, retention),
+            fold(raw, list(blocks.values()), now, retention, counts),
         )
 
     def _fold_on_commit(self, cx: Cx, counts: CountRows, retention: Retention) -> CountRows:
@@ -480,11 +487,17 @@ class SQLStore(VisitorRows):
         old = hour < limit
         if not old.any() or not self._compact_lock(cx):
             return counts
-        raw: list[RawRow] = [(s, h, p.tobytes()) for s, h, p in chunks(counts.select(old))]
-        span: dict[str, tuple[int, int]] = {}
-        for s, h, _ in raw:
-            lo, hi = span.get(s, (h, h))
-            span[s] = (min(lo, h), max(hi, h))
+        folding = counts.select(old)  # folded as columns, not packed (`rollup.fold`)
+        # Each service's first and last hour folded: stored raw hours between are read.
+        svc, hours = folding.service.astype(np.intp), hour[old]
+        lows = np.full(len(counts.services), np.iinfo(np.int64).max)
+        highs = np.full(len(counts.services), -1)
+        np.minimum.at(lows, svc, hours)
+        np.maximum.at(highs, svc, hours)
+        span = {
+            counts.services[i]: (int(lows[i]), int(highs[i]))
+            for i in np.flatnonzero(highs >= 0).tolist()
+        }
         stored = [
             (str(s), int(h), bytes(b))
             for sid, (lo, hi) in sorted(span.items())
@@ -494,7 +507,7 @@ class SQLStore(VisitorRows):
                 (sid, lo, hi),
             )
         ]
-        self._fold_into_blocks(cx, raw + stored, (), now, retention)
+        self._fold_into_blocks(cx, stored, (), now, retention, folding)
         if stored:
             cx.many(
                 "DELETE FROM minute_counts WHERE service = %s AND hour = %s",
