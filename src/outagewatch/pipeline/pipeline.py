@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import itertools
 import math
+import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -207,14 +208,11 @@ class Pipeline:
         # One dict lookup per report: (service, country, problem) -> a row of the combo table.
         keys = rep.keys
         rows: list[int | None] = list(map(self._combo.get, keys))
-        if None in rows:  # new combinations: found by C-level searches, not a pass in Python
-            i = rows.index(None)
-            while True:
-                rows[i] = self._new_combo(keys[i])
-                try:
-                    i = rows.index(None, i + 1)
-                except ValueError:
-                    break
+        if None in rows:  # new combinations, registered in the order they first come
+            fresh = itertools.compress(keys, map(operator.is_, rows, itertools.repeat(None)))
+            for key in dict.fromkeys(fresh):  # C-level passes, not a loop in Python
+                self._new_combo(key)
+            rows = list(map(self._combo.get, keys))
         table = self._combo_table[np.asarray(rows, np.int64)]
         ids = table[:, :3]
         svc, cidx, pidx = table[:, 3], table[:, 4], table[:, 5]
@@ -411,7 +409,7 @@ class Pipeline:
     def _new_combo(self, key: tuple[str, str, str]) -> int:
         """Register a (service, country, problem) combination: its series and codes."""
         known = self._combo.get(key)
-        if known is not None:  # a new key seen twice in one batch
+        if known is not None:  # registered already
             return known
         service, country, problem = key
         s = self.series
