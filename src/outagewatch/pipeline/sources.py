@@ -30,6 +30,7 @@ Pure state: no I/O, no clock.
 from __future__ import annotations
 
 import ipaddress
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from outagewatch.jit import njit
 
 BUCKETS = 32
 WINDOW = 16  # minutes judged at most (the dedup window and one more)
@@ -145,6 +148,61 @@ def block_buckets(ips: Sequence[str | None], kept: NDArray[np.bool_]) -> NDArray
     return np.asarray(out, np.int64)
 
 
+@njit(cache=True, nogil=True)
+def _taken(
+    svc: NDArray[np.int64], ts: NDArray[np.float64], counts: NDArray[np.int64], newest: int
+) -> tuple[int, int]:
+    """(the newest minute of the single reports, at least `newest`; the highest service of
+    those the ring still holds, -1 for none): what `_accumulate` will take."""
+    for j in range(svc.shape[0]):
+        if counts[j] == 1:
+            newest = max(newest, math.floor(ts[j] / 60.0))
+    top = -1
+    for j in range(svc.shape[0]):
+        if counts[j] == 1 and math.floor(ts[j] / 60.0) > newest - RING:
+            top = max(top, svc[j])
+    return newest, top
+
+
+Columns = tuple[
+    NDArray[np.int64], NDArray[np.float64], NDArray[np.int64], NDArray[np.int64],
+    NDArray[np.int64], NDArray[np.bool_],
+]  # fmt: skip
+"""A batch's (service, ts, count, reporter bucket, address-block bucket, kept) columns."""
+
+
+@njit(cache=True, nogil=True)
+def _accumulate(
+    rows: NDArray[np.int32], held: NDArray[np.int64], cols: Columns, newest: int
+) -> None:
+    """Add the single reports of the last RING minutes (before `newest`) to the sketches:
+    a slot that holds an older minute is cleared first (minutes within RING of each other
+    have distinct slots, so no two minutes of a batch share one)."""
+    svc, ts, counts, pb, bb, kept = cols
+    for j in range(svc.shape[0]):
+        if counts[j] != 1:
+            continue
+        minute = math.floor(ts[j] / 60.0)
+        if minute <= newest - RING:
+            continue
+        s = svc[j]
+        slot = minute % RING
+        if held[s, slot] != minute:
+            rows[s, slot, :] = 0
+            held[s, slot] = minute
+        row = rows[s, slot]
+        row[_RAW] += 1
+        row[_SEC + (math.floor(ts[j]) % 60) // BIN_S] += 1
+        if kept[j]:
+            row[_CNT] += 1
+        if pb[j] >= 0:
+            row[_PR + pb[j]] += 1
+            if kept[j]:
+                row[_PC + pb[j]] += 1
+        if bb[j] >= 0 and kept[j]:
+            row[_BC + bb[j]] += 1
+
+
 class Sources:
     """Per-service sketches of the last `WINDOW` minutes of reports (see the module doc)."""
 
@@ -176,48 +234,22 @@ class Sources:
         """Record a batch of accepted reports (`pb`: their reporters' buckets, -1 for none,
         `person_buckets`; `kept`: counted after deduplication). Pre-aggregated reports
         (`count` > 1) are not people and are left out."""
-        single = counts == 1
-        if not single.any():
+        if len(svc) == 0:
             return
-        minute = np.floor(ts / 60.0).astype(np.int64)
-        self.newest = max(self.newest, int(minute[single].max()))
-        # Reports older than the ring are of no use any more.
-        take = single & (minute > self.newest - RING)
-        if not take.all():
-            idx = np.flatnonzero(take)
-            if len(idx) == 0:
-                return
-            svc, ts, kept, minute, pb = svc[idx], ts[idx], kept[idx], minute[idx], pb[idx]
-            ips = [ips[i] for i in idx.tolist()]
-        self._grow(int(svc.max()) + 1)
-        slot = minute % RING
-        # Slots that hold an older minute are cleared before this minute is written.
-        stale = self.minute[svc, slot] != minute
-        if stale.any():
-            s_svc, s_slot, s_min = svc[stale], slot[stale], minute[stale]
-            self.rows[s_svc, s_slot] = 0
-            self.minute[s_svc, s_slot] = s_min
+        # The compiled passes take one layout and dtype of each column (`outagewatch.jit`).
+        svc = np.ascontiguousarray(svc, np.int64)
+        ts = np.ascontiguousarray(ts, np.float64)
+        counts = np.ascontiguousarray(counts, np.int64)
+        newest, top = _taken(svc, ts, counts, self.newest)
+        if top < 0:  # none taken: all pre-aggregated, or older than the ring
+            self.newest = newest
+            return
+        self.newest = newest
+        self._grow(top + 1)
         bb = block_buckets(ips, kept)
-        cell = (svc * RING + slot) * _WIDTH
-        sec = (np.floor(ts).astype(np.int64) % 60) // BIN_S
-        k = kept.astype(np.int64)
-        has_p = pb >= 0
-        has_b = (bb >= 0) & kept
-        parts = [
-            (cell + _RAW, None),
-            (cell[kept] + _CNT, None),
-            (cell + _SEC + sec, None),
-            (cell[has_p] + _PR + pb[has_p], None),
-            (cell[has_p] + _PC + pb[has_p], k[has_p]),
-            (cell[has_b] + _BC + bb[has_b], None),
-        ]
-        flat = self.rows.reshape(-1)
-        for where, weight in parts:
-            if len(where):
-                # An int32 array of weights, never a scalar 1: numpy's fast path of `at`
-                # (~40x faster than the scalar's, the same sums).
-                w = np.ones(len(where), np.int32) if weight is None else weight.astype(np.int32)
-                np.add.at(flat, where, w)
+        pb = np.ascontiguousarray(pb, np.int64)
+        kept = np.ascontiguousarray(kept, np.bool_)
+        _accumulate(self.rows, self.minute, (svc, ts, counts, pb, bb, kept), newest)
 
     def window(self, svc: int, lo: int, hi: int) -> NDArray[np.int64]:
         """Rows of the minutes lo..hi (inclusive) this service has, as int64."""
