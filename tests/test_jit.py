@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -173,3 +174,21 @@ def test_the_extension_is_stale_once_a_kernel_source_changes(
         jit.STAMP.write_text(jit.fingerprint() + "\n")
         (tmp_path / rel).write_text((tmp_path / rel).read_text() + "X = 1\n")
         assert not jit.fresh(), rel
+
+
+def test_types_only_a_kernel_passes_are_not_exported() -> None:
+    """A kernel compiled as another kernel's callee may have argument types no Python call
+    has (an omitted default: linescan._intern's `max_probes`); the build leaves those out
+    and describes the rest for `checker`."""
+    import importlib
+
+    from outagewatch.runtime.warm import describable, describe
+
+    types: Any = importlib.import_module("numba.core.types")  # untyped
+
+    assert not describable(types.Omitted(32))
+    array = types.Array(types.float32, 2, "C")
+    pair = types.Tuple((array, types.int64))
+    assert describe(pair) == {"t": [{"a": ["float32", 2, "C", True, True]}, {"s": "int64"}]}
+    assert jit.checker(describe(pair))((np.zeros((2, 2), np.float32), 3))
+    assert describe(types.boolean) == {"s": "bool"} and describe(types.uint64) == {"s": "uint64"}

@@ -153,12 +153,15 @@ def ahead_of_time() -> list[str]:
                 continue
             # One export per set of argument types (a kernel called by another kernel with
             # other types than from Python has several): `jit` tries each in turn.
-            for k, args in enumerate(value.signatures):
+            # Types only a kernel passes (an omitted default) are not a Python call's.
+            sigs = [a for a in value.signatures if all(describable(t) for t in a)]
+            for k, args in enumerate(sigs):
                 returns = value.overloads[args].signature.return_type
                 export = f"{jit.export_name(value.py_func)}__{k}"
                 cc.export(export, returns(*args))(value.py_func)
                 manifest[export] = [describe(a) for a in args]
-            exported.append(f"{name}.{value.__name__}")
+            if sigs:
+                exported.append(f"{name}.{value.__name__}")
     jit.STAMP.unlink(missing_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numba.pycc's pending deprecation
@@ -166,6 +169,15 @@ def ahead_of_time() -> list[str]:
     jit.MANIFEST.write_bytes(msgspec.json.encode(manifest))
     jit.STAMP.write_text(jit.fingerprint() + "\n", encoding="ascii")
     return exported
+
+
+def describable(t: Any) -> bool:
+    """Whether `describe` takes numba type `t` (what a call from Python can pass)."""
+    try:
+        describe(t)
+    except TypeError:
+        return False
+    return True
 
 
 def describe(t: Any) -> jit.Spec:
