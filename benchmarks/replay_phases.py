@@ -54,10 +54,13 @@ def wrap(owner: Any, attr: str, name: str) -> None:
 
 
 def main() -> int:
-    from outagewatch import jit
-
-    if hasattr(jit, "prefer_ahead_of_time") and "replay" in sys.argv:
-        jit.prefer_ahead_of_time()  # as `cli.cmd_replay` does, before the kernels' import
+    try:
+        from outagewatch import jit
+    except ImportError:  # an older tree, for an A/B: numba's kernels only
+        pass
+    else:
+        if "replay" in sys.argv:
+            jit.prefer_ahead_of_time()  # as `cli.cmd_replay` does, before the kernels' import
     from outagewatch import cli
     from outagewatch.events import EventDecoder
     from outagewatch.pipeline.dedup import Dedup
