@@ -43,7 +43,8 @@ def run_clock(ts: Sequence[float], sizes: Sequence[int]) -> tuple[list[float], l
     rep = cols(ts)
     i = 0
     for size in sizes:
-        part = ReportColumns(*(getattr(rep, f)[i : i + size] for f in ReportColumns.__slots__))
+        columns = ("keys", "ts", "person", "ip", "count", "line")
+        part = ReportColumns(*(getattr(rep, f)[i : i + size] for f in columns))
         got, rej = clock.admit(part)
         out += got.ts.tolist()
         refused += rej

@@ -121,11 +121,17 @@ class ReportColumns:
     ip: list[str | None] = field(default_factory=list)  # the client's address, if known
     count: NDArray[np.int64] = field(default_factory=_ints)
     line: NDArray[np.int64] = field(default_factory=_ints)  # line numbers, when from lines
+    # Where the decoder's compiled path gave them: each key's index in `table` (its list of
+    # keys, which only grows), so that the pipeline finds a report's series by an array
+    # look-up, not by hashing its key (`Pipeline._combo_rows`). Empty when not known.
+    kid: NDArray[np.int64] = field(default_factory=_ints)
+    table: list[tuple[str, str, str]] | None = None
 
     def __post_init__(self) -> None:
         self.ts = np.asarray(self.ts, np.float64)
         self.count = np.asarray(self.count, np.int64)
         self.line = np.asarray(self.line, np.int64)
+        self.kid = np.asarray(self.kid, np.int64)
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -171,10 +177,12 @@ class Decoded:
         ip: Sequence[str | None],
         count: Sequence[int] | NDArray[np.int64],
         line: Sequence[int] | NDArray[np.int64],
+        kid: NDArray[np.int64] | None = None,
     ) -> None:
-        """A run of accepted reports, after those added before."""
+        """A run of accepted reports, after those added before (`kid`: their keys' indices
+        in the decoder's table, where known)."""
         if len(keys):
-            self._runs.append((keys, ts, person, ip, count, line))
+            self._runs.append((keys, ts, person, ip, count, line, kid))
 
     def _join(self) -> None:
         runs, self._runs = self._runs, []
@@ -187,10 +195,12 @@ class Decoded:
                 out.extend(part)  # (a list's extend by a list copies it whole)
             return out
 
-        keys, ts, person, ip, count, line = zip(*runs, strict=True)
+        keys, ts, person, ip, count, line, kid = zip(*runs, strict=True)
+        known = all(k is not None for k in kid)  # else no run's: the pipeline hashes keys
         self.reports = ReportColumns(
             list(flat(keys)), np.concatenate(ts), list(flat(person)), list(flat(ip)),
             np.concatenate(count), np.concatenate(line),
+            np.concatenate(kid) if known else _ints(),
         )  # fmt: skip
 
 
@@ -257,6 +267,9 @@ class EventDecoder:
         self._minutes = _MinuteCache(self)
         # raw (service, country, problem) as sent -> resolved key (only valid ones)
         self._keys: dict[tuple[str, str, str | None], tuple[str, str, str]] = {}
+        # Resolved keys the compiled path met, in the order met (`ReportColumns.kid`).
+        self._key_table: list[tuple[str, str, str]] = []
+        self._key_ids: dict[tuple[str, str, str], int] = {}
         self._scan_skips = 0  # batches left to decode without the scanner (`decode`)
 
     def _service(self, name: str) -> str | None:
@@ -348,6 +361,8 @@ class EventDecoder:
             self._decode_lines(lines, first_line, out)
         out.lines = len(lines)
         out._join()
+        if len(out.reports.kid):
+            out.reports.table = self._key_table
         if out.rejected:
             out.rejected.sort(key=lambda r: r.line)
         return out
@@ -404,6 +419,7 @@ class EventDecoder:
             optional(firsts, ls.PROBLEM),
             strict=True,
         )
+        kids = np.empty(len(ok), np.int64)  # at each first line, its key's index in the table
         for r, service, country, problem in raws:
             key = self._keys.get((service, country, problem))
             if key is None:
@@ -413,6 +429,11 @@ class EventDecoder:
                 unresolved.append(r)
             else:
                 keys[r] = key
+                kid = self._key_ids.get(key)
+                if kid is None:
+                    kid = self._key_ids[key] = len(self._key_table)
+                    self._key_table.append(key)
+                kids[r] = kid
         if unresolved:
             ok &= ~np.isin(same_key, unresolved)
         taken = np.flatnonzero(ok)
@@ -433,6 +454,7 @@ class EventDecoder:
             ips,
             count[taken],
             taken + first_line,
+            kids[same_key[taken]],
         )
         # Runs of taken lines and of the others, in order.
         edges = np.flatnonzero(np.diff(ok.astype(np.int8))) + 1

@@ -27,8 +27,9 @@ from numpy.typing import NDArray
 
 from outagewatch.events import Rejection, ReportColumns, iso
 
-_COLUMNS = ("keys", "ts", "person", "ip", "count", "line")
-_ARRAYS = ("ts", "count", "line")  # numpy columns; the others are lists
+_COLUMNS = ("keys", "ts", "person", "ip", "count", "line", "kid")
+_ARRAYS = ("ts", "count", "line", "kid")  # numpy columns; the others are lists
+_KEPT = _COLUMNS[:-1]  # in a dump: `kid` indexes a decoder's table, which is not kept
 
 
 def _take(rep: ReportColumns, idx: NDArray[np.int64]) -> ReportColumns:
@@ -40,14 +41,14 @@ def _take(rep: ReportColumns, idx: NDArray[np.int64]) -> ReportColumns:
         # A run of consecutive reports (the common case: all but the last few, held).
         if n == len(rep):
             return rep
-        out = ReportColumns()
+        out = ReportColumns(table=rep.table)
         for name in _COLUMNS:
             col = getattr(rep, name)
             if len(col) == len(rep):  # (not when e.g. there are no line numbers)
                 setattr(out, name, col[a : a + n])
         return out
     pick = itemgetter(*idx.tolist())
-    out = ReportColumns()
+    out = ReportColumns(table=rep.table)
     for name in _COLUMNS:
         col = getattr(rep, name)
         if len(col) != len(rep):  # e.g. no line numbers
@@ -63,8 +64,11 @@ def _take(rep: ReportColumns, idx: NDArray[np.int64]) -> ReportColumns:
 def _concat(a: ReportColumns, b: ReportColumns) -> ReportColumns:
     if len(a) == 0:
         return b
-    out = ReportColumns()
+    same = a.table is b.table  # else the key indices of one are not the other's
+    out = ReportColumns(table=a.table if same else None)
     for name in _COLUMNS:
+        if name == "kid" and not same:
+            continue
         ca, cb = getattr(a, name), getattr(b, name)
         if len(ca) == len(a) and len(cb) == len(b):
             setattr(out, name, np.concatenate((ca, cb)) if name in _ARRAYS else ca + cb)
@@ -176,7 +180,7 @@ class StreamClock:
                 name: getattr(self.held, name).tolist()
                 if name in _ARRAYS
                 else getattr(self.held, name)
-                for name in _COLUMNS
+                for name in _KEPT
             },
             "held_seq": self.held_seq.tolist(),
         }

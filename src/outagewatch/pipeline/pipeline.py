@@ -169,6 +169,10 @@ class Pipeline:
         self._pending: list[tuple[NDArray[np.int64], ...]] = []
         self._combo: dict[tuple[str, str, str], int] = {}
         self._combo_table = np.zeros((64, 6), np.int64)
+        # A decoder's key table and the combination row of each of its keys (-1: not yet),
+        # `_combo_rows`.
+        self._kid_table: list[tuple[str, str, str]] | None = None
+        self._kid_rows = np.zeros(0, np.int64)
         self._wrange = np.arange(max(self.settings.windows))
         self._windows = np.asarray(self.settings.windows, np.int64)
         self._log_alpha = math.log(self.settings.alpha)
@@ -205,15 +209,8 @@ class Pipeline:
         self.stats.reports += n
         ts, count = rep.ts, rep.count
         minute = np.floor(ts / 60.0).astype(np.int64)
-        # One dict lookup per report: (service, country, problem) -> a row of the combo table.
-        keys = rep.keys
-        rows: list[int | None] = list(map(self._combo.get, keys))
-        if None in rows:  # new combinations, registered in the order they first come
-            fresh = itertools.compress(keys, map(operator.is_, rows, itertools.repeat(None)))
-            for key in dict.fromkeys(fresh):  # C-level passes, not a loop in Python
-                self._new_combo(key)
-            rows = list(map(self._combo.get, keys))
-        table = self._combo_table[np.asarray(rows, np.int64)]
+        rows = self._combo_rows(rep)  # (may grow the table: before it is read)
+        table = self._combo_table[rows]
         ids = table[:, :3]
         svc, cidx, pidx = table[:, 3], table[:, 4], table[:, 5]
         if self.watermark is None:
@@ -405,6 +402,35 @@ class Pipeline:
     def _close_until(self, m_now: int) -> None:
         """Tick every minute before `m_now` (the ring rows are already fresh)."""
         self._close(m_now, zero_next=False)
+
+    def _combo_rows(self, rep: ReportColumns) -> NDArray[np.int64]:
+        """Each report's row of the combination table, new combinations registered in the
+        order they first come. By the decoder's key indices where it gave them (an array
+        look-up, `ReportColumns.kid`), else one dict look-up per report."""
+        keys, kid, known = rep.keys, rep.kid, rep.table
+        if known is not None and len(kid) == len(keys):
+            if known is not self._kid_table:  # another decoder's indices
+                self._kid_table, self._kid_rows = known, np.zeros(0, np.int64)
+            if len(self._kid_rows) < len(known):
+                more = np.full(len(known) - len(self._kid_rows), -1, np.int64)
+                self._kid_rows = np.concatenate((self._kid_rows, more))
+            rows = self._kid_rows[kid]
+            if rows.min(initial=0) < 0:
+                missing = kid[rows < 0]
+                seen, first = np.unique(missing, return_index=True)
+                filled = self._kid_rows.copy()  # never written in place (a copied pipeline)
+                for k in seen[np.argsort(first)].tolist():  # in the order they first come
+                    filled[k] = self._new_combo(known[k])
+                self._kid_rows = filled
+                rows = filled[kid]
+            return rows
+        found: list[int | None] = list(map(self._combo.get, keys))
+        if None in found:  # new combinations, registered in the order they first come
+            fresh = itertools.compress(keys, map(operator.is_, found, itertools.repeat(None)))
+            for key in dict.fromkeys(fresh):  # C-level passes, not a loop in Python
+                self._new_combo(key)
+            found = list(map(self._combo.get, keys))
+        return np.asarray(found, np.int64)
 
     def _new_combo(self, key: tuple[str, str, str]) -> int:
         """Register a (service, country, problem) combination: its series and codes."""
