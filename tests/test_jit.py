@@ -178,8 +178,9 @@ def test_the_extension_is_stale_once_a_kernel_source_changes(
 
 def test_types_only_a_kernel_passes_are_not_exported() -> None:
     """A kernel compiled as another kernel's callee may have argument types no Python call
-    has (an omitted default: linescan._intern's `max_probes`); the build leaves those out
-    and describes the rest for `checker`."""
+    has (an omitted default: linescan._intern's `max_probes`; a constant); the build leaves
+    those out and describes the rest for `checker` (a build on a new machine compiles every
+    kernel, callees included, where one with numba's cache warm loads only the callers)."""
     import importlib
 
     from outagewatch.runtime.warm import describable, describe
@@ -187,6 +188,8 @@ def test_types_only_a_kernel_passes_are_not_exported() -> None:
     types: Any = importlib.import_module("numba.core.types")  # untyped
 
     assert not describable(types.Omitted(32))
+    assert not describable(types.IntegerLiteral(24))  # a callee given a constant
+    assert not describable(types.Tuple((types.int64, types.IntegerLiteral(24))))
     array = types.Array(types.float32, 2, "C")
     pair = types.Tuple((array, types.int64))
     assert describe(pair) == {"t": [{"a": ["float32", 2, "C", True, True]}, {"s": "int64"}]}

@@ -172,10 +172,11 @@ def ahead_of_time() -> list[str]:
 
 
 def describable(t: Any) -> bool:
-    """Whether `describe` takes numba type `t` (what a call from Python can pass)."""
+    """Whether `describe` takes numba type `t` (what a call from Python can pass), into a
+    description `jit.checker` reads."""
     try:
-        describe(t)
-    except TypeError:
+        jit.checker(describe(t))
+    except (TypeError, ValueError):
         return False
     return True
 
@@ -184,6 +185,8 @@ def describe(t: Any) -> jit.Spec:
     """numba type `t` of a kernel's argument, for `jit.checker`."""
     from numba.core import types
 
+    if isinstance(t, types.Literal):  # a callee specialised on a constant argument
+        raise TypeError(f"{t} is a constant a kernel passes, not a Python call's argument")
     if isinstance(t, types.Array):
         return {"a": [str(t.dtype), t.ndim, t.layout, t.mutable, t.aligned]}
     if isinstance(t, types.BaseTuple):
