@@ -337,3 +337,28 @@ def test_a_read_during_compaction_counts_every_report_once(
         thread.join()
         reader.close()
     assert seen and all(s == (total, total, total) for s in seen), {s for s in seen}
+
+
+def test_postgresql_compaction_in_one_schema_does_not_make_another_skip() -> None:
+    """Compaction takes an advisory lock so that one process of a store compacts at a time;
+    stores in other schemas of the same database (other deployments, parallel tests) have
+    their own tables and must still compact (a database-wide key made them skip: this
+    file's export test failed under `pytest -n 2` when another worker compacted)."""
+    from outagewatch.store.postgres import PostgresStore
+    from services import fresh_pg_schema
+
+    with fresh_pg_schema("cmp1") as one_url, fresh_pg_schema("cmp2") as two_url:
+        one, two = PostgresStore(one_url), PostgresStore(two_url)
+        try:
+            for s in (one, two):
+                s.commit(commit(rows=history_rows(6)))
+            retention = Retention(minute_days=3, rollup_days=5)
+            with one._tx("holding the compaction lock") as cx:
+                assert one._compact_lock(cx)
+                assert compact(one, T0 + 8 * DAY, retention) == 0  # its own: one at a time
+                assert compact(two, T0 + 8 * DAY, retention) > 0
+            res = sorted({r for _, r, _, _ in two.stored_counts("x", 0, 10**9).blocks})
+            assert res == [15, 60]  # coarsened by age, as of D0 + 8
+        finally:
+            one.close()
+            two.close()

@@ -30,7 +30,7 @@ from outagewatch.store.sql import POSTGRES, Cx, SQLStore, merged, migrations
 
 MIGRATIONS = "postgresql"  # the dialect whose migrations apply (store/sql.py)
 _MIGRATION_LOCK = 0x6F77_6D69  # pg_advisory_xact_lock key: one migrator at a time
-_COMPACT_LOCK = 0x6F77_636F  # pg_try_advisory_xact_lock key: one compaction step at a time
+_COMPACT_LOCK = 0x6F77_636F  # pg_try_advisory_xact_lock key (with the schema's): one step at a time
 _CLUSTER_LOCK = 0x6F77_636C  # pg_advisory_xact_lock key: one cross-partition clustering at a time
 POOL_MAX = 4
 CONNECT_TIMEOUT_S = 10
@@ -219,8 +219,13 @@ class PostgresStore(SQLStore):
         return sorted(int(r[0]) for r in rows)
 
     def _compact_lock(self, cx: Cx) -> bool:
-        # One compaction step at a time across processes (the others skip theirs).
-        got = cx.one("SELECT pg_try_advisory_xact_lock(%s)", (_COMPACT_LOCK,))
+        # One compaction step at a time across the processes of this store (the others skip
+        # theirs). Keyed by the schema too: stores in other schemas of the same database
+        # (other deployments, parallel tests) compact their own tables and must not make
+        # this one skip a step.
+        got = cx.one(
+            "SELECT pg_try_advisory_xact_lock(%s, hashtext(current_schema()))", (_COMPACT_LOCK,)
+        )
         return got is not None and bool(got[0])
 
     # ---------------------------------------------------------------- workers and leases
