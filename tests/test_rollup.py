@@ -20,7 +20,7 @@ import pytest
 from outagewatch.pipeline.pipeline import CountRows
 from outagewatch.store import codec
 from outagewatch.store.base import CHUNK_DTYPE, chunks, unpack
-from outagewatch.store.rollup import DayRow, RawRow, Retention, fold, raw_rows_of_day
+from outagewatch.store.rollup import DayRow, Drained, RawRow, Retention, fold, raw_rows_of_day
 
 D0 = 20_000  # a UTC day number
 COUNTRIES = [b"US", b"GB", b"DE", b"FR", b"JP"]
@@ -168,7 +168,8 @@ def test_fold_of_counts_as_columns_is_their_fold_as_packed_hours(
     raw, blocks, now, retention = random_step(seed)
     counts = random_counts(seed)
     packed = [(s, h, chunk.tobytes()) for s, h, chunk in chunks(counts)]
-    assert fold(raw, blocks, now, retention, counts) == fold(raw + packed, blocks, now, retention)
+    folded = fold(raw, blocks, now, retention, Drained.of(counts))
+    assert folded == fold(raw + packed, blocks, now, retention)
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 2000])

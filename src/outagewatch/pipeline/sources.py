@@ -240,16 +240,14 @@ class Sources:
         svc = np.ascontiguousarray(svc, np.int64)
         ts = np.ascontiguousarray(ts, np.float64)
         counts = np.ascontiguousarray(counts, np.int64)
-        newest, top = _taken(svc, ts, counts, self.newest)
+        self.newest, top = _taken(svc, ts, counts, self.newest)
         if top < 0:  # none taken: all pre-aggregated, or older than the ring
-            self.newest = newest
             return
-        self.newest = newest
         self._grow(top + 1)
         bb = block_buckets(ips, kept)
         pb = np.ascontiguousarray(pb, np.int64)
         kept = np.ascontiguousarray(kept, np.bool_)
-        _accumulate(self.rows, self.minute, (svc, ts, counts, pb, bb, kept), newest)
+        _accumulate(self.rows, self.minute, (svc, ts, counts, pb, bb, kept), self.newest)
 
     def window(self, svc: int, lo: int, hi: int) -> NDArray[np.int64]:
         """Rows of the minutes lo..hi (inclusive) this service has, as int64."""

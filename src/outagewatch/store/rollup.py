@@ -94,22 +94,32 @@ def raw_rows_of_day(raw: Sequence[tuple[int, bytes]]) -> NDArray[np.void]:
     return codec.summed(_buckets([(data, hour % 24 * 60, 1) for hour, data in raw])[0])
 
 
-def service_days(counts: CountRows | None) -> tuple[list[tuple[str, int]], NDArray[np.int64]]:
-    """The distinct (service, day) of the rows `counts`, and each row's index among them."""
-    if counts is None or len(counts) == 0:
-        return [], np.zeros(0, np.int64)
-    days = counts.minute // MINUTES_PER_DAY
-    first = int(days.min())
-    span = int(days.max()) - first + 1  # a commit's rows span a day or two: a table, no sort
-    code = counts.service.astype(np.int64) * span + (days - first)
-    size = len(counts.services) * span
-    if size <= 4 * len(code) + (1 << 20):
-        seen = np.bincount(code, minlength=size) > 0
-        found, pair = np.flatnonzero(seen), (np.cumsum(seen) - 1)[code]
-    else:  # rows spread over many days (a sparse file over years): sort them
-        found, pair = np.unique(code, return_inverse=True)
-    pairs = [(counts.services[c // span], first + c % span) for c in found.tolist()]
-    return pairs, pair.ravel().astype(np.int64)
+@dataclass(frozen=True)
+class Drained:
+    """Rows drained from the pipeline, to fold as integer columns (`fold`): the rows, the
+    distinct (service, day)s they fall in, and each row's index among those (computed once
+    per commit: the store reads those days' blocks, then folds into them)."""
+
+    counts: CountRows
+    days: list[tuple[str, int]]
+    day_of: NDArray[np.int64]
+
+    @classmethod
+    def of(cls, counts: CountRows) -> Drained:
+        if len(counts) == 0:
+            return cls(counts, [], np.zeros(0, np.int64))
+        days = counts.minute // MINUTES_PER_DAY
+        first = int(days.min())
+        span = int(days.max()) - first + 1  # a commit's rows span a day or two: a table
+        code = counts.service.astype(np.int64) * span + (days - first)
+        size = len(counts.services) * span
+        if size <= 4 * len(code) + (1 << 20):
+            seen = np.bincount(code, minlength=size) > 0
+            found, pair = np.flatnonzero(seen), (np.cumsum(seen) - 1)[code]
+        else:  # rows spread over many days (a sparse file over years): sort them
+            found, pair = np.unique(code, return_inverse=True)
+        pairs = [(counts.services[c // span], first + c % span) for c in found.tolist()]
+        return cls(counts, pairs, pair.ravel().astype(np.int64))
 
 
 def fold(
@@ -117,14 +127,14 @@ def fold(
     blocks: Sequence[DayRow],
     now: float,
     retention: Retention,
-    counts: CountRows | None = None,
+    drained: Drained | None = None,
 ) -> list[DayRow]:
     """The day blocks to write: `blocks` (existing ones, and ones due for coarsening) with
-    the `raw` hours and the `counts` rows (drained from the pipeline, not packed) folded
-    in, each at the resolution its age asks for (never finer than it already is)."""
+    the `raw` hours and the `drained` rows (from the pipeline, not packed) folded in, each
+    at the resolution its age asks for (never finer than it already is)."""
     today = int(now // DAY_S)
     existing = {(s, d): (res, data) for s, d, res, _, data in blocks}
-    fresh, pair = service_days(counts)
+    fresh = [] if drained is None else drained.days
     keys = sorted({(s, h // 24) for s, h, _ in raw} | set(existing) | set(fresh))
     index = {key: i for i, key in enumerate(keys)}
     want = [
@@ -142,10 +152,11 @@ def fold(
     ]
     rows, part = _buckets(parts)
     block = np.array(raw_of + old_of, np.int64)[part]
-    if counts is None or len(counts) == 0:
+    if drained is None or len(drained.counts) == 0:
         encoded = codec.encode_blocks(rows, block, len(keys))
     else:
-        of_pair = np.array([index[key] for key in fresh], np.int64)[pair]
+        counts = drained.counts
+        of_pair = np.array([index[key] for key in fresh], np.int64)[drained.day_of]
         per = np.array(want, np.int64)[of_pair]
         countries, problems = code_tables(counts)
         coded = (

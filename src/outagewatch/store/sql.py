@@ -40,7 +40,7 @@ from outagewatch.store.base import (
     unpack,
 )
 from outagewatch.store.counts import add_day_blocks
-from outagewatch.store.rollup import HOUR_S, DayRow, RawRow, Retention, fold, service_days
+from outagewatch.store.rollup import HOUR_S, DayRow, Drained, RawRow, Retention, fold
 from outagewatch.store.visitors import VisitorRows
 
 if TYPE_CHECKING:
@@ -447,13 +447,13 @@ class SQLStore(VisitorRows):
         due: Sequence[Any],
         now: float,
         retention: Retention,
-        counts: CountRows | None = None,
+        drained: Drained | None = None,
     ) -> None:
-        """Fold the raw hours `raw` and the rows `counts` into their days' blocks (read
+        """Fold the raw hours `raw` and the `drained` rows into their days' blocks (read
         here), and recode the blocks `due` for coarsening (rows of count_days), at
         `retention` as of `now`."""
         blocks: dict[tuple[str, int], DayRow] = {}
-        days = {(s, h // 24) for s, h, _ in raw} | set(service_days(counts)[0])
+        days = {(s, h // 24) for s, h, _ in raw} | set([] if drained is None else drained.days)
         found = [
             row
             for sid, day in sorted(days)
@@ -469,7 +469,7 @@ class SQLStore(VisitorRows):
             "INSERT INTO count_days(service, day, res, total, data) "
             "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (service, day) DO UPDATE SET "
             "res = excluded.res, total = excluded.total, data = excluded.data",
-            fold(raw, list(blocks.values()), now, retention, counts),
+            fold(raw, list(blocks.values()), now, retention, drained),
         )
 
     def _fold_on_commit(self, cx: Cx, counts: CountRows, retention: Retention) -> CountRows:
@@ -507,7 +507,7 @@ class SQLStore(VisitorRows):
                 (sid, lo, hi),
             )
         ]
-        self._fold_into_blocks(cx, stored, (), now, retention, folding)
+        self._fold_into_blocks(cx, stored, (), now, retention, Drained.of(folding))
         if stored:
             cx.many(
                 "DELETE FROM minute_counts WHERE service = %s AND hour = %s",
