@@ -78,12 +78,19 @@ def export_name(f: Callable[..., Any]) -> str:
 def fingerprint() -> str:
     """The kernels' sources, this CPU's features and this Python: the extension is compiled
     for the CPU it is built on (`target_cpu = host`, as numba's own kernels are)."""
-    h = hashlib.sha256()
-    for pattern in SOURCES:
-        for f in sorted(HERE.glob(pattern)):
-            h.update(f.relative_to(HERE).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    h = sources_digest(HERE, SOURCES)
     h.update(f"{sys.version}\0{os.uname().machine}\0{_cpu_flags()}".encode())
-    return h.hexdigest()
+    return str(h.hexdigest())
+
+
+def sources_digest(root: Path, patterns: tuple[str, ...]) -> Any:
+    """SHA-256 of the files under `root` that `patterns` match: each one's path (relative
+    to `root`) and bytes, in order (also `runtime.warm.drop_stale`'s, for numba's cache)."""
+    h = hashlib.sha256()
+    for pattern in patterns:
+        for f in sorted(root.glob(pattern)):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return h
 
 
 def _cpu_flags() -> str:

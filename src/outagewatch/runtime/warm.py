@@ -20,7 +20,6 @@ it was filled from (`drop_stale`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sys
 import time
@@ -76,12 +75,9 @@ def drop_stale(here: Path | None = None) -> int:
         import outagewatch.detect
 
         here = Path(outagewatch.detect.__file__).parent
-    digest = hashlib.sha256()
-    for src in sorted(here.glob("*.py")):
-        digest.update(src.name.encode() + b"\0" + src.read_bytes())
     cache = here / "__pycache__"
     stamp = cache / "numba-sources.sha256"
-    want = digest.hexdigest()
+    want = jit.sources_digest(here, ("*.py",)).hexdigest()
     try:
         if stamp.read_text() == want:
             return 0
