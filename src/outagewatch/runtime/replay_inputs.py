@@ -177,20 +177,25 @@ class InputReader:
                 self.next_line += 1
                 skipping = 0
                 block = block[nl + 1 :]
-            data = pending + block if pending else block
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                pending = data
+            end = block.rfind(b"\n")  # the last newline of the block
+            if end < 0:
+                pending += block
                 if len(pending) > self.max_line:
                     skipping = len(pending)
                     self._consume(pending)
                     pending = b""
                 continue
-            text = data[:cut]
+            # The batch's text in one copy (pending, then the block up to its last newline),
+            # hashed from the pieces it came from.
+            view = memoryview(block)
+            text = b"".join((pending, view[:end])) if pending else block[:end]
+            cut = len(text)
+            if pending:
+                self._consume(pending)
+            self._consume(view[: end + 1])
+            pending = block[end + 1 :]
             lines: Sequence[bytes]
             joined: bytes | None = text
-            pending = data[cut + 1 :]
-            self._consume(memoryview(data)[: cut + 1])
             rejected: list[Rejection] = []
             if self._short_lines(text):
                 lines = SplitLines(text, _newlines(text) + 1)
