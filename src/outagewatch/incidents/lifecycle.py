@@ -194,7 +194,7 @@ def step(p: Pipeline, m: int, sc: Scores, disp: NDArray[np.float64]) -> None:
     s = p.series
     at = (m + 1) * 60.0
     if sc.fired.any():
-        fired_services = set(np.unique(s.view("svc")[sc.fired]).tolist())
+        fired_services = set(s.view("svc")[sc.fired].tolist())
         for si in sorted(fired_services):
             sid = s.services[si]
             if sid not in p.open_by_service:
