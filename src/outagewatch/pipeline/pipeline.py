@@ -1111,17 +1111,14 @@ class Pipeline:
         ns = max(len(services), 1)
         key = ((minute * ns + svc) * nc + cidx) * npb + pidx
         # Summed per key: one sort and a reduction (np.unique's inverse costs a second sort).
-        order = np.argsort(key)
+        # A stable sort: the rows come in time order, batch after batch, so the keys are
+        # nearly sorted already (a merge sort takes their runs; quicksort does not).
+        order = np.argsort(key, kind="stable")
         key = key[order]
         starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
-        uniq = key[starts]
         summed = np.add.reduceat(count[order], starts).astype(np.int64)
-        p = uniq % npb
-        rest = uniq // npb
-        c = rest % nc
-        rest //= nc
-        sv = rest % ns
-        mi = rest // ns
+        first = order[starts]  # a row of each key: its columns, not divided out of the key
+        mi, sv, c, p = minute[first], svc[first], cidx[first], pidx[first]
         return CountRows(
             mi, sv.astype(np.int32), c.astype(np.int32), p.astype(np.int32), summed,
             services, list(self._countries.values), list(self._problems.values),
