@@ -302,14 +302,40 @@ def _same(buf: NDArray[np.uint8], a0: int, a1: int, b0: int, b1: int) -> bool:
     return True
 
 
+_PRIME = 0x100000001B3  # FNV's 64-bit prime
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _hash(buf: NDArray[np.uint8], a: int, b: int, h: np.uint64) -> np.uint64:
-    """FNV-1a over buf[a:b], continuing from `h` (a missing value hashes as one byte 0xFF)."""
+    """A hash of buf[a:b], continuing from `h` (a missing value hashes as one byte 0xFF):
+    FNV-1a's step over 8 bytes at a time (a byte at a time is a chain of dependent
+    multiplies, ~20% of a scan), the last bytes packed into one word with the end mark
+    0xFE. Its low bits are not mixed: `_mixed` before a table slot is taken from it."""
+    prime = np.uint64(_PRIME)
     if a < 0:
-        return (h ^ np.uint64(0xFF)) * np.uint64(0x100000001B3)
-    for j in range(a, b):
-        h = (h ^ np.uint64(buf[j])) * np.uint64(0x100000001B3)
-    return (h ^ np.uint64(0xFE)) * np.uint64(0x100000001B3)  # ends a value
+        return (h ^ np.uint64(0xFF)) * prime
+    j = a
+    while j + 8 <= b:
+        w = np.uint64(0)
+        for t in range(8):
+            w |= np.uint64(buf[j + t]) << np.uint64(8 * t)
+        h = (h ^ w) * prime
+        j += 8
+    w = np.uint64(0xFE)  # ends a value
+    for t in range(b - j):
+        w = (w << np.uint64(8)) | np.uint64(buf[j + t])
+    return (h ^ w) * prime
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mixed(h: np.uint64) -> np.uint64:
+    """`h` with every bit mixed into the low ones (MurmurHash3's 64-bit finaliser)."""
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
 
 
 @njit(cache=True, nogil=True)
@@ -338,7 +364,7 @@ def _intern(
         h = np.uint64(0xCBF29CE484222325)
         for f in fields:
             h = _hash(buf, spans[r, 2 * f], spans[r, 2 * f + 1], h)
-        slot = np.int64(h & np.uint64(size - 1))
+        slot = np.int64(_mixed(h) & np.uint64(size - 1))
         first[r] = r
         for _ in range(max_probes):
             other = table[slot]
