@@ -192,61 +192,54 @@ def checker(spec: Spec) -> Check:
     numba's `typeof` would type it: {"a": [dtype, ndim, layout, mutable, aligned]} an array
     (a read-only one only for a read-only type; layout "A" any strides), {"t": [...]} a
     tuple of those, {"s": dtype} a scalar (Python's int, float and bool as int64, float64
-    and bool, numpy's scalars as their own dtype).
-
-    Every call of a kernel from the extension runs its check, so the check is one function
-    of straight-line tests written out for the spec (a walk over nested checks costs ~4x as
-    much: a Python call per leaf)."""
+    and bool, numpy's scalars as their own dtype)."""
     import numpy as np
 
-    names: dict[str, Any] = {"ndarray": np.ndarray}
-    body: list[str] = []
+    kind, value = next(iter(spec.items()))
+    if kind == "t":
+        parts = [checker(x) for x in value]
+        size = len(parts)
 
-    def constant(value: Any) -> str:
-        name = f"c{len(names)}"
-        names[name] = value
-        return name
+        def tuple_of(x: Any) -> bool:
+            if type(x) is not tuple or len(x) != size:
+                return False
+            for c, v in zip(parts, x, strict=True):  # noqa: SIM110 (~2x faster than all() of a
+                if not c(v):  # generator (every call of a kernel runs this)
+                    return False
+            return True
 
-    def emit(spec: Spec, var: str) -> None:
-        kind, value = next(iter(spec.items()))
-        if kind == "t":
-            body.append(f"if type({var}) is not tuple or len({var}) != {len(value)}: return False")
-            for i, part in enumerate(value):
-                item = f"v{len(body)}"
-                body.append(f"{item} = {var}[{i}]")
-                emit(part, item)
-        elif kind == "a":
-            dtype = constant(np.dtype(value[0]))
-            ndim: int = value[1]
-            contiguous = {"C": "c_contiguous", "F": "f_contiguous"}.get(value[2])
-            body.append(f"if type({var}) is not ndarray or {var}.ndim != {ndim}: return False")
-            # mostly numpy's one instance of the dtype: `is` first
-            body.append(f"if {var}.dtype is not {dtype} and {var}.dtype != {dtype}: return False")
-            flags = [contiguous] if contiguous else []
-            flags += ["writeable"] if value[3] else []  # a read-only array: read-only types
-            flags += ["aligned"] if value[4] else []
-            if flags:
-                body.append(f"f = {var}.flags")
-                body.append(f"if not ({' and '.join(f'f.{f}' for f in flags)}): return False")
-        elif kind == "s":
-            python = {"int64": int, "float64": float, "bool": bool}.get(value)
-            own = constant(np.dtype(value).type)
-            body.append(f"t = type({var})")
-            if python is int:
-                big = f"not -(2**63) <= {var} < 2**63"
-                body.append(f"if t is not {own} and (t is not int or {big}): return False")
-            elif python is not None:
-                body.append(f"if t is not {own} and t is not {constant(python)}: return False")
-            else:
-                body.append(f"if t is not {own}: return False")
-        else:
-            raise ValueError(f"unknown type description {spec!r}")
+        return tuple_of
+    if kind == "a":
+        dtype = np.dtype(value[0])
+        ndim: int = value[1]
+        layout: str = value[2]
+        mutable: bool = value[3]
+        aligned: bool = value[4]
+        contiguous = {"C": "c_contiguous", "F": "f_contiguous"}.get(layout)
 
-    emit(spec, "x")
-    source = "def check(x):\n" + "".join(f"    {line}\n" for line in body) + "    return True\n"
-    exec(compile(source, f"<check {spec!r:.60}>", "exec"), names)  # our own text
-    check: Check = names["check"]
-    return check
+        def array(x: Any) -> bool:
+            if type(x) is not np.ndarray or x.ndim != ndim:
+                return False
+            if x.dtype is not dtype and x.dtype != dtype:  # mostly numpy's one instance
+                return False
+            flags = x.flags
+            if contiguous is not None and not getattr(flags, contiguous):
+                return False
+            return (flags.writeable or not mutable) and (flags.aligned or not aligned)
+
+        return array
+    if kind == "s":
+        python = {"int64": int, "float64": float, "bool": bool}.get(value)
+        numpy = np.dtype(value).type
+
+        def scalar(x: Any) -> bool:
+            t = type(x)
+            if t is numpy:
+                return True
+            return t is python and (t is not int or -(2**63) <= x < 2**63)
+
+        return scalar
+    raise ValueError(f"unknown type description {spec!r}")
 
 
 def to_numba() -> None:
