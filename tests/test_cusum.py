@@ -95,6 +95,46 @@ def test_a_quiet_run_in_closed_form_equals_stepping_minute_by_minute() -> None:
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
 
 
+def test_steps_that_fall_to_zero_by_the_bound_equal_the_exact_step() -> None:
+    """`cusum_step` skips the logarithms of a step its bound says ends at 0 (`_falls_to_zero`):
+    every S_k and run sum equals the exact step's, bit for bit, on states where the bound
+    decides many steps and misses others near 0."""
+    from outagewatch.detect.cusum import _falls_to_zero
+
+    rng = np.random.default_rng(11)
+    n = 400
+    state = fresh(n)
+    state[0][:] = rng.choice([0.0, 1e-6, 0.05, 0.5, 3.0, 12.0], (n, len(KS)))
+    state[1][:] = np.where(state[0] > 0, 3.0, 0.0)
+    state[2][:] = np.where(state[0] > 0, 1.5, 0.0)
+    x = rng.choice([0.0, 0.0, 1.0, 2.0, 7.0], n)
+    mu = rng.uniform(0.001, 5.0, n)
+    disp = rng.uniform(0.005, 0.5, n).astype(np.float32).astype(np.float64)
+    want = [a.copy() for a in state[:3]]
+    by_bound = 0
+    for i in range(n):
+        m = max(mu[i], 1e-3)
+        r = 1.0 / max(float(np.float32(disp[i])), 1e-9)
+        for j, k in enumerate(KS):
+            s0 = want[0][i, j]
+            if x[i] == 0.0 and s0 == 0.0:
+                want[1][i, j] = want[2][i, j] = 0.0
+                continue
+            by_bound += _falls_to_zero(s0, x[i], math.log(k), k * m, m, r)
+            d = math.log(m + r) - math.log(k * m + r)
+            s = s0 + (x[i] * (math.log(k) + d) + r * d)
+            if s <= 0.0:
+                want[0][i, j] = want[1][i, j] = want[2][i, j] = 0.0
+            else:
+                want[0][i, j] = s
+                want[1][i, j] += x[i]
+                want[2][i, j] += m
+    step(state, x, mu, disp)  # h = 1e9: no alarm
+    assert 200 < by_bound < n * len(KS) // 2  # the bound decides many steps, not all
+    for got, exact in zip(state[:3], want, strict=True):
+        np.testing.assert_array_equal(got, exact)
+
+
 def test_the_threshold_follows_the_budget() -> None:
     assert threshold(1.0) == pytest.approx(math.log(1000 * 1440 * 8 * len(SURGE_SIZES)))
     assert threshold(0.1) - threshold(1.0) == pytest.approx(math.log(10))

@@ -135,6 +135,24 @@ def _bias(obs: float, exp: float) -> float:
     return max(1.0, (obs - se) / exp)
 
 
+# The bound of `_falls_to_zero` must clear the rounding of the exact step by far: it errs
+# by a few units in the last place of its terms (~1e-15 relative), this by 1e-9.
+BOUND_SLACK = 1e-9
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _falls_to_zero(s0: float, x: float, log_k: float, k_mu: float, mu: float, r: float) -> bool:
+    """Whether S_k + l_k(x) <= 0 surely, from a bound that needs no logarithm: l_k(x) =
+    x ln k + (x + r) ln(1 - y) with y = (k - 1) mu / (k mu + r), and ln(1 - y) <= -y. When
+    it says so, the exact step gives S_k = 0 too (the bound's slack is far above the
+    rounding of either), so the test's results are the same, bit for bit, with or without
+    it. Sizes well past a small series' reports (k = 100 for one report where ~0.1 were
+    expected) and the last minute of a run falling back to 0 take this path."""
+    y = (k_mu - mu) / (k_mu + r)
+    high = s0 + x * log_k - (x + r) * y  # >= S_k + l_k(x)
+    return high < -BOUND_SLACK * (abs(s0) + x * log_k + (x + r) * y + 1.0)
+
+
 Sequential = tuple[F64, F64, F64, F64, F64, NDArray[np.int8], float, float]
 """The sequential test of every series, (stat, run_x, run_mu, recent, ks, first, h, ratio):
 its state (S_k and the run's reports and expectation: (series, sizes); the forecast-bias
@@ -195,10 +213,13 @@ def cusum_step(test: Sequential, minute: Minute, guards: Guards, alarms: Alarms)
                 run_x[i, j] = 0.0
                 run_mu[i, j] = 0.0
                 continue
-            if math.isnan(log_base):
-                log_base = math.log(m + r)
-            d = log_base - math.log(ks[j] * m + r)  # ln[(mu + r) / (k mu + r)]: l_k of the doc
-            s = stat[i, j] + (xi * (log_k[j] + d) + r * d)
+            if _falls_to_zero(stat[i, j], xi, log_k[j], ks[j] * m, m, r):
+                s = 0.0  # what the step below would give, without its logarithms
+            else:
+                if math.isnan(log_base):
+                    log_base = math.log(m + r)
+                d = log_base - math.log(ks[j] * m + r)  # ln[(mu + r) / (k mu + r)]: l_k
+                s = stat[i, j] + (xi * (log_k[j] + d) + r * d)
             if s <= 0.0:
                 stat[i, j] = 0.0
                 run_x[i, j] = 0.0
