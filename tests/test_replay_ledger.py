@@ -269,3 +269,36 @@ def test_batches_hold_the_input_lines_and_reject_exactly_the_long_ones(
     kept = [(i + 1, ln) for i, ln in enumerate(want) if i + 1 not in too_long]
     assert [(k, ln) for k, ln in got if k not in too_long] == kept
     assert reader.pos == len(data)
+
+
+def test_a_mark_recorded_with_sha1_still_finds_its_input_and_goes_on_with_sha1() -> None:
+    """Marks are XXH3-128 digests (16 bytes) now; a store's marks from before are SHA-1 (20
+    bytes). A re-run must still recognise those inputs (or it would count them twice), and
+    their marks stay SHA-1 as they move on."""
+    import hashlib
+
+    from outagewatch.runtime.replay_inputs import Ledger
+    from outagewatch.store.base import InputMark
+
+    lines = [b'{"n":%d}' % i for i in range(2000)]
+    first = b"\n".join(lines[:1200]) + b"\n"
+    data = first + b"\n".join(lines[1200:]) + b"\n"
+
+    def sha1(b: bytes) -> bytes:
+        return hashlib.sha1(b, usedforsecurity=False).digest()
+
+    old = InputMark("m1", "f", sha1(first[:4096]), len(first), 1200, sha1(first), 0.0)
+    reader, mark = Ledger([old]).open(io.BytesIO(data), "f")
+    assert mark is old and reader.pos == len(first) and reader.next_line == 1201
+    fed = [ln for b in reader.batches() for ln in b.lines]
+    assert fed == lines[1200:]
+    moved = Ledger([old]).record(old, reader, "f")
+    assert moved.digest == sha1(data) and moved.head == sha1(data[:4096])
+
+    reader, mark = Ledger([]).open(io.BytesIO(data), "g")  # a new input: XXH3-128
+    for _ in reader.batches():
+        pass
+    new = Ledger([]).record(mark, reader, "g")
+    assert len(new.digest) == len(new.head) == 16
+    again, found = Ledger([new]).open(io.BytesIO(data), "g")
+    assert found is new and again.pos == len(data)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import IO, Any, BinaryIO, overload
 
 import numpy as np
+import xxhash
 
 from outagewatch.events import Rejection
 from outagewatch.store.base import InputMark
@@ -37,14 +38,18 @@ BOM = b"\xef\xbb\xbf"
 _VERIFY_CHUNK = 1 << 20
 
 
-def _hasher() -> Any:
-    # Not a security boundary (whoever can write the file can write anything): fast and wide
-    # enough that two different inputs never share a digest by accident.
-    return hashlib.sha1(usedforsecurity=False)
+def _hasher(size: int = 16) -> Any:
+    """A hasher of input bytes whose digest has `size` bytes: XXH3-128 (16), ~8x as fast as
+    SHA-1 (6 ms against 45 for a 67 MiB input), or SHA-1 (20) for marks recorded before it.
+    Not a security boundary (whoever can write the file can write anything): fast and wide
+    enough that two different inputs never share a digest by accident."""
+    if size == hashlib.sha1().digest_size:
+        return hashlib.sha1(usedforsecurity=False)
+    return xxhash.xxh3_128()
 
 
-def _digest(data: bytes) -> bytes:
-    h = _hasher()
+def _digest(data: bytes, size: int = 16) -> bytes:
+    h = _hasher(size)
     h.update(data)
     return bytes(h.digest())
 
@@ -278,11 +283,11 @@ class Ledger:
             for m in self.marks.values()
             if m.offset > 0
             and len(head) >= min(m.offset, HEAD_BYTES)
-            and _digest(head[: min(m.offset, HEAD_BYTES)]) == m.head
+            and _digest(head[: min(m.offset, HEAD_BYTES)], len(m.head)) == m.head
         ]
         found: tuple[InputMark, Any] | None = None
         for m in sorted(candidates, key=lambda m: (-m.offset, m.id)):
-            h = self._prefix_hash(src, m.offset)
+            h = self._prefix_hash(src, m.offset, len(m.digest))
             if h is not None and h.digest() == m.digest:
                 found = (m, h)
                 break
@@ -303,11 +308,11 @@ class Ledger:
         return reader, mark
 
     @staticmethod
-    def _prefix_hash(src: BinaryIO | _Rewindable, n: int) -> Any:
-        """The hash of the first `n` bytes of `src` (None when it is shorter); `src` is left
-        just after them."""
+    def _prefix_hash(src: BinaryIO | _Rewindable, n: int, size: int) -> Any:
+        """The hash (of digest size `size`: the mark's, `_hasher`) of the first `n` bytes of
+        `src` (None when it is shorter); `src` is left just after them."""
         _rewind(src)
-        h = _hasher()
+        h = _hasher(size)
         left = n
         while left > 0:
             data = _read1(src, min(left, _VERIFY_CHUNK))
@@ -324,7 +329,10 @@ class Ledger:
         new = replace(
             mark,
             name=name,
-            head=_digest(reader.first_bytes[: min(reader.pos, HEAD_BYTES)]),
+            # A mark goes on with its own hash (SHA-1 for one recorded before XXH3).
+            head=_digest(
+                reader.first_bytes[: min(reader.pos, HEAD_BYTES)], reader.hash.digest_size
+            ),
             offset=reader.pos,
             lines=reader.next_line - 1,
             digest=bytes(reader.hash.copy().digest()),
