@@ -147,10 +147,11 @@ def _falls_to_zero(s0: float, x: float, log_k: float, k_mu: float, mu: float, r:
     it says so, the exact step gives S_k = 0 too (the bound's slack is far above the
     rounding of either), so the test's results are the same, bit for bit, with or without
     it. Sizes well past a small series' reports (k = 100 for one report where ~0.1 were
-    expected) and the last minute of a run falling back to 0 take this path."""
-    y = (k_mu - mu) / (k_mu + r)
-    high = s0 + x * log_k - (x + r) * y  # >= S_k + l_k(x)
-    return high < -BOUND_SLACK * (abs(s0) + x * log_k + (x + r) * y + 1.0)
+    expected) and the last minute of a run falling back to 0 take this path. Multiplied
+    through by k mu + r (> 0): no division either."""
+    gain = (s0 + x * log_k) * (k_mu + r)
+    loss = (x + r) * (k_mu - mu)  # (x + r) y, times k mu + r
+    return gain - loss < -BOUND_SLACK * (abs(gain) + loss + k_mu + r)
 
 
 Sequential = tuple[F64, F64, F64, F64, F64, NDArray[np.int8], float, float]
