@@ -487,3 +487,48 @@ def test_person_hashes_are_the_hash_and_the_sketch_bucket_of_each_person(
     texts = [(p or "").encode("utf-8", "surrogatepass") for p in persons]
     assert hp.tolist() == [(siphash((5, 6), t) or 1) if t else 0 for t in texts]
     assert pb.tolist() == sources.person_buckets(persons).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.text(st.characters(exclude_characters="\n"), min_size=1, max_size=6), max_size=30),
+    st.integers(0, 30),
+    st.integers(0, 30),
+)
+def test_joined_reporters_read_and_hash_as_their_strings(names: list[str], a: int, b: int) -> None:
+    """A scanned batch's reporters stay joined (`events.Texts`): they read, slice, add and
+    compare as the list of their strings, and hash to the same keys and buckets."""
+    from outagewatch.events import Texts
+
+    texts = Texts("\n".join(names).encode("utf-8", "surrogatepass"), len(names))
+    assert list(texts) == names and len(texts) == len(names) and texts == names
+    part = texts[a:b]
+    assert isinstance(part, Texts) and list(part) == names[a:b]
+    both = texts[:a] + texts[a:]
+    assert isinstance(both, Texts) and list(both) == names
+    assert texts[:a] + names[a:] == names and names[:a] + texts[a:] == names
+    d = Dedup(600.0)
+    for got, want in zip(d.person_hashes(part, 64), d.person_hashes(names[a:b], 64), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_batch_with_a_reporter_missing_keeps_its_strings() -> None:
+    """Reporters stay joined only where every line has one: a line without takes its
+    address (or none), as before."""
+    from outagewatch.catalog import Catalog
+    from outagewatch.events import EventDecoder, Texts
+
+    def line(i: int, who: str) -> bytes:
+        rep = f',"reporter":"{who}"' if who else ""
+        return (
+            f'{{"type":"report","ts":"2025-03-03T00:{i // 60:02d}:{i % 60:02d}Z","service":"x",'
+            f'"country":"US"{rep}}}'
+        ).encode()
+
+    dec = EventDecoder(Catalog.demo())
+    lines = [line(i, f"p{i}") for i in range(3000)]
+    got = dec.decode(lines).reports.person
+    assert isinstance(got, Texts) and list(got) == [f"p{i}" for i in range(3000)]
+    lines[7] = line(7, "")
+    got = dec.decode(lines).reports.person
+    assert not isinstance(got, Texts) and got[7] is None and got[8] == "p8"

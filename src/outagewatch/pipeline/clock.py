@@ -179,7 +179,7 @@ class StreamClock:
             "held": {
                 name: getattr(self.held, name).tolist()
                 if name in _ARRAYS
-                else getattr(self.held, name)
+                else list(getattr(self.held, name))  # (reporters may be joined: `Texts`)
                 for name in _KEPT
             },
             "held_seq": self.held_seq.tolist(),

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from outagewatch.events import Texts
 from outagewatch.jit import njit
 from outagewatch.linescan import joined, person_keys, siphash
 from outagewatch.pipeline.sources import person_buckets
@@ -227,8 +228,13 @@ class Dedup:
         the same pass over their text, zlib.crc32 of it mod `buckets` (-1: none; the flood
         sketches' bucket): one compiled pass over the texts joined, or one text at a time
         where some holds a newline."""
-        texts: Sequence[str] = persons if None not in persons else [p or "" for p in persons]  # type: ignore[assignment]
         k0, k1 = np.uint64(self.seed[0]), np.uint64(self.seed[1])
+        if isinstance(persons, Texts) and len(persons):  # joined already: their bytes
+            hp, pb = person_keys(
+                np.frombuffer(persons.data, np.uint8), len(persons), k0, k1, buckets
+            )
+            return hp, pb
+        texts: Sequence[str] = persons if None not in persons else [p or "" for p in persons]  # type: ignore[assignment]
         buf = joined(texts)
         if buf is not None:
             hp, pb = person_keys(buf, len(texts), k0, k1, buckets)
