@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 import time
 from typing import Any
 
@@ -30,8 +29,8 @@ _PG_KEY = "SELECT hashtext('outagewatch writer ' || current_schema())::bigint"
 
 
 def _holder(command: str) -> str:
-    since = iso(time.time())
-    return f"outagewatch {command}, pid {os.getpid()} on {socket.gethostname()}, since {since}"
+    since = iso(time.time())  # the host's name as gethostname gives it (no socket import)
+    return f"outagewatch {command}, pid {os.getpid()} on {os.uname().nodename}, since {since}"
 
 
 class WriterLock:
