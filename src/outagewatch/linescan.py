@@ -167,12 +167,17 @@ def _two(buf: NDArray[np.uint8], a: int) -> int:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _zulu(buf: NDArray[np.uint8], a: int) -> float:
+def _zulu(buf: NDArray[np.uint8], a: int, last: NDArray[np.int64]) -> float:
     """Epoch seconds of "YYYY-MM-DDTHH:MM:SSZ" at buf[a:a+20] (a proleptic Gregorian UTC
-    date, as events.parse_ts reads it), or -1.0 when it is not a valid such time."""
-    for j in (4, 7):
-        if _at(buf, a + j) != 45:  # -
-            return -1.0
+    date, as events.parse_ts reads it), or -1.0 when it is not a valid such time.
+
+    `last` keeps the last valid date's ten bytes (two words) and its day number: the lines
+    of a batch mostly share their date, whose checks and calendar arithmetic (integer
+    divisions) are then skipped."""
+    head = np.int64(0)
+    for j in range(8):
+        head |= np.int64(_at(buf, a + j)) << np.int64(8 * j)
+    tail = np.int64(_at(buf, a + 8)) | (np.int64(_at(buf, a + 9)) << np.int64(8))
     if (
         _at(buf, a + 10) != 84
         or _at(buf, a + 13) != 58
@@ -180,36 +185,64 @@ def _zulu(buf: NDArray[np.uint8], a: int) -> float:
         or _at(buf, a + 19) != 90
     ):
         return -1.0  # T : : Z
-    for j in (0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18):
+    for j in (11, 12, 14, 15, 17, 18):
         if _at(buf, a + j) < 48 or _at(buf, a + j) > 57:
             return -1.0
-    year = _two(buf, a) * 100 + _two(buf, a + 2)
-    month = _two(buf, a + 5)
-    day = _two(buf, a + 8)
     hour = _two(buf, a + 11)
     minute = _two(buf, a + 14)
     sec = _two(buf, a + 17)
-    if month < 1 or month > 12 or hour > 23 or minute > 59 or sec > 59:
+    if hour > 23 or minute > 59 or sec > 59:
         return -1.0
-    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-    if day < 1 or day > _DAYS_IN_MONTH[month] + (1 if leap and month == 2 else 0):
-        return -1.0
-    y = year - 1
-    days = (
-        365 * y + y // 4 - y // 100 + y // 400
-        + _DAYS_BEFORE_MONTH[month] + (1 if leap and month > 2 else 0) + day - 1
-        - 719_162
-    )  # fmt: skip
+    if head == last[0] and tail == last[1] and last[2] >= 0:
+        days = last[2]  # the date of the line before: valid, its day number known
+    else:
+        days = _days(buf, a)
+        if days < 0:
+            return -1.0
+        last[0], last[1], last[2] = head, tail, days
     return float(days * 86_400 + hour * 3600 + minute * 60 + sec)
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _days(buf: NDArray[np.uint8], a: int) -> int:
+    """Days from 1970-01-01 to the date "YYYY-MM-DD" at buf[a:a+10], or -1 when it is no
+    valid date (a proleptic Gregorian one of years 1-9999; the caller keeps dates before
+    the epoch out by its minimum time)."""
+    for j in (4, 7):
+        if _at(buf, a + j) != 45:  # -
+            return -1
+    for j in (0, 1, 2, 3, 5, 6, 8, 9):
+        if _at(buf, a + j) < 48 or _at(buf, a + j) > 57:
+            return -1
+    year = _two(buf, a) * 100 + _two(buf, a + 2)
+    month = _two(buf, a + 5)
+    day = _two(buf, a + 8)
+    if month < 1 or month > 12:
+        return -1
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if day < 1 or day > _DAYS_IN_MONTH[month] + (1 if leap and month == 2 else 0):
+        return -1
+    y = year - 1
+    return (
+        365 * y + y // 4 - y // 100 + y // 400
+        + int(_DAYS_BEFORE_MONTH[month]) + (1 if leap and month > 2 else 0) + day - 1
+        - 719_162
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _line(
-    buf: NDArray[np.uint8], a: int, spans: NDArray[np.int64], row: int, max_count: int
+    buf: NDArray[np.uint8],
+    a: int,
+    spans: NDArray[np.int64],
+    row: int,
+    max_count: int,
+    last: NDArray[np.int64],
 ) -> tuple[float, int, int]:
     """Read the line that starts at buf[a] (and ends at a newline or the end of `buf`) into
     spans[row]: (ts, count, where the line ends), ts -1.0 (and no end) when the line is not
-    of the plain shape (or its time not valid, or its count past `max_count`)."""
+    of the plain shape (or its time not valid, or its count past `max_count`). `last`: the
+    last date read (`_zulu`)."""
     end = len(buf)
     for f in range(FIELDS):
         spans[row, 2 * f] = -1
@@ -280,7 +313,7 @@ def _line(
             elif f == _TS:
                 if e - s != 20:
                     return -1.0, 0, -1
-                ts = _zulu(buf, s)
+                ts = _zulu(buf, s, last)
                 if ts < 0.0:
                     return -1.0, 0, -1
             else:
@@ -419,10 +452,11 @@ def scan(
     ts = np.zeros(n, np.float64)
     count = np.ones(n, np.int64)
     spans = np.empty((n, 2 * FIELDS), np.int64)
+    last = np.full(3, -1, np.int64)  # the last date read: its bytes and day (`_zulu`)
     a = 0
     for r in range(n):
         starts[r] = a
-        t, c, e = _line(buf, a, spans, r, max_count)
+        t, c, e = _line(buf, a, spans, r, max_count, last)
         if min_ts <= t <= max_ts:
             ok[r] = True
             ts[r] = t
