@@ -164,7 +164,7 @@ Alarms = tuple[Mask, F64]
 """(fired, ratio): which series fired, and the run's observed/expected ratio where so."""
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def cusum_step(test: Sequential, minute: Minute, guards: Guards, alarms: Alarms) -> bool:
     """One minute of every series' CUSUMs (in place). Marks `fired` (and the run's
     observed/expected `ratio`) where an alarm passes the guards (the test's own ratio guard,
