@@ -64,6 +64,15 @@ def _at(buf: NDArray[np.uint8], i: int) -> int:
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _word(buf: NDArray[np.uint8], a: int, n: int) -> np.uint64:
+    """The `n` (at most 8) bytes at buf[a] as one little-endian word."""
+    w = np.uint64(0)
+    for j in range(n):
+        w |= np.uint64(_at(buf, a + j)) << np.uint64(8 * j)
+    return w
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _ws(buf: NDArray[np.uint8], i: int, end: int) -> int:
     """The first position at or after `i` that is not JSON whitespace within a line (a
     space, tab or carriage return: a newline ends the line)."""
@@ -151,9 +160,7 @@ def _field(buf: NDArray[np.uint8], a: int, b: int) -> int:
     n = b - a
     if n < 2 or n > 8:
         return -1
-    w = np.uint64(0)
-    for j in range(n):
-        w |= np.uint64(_at(buf, a + j)) << np.uint64(8 * j)
+    w = _word(buf, a, n)
     for k in range(len(_NAME_WORDS)):
         if w == _NAME_WORDS[k]:
             return int(_NAME_FIELDS[k])
@@ -174,10 +181,8 @@ def _zulu(buf: NDArray[np.uint8], a: int, last: NDArray[np.int64]) -> float:
     `last` keeps the last valid date's ten bytes (two words) and its day number: the lines
     of a batch mostly share their date, whose checks and calendar arithmetic (integer
     divisions) are then skipped."""
-    head = np.int64(0)
-    for j in range(8):
-        head |= np.int64(_at(buf, a + j)) << np.int64(8 * j)
-    tail = np.int64(_at(buf, a + 8)) | (np.int64(_at(buf, a + 9)) << np.int64(8))
+    head = np.int64(_word(buf, a, 8))  # (ASCII: the top bit is 0)
+    tail = np.int64(_word(buf, a + 8, 2))
     if (
         _at(buf, a + 10) != 84
         or _at(buf, a + 13) != 58
@@ -366,10 +371,7 @@ def _hash(buf: NDArray[np.uint8], a: int, b: int, h: np.uint64) -> np.uint64:
         return (h ^ np.uint64(0xFF)) * prime
     j = a
     while j + 8 <= b:
-        w = np.uint64(0)
-        for t in range(8):
-            w |= np.uint64(_at(buf, j + t)) << np.uint64(8 * t)
-        h = (h ^ w) * prime
+        h = (h ^ _word(buf, j, 8)) * prime
         j += 8
     w = np.uint64(0xFE)  # ends a value
     for t in range(b - j):
@@ -556,16 +558,12 @@ def _siphash(buf: NDArray[np.uint8], a: int, e: int, k0: np.uint64, k1: np.uint6
     full = a + (length // 8) * 8
     i = a
     while i < full:
-        m = np.uint64(0)
-        for j in range(8):
-            m |= np.uint64(_at(buf, i + j)) << np.uint64(8 * j)
+        m = _word(buf, i, 8)
         v3 ^= m
         v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
         v0 ^= m
         i += 8
-    last = np.uint64(length & 0xFF) << np.uint64(56)
-    for j in range(e - full):
-        last |= np.uint64(_at(buf, full + j)) << np.uint64(8 * j)
+    last = (np.uint64(length & 0xFF) << np.uint64(56)) | _word(buf, full, e - full)
     v3 ^= last
     v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
     v0 ^= last
