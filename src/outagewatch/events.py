@@ -153,11 +153,17 @@ class Texts(Sequence[str]):
     def __iter__(self) -> Iterator[str]:
         return iter(self.strings())
 
+    @classmethod
+    def chain(cls, parts: Sequence[Texts]) -> Texts:
+        """The texts of `parts`, one after the other, joined in one copy."""
+        some = [p for p in parts if p.n]
+        if len(some) == 1:
+            return some[0]
+        return cls(b"\n".join(p.data for p in some), sum(p.n for p in some))
+
     def __add__(self, other: Sequence[str | None]) -> Sequence[str | None]:
         if isinstance(other, Texts):
-            if not self.n or not other.n:
-                return other if not self.n else self
-            return Texts(self.data + b"\n" + other.data, self.n + other.n)
+            return Texts.chain((self, other))
         return [*self.strings(), *other]
 
     def __radd__(self, other: Sequence[str | None]) -> list[str | None]:
@@ -266,13 +272,9 @@ class Decoded:
 
         keys, ts, person, ip, count, line, kid = zip(*runs, strict=True)
         known = all(k is not None for k in kid)  # else no run's: the pipeline hashes keys
-        persons: Sequence[str | None]
-        if all(isinstance(p, Texts) for p in person):  # stay joined (`Texts`)
-            persons = person[0]
-            for p in person[1:]:
-                persons = persons + p
-        else:
-            persons = flat(person)
+        texts = [p for p in person if isinstance(p, Texts)]
+        # The reporters stay joined (`Texts`) where every run's are.
+        persons = Texts.chain(texts) if len(texts) == len(person) else flat(person)
         self.reports = ReportColumns(
             list(flat(keys)), np.concatenate(ts), persons, list(flat(ip)),
             np.concatenate(count), np.concatenate(line),

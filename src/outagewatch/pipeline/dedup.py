@@ -229,13 +229,13 @@ class Dedup:
         sketches' bucket): one compiled pass over the texts joined, or one text at a time
         where some holds a newline."""
         k0, k1 = np.uint64(self.seed[0]), np.uint64(self.seed[1])
+        texts: Sequence[str]
+        buf: NDArray[np.uint8] | None
         if isinstance(persons, Texts) and len(persons):  # joined already: their bytes
-            hp, pb = person_keys(
-                np.frombuffer(persons.data, np.uint8), len(persons), k0, k1, buckets
-            )
-            return hp, pb
-        texts: Sequence[str] = persons if None not in persons else [p or "" for p in persons]  # type: ignore[assignment]
-        buf = joined(texts)
+            texts, buf = persons, np.frombuffer(persons.data, np.uint8)
+        else:
+            texts = persons if None not in persons else [p or "" for p in persons]  # type: ignore[assignment]
+            buf = joined(texts)
         if buf is not None:
             hp, pb = person_keys(buf, len(texts), k0, k1, buckets)
             return hp, pb
