@@ -12,12 +12,14 @@ from numpy.typing import NDArray
 
 from outagewatch.catalog import Catalog
 from outagewatch.detect.cusum import (
+    BIAS_DECAY,
     RECENT_COLUMNS,
     SURGE_SIZES,
     cusum_skip,
     cusum_step,
     first_sizes,
     guard_ratio,
+    log_into,
     threshold,
     zero_increment,
 )
@@ -95,43 +97,90 @@ def test_a_quiet_run_in_closed_form_equals_stepping_minute_by_minute() -> None:
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
 
 
-def test_steps_that_fall_to_zero_by_the_bound_equal_the_exact_step() -> None:
-    """`cusum_step` skips the logarithms of a step its bound says ends at 0 (`_falls_to_zero`):
-    every S_k and run sum equals the exact step's, bit for bit, on states where the bound
-    decides many steps and misses others near 0."""
-    from outagewatch.detect.cusum import _falls_to_zero
+def ln(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """`log_into` of `values` (the test's own logarithm)."""
+    a = np.ascontiguousarray(values, np.float64)
+    out = np.empty_like(a)
+    log_into(a, out, np.empty(len(a), np.int64))
+    return out
 
+
+def test_the_logarithm_is_within_one_unit_in_the_last_place() -> None:
+    """`log_into` against the exact logarithm (long double), over the arguments the test
+    takes (mu + r and k mu + r: ~1e-3 to ~1e11) and beyond, around 1 (where ln is ~0 and a
+    relative error shows most) and at powers of two; libm's log is within 1 ulp too."""
+    rng = np.random.default_rng(7)
+    a = np.concatenate(
+        [
+            np.exp(rng.uniform(-700.0, 700.0, 200_000)),
+            np.exp(rng.uniform(-8.0, 26.0, 200_000)),
+            1.0 + rng.uniform(-1e-3, 1e-3, 50_000),
+            np.nextafter(1.0, [0.0, 2.0]),
+            np.ldexp(1.0, np.arange(-1000, 1000)),
+            [np.sqrt(0.5), np.sqrt(2.0), 1e-3, 1e9 + 1e-3, np.finfo(np.float64).max],
+        ]
+    )
+    got = ln(a)
+    exact = np.log(a.astype(np.longdouble))
+    ulps = np.abs((got.astype(np.longdouble) - exact) / np.spacing(np.abs(got))).astype(float)
+    assert np.nanmax(ulps[got != 0.0]) < 1.0
+    assert ln(np.array([1.0]))[0] == 0.0
+    np.testing.assert_allclose(got, np.log(a), rtol=3e-16, atol=0.0)
+
+
+def test_a_step_is_the_exact_formula_for_every_series_and_size() -> None:
+    """`cusum_step` computes every series and size at once, without branches; each S_k and
+    run sum equals the formula worked one by one (with the same logarithm), bit for bit: a
+    run that ends (at or below 0, or no report while at 0), one that goes on, sizes below a
+    series' first left as they are, series not warm held at 0 (their EWMAs left alone), and
+    the EWMAs, restarted where no S_k was above 0."""
     rng = np.random.default_rng(11)
     n = 400
     state = fresh(n)
-    state[0][:] = rng.choice([0.0, 1e-6, 0.05, 0.5, 3.0, 12.0], (n, len(KS)))
+    state[0][:] = rng.choice([0.0, 0.0, 1e-6, 0.05, 0.5, 3.0, 12.0], (n, len(KS)))
     state[1][:] = np.where(state[0] > 0, 3.0, 0.0)
     state[2][:] = np.where(state[0] > 0, 1.5, 0.0)
-    x = rng.choice([0.0, 0.0, 1.0, 2.0, 7.0], n)
-    mu = rng.uniform(0.001, 5.0, n)
-    disp = rng.uniform(0.005, 0.5, n).astype(np.float32).astype(np.float64)
-    want = [a.copy() for a in state[:3]]
-    by_bound = 0
+    state[3][:] = rng.uniform(0.0, 4.0, (n, RECENT_COLUMNS))
+    x = rng.choice([0.0, 0.0, 1.0, 2.0, 7.0], n).astype(np.float32)
+    mu = rng.uniform(0.0, 5.0, n)
+    disp = rng.uniform(0.0, 0.5, n).astype(np.float32)
+    eligible = rng.random(n) < 0.9
+    first = rng.choice([0, 1, 2], n).astype(np.int8)
+    want = [a.copy() for a in state]
+    cases = {"ends": 0, "goes on": 0, "left": 0}
     for i in range(n):
+        if not eligible[i]:
+            for a in want[:3]:
+                a[i] = 0.0
+            continue
         m = max(mu[i], 1e-3)
-        r = 1.0 / max(float(np.float32(disp[i])), 1e-9)
+        r = 1.0 / max(float(disp[i]), 1e-9)
+        xi = float(x[i])
+        if not want[0][i].any():
+            want[3][i, 2:] = want[3][i, :2]
+        want[3][i, 0] = BIAS_DECAY * want[3][i, 0] + (1.0 - BIAS_DECAY) * xi
+        want[3][i, 1] = BIAS_DECAY * want[3][i, 1] + (1.0 - BIAS_DECAY) * m
+        log_base = ln(np.array([m + r]))[0]
         for j, k in enumerate(KS):
-            s0 = want[0][i, j]
-            if x[i] == 0.0 and s0 == 0.0:
-                want[1][i, j] = want[2][i, j] = 0.0
+            if j < first[i]:
+                cases["left"] += 1
                 continue
-            by_bound += _falls_to_zero(s0, x[i], math.log(k), k * m, m, r)
-            d = math.log(m + r) - math.log(k * m + r)
-            s = s0 + (x[i] * (math.log(k) + d) + r * d)
-            if s <= 0.0:
+            s0 = want[0][i, j]
+            d = log_base - ln(np.array([k * m + r]))[0]
+            s = s0 + (xi * (math.log(k) + d) + r * d)
+            if s <= 0.0 or (xi == 0.0 and s0 == 0.0):
+                cases["ends"] += 1
                 want[0][i, j] = want[1][i, j] = want[2][i, j] = 0.0
             else:
+                cases["goes on"] += 1
                 want[0][i, j] = s
-                want[1][i, j] += x[i]
+                want[1][i, j] += xi
                 want[2][i, j] += m
-    step(state, x, mu, disp)  # h = 1e9: no alarm
-    assert 200 < by_bound < n * len(KS) // 2  # the bound decides many steps, not all
-    for got, exact in zip(state[:3], want, strict=True):
+    fired = np.zeros(n, np.bool_)
+    test = (*state, KS, first, 1e9, GUARD)  # h = 1e9: no alarm
+    assert not cusum_step(test, (x, mu, disp, eligible), (2.0, 6.0, 0.0), (fired, np.zeros(n)))
+    assert min(cases.values()) > 100
+    for got, exact in zip(state, want, strict=True):
         np.testing.assert_array_equal(got, exact)
 
 

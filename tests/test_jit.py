@@ -103,7 +103,7 @@ print(json.dumps({
     "before": before, "numba_before": numba_before, "wide": wide,
     "numba_after": "numba" in sys.modules,
     "dispatchers": [
-        type(m).__name__ for m in (linescan.siphash, cusum.cusum_step, quiet.cusum_step)
+        type(m).__name__ for m in (linescan.siphash, cusum.step_columns, quiet.step_columns)
     ],
 }))
 """

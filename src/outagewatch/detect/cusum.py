@@ -53,7 +53,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from outagewatch.detect.kernels import F64, Guards, Mask, Minute
+from outagewatch.detect.kernels import F64, I64, Guards, Mask, Minute
 from outagewatch.jit import njit
 
 SURGE_SIZES: tuple[float, ...] = (2.0, 3.0, 5.0, 10.0, 30.0, 100.0)
@@ -135,23 +135,47 @@ def _bias(obs: float, exp: float) -> float:
     return max(1.0, (obs - se) / exp)
 
 
-# The bound of `_falls_to_zero` must clear the rounding of the exact step by far: it errs
-# by a few units in the last place of its terms (~1e-15 relative), this by 1e-9.
-BOUND_SLACK = 1e-9
+# The natural logarithm by fdlibm's method (e_log.c): x = 2^k (1 + f) with 1 + f in
+# [sqrt(2)/2, sqrt(2)); ln(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f / (2 + f), R a
+# minimax polynomial (its coefficients LG); k ln 2 added in two parts (exact high + low).
+LN2_HI = 6.93147180369123816490e-01
+LN2_LO = 1.90821492927058770002e-10
+LG = (
+    6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01,
+    2.222219843214978396e-01, 1.818357216161805012e-01, 1.531383769920937332e-01,
+    1.479819860511658591e-01,
+)  # fmt: skip
+_SQRT_HALF = 0x3FE6A09E << 32  # the bits of ~sqrt(2)/2 (its high word): the reduction's edge
+_REDUCE = (0x3FF00000 << 32) - _SQRT_HALF  # a mantissa at or past it carries into k
+_MANTISSA = (1 << 52) - 1
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _falls_to_zero(s0: float, x: float, log_k: float, k_mu: float, mu: float, r: float) -> bool:
-    """Whether S_k + l_k(x) <= 0 surely, from a bound that needs no logarithm: l_k(x) =
-    x ln k + (x + r) ln(1 - y) with y = (k - 1) mu / (k mu + r), and ln(1 - y) <= -y. When
-    it says so, the exact step gives S_k = 0 too (the bound's slack is far above the
-    rounding of either), so the test's results are the same, bit for bit, with or without
-    it. Sizes well past a small series' reports (k = 100 for one report where ~0.1 were
-    expected) and the last minute of a run falling back to 0 take this path. Multiplied
-    through by k mu + r (> 0): no division either."""
-    gain = (s0 + x * log_k) * (k_mu + r)
-    loss = (x + r) * (k_mu - mu)  # (x + r) y, times k mu + r
-    return gain - loss < -BOUND_SLACK * (abs(gain) + loss + k_mu + r)
+@njit(cache=True, nogil=True, error_model="numpy")
+def log_into(a: F64, out: F64, bits: I64) -> None:
+    """out[i] = ln a[i] for every positive, normal, finite a[i] (the CUSUMs' arguments, mu +
+    r and k mu + r with mu >= 1e-3 and r = 1 / disp, always are), within one unit in the last
+    place (fdlibm's method, above), in loops without calls or branches, which the compiler
+    runs 4 or 8 values at a time: libm's `log` is a call per value (a third of the test's
+    time, when it was one per series and surge size a minute). `bits` is scratch of a's
+    length; `out` may be `a`. The same inputs give the same bits wherever it runs (scalar
+    or vector code: the same IEEE operations in the same order, none fused)."""
+    n = a.shape[0]
+    ia = a.view(np.int64)
+    for i in range(n):
+        hx = ia[i] + _REDUCE
+        bits[i] = (hx & _MANTISSA) + _SQRT_HALF  # 1 + f, in [sqrt(2)/2, sqrt(2))
+        out[i] = np.float64((hx >> 52) - 0x3FF)  # k
+    one_f = bits.view(np.float64)
+    for i in range(n):
+        f = one_f[i] - 1.0
+        hfsq = 0.5 * f * f
+        s = f / (2.0 + f)
+        z = s * s
+        w = z * z
+        t1 = w * (LG[1] + w * (LG[3] + w * LG[5]))
+        t2 = z * (LG[0] + w * (LG[2] + w * (LG[4] + w * LG[6])))
+        k = out[i]
+        out[i] = s * (hfsq + (t2 + t1)) + k * LN2_LO - hfsq + f + k * LN2_HI
 
 
 Sequential = tuple[F64, F64, F64, F64, F64, NDArray[np.int8], float, float]
@@ -164,82 +188,159 @@ Alarms = tuple[Mask, F64]
 """(fired, ratio): which series fired, and the run's observed/expected ratio where so."""
 
 
-@njit(cache=True, nogil=True, inline="always")
-def cusum_step(test: Sequential, minute: Minute, guards: Guards, alarms: Alarms) -> bool:
-    """One minute of every series' CUSUMs (in place). Marks `fired` (and the run's
-    observed/expected `ratio`) where an alarm passes the guards (the test's own ratio guard,
-    `guard_ratio`, and the excess of `guards`), and restarts those series. The test's
-    `recent` (series, RECENT_COLUMNS), the forecast-bias EWMAs (module doc), are stepped
-    here. Series not `eligible` (not warm) are held at 0 and their EWMAs left alone.
-    Returns whether any fired."""
-    stat, run_x, run_mu, recent, ks, first, h, guard = test
+Columns = tuple[F64, F64, F64, F64]
+"""The state of `Sequential` for series [0, n) by columns, as `step_columns` steps it: S_k,
+the run's reports and expectation ((sizes, series) each) and the bias EWMAs
+((RECENT_COLUMNS, series)). `to_columns` and `from_columns` copy it from and to the rows."""
+Scratch = tuple[F64, F64, F64, F64, F64, I64, Mask]
+"""`step_columns`' working arrays, (series,) each: mu (at least 1e-3), r = 1 / disp,
+ln(mu + r), the argument and value of the other logarithm, their bits, and which series
+are in a run (some S_k > 0). Made by `scratch`."""
+
+
+@njit(cache=True, nogil=True)
+def to_columns(test: Sequential, n: int) -> Columns:
+    """The state of series [0, n) of `test`, by columns (a copy)."""
+    stat, run_x, run_mu, recent = test[0], test[1], test[2], test[3]
+    nk = stat.shape[1]
+    cols = (
+        np.empty((nk, n)), np.empty((nk, n)), np.empty((nk, n)),
+        np.empty((recent.shape[1], n)),
+    )  # fmt: skip
+    for i in range(n):
+        for j in range(nk):
+            cols[0][j, i] = stat[i, j]
+            cols[1][j, i] = run_x[i, j]
+            cols[2][j, i] = run_mu[i, j]
+        for j in range(recent.shape[1]):
+            cols[3][j, i] = recent[i, j]
+    return cols
+
+
+@njit(cache=True, nogil=True)
+def from_columns(cols: Columns, test: Sequential, n: int) -> None:
+    """Write `cols` (`to_columns`) back into the rows of series [0, n) of `test`."""
+    stat, run_x, run_mu, recent = test[0], test[1], test[2], test[3]
+    for i in range(n):
+        for j in range(stat.shape[1]):
+            stat[i, j] = cols[0][j, i]
+            run_x[i, j] = cols[1][j, i]
+            run_mu[i, j] = cols[2][j, i]
+        for j in range(recent.shape[1]):
+            recent[i, j] = cols[3][j, i]
+
+
+@njit(cache=True, nogil=True)
+def scratch(n: int) -> Scratch:
+    """`step_columns`' working arrays for n series."""
+    return (
+        np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n, np.int64),
+        np.empty(n, np.bool_),
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def step_columns(cols: Columns, minute: Minute, test: Sequential, work: Scratch) -> bool:
+    """One minute of every series' CUSUMs (module doc), on the state by columns (in place),
+    without the guards: returns whether some S_k passed h, and `alarms_of` then looks at
+    those series. The bias EWMAs are stepped here. Series not `eligible` (not warm) are held
+    at 0 and their EWMAs left alone; sizes below a series' first are left as they are.
+
+    Each S_k steps as S_k <- S_k + x (ln k + d) + r d, d = ln(mu + r) - ln(k mu + r), and
+    ends its run (S_k, run sums <- 0) when that is <= 0, or when x = 0 and S_k = 0 (it
+    stays 0: l_k(0) < 0). Every series and size is computed, in loops without branches,
+    which the compiler runs 4 or 8 series at a time (with `log_into`): cheaper than
+    skipping the quiet ones one by one."""
+    stat, run_x, run_mu, recent = cols
     x, mu, disp, eligible = minute
+    ks, first, h = test[4], test[5], test[6]
+    m, r, log_base, arg, log_arg, bits, running = work
+    n = m.shape[0]
+    for i in range(n):
+        running[i] = False
+    for j in range(ks.shape[0]):
+        sj = stat[j]
+        for i in range(n):
+            running[i] |= sj[i] != 0.0
+    for i in range(n):
+        m[i] = max(mu[i], 1e-3)
+        r[i] = 1.0 / max(np.float64(disp[i]), 1e-9)
+        arg[i] = m[i] + r[i]
+    # Rows as arrays of their own, and few arrays a loop: the compiler then can tell the
+    # rows written from those read (one array's rows might overlap, for all it knows) in
+    # few checks, and vectorizes the loop.
+    obs, exp, obs_before, exp_before = recent[0], recent[1], recent[2], recent[3]
+    for i in range(n):
+        # Not in a run: the EWMAs as they were before this minute are the run's (module doc).
+        restart = eligible[i] and not running[i]
+        o, e = obs[i], exp[i]
+        obs_before[i] = o if restart else obs_before[i]
+        exp_before[i] = e if restart else exp_before[i]
+        obs[i] = BIAS_DECAY * o + (1.0 - BIAS_DECAY) * np.float64(x[i]) if eligible[i] else o
+        exp[i] = BIAS_DECAY * e + (1.0 - BIAS_DECAY) * m[i] if eligible[i] else e
+    log_into(arg, log_base, bits)
+    passed = False
+    for j in range(ks.shape[0]):
+        k = ks[j]
+        log_k = math.log(k)
+        for i in range(n):
+            arg[i] = k * m[i] + r[i]
+        log_into(arg, log_arg, bits)
+        sj, xj, mj = stat[j], run_x[j], run_mu[j]
+        for i in range(n):
+            xi = np.float64(x[i])
+            s0 = sj[i]
+            d = log_base[i] - log_arg[i]  # ln[(mu + r) / (k mu + r)]
+            s = s0 + (xi * (log_k + d) + r[i] * d)
+            held = eligible[i] and j < first[i]
+            keep = eligible[i] and j >= first[i] and s > 0.0 and (xi != 0.0 or s0 != 0.0)
+            sj[i] = s0 if held else (s if keep else 0.0)
+            xj[i] = xj[i] if held else (xj[i] + xi if keep else 0.0)
+            mj[i] = mj[i] if held else (mj[i] + m[i] if keep else 0.0)
+            passed |= keep and s > h
+    return passed
+
+
+@njit(cache=True, nogil=True)
+def alarms_of(cols: Columns, test: Sequential, guards: Guards, alarms: Alarms) -> bool:
+    """After `step_columns`: marks `fired` (and the run's observed/expected `ratio`) where
+    some S_k past h passes the guards (the test's own ratio guard, `guard_ratio`, and the
+    excess of `guards`), and restarts those series (every S_k and run sum <- 0). Returns
+    whether any fired."""
+    stat, run_x, run_mu, recent = cols
+    first, h, guard = test[5], test[6], test[7]
     min_excess = guards[1]
     fired, ratio = alarms
-    n = mu.shape[0]
     any_fired = False
-    nk = ks.shape[0]
-    log_k = np.empty(nk)  # ln k once per call, not per series-minute (the same values)
-    for j in range(nk):
-        log_k[j] = math.log(ks[j])
-    for i in range(n):
-        if not eligible[i]:
-            for j in range(nk):
-                stat[i, j] = 0.0
-                run_x[i, j] = 0.0
-                run_mu[i, j] = 0.0
-            continue
-        xi = x[i]
-        m = max(mu[i], 1e-3)
-        idle = True
-        for j in range(nk):
-            if stat[i, j] != 0.0:
-                idle = False
-                break
-        if idle:  # not in a run: the EWMAs as they were before this minute
-            recent[i, 2] = recent[i, 0]
-            recent[i, 3] = recent[i, 1]
-        recent[i, 0] = BIAS_DECAY * recent[i, 0] + (1.0 - BIAS_DECAY) * xi
-        recent[i, 1] = BIAS_DECAY * recent[i, 1] + (1.0 - BIAS_DECAY) * m
-        if xi == 0.0 and idle:
-            continue  # S stays 0 (a quiet minute only lowers it): the common case
-        r = 1.0 / max(disp[i], 1e-9)
-        log_base = math.nan  # ln(mu + r), computed when some S_k needs it
+    for i in range(stat.shape[1]):
         bias = -1.0  # computed when some S_k passes h
         alarm = False
         best = 0.0
-        for j in range(first[i], nk):
-            if xi == 0.0 and stat[i, j] == 0.0:
-                # S_k stays 0 (l_k(0) < 0, as below): no logarithm needed.
-                run_x[i, j] = 0.0
-                run_mu[i, j] = 0.0
-                continue
-            if _falls_to_zero(stat[i, j], xi, log_k[j], ks[j] * m, m, r):
-                s = 0.0  # what the step below would give, without its logarithms
-            else:
-                if math.isnan(log_base):
-                    log_base = math.log(m + r)
-                d = log_base - math.log(ks[j] * m + r)  # ln[(mu + r) / (k mu + r)]: l_k
-                s = stat[i, j] + (xi * (log_k[j] + d) + r * d)
-            if s <= 0.0:
-                stat[i, j] = 0.0
-                run_x[i, j] = 0.0
-                run_mu[i, j] = 0.0
-                continue
-            stat[i, j] = s
-            run_x[i, j] += xi
-            run_mu[i, j] += m
+        for j in range(first[i], stat.shape[0]):
+            s = stat[j, i]
             if s > h and bias < 0.0:
-                bias = _bias(recent[i, 2], recent[i, 3])
-            if _alarm(s, run_x[i, j], run_mu[i, j], h, guard, bias, min_excess):
+                bias = _bias(recent[2, i], recent[3, i])
+            if _alarm(s, run_x[j, i], run_mu[j, i], h, guard, bias, min_excess):
                 alarm = True
-                best = max(best, run_x[i, j] / run_mu[i, j])
+                best = max(best, run_x[j, i] / run_mu[j, i])
         if alarm:
             fired[i] = True
             ratio[i] = max(ratio[i], best)
             any_fired = True
-            for j in range(nk):
-                stat[i, j] = 0.0
-                run_x[i, j] = 0.0
-                run_mu[i, j] = 0.0
+            for j in range(stat.shape[0]):
+                stat[j, i] = 0.0
+                run_x[j, i] = 0.0
+                run_mu[j, i] = 0.0
     return any_fired
+
+
+@njit(cache=True, nogil=True)
+def cusum_step(test: Sequential, minute: Minute, guards: Guards, alarms: Alarms) -> bool:
+    """One minute of every series' CUSUMs (in place; `step_columns`). Marks `fired` (and the
+    run's observed/expected `ratio`) where an alarm passes the guards (`alarms_of`), and
+    restarts those series. Returns whether any fired."""
+    n = minute[1].shape[0]
+    cols = to_columns(test, n)
+    fired = step_columns(cols, minute, test, scratch(n)) and alarms_of(cols, test, guards, alarms)
+    from_columns(cols, test, n)
+    return fired

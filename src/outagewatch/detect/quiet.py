@@ -17,7 +17,14 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from outagewatch.detect.cusum import Sequential, cusum_step
+from outagewatch.detect.cusum import (
+    Sequential,
+    alarms_of,
+    from_columns,
+    scratch,
+    step_columns,
+    to_columns,
+)
 from outagewatch.detect.kernels import (
     F32,
     F64,
@@ -160,6 +167,10 @@ def _scan(
     min_ratio, min_excess = guards[0], guards[1]
     gathered = -1  # the half hour whose factors are in f0, f1 (-1: none, or stale)
     blocks = 0
+    # The sequential test's state by columns for the run (`step_columns`), written back at
+    # its end.
+    cols = to_columns(sequential, n)
+    work = scratch(n)
     for m in range(m0, m1):
         newest = m % size
         if m // 30 != gathered:
@@ -182,12 +193,16 @@ def _scan(
             if not may[i] or not eligible[i]:
                 continue
             if _candidate(ring, m, i, windows, width, disp[i], guards):
+                from_columns(cols, sequential, n)
                 return m, learn_until, blocks, False
         if h > 0.0:
             # Stepped at once (one pass of the statistic, not a would-it-fire pass and a
             # step); `quiet_scan` takes back a minute where some series fires.
             minute = (ring_count[newest], mu, disp, eligible)
-            if cusum_step(sequential, minute, guards, (fired, ratio)):
+            if step_columns(cols, minute, sequential, work) and alarms_of(
+                cols, sequential, guards, (fired, ratio)
+            ):
+                from_columns(cols, sequential, n)
                 return m, learn_until, blocks, True
         f = m - lateness
         if f >= final_until:
@@ -209,6 +224,7 @@ def _scan(
                 expected[w, i] -= ring_expected[oldest, i]
         if zero_next:
             ring_count[(m + 1) % size, :] = 0.0
+    from_columns(cols, sequential, n)
     return m1, learn_until, blocks, False
 
 
