@@ -483,3 +483,49 @@ def test_quiet_runs_equal_ticks_in_every_scenario(name: str) -> None:
     (fast, fast_docs, fast_tr), (slow, slow_docs, slow_tr) = out
     assert fast_docs == slow_docs and fast_tr == slow_tr
     assert_same(fast, slow)
+
+
+@pytest.mark.parametrize(("saved", "loaded"), [(512, 128), (128, 512)])
+def test_a_state_saved_with_another_ring_carries_on_as_one_made_with_this_one(
+    saved: int, loaded: int
+) -> None:
+    """A replay holds 512 minutes (`runtime.replay.REPLAY_RING_MINUTES`), the server 128: a
+    state saved with one ring loads into the other (`Series.set_ring`) holding what a
+    pipeline with that ring holds, and goes on to the same incidents, ticks and state. Cut
+    in the middle of an outage, so that an open incident's backdating and windows read the
+    rings it carried over."""
+    lines = month(jitter_s=30.0)
+    cut = START + 16 * 86400 + 14 * 3600 + 600 + 12 * 60  # 12 minutes into shopify's outage
+    k = next(
+        i for i, ln in enumerate(lines) if (parse_ts(msgspec.json.decode(ln)["ts"]) or 0) >= cut
+    )
+    head, tail = lines[:k], lines[k:]
+    decode = EventDecoder(CATALOG).decode
+    ring = {r: PipelineSettings(ring_minutes=r) for r in (saved, loaded)}
+    made = Pipeline(ring[saved], catalog=CATALOG)
+    made.ingest(decode(head).reports)
+    moved = load_state(dump_state(made), ring[loaded], catalog=CATALOG)
+    native = Pipeline(ring[loaded], catalog=CATALOG)
+    native.ingest(decode(head).reports)
+    assert moved.series.ring == loaded and native.open_by_service and moved.open_by_service
+    # The rings hold the same minutes: the newest `min(saved, loaded)` (when the state's
+    # ring is the shorter, the loaded one's older minutes are not there to be moved); the
+    # expectation of those ticked (that of the open minute is written by its tick).
+    held = min(saved, loaded)
+    newest = int((native.watermark or 0.0) // 60)
+    counted = np.arange(newest - held + 1, newest + 1) % loaded
+    ticked = np.arange(newest - held + 1, native.closed_until) % loaded
+    for name, rows in (("ring_count", counted), ("ring_expected", ticked)):
+        np.testing.assert_array_equal(moved.series.view(name)[rows], native.series.view(name)[rows])
+    native.drain_transitions()  # those before the cut: a loaded state has none to drain
+    for p in (moved, native):
+        p.ingest(decode(tail).reports)
+        p.advance_to(START + 30 * 86400)
+    after = native.drain_transitions()
+    assert {t.action for t in after} >= {"opened", "resolved"}
+    assert moved.drain_transitions() == after
+    assert moved.stats == native.stats
+    a, _ = moved.series.dump()
+    b, _ = native.series.dump()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)

@@ -180,6 +180,20 @@ class Series:
             self.view("weekend_seen"),
         )
 
+    def set_ring(self, ring_minutes: int, newest: int) -> None:
+        """Hold `ring_minutes` recent minutes from now on, keeping what the ring holds of
+        the newest ones up to minute `newest` (the most both rings hold): a state saved
+        with another ring (a replay's, `runtime.replay.REPLAY_RING_MINUTES`) carries on
+        as if it had had this one."""
+        old = self.ring
+        kept = np.arange(newest - min(old, ring_minutes) + 1, newest + 1)
+        for name in self.TIME_MAJOR:
+            was = getattr(self, name)
+            now = np.zeros((ring_minutes, was.shape[1]), was.dtype)
+            now[kept % ring_minutes] = was[kept % old]
+            setattr(self, name, now)
+        self.ring = ring_minutes
+
     # ------------------------------------------------------------------ persistence
     def dump(self) -> tuple[dict[str, NDArray[Any]], list[list[str]]]:
         arrays = {name: self.view(name).copy() for name in self.ARRAYS}

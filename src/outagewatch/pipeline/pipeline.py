@@ -1259,8 +1259,6 @@ def load_state(
     meta = msgspec.msgpack.decode(data[8 : 8 + n])
     if meta.get("version") not in (4, _STATE_VERSION):
         raise StoreError(f"pipeline state version {meta.get('version')!r} is not supported")
-    if meta["ring"] != p.settings.ring_minutes:
-        raise StoreError("the stored state was made with another ring_minutes setting")
     with np.load(io.BytesIO(data[8 + n :])) as z:
         arrays = {k: z[k] for k in z.files}
     p.series = Series.load(meta["ring"], arrays, meta["keys"])
@@ -1268,6 +1266,9 @@ def load_state(
     p.closed_until = meta["closed_until"]
     p.final_until = meta["final_until"]
     p.learn_until = meta["learn_until"]
+    if p.series.ring != p.settings.ring_minutes:  # saved by a replay, say (`Series.set_ring`)
+        wm = p.watermark
+        p.series.set_ring(p.settings.ring_minutes, max(p.closed_until, int((wm or 0) // 60)))
     p.stats = Stats(**meta["stats"])
     p.dedup.load(meta["dedup"])
     p.last_ended = dict(meta["last_ended"])

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -123,6 +123,15 @@ def _batches(reader: InputReader, name: str) -> Iterator[Batch]:
         raise InputError(f"{name}: read failed: {exc.strerror or exc}") from None
 
 
+REPLAY_RING_MINUTES = 512
+"""The minutes a replay's pipeline holds (the server's 128, `PipelineSettings.ring_minutes`):
+reports are counted a span of minutes at a time, a span being the ring less the minutes a
+tick may look back (`Pipeline._ingest_spans`), and each span costs the same steps in
+Python, so a longer ring takes a month in a sixth of them (120 spans, not 849). The same
+counts, incidents and state; a state saved with it loads into the server's ring
+(`Series.set_ring`). 512 minutes of ~1,000 series are 4 MiB."""
+
+
 class Replayer:
     """Owns a pipeline restored from the store, and commits its output."""
 
@@ -142,6 +151,8 @@ class Replayer:
         # `replay`: hours compaction would take at once go into day blocks as they are
         # committed (`Commit.fold`); a live worker's commits stay raw.
         self.fold = fold
+        if settings.ring_minutes < REPLAY_RING_MINUTES:
+            settings = replace(settings, ring_minutes=REPLAY_RING_MINUTES)
         state = store.load_state(state_key)
         self.pipeline = (
             Pipeline(settings, catalog=catalog)
