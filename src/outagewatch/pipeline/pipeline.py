@@ -795,14 +795,15 @@ class Pipeline:
             )  # fmt: skip
         _, w_fired, w_ratio, w_sums, w_expected, w_mu, w_disp = self._wide
         mu = self.baseline.expected_of(s, m, idx)
-        count = np.ascontiguousarray(s.ring_count[:, idx])
-        expect = np.ascontiguousarray(s.ring_expected[:, idx])
+        # The windows' minutes of those series alone (newest first), as a ring of their own.
+        count = s.ring_count[rows[:, None], idx]
+        expect = s.ring_expected[rows[:, None], idx]
         eligible = s.view("nobs")[idx] >= cfg.warmup_minutes
         disp32 = np.ascontiguousarray(s.view("disp")[idx])
-        x = count[m % s.ring]
+        x = count[0]
         minute = (x, mu, disp32, eligible)
-        sums, expected, candidate = self._window_scan((count, expect), rows, minute)
-        s.ring_expected[rows[0], idx] = expect[rows[0]]
+        sums, expected, candidate = self._window_scan((count, expect), self._wrange, minute)
+        s.ring_expected[rows[0], idx] = expect[0]
         disp = disp32.astype(np.float64)
         sc = score(sums, expected, x, mu, disp, eligible, cfg, candidate=candidate)
         fired, ratio = sc.fired, sc.ratio
