@@ -198,6 +198,40 @@ def test_subprocess_exit_code_and_one_line_stderr(tmp_path: Path) -> None:
     assert "links" in proc.stderr
 
 
+def test_the_console_script_leaves_after_a_replay_with_everything_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`outagewatch replay` ends its process without tearing the interpreter down
+    (`cli.LEAVE_AT_ONCE`): its summary still reaches a pipe whole, its exit status is the
+    command's and the store holds what it counted, as after `main` in this process."""
+    script = Path(sys.executable).parent / "outagewatch"
+    if not script.exists():
+        pytest.fail(f"no console script beside {sys.executable}: `make install` makes it")
+    events = write_events(tmp_path / "ev.ndjson", [GOOD, GOOD2, b"not json"])
+    # Buffered output, as a pipe has it by default: it must be flushed before the exit.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("OUTAGEWATCH_") and k != "PYTHONUNBUFFERED"
+    }
+    proc = subprocess.run(
+        [str(script), "--db", str(tmp_path / "s.db"), "replay", "--no-progress", str(events)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert main(["--db", str(tmp_path / "t.db"), "replay", "--no-progress", str(events)]) == 0
+    here = capsys.readouterr().out.splitlines()
+    there = proc.stdout.splitlines()
+    assert len(there) == len(here) > 3 and there[1:] == here[1:]  # the first line has times
+    assert there[-1].endswith("at the end")  # the last line, flushed before the exit
+    # Committed: a second replay of the same file counts nothing again.
+    again = subprocess.run(
+        [str(script), "--db", str(tmp_path / "s.db"), "replay", "--no-progress", str(events)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
+    )  # fmt: skip
+    assert again.returncode == 0 and "skipped, counted by an earlier run: 3 lines" in again.stdout
+
+
 # ---------------------------------------------------------------------- replay
 def test_replay_with_bad_lines_exits_0_and_lists_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
