@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WARM := $(VENV)/.warm
 KERNELS := $(wildcard src/outagewatch/detect/*.py) src/outagewatch/linescan.py src/outagewatch/geo.py \
-	src/outagewatch/pipeline/dedup.py src/outagewatch/pipeline/sources.py src/outagewatch/jit.py
+	src/outagewatch/pipeline/dedup.py src/outagewatch/pipeline/sources.py \
+	src/outagewatch/store/grouping.py src/outagewatch/jit.py
 SOURCES := $(shell find src/outagewatch -name '*.py')
 BYTECODE := $(VENV)/.bytecode
 

@@ -214,3 +214,22 @@ def test_grouping_keys_too_wide_for_one_integer_sort_by_each_column() -> None:
     got = {tuple(int(c[i]) for c in cols): int(s) for i, s in zip(first, sums, strict=True)}
     assert got == expected
     assert list(got) == sorted(expected)
+
+
+@pytest.mark.parametrize("in_time_order", [True, False])
+def test_grouping_by_bucket_is_the_sorts(in_time_order: bool) -> None:
+    """`grouping.grouped_by_bucket` (a counting sort by bucket, each bucket's rows by minute
+    where they are not in order already) gives `codec._grouped`'s arrays: the same first
+    row of each (bucket, minute), the same sums, in the same order; with rows in time order
+    (a drain's) and shuffled, empty buckets, and repeats of a (bucket, minute)."""
+    from outagewatch.store.grouping import grouped_by_bucket
+
+    rng = np.random.default_rng(8)
+    m = np.sort(rng.integers(0, 400, 20_000)) if in_time_order else rng.integers(0, 400, 20_000)
+    bucket = rng.integers(0, 900, 20_000) * 2  # odd buckets empty
+    n = rng.integers(1, 50, 20_000)
+    first, sums = grouped_by_bucket(bucket, m, n, 2_000)
+    want_first, want_sums = codec._grouped((bucket, m), n)
+    np.testing.assert_array_equal(first, want_first)
+    np.testing.assert_array_equal(sums, want_sums)
+    assert len(first) < 20_000  # some (bucket, minute) repeat

@@ -44,7 +44,10 @@ HERE = Path(__file__).parent
 STAMP = HERE / "_kernels_aot.sha256"  # what the extension was built from (`fingerprint`)
 MANIFEST = HERE / "_kernels_aot.json"  # each exported function's argument types (`checker`)
 # The kernels' sources: a constant of another module is compiled into the kernels using it.
-SOURCES = ("detect/*.py", "linescan.py", "pipeline/dedup.py", "pipeline/sources.py", "jit.py")
+SOURCES = (
+    "detect/*.py", "linescan.py", "pipeline/dedup.py", "pipeline/sources.py",
+    "store/grouping.py", "jit.py",
+)  # fmt: skip
 
 Spec = dict[str, Any]  # a numba type, described for `checker`
 Extension = tuple[ModuleType, dict[str, list[Spec]]]  # the module, its functions' arguments

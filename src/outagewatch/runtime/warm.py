@@ -35,6 +35,8 @@ from outagewatch.events import EventDecoder
 from outagewatch.pipeline.dedup import MIN_CAPACITY, Dedup
 from outagewatch.pipeline.pipeline import Pipeline, dump_state, load_state
 from outagewatch.sim.simulate import ServiceTraffic, Surge, simulate
+from outagewatch.store.base import CHUNK_DTYPE
+from outagewatch.store.codec import decode, encode
 
 START = 1_740_960_000.0  # 2025-03-03T00:00:00Z
 
@@ -50,7 +52,17 @@ def warm() -> int:
     opened = sum(1 for t in p.drain_transitions() if t.action == "opened")
     load_state(dump_state(p), catalog=Catalog.demo())  # a restart: the state's kernels
     dedup_tables()
+    history_blocks()
     return opened
+
+
+def history_blocks() -> None:
+    """The kernel that groups a history block's rows (`store.grouping`), as a replay's
+    commits call it."""
+    rows = np.zeros(3, CHUNK_DTYPE)
+    rows["m"], rows["n"] = [2, 1, 2], [1, 2, 3]
+    rows["c"], rows["p"] = [b"US", b"GB", b"US"], [b"app", b"app", b"app"]
+    decode(encode(rows))
 
 
 def dedup_tables() -> None:

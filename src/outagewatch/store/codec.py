@@ -265,7 +265,13 @@ def _encode_keyed(
     "country\tproblem" text of each of those rows."""
     m, n, ci, pi, block = keyed
     key = ci * (int(pi.max()) + 1) + pi
-    first, n = _grouped((block, key, m), n)
+    buckets = (int(block.max()) + 1) * (int(key.max()) + 1)
+    if buckets <= 4 * len(m) + (1 << 16):  # a table of buckets of about the rows' size
+        from outagewatch.store.grouping import grouped_by_bucket
+
+        first, n = grouped_by_bucket(block * (int(key.max()) + 1) + key, m, n, buckets)
+    else:
+        first, n = _grouped((block, key, m), n)
     block, key, m = block[first], key[first], m[first]
     # Each block's rows by key, then bucket: a key's rows are one run, its first bucket
     # absolute, the others deltas.
