@@ -648,6 +648,15 @@ SCANNER_LINES = st.one_of(
         st.sampled_from(["reporter", "service", "country", "problem", "ip", "city"]),
         st.lists(UTF8_EDGES | st.binary(max_size=4), max_size=3).map(b"".join),
     ),
+    # Longer values with one byte the scanner must stop at (or not), anywhere in them.
+    st.builds(
+        lambda field, k, c, n: _with_bytes(field, b"x" * k + c + b"y" * n),
+        st.sampled_from(["reporter", "service", "city"]),
+        st.integers(0, 17),
+        st.sampled_from([b"", b'"', b"\\", b"\\n", b"\x01", b"\x1f", b"\x7f", b"\x80", b"\xc3\xa9",
+                         b"\xff", b" ", b"~"]),
+        st.integers(0, 17),
+    ),
     FIELD_VALUES.map(msgspec.json.encode),
     st.builds(
         lambda base, extra: msgspec.json.encode({**msgspec.json.decode(base), **extra}),
