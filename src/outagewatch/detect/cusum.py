@@ -150,7 +150,7 @@ _REDUCE = (0x3FF00000 << 32) - _SQRT_HALF  # a mantissa at or past it carries in
 _MANTISSA = (1 << 52) - 1
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def log_into(a: F64, out: F64, bits: I64) -> None:
     """out[i] = ln a[i] for every positive, normal, finite a[i] (the CUSUMs' arguments, mu +
     r and k mu + r with mu >= 1e-3 and r = 1 / disp, always are), within one unit in the last
@@ -239,7 +239,7 @@ def scratch(n: int) -> Scratch:
     )  # fmt: skip
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def step_columns(cols: Columns, minute: Minute, test: Sequential, work: Scratch) -> bool:
     """One minute of every series' CUSUMs (module doc), on the state by columns (in place),
     without the guards: returns whether some S_k passed h, and `alarms_of` then looks at
@@ -334,7 +334,7 @@ def alarms_of(cols: Columns, test: Sequential, guards: Guards, alarms: Alarms) -
     return any_fired
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")  # as step_columns, inlined here
 def cusum_step(test: Sequential, minute: Minute, guards: Guards, alarms: Alarms) -> bool:
     """One minute of every series' CUSUMs (in place; `step_columns`). Marks `fired` (and the
     run's observed/expected `ratio`) where an alarm passes the guards (`alarms_of`), and

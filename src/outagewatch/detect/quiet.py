@@ -100,7 +100,7 @@ def quiet_scan(
     return k, learn_until, blocks
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")  # as step_columns, inlined here
 def _scan(
     run: Run, ring: Ring, model: Model, calendar: Calendar, tests: Tests, learning: Learning
 ) -> tuple[int, int, int, bool]:
