@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from outagewatch.detect.baseline import Baseline
-from outagewatch.detect.kernels import learn_block, window_scan
+from outagewatch.detect.kernels import learn_block, tail_sides, window_scan
 from outagewatch.detect.scorer import candidates, nb_tail_below, nb_upper_tail, score
 from outagewatch.detect.series import SLOTS_PER_DAY, Series, SeriesKey
 from outagewatch.settings import PipelineSettings
@@ -297,3 +297,11 @@ def test_the_tail_test_by_bounds_decides_as_the_exact_tail(alpha: float) -> None
     want = nb_upper_tail(counts, mean, disp) < alpha
     assert got.dtype == np.bool_ and np.array_equal(got, want)
     assert 0 < int(want.sum()) < len(want)
+    # The bounds (`kernels.tail_sides`) decide nearly all of them, and never wrongly.
+    at = np.flatnonzero(counts > 0)
+    r = 1.0 / np.maximum(disp[at], 1e-9)
+    sides = np.empty(len(at), np.int8)
+    tail_sides(counts[at], r, mean[at] / (r + mean[at]), math.log(alpha), sides)
+    decided = sides >= 0
+    assert decided.mean() > 0.9
+    assert np.array_equal(sides[decided] == 1, want[at][decided])

@@ -103,6 +103,50 @@ def is_candidate(sw: float, e: float, ok: bool, r: float, guards: Guards) -> boo
     return c
 
 
+# Bounds of the tail decide only with this relative margin; nearer alpha, the exact tail does.
+BOUND_MARGIN = 1e-9
+BOUND_TERMS = 400  # at most this many terms summed before the exact tail is asked
+
+
+@njit(cache=True, nogil=True)
+def tail_sides(s: F64, r: F64, q: F64, log_alpha: float, out: NDArray[np.int8]) -> None:
+    """Whether each NB tail P(X >= s[i]) (s > 0; r = 1 / disp, q = mean / (r + mean)) is
+    below exp(log_alpha), from bounds: out[i] 1 below, 0 not below, -1 when they cannot
+    tell (`scorer.nb_tail_below` then asks the exact tail).
+
+    With t_k = P(s + k) / P(s) (t_0 = 1, t_(k+1) = t_k q (s + k + r) / (s + k + 1)), the
+    tail is P(s) (t_0 + ... + t_(K-1) + the rest), the rest being at least 0 and at most
+    t_K / (1 - rho_K): rho_K bounds the ratio of successive probabilities beyond s + K, q (s
+    + K + r) / (s + K + 1) when r >= 1 (the ratio falls with x), q when r < 1 (it rises
+    towards q). Terms are added until the bounds are clear of alpha by a relative
+    `BOUND_MARGIN` (far wider than the rounding of either computation) on one side."""
+    for i in range(s.shape[0]):
+        si, ri, qi = s[i], r[i], q[i]
+        if qi <= 0.0:
+            out[i] = 1  # all the mass is at 0
+            continue
+        log_pmf = (
+            math.lgamma(si + ri) - math.lgamma(ri) - math.lgamma(si + 1.0)
+            + ri * math.log1p(-qi) + si * math.log(qi)
+        )  # fmt: skip
+        out[i] = -1
+        summed = 0.0
+        t = 1.0
+        for k in range(BOUND_TERMS):
+            summed += t
+            if log_pmf + math.log(summed) >= log_alpha + BOUND_MARGIN:
+                out[i] = 0  # the tail is at least the terms so far
+                break
+            t *= qi * (si + k + ri) / (si + k + 1.0)
+            rho = qi * max(1.0, (si + k + 1.0 + ri) / (si + k + 2.0))
+            rest = t / (1.0 - rho) if rho < 1.0 else 0.0
+            if rho < 1.0 and log_pmf + math.log(summed + rest) < log_alpha - BOUND_MARGIN:
+                out[i] = 1  # the tail is at most the terms so far and a geometric rest
+                break
+            if t == 0.0:
+                break
+
+
 Block = tuple[F64, F64, Mask]
 """A learning block, (factor, x, ok): each series' expectation factor (profile x weekday
 level) and final count of each minute (both (series, minutes)), and whether it learns."""

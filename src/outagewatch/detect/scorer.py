@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from outagewatch.detect.kernels import tail_sides
 from outagewatch.settings import PipelineSettings
 
 
@@ -65,69 +66,32 @@ def nb_upper_tail(
     return out
 
 
-# Bounds decide only with this relative margin; nearer alpha, the exact tail decides.
-_BOUND_MARGIN = 1e-9
-_BOUND_TERMS = 400  # at most this many terms summed before the exact tail is asked
-
-
 def nb_tail_below(
     s: NDArray[np.float64], mean: NDArray[np.float64], disp: NDArray[np.float64], alpha: float
 ) -> NDArray[np.bool_]:
     """Whether P(X >= s) < alpha for X ~ NB (mean, variance mean + disp * mean^2): what
     `nb_upper_tail(s, mean, disp) < alpha` says, decided where it can be by bounds of the
-    tail (`_tail_side`), the exact tail (scipy's incomplete beta) computed only where they
-    cannot decide. A window with a surge is far below alpha and an ordinary one far above,
-    so the exact tail, and scipy's import (~0.3 s of a fresh process), are rarely needed."""
+    tail (`kernels.tail_sides`, compiled), the exact tail (scipy's incomplete beta)
+    computed only where they cannot decide. A window with a surge is far below alpha and an
+    ordinary one far above, so the exact tail, and scipy's import (~0.3 s of a fresh
+    process), are rarely needed."""
     s = np.asarray(s, np.float64)
     if not 0.0 < alpha < 1.0:
         exact_only: NDArray[np.bool_] = nb_upper_tail(s, mean, disp) < alpha
         return exact_only
     out = np.zeros(s.shape, np.bool_)
-    r = 1.0 / np.maximum(disp, 1e-9)
-    q = mean / (r + mean)
-    exact: list[int] = []
-    log_alpha = math.log(alpha)
-    for i in np.flatnonzero(s > 0).tolist():
-        side = _tail_side(float(s[i]), float(r[i]), float(q[i]), log_alpha)
-        if side is None:
-            exact.append(i)
-        else:
-            out[i] = side
-    if exact:
-        at = np.asarray(exact, np.int64)
-        out[at] = nb_upper_tail(s[at], np.asarray(mean)[at], np.asarray(disp)[at]) < alpha
+    at = np.flatnonzero(s > 0)
+    mean = np.asarray(mean, np.float64)
+    disp = np.asarray(disp, np.float64)
+    r = 1.0 / np.maximum(disp[at], 1e-9)
+    q = mean[at] / (r + mean[at])
+    sides = np.empty(len(at), np.int8)
+    tail_sides(np.ascontiguousarray(s[at]), r, q, math.log(alpha), sides)
+    out[at[sides == 1]] = True
+    exact = at[sides < 0]
+    if len(exact):
+        out[exact] = nb_upper_tail(s[exact], mean[exact], disp[exact]) < alpha
     return out
-
-
-def _tail_side(s: float, r: float, q: float, log_alpha: float) -> bool | None:
-    """Whether the NB tail P(X >= s) (s > 0; r = 1 / disp, q = mean / (r + mean)) is below
-    exp(log_alpha), from bounds; None when they cannot tell.
-
-    With t_k = P(s + k) / P(s) (t_0 = 1, t_(k+1) = t_k q (s + k + r) / (s + k + 1)), the
-    tail is P(s) (t_0 + ... + t_(K-1) + the rest), the rest being at least 0 and at most
-    t_K / (1 - rho_K): rho_K bounds the ratio of successive probabilities beyond s + K, q (s
-    + K + r) / (s + K + 1) when r >= 1 (the ratio falls with x), q when r < 1 (it rises
-    towards q). Terms are added until the bounds are clear of alpha by a relative
-    `_BOUND_MARGIN` (far wider than the rounding of either computation) on one side."""
-    if q <= 0.0:
-        return True  # all the mass is at 0
-    log_pmf = (
-        math.lgamma(s + r) - math.lgamma(r) - math.lgamma(s + 1.0)
-        + r * math.log1p(-q) + s * math.log(q)
-    )  # fmt: skip
-    summed = 0.0
-    t = 1.0
-    for k in range(_BOUND_TERMS):
-        summed += t
-        if log_pmf + math.log(summed) >= log_alpha + _BOUND_MARGIN:
-            return False  # the tail is at least the terms so far
-        t *= q * (s + k + r) / (s + k + 1.0)
-        rho = q * max(1.0, (s + k + 1.0 + r) / (s + k + 2.0))
-        if rho < 1.0 and log_pmf + math.log(summed + t / (1.0 - rho)) < log_alpha - _BOUND_MARGIN:
-            return True  # the tail is at most the terms so far and a geometric rest
-        if t == 0.0:
-            return None
-    return None
 
 
 def sd_of(mean: NDArray[np.float64], disp: NDArray[np.float64]) -> NDArray[np.float64]:
