@@ -185,3 +185,20 @@ def test_bulk_replay_with_bad_lines_matches_line_by_line(
     for doc in bulk:
         assert doc["total_reports"] == docs[doc["id"]]["total_reports"]
         assert doc["started_at"] == docs[doc["id"]]["started_at"]
+
+
+def test_a_replay_holds_a_longer_ring_unless_the_catalog_is_large() -> None:
+    """`replay_settings`: 512 minutes for a catalog of up to 2,000 services (spans of 444
+    minutes, a month in few steps), the server's 128 beyond (the rings' memory), and a
+    ring set longer still is kept."""
+    from dataclasses import replace
+
+    from outagewatch.runtime.replay import REPLAY_RING_SERVICES, replay_settings
+    from outagewatch.settings import PipelineSettings
+
+    base = PipelineSettings()
+    assert replay_settings(base, 10).ring_minutes == 512
+    assert replay_settings(base, REPLAY_RING_SERVICES).ring_minutes == 512
+    assert replay_settings(base, REPLAY_RING_SERVICES + 1) is base
+    longer = replace(base, ring_minutes=1024)
+    assert replay_settings(longer, 10) is longer

@@ -127,9 +127,20 @@ REPLAY_RING_MINUTES = 512
 """The minutes a replay's pipeline holds (the server's 128, `PipelineSettings.ring_minutes`):
 reports are counted a span of minutes at a time, a span being the ring less the minutes a
 tick may look back (`Pipeline._ingest_spans`), and each span costs the same steps in
-Python, so a longer ring takes a month in a sixth of them (120 spans, not 849). The same
-counts, incidents and state; a state saved with it loads into the server's ring
-(`Series.set_ring`). 512 minutes of ~1,000 series are 4 MiB."""
+Python, so a longer ring takes the sparse benchmark's month in 120 spans, not 849. The
+same counts, incidents and state; a state saved with it loads into the server's ring
+(`Series.set_ring`)."""
+REPLAY_RING_SERVICES = 2_000
+"""A catalog of more services keeps the server's ring in a replay: the rings cost 8 bytes a
+series and minute (~10 series a service: 80 MiB for 2,000 services at 512 minutes)."""
+
+
+def replay_settings(settings: PipelineSettings, services: int) -> PipelineSettings:
+    """The pipeline settings of a replay of a catalog of `services` services: the longer
+    ring (`REPLAY_RING_MINUTES`) where the catalog is small enough."""
+    if settings.ring_minutes < REPLAY_RING_MINUTES and services <= REPLAY_RING_SERVICES:
+        return replace(settings, ring_minutes=REPLAY_RING_MINUTES)
+    return settings
 
 
 class Replayer:
@@ -151,8 +162,7 @@ class Replayer:
         # `replay`: hours compaction would take at once go into day blocks as they are
         # committed (`Commit.fold`); a live worker's commits stay raw.
         self.fold = fold
-        if settings.ring_minutes < REPLAY_RING_MINUTES:
-            settings = replace(settings, ring_minutes=REPLAY_RING_MINUTES)
+        settings = replay_settings(settings, len(catalog.services))
         state = store.load_state(state_key)
         self.pipeline = (
             Pipeline(settings, catalog=catalog)
