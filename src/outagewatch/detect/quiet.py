@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from outagewatch.detect.cusum import (
+    Columns,
     Sequential,
     alarms_of,
     from_columns,
@@ -67,46 +68,49 @@ def quiet_scan(
 
     A minute where the sequential test fires must be left as it was before it (the tick
     fires it). Rather than keep a copy of the test's state before every minute, the state
-    a scan changes (the sequential test's and the baseline's) is copied once, at the start:
-    when a scan stops at an alarm at minute k, it is put back and the minutes before k are
-    scanned again, which repeats the same arithmetic on the same inputs (rare: an alarm
-    opens an incident)."""
+    a scan changes is copied once, at the start: the sequential test's by columns, which
+    the scan steps (`cusum.to_columns`: its rows stay as they were until the run is done),
+    and the baseline's. When a scan stops at an alarm at minute k, both are taken from
+    before it again and the minutes before k are scanned again, which repeats the same
+    arithmetic on the same inputs (rare: an alarm opens an incident)."""
     m0, _, hot, zero_next = run
     sequential = tests[3]
     n = model[0].shape[0]
-    saved_test = (
-        sequential[0][:n].copy(), sequential[1][:n].copy(), sequential[2][:n].copy(),
-        sequential[3][:n].copy(),
-    )  # fmt: skip
     saved_model = (
         model[0].copy(), model[1].copy(), model[2].copy(), model[3].copy(), model[4].copy(),
         model[5].copy(),
     )  # fmt: skip
-    k, learn_until, blocks, alarm = _scan(run, ring, model, calendar, tests, learning)
+    cols = to_columns(sequential, n)
+    k, learn_until, blocks, alarm = _scan(run, ring, model, calendar, tests, learning, cols)
     if alarm:
-        sequential[0][:n] = saved_test[0]
-        sequential[1][:n] = saved_test[1]
-        sequential[2][:n] = saved_test[2]
-        sequential[3][:n] = saved_test[3]
         model[0][:] = saved_model[0]
         model[1][:] = saved_model[1]
         model[2][:] = saved_model[2]
         model[3][:] = saved_model[3]
         model[4][:] = saved_model[4]
         model[5][:] = saved_model[5]
+        cols = to_columns(sequential, n)
         k, learn_until, blocks, alarm = _scan(
-            (m0, k, hot, zero_next), ring, model, calendar, tests, learning
+            (m0, k, hot, zero_next), ring, model, calendar, tests, learning, cols
         )
+    from_columns(cols, sequential, n)
     return k, learn_until, blocks
 
 
 @njit(cache=True, nogil=True, error_model="numpy")  # as step_columns, inlined here
 def _scan(
-    run: Run, ring: Ring, model: Model, calendar: Calendar, tests: Tests, learning: Learning
+    run: Run,
+    ring: Ring,
+    model: Model,
+    calendar: Calendar,
+    tests: Tests,
+    learning: Learning,
+    cols: Columns,
 ) -> tuple[int, int, int, bool]:
     """`quiet_scan`'s minutes; returns (k, new learn_until, learning steps, alarm): minute
     k (< m1) has a surge candidate, or (`alarm`) the sequential test fires in it and the
-    test has stepped it (the caller takes that back).
+    test has stepped it (the caller takes that back). The sequential test is stepped in
+    `cols`, its state by columns (`cusum.to_columns`), not in its rows.
 
     A minute's tick, in the tick's order and arithmetic:
 
@@ -167,10 +171,7 @@ def _scan(
     min_ratio, min_excess = guards[0], guards[1]
     gathered = -1  # the half hour whose factors are in f0, f1 (-1: none, or stale)
     blocks = 0
-    # The sequential test's state by columns for the run (`step_columns`), written back at
-    # its end.
-    cols = to_columns(sequential, n)
-    work = scratch(n)
+    work = scratch(n)  # `step_columns`' working arrays
     for m in range(m0, m1):
         newest = m % size
         if m // 30 != gathered:
@@ -193,7 +194,6 @@ def _scan(
             if not may[i] or not eligible[i]:
                 continue
             if _candidate(ring, m, i, windows, width, disp[i], guards):
-                from_columns(cols, sequential, n)
                 return m, learn_until, blocks, False
         if h > 0.0:
             # Stepped at once (one pass of the statistic, not a would-it-fire pass and a
@@ -202,7 +202,6 @@ def _scan(
             if step_columns(cols, minute, sequential, work) and alarms_of(
                 cols, sequential, guards, (fired, ratio)
             ):
-                from_columns(cols, sequential, n)
                 return m, learn_until, blocks, True
         f = m - lateness
         if f >= final_until:
@@ -224,7 +223,6 @@ def _scan(
                 expected[w, i] -= ring_expected[oldest, i]
         if zero_next:
             ring_count[(m + 1) % size, :] = 0.0
-    from_columns(cols, sequential, n)
     return m1, learn_until, blocks, False
 
 
