@@ -139,12 +139,16 @@ def tail_sides(s: F64, r: F64, q: F64, log_alpha: float, out: NDArray[np.int8]) 
                 break
             t *= qi * (si + k + ri) / (si + k + 1.0)
             rho = qi * max(1.0, (si + k + 1.0 + ri) / (si + k + 2.0))
-            rest = t / (1.0 - rho) if rho < 1.0 else 0.0
-            if rho < 1.0 and log_pmf + math.log(summed + rest) < log_alpha - BOUND_MARGIN:
-                out[i] = 1  # the tail is at most the terms so far and a geometric rest
-                break
+            if rho < 1.0:
+                rest = t / (1.0 - rho)  # the geometric bound of the rest
+                if log_pmf + math.log(summed + rest) < log_alpha - BOUND_MARGIN:
+                    out[i] = 1  # the tail is at most the terms so far and the rest
+                    break
             if t == 0.0:
                 break
+
+
+WARM_NOBS = 60  # minutes learned before `learn_block` clips odd minutes and learns dispersion
 
 
 Block = tuple[F64, F64, Mask]
@@ -178,8 +182,7 @@ def learn_block(
     slots = season.shape[1]
     # The block's sums of every series, minute after minute (each series' in the order of
     # its minutes, as one by one): the compiler runs the series 4 or 8 at a time.
-    sums = np.zeros((4, n))
-    tsums, xsums, musums, rsums = sums[0], sums[1], sums[2], sums[3]
+    tsums, xsums, musums, rsums = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
     fj = np.empty(n)
     xj = np.empty(n)
     for j in range(b):
@@ -191,7 +194,7 @@ def learn_block(
             mu = level[i] * f
             # Keep anomalies out of what is learned: clip single odd minutes (once warm).
             cap = max(2.0 * mu, mu + 4.0 * np.sqrt(mu) + 2.0)
-            xc = min(xj[i], cap) if nobs[i] >= 60 else xj[i]
+            xc = min(xj[i], cap) if nobs[i] >= WARM_NOBS else xj[i]
             tsums[i] += xc / f
             xsums[i] += xc
             musums[i] += mu
@@ -202,7 +205,7 @@ def learn_block(
             continue
         lv = level[i]
         no = nobs[i]
-        warm = no >= 60
+        warm = no >= WARM_NOBS
         tsum, xsum, musum, rsum = tsums[i], xsums[i], musums[i], rsums[i]
         a = max(a_block, b / (no + b))
         new_lv = lv + a * (tsum / b - lv)

@@ -265,11 +265,12 @@ def _encode_keyed(
     "country\tproblem" text of each of those rows."""
     m, n, ci, pi, block = keyed
     key = ci * (int(pi.max()) + 1) + pi
-    buckets = (int(block.max()) + 1) * (int(key.max()) + 1)
+    keys = int(key.max()) + 1
+    buckets = (int(block.max()) + 1) * keys
     if buckets <= 4 * len(m) + (1 << 16):  # a table of buckets of about the rows' size
         from outagewatch.store.grouping import grouped_by_bucket
 
-        first, n = grouped_by_bucket(block * (int(key.max()) + 1) + key, m, n, buckets)
+        first, n = grouped_by_bucket(block * keys + key, m, n, buckets)
     else:
         first, n = _grouped((block, key, m), n)
     block, key, m = block[first], key[first], m[first]
